@@ -1,0 +1,185 @@
+"""Binary encodings of a KV chunk and of its retrieval keys (no pickle: safe to read from a shared Redis).
+
+Chunk blob::
+
+    b"SKVC" | u16 version | u32 header length | JSON header | raw keys | raw values
+
+The header says everything needed to rebuild the tensors and to use them (model id, layers, kv heads,
+head dim, dtype, tokens, position range and span, frame spans, carriers, pts range) plus a CRC32 of the
+payload, so a truncated or foreign blob fails loudly instead of becoming garbage KV. Tensors are
+written as their raw little-endian bytes (bf16 through a uint8 view), so a round trip is bit-exact.
+
+Retrieval keys blob (``b"SKVK"``, same framing): the chunk's mean key per layer and kv head
+[layers, kv_heads, head_dim] and its pooled visual feature (mean of the frames' unit signatures,
+renormalised), both float32. They are small (a few KiB) and stored beside the chunk so that QA can
+score every chunk of a stream without moving any KV.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from scenekv.errors import UserError
+from scenekv.vlm import FrameSpan, KVChunk
+
+CHUNK_MAGIC = b"SKVC"
+KEYS_MAGIC = b"SKVK"
+VERSION = 1
+_FRAME = struct.Struct(">4sHI")  # magic, version, header length
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+class CorruptBlob(UserError):
+    """A stored blob that is not a SceneKV chunk of a version this code reads."""
+
+    code = "corrupt_chunk"
+
+
+@dataclass
+class ChunkKeys:
+    """What retrieval scores a chunk by, without its KV."""
+
+    mean_keys: torch.Tensor  # [layers, kv_heads, head_dim] float32: mean over the chunk's tokens
+    feature: torch.Tensor  # [D] float32 unit vector: pooled frame signatures (empty if none)
+
+
+def _raw(t: torch.Tensor) -> memoryview:
+    t = t.detach().to("cpu").contiguous()
+    return memoryview(t.view(torch.uint8).numpy()).cast("B")
+
+
+def _frame(magic: bytes, header: dict, payload: list[memoryview]) -> bytes:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join([_FRAME.pack(magic, VERSION, len(head)), head, *payload])
+
+
+def _unframe(blob: bytes | bytearray | memoryview, magic: bytes) -> tuple[dict, memoryview]:
+    view = memoryview(blob)
+    if len(view) < _FRAME.size:
+        raise CorruptBlob(f"blob of {len(view)} bytes is too short to be a SceneKV record")
+    got, version, hlen = _FRAME.unpack_from(view)
+    if got != magic:
+        raise CorruptBlob(f"not a SceneKV record (magic {bytes(got)!r}, expected {magic!r})")
+    if version != VERSION:
+        raise CorruptBlob(f"SceneKV record version {version} is not readable by this version ({VERSION})")
+    start = _FRAME.size + hlen
+    try:
+        header = json.loads(bytes(view[_FRAME.size : start]))
+    except ValueError as exc:
+        raise CorruptBlob("SceneKV record header is not valid JSON") from exc
+    return header, view[start:]
+
+
+def _tensor(data: memoryview, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
+    arr = np.frombuffer(data, dtype=np.uint8).copy()  # owned, writable memory
+    return torch.from_numpy(arr).view(dtype).reshape(shape)
+
+
+def encode_chunk(chunk: KVChunk) -> bytes:
+    if chunk.keys.shape != chunk.values.shape or chunk.keys.dim() != 4:
+        raise ValueError(f"keys {tuple(chunk.keys.shape)} and values {tuple(chunk.values.shape)} differ")
+    if chunk.keys.dtype not in DTYPE_NAMES or chunk.values.dtype != chunk.keys.dtype:
+        raise ValueError(f"unsupported KV dtype {chunk.keys.dtype}")
+    keys, values = _raw(chunk.keys), _raw(chunk.values)
+    layers, kv_heads, tokens, head_dim = chunk.keys.shape
+    header = {
+        "model": chunk.model_id,
+        "carriers": chunk.carriers,
+        "layers": layers,
+        "kv_heads": kv_heads,
+        "tokens": tokens,
+        "head_dim": head_dim,
+        "dtype": DTYPE_NAMES[chunk.keys.dtype],
+        "byteorder": sys.byteorder,
+        "position": chunk.position,
+        "span": chunk.span,  # RoPE positions covered (< tokens under M-RoPE)
+        "position_end": chunk.position + chunk.span,
+        "first_pts": chunk.first_pts if chunk.frames else None,
+        "last_pts": chunk.last_pts if chunk.frames else None,
+        "frames": [[f.index, f.pts, f.offset, f.tokens] for f in chunk.frames],
+        "crc32": zlib.crc32(values, zlib.crc32(keys)),
+    }
+    return _frame(CHUNK_MAGIC, header, [keys, values])
+
+
+def chunk_header(blob: bytes) -> dict:
+    """The JSON header of a chunk blob (cheap: no tensor is built)."""
+    return _unframe(blob, CHUNK_MAGIC)[0]
+
+
+def decode_chunk(blob: bytes | bytearray | memoryview, *, verify: bool = True) -> KVChunk:
+    h, payload = _unframe(blob, CHUNK_MAGIC)
+    try:
+        dtype = DTYPES[h["dtype"]]
+        shape = [h["layers"], h["kv_heads"], h["tokens"], h["head_dim"]]
+        if h.get("byteorder", "little") != sys.byteorder:
+            raise CorruptBlob(f"chunk written on a {h['byteorder']}-endian machine")
+        half = int(np.prod(shape)) * torch.finfo(dtype).bits // 8
+        if len(payload) != 2 * half:
+            raise CorruptBlob(f"chunk payload is {len(payload)} bytes, header says {2 * half}")
+        if verify and zlib.crc32(payload) != h["crc32"]:
+            raise CorruptBlob("chunk payload fails its CRC32: the blob is damaged")
+        frames = [FrameSpan(int(i), float(p), int(o), int(t)) for i, p, o, t in h["frames"]]
+        return KVChunk(
+            keys=_tensor(payload[:half], dtype, shape),
+            values=_tensor(payload[half:], dtype, shape),
+            position=int(h["position"]),
+            frames=frames,
+            model_id=h["model"],
+            carriers=h["carriers"],
+            span=int(h.get("span") or h["tokens"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptBlob(f"chunk header is incomplete: {exc}") from exc
+
+
+def chunk_keys(chunk: KVChunk, signatures: torch.Tensor | None) -> ChunkKeys:
+    """Mean key per layer and head (ReKV-style) and the pooled visual feature of the chunk's frames.
+
+    The mean key is taken with RoPE undone (``content_keys``, computed by the session that knows each
+    token's position), so a chunk scores the same wherever it sits; the cached keys' plain mean is
+    the fallback for chunks made without it.
+    """
+    if chunk.content_keys is not None:
+        mean_keys = chunk.content_keys.float().cpu()
+    else:
+        mean_keys = chunk.keys.float().mean(dim=2).cpu()
+    if signatures is None or signatures.numel() == 0:
+        feature = torch.zeros(0)
+    else:
+        feature = torch.nn.functional.normalize(signatures.float().mean(dim=0), dim=0).cpu()
+    return ChunkKeys(mean_keys, feature)
+
+
+def encode_keys(keys: ChunkKeys) -> bytes:
+    mean = keys.mean_keys.float()
+    header = {"shape": list(mean.shape), "feature_dim": int(keys.feature.numel()), "dtype": "float32"}
+    return _frame(KEYS_MAGIC, header, [_raw(mean), _raw(keys.feature.float())])
+
+
+def decode_keys(blob: bytes | bytearray | memoryview) -> ChunkKeys:
+    h, payload = _unframe(blob, KEYS_MAGIC)
+    try:
+        shape = [int(x) for x in h["shape"]]
+        n = int(np.prod(shape)) * 4
+        if len(payload) != n + 4 * int(h["feature_dim"]):
+            raise CorruptBlob("retrieval key payload does not match its header")
+        return ChunkKeys(
+            _tensor(payload[:n], torch.float32, shape), _tensor(payload[n:], torch.float32, [-1])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptBlob(f"retrieval key header is incomplete: {exc}") from exc

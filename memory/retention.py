@@ -1,0 +1,151 @@
+"""Retention: how much of a stream's past stays in Redis, and in how much detail.
+
+Two tiers, each in seconds and/or bytes (None = no limit):
+
+- ``keep_s`` / ``keep_bytes`` — full detail. Once the stream holds more than ``keep_bytes``, or a
+  closed scene ended more than ``keep_s`` before the newest frame, the oldest closed scenes are
+  *compacted*: only their representative chunk stays. The representative is the chunk whose pooled
+  visual feature (retrieval key) is most similar to the scene's mean feature, i.e. the most typical
+  moment of the scene, which is what a later retrieval for that scene should find; when features
+  are missing it is the middle chunk.
+- ``max_s`` / ``max_bytes`` — hard caps. Past them the oldest chunks are dropped, compacted or not,
+  one at a time oldest first, until the stream is under the cap again; a closed scene left without
+  chunks is dropped too (an event says so). The open scene is never compacted (it is still growing),
+  so a single endless static scene is bounded by the hard cap alone.
+
+Byte figures count the chunk KV blobs and their retrieval keys, the bulk of a stream; scene hashes,
+chunk metadata and the capped event log are small and not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .store import ChunkMeta, MemoryStore, SceneInfo
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep_s: float | None = None
+    keep_bytes: int | None = None
+    max_s: float | None = None
+    max_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("keep_s", "keep_bytes", "max_s", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"retention {name} must be >= 0")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.keep_s, self.keep_bytes, self.max_s, self.max_bytes))
+
+
+@dataclass
+class RetentionReport:
+    compacted: list[int] = field(default_factory=list)  # scene ids reduced to their representative
+    dropped_chunks: list[str] = field(default_factory=list)
+    dropped_scenes: list[int] = field(default_factory=list)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
+def representative(metas: list[ChunkMeta], features: dict[str, torch.Tensor]) -> str:
+    """The chunk most similar to the scene's mean pooled feature; the middle one without features."""
+    ids = [m.cid for m in sorted(metas, key=lambda m: m.first_pts)]
+    vecs = [features.get(c) for c in ids]
+    if any(v is None or v.numel() == 0 for v in vecs):
+        return ids[len(ids) // 2]
+    stacked = torch.nn.functional.normalize(torch.stack(vecs).float(), dim=1)
+    mean = stacked.mean(dim=0)
+    return ids[int(torch.argmax(stacked @ mean))]
+
+
+def enforce(store: MemoryStore, sid: str, policy: Retention) -> RetentionReport:
+    """Apply ``policy`` to stream ``sid`` now. Idempotent: safe to repeat after a connection error."""
+    report = RetentionReport()
+    if not policy.active:
+        return report
+    info = store.info(sid)
+    report.bytes_before = report.bytes_after = info.bytes
+    newest = info.last_pts
+    over_keep = _over(policy.keep_s, policy.keep_bytes, info.bytes, info.oldest_pts, newest)
+    if not over_keep and not _over(policy.max_s, policy.max_bytes, info.bytes, info.oldest_pts, newest):
+        return report
+    metas = {m.cid: m for m in store.chunk_index(sid)}
+    scenes = store.scenes(sid)
+    used = info.bytes
+
+    # 1. compaction of the oldest closed scenes
+    if policy.keep_s is not None or policy.keep_bytes is not None:
+        newest_chunk = max((m.first_pts for m in metas.values()), default=None)
+        for scene in scenes:
+            # complete = every chunk of the scene is written: a later chunk exists, or the stream ended
+            complete = info.status == "ended" or (
+                newest_chunk is not None and scene.end is not None and newest_chunk >= scene.end
+            )
+            if not scene.closed or not complete:
+                break
+            if scene.compacted or len(scene.chunks) < 2:
+                continue
+            too_old = policy.keep_s is not None and newest is not None and scene.end < newest - policy.keep_s
+            too_big = policy.keep_bytes is not None and used > policy.keep_bytes
+            if not (too_old or too_big):
+                break
+            used -= _compact(store, sid, scene, metas)
+            report.compacted.append(scene.index)
+
+    # 2. hard caps: drop the oldest chunks
+    order = sorted(metas.values(), key=lambda m: m.first_pts)
+    remaining = {s.index: set(s.chunks) for s in scenes}
+    for meta in order:
+        if meta.cid not in metas:  # removed by compaction above
+            continue
+        over_bytes = policy.max_bytes is not None and used > policy.max_bytes
+        over_age = policy.max_s is not None and newest is not None and meta.last_pts < newest - policy.max_s
+        if not (over_bytes or over_age):
+            break
+        used -= store.drop_chunk(sid, meta.cid, meta.scene)
+        del metas[meta.cid]
+        report.dropped_chunks.append(meta.cid)
+        if meta.scene in remaining:
+            remaining[meta.scene].discard(meta.cid)
+    for scene in scenes:
+        if scene.closed and scene.chunks and not remaining.get(scene.index):
+            store.drop_scene(sid, scene.index)
+            data = {"scene": scene.index, "start": scene.start, "end": scene.end}
+            store.add_event(sid, "scene.dropped", data)
+            report.dropped_scenes.append(scene.index)
+    report.bytes_after = used
+    return report
+
+
+def _over(limit_s: float | None, limit_bytes: int | None, used: int, oldest, newest) -> bool:
+    if limit_bytes is not None and used > limit_bytes:
+        return True
+    return limit_s is not None and oldest is not None and newest is not None and oldest < newest - limit_s
+
+
+def _compact(store: MemoryStore, sid: str, scene: SceneInfo, metas: dict[str, ChunkMeta]) -> int:
+    present = [metas[c] for c in scene.chunks if c in metas]
+    if len(present) < 2:
+        return 0
+    keys = store.load_keys(sid, [m.cid for m in present])
+    keep = representative(present, {c: k.feature for c, k in keys.items()})
+    freed = 0
+    for meta in present:
+        if meta.cid != keep:
+            freed += store.drop_chunk(sid, meta.cid, scene.index)
+            del metas[meta.cid]
+    store.put_scene(
+        sid,
+        scene.index,
+        scene.start,
+        {"compacted": 1, "representative": keep},
+        event="scene.compacted",
+        data={"kept": keep, "dropped": len(present) - 1, "start": scene.start, "end": scene.end},
+    )
+    return freed

@@ -1,0 +1,110 @@
+"""Redis key names of one stream (DESIGN §3), in one place so nothing else spells them.
+
+Every key of stream ``sid`` starts with ``{prefix}stream:{sid}``; a stream id may not contain ``:``,
+``*``, ``?``, ``[`` or braces, so one stream's prefix is never a prefix of another's keys and a
+glob over it matches only that stream. Layout (``S = {prefix}stream:{sid}``)::
+
+    S                     hash   source, model, fps, carriers, status, created_at, last_pts,
+                                 next_pos + resume state (next_index, last_kept, last_signature,
+                                 tiler), accounting (bytes, chunks, frames)
+    S:chunks              zset   score = first pts, member = chunk id (first frame index)
+    S:chunk:{cid}         string KV blob (codec.encode_chunk)
+    S:chunk:{cid}:key     string retrieval keys (codec.encode_keys): loadable without the KV
+    S:chunkmeta           hash   cid -> small JSON (pts range, positions, tokens, scene, bytes)
+    S:scenes              zset   score = start, member = scene id
+    S:scene:{id}          hash   start, end, caption, chunks (JSON list), closed, frames, ...
+    S:events              stream scene.closed, scene.compacted, ... (capped, MAXLEN ~)
+    S:owner               string lease of the process appending to the stream (PX lease)
+    {prefix}streams       set    ids of known streams (for listing; stale ids are pruned)
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from scenekv.errors import UserError
+
+DEFAULT_PREFIX = "skv:"
+_SID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.\-:]{0,64}$")
+
+
+def check_sid(sid: str) -> str:
+    if not isinstance(sid, str) or not _SID.match(sid):
+        raise UserError(
+            f"bad stream id {sid!r}: use 1-64 letters, digits, '_', '-' or '.'", code="bad_stream_id"
+        )
+    return sid
+
+
+def check_prefix(prefix: str) -> str:
+    if not _PREFIX.match(prefix):
+        raise UserError(f"bad key prefix {prefix!r}: use letters, digits, '_', '-', '.', ':'")
+    return prefix
+
+
+def new_sid() -> str:
+    """A fresh random stream id (URL- and key-safe)."""
+    return "s" + secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class StreamKeys:
+    prefix: str
+    sid: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}stream:{self.sid}"
+
+    @property
+    def stream(self) -> str:
+        return self.base
+
+    @property
+    def chunks(self) -> str:
+        return f"{self.base}:chunks"
+
+    @property
+    def chunkmeta(self) -> str:
+        return f"{self.base}:chunkmeta"
+
+    @property
+    def scenes(self) -> str:
+        return f"{self.base}:scenes"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}:events"
+
+    @property
+    def owner(self) -> str:
+        return f"{self.base}:owner"
+
+    @property
+    def registry(self) -> str:
+        return f"{self.prefix}streams"
+
+    def chunk(self, cid: str | int) -> str:
+        return f"{self.base}:chunk:{cid}"
+
+    def chunk_key(self, cid: str | int) -> str:
+        return f"{self.base}:chunk:{cid}:key"
+
+    def scene(self, scene_id: str | int) -> str:
+        return f"{self.base}:scene:{scene_id}"
+
+    @property
+    def glob(self) -> str:
+        """SCAN pattern for this stream's sub-keys (``base:*``, so stream "a" never matches "ab")."""
+        return f"{_escape_glob(self.base)}:*"
+
+
+def keys_for(prefix: str, sid: str) -> StreamKeys:
+    return StreamKeys(check_prefix(prefix), check_sid(sid))
+
+
+def _escape_glob(text: str) -> str:
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)

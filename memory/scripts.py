@@ -1,0 +1,184 @@
+"""Lua scripts: each multi-key update of a stream is one atomic, idempotent server-side step.
+
+Atomic, so a crash or a dropped connection never leaves a chunk blob without its index entry or a
+byte counter that disagrees with the blobs. Idempotent, so the writer can simply run a step again
+after a connection error without knowing whether the first attempt was applied (a reply can be
+lost after the server executed the script). Every step refuses to run on a stream whose hash is
+gone (deleted or expired) instead of resurrecting half of it.
+"""
+
+# Scene chunk lists are JSON arrays kept server-side, so the writer and retention never race on them.
+_LIST_HELPERS = """
+local function list_get(key)
+  local cur = redis.call('HGET', key, 'chunks')
+  if not cur or cur == '' or cur == '{}' then return {} end
+  return cjson.decode(cur)
+end
+local function list_put(key, list)
+  if #list == 0 then redis.call('HSET', key, 'chunks', '[]')
+  else redis.call('HSET', key, 'chunks', cjson.encode(list)) end
+end
+"""
+
+# KEYS: chunk, chunk_key, chunks zset, chunkmeta, stream hash, scene hash
+# ARGV: blob, key blob, first_pts, cid, meta json, ttl_ms, '1' = add to the scene's list, field/value...
+WRITE_CHUNK = (
+    _LIST_HELPERS
+    + """
+if redis.call('EXISTS', KEYS[5]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+local old = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  old = redis.call('STRLEN', KEYS[1]) + redis.call('STRLEN', KEYS[2])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+local n = string.len(ARGV[1]) + string.len(ARGV[2])
+redis.call('HINCRBY', KEYS[5], 'bytes', n - old)
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
+  local list = list_get(KEYS[6])
+  local present = false
+  for _, c in ipairs(list) do if c == ARGV[4] then present = true end end
+  if not present then table.insert(list, ARGV[4]); list_put(KEYS[6], list) end
+end
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[5], 'chunks', redis.call('ZCARD', KEYS[3]))
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return n
+"""
+)
+
+# KEYS: chunk, chunk_key, chunks zset, chunkmeta, stream hash, scene hash; ARGV: cid
+DROP_CHUNK = (
+    _LIST_HELPERS
+    + """
+if redis.call('EXISTS', KEYS[5]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+local n = redis.call('STRLEN', KEYS[1]) + redis.call('STRLEN', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], 'bytes', -n)
+redis.call('HSET', KEYS[5], 'chunks', redis.call('ZCARD', KEYS[3]))
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  local list, kept = list_get(KEYS[6]), {}
+  for _, c in ipairs(list) do if c ~= ARGV[1] then table.insert(kept, c) end end
+  if #kept ~= #list then list_put(KEYS[6], kept) end
+end
+return n
+"""
+)
+
+# KEYS: scene hash, scenes zset, events, stream hash
+# ARGV: scene id, start, ttl_ms, event type ('' = none), event data json, events maxlen, field/value...
+# An event is added at most once per (scene, type): retries and replays do not duplicate it.
+# The chunk list is owned by WRITE_CHUNK / DROP_CHUNK: callers never pass 'chunks' here.
+PUT_SCENE = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if redis.call('HEXISTS', KEYS[1], 'chunks') == 0 then redis.call('HSET', KEYS[1], 'chunks', '[]') end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+local id = false
+if ARGV[4] ~= '' then
+  local mark = 'event:' .. ARGV[4]
+  id = redis.call('HGET', KEYS[1], mark)
+  if not id then
+    id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'type', ARGV[4], 'data', ARGV[5])
+    redis.call('HSET', KEYS[1], mark, id)
+  end
+end
+redis.call('HSET', KEYS[4], 'scenes', redis.call('ZCARD', KEYS[2]))
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return id
+"""
+
+# KEYS: scene hash, scenes zset, stream hash; ARGV: scene id
+DROP_SCENE = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+local n = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'scenes', redis.call('ZCARD', KEYS[2]))
+return n
+"""
+
+# KEYS: stream hash, registry, events; ARGV: sid, ttl_ms, event data, maxlen, field/value...
+CREATE_STREAM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'stream.created', 'data', ARGV[3])
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
+
+# KEYS: stream hash, chunks, chunkmeta, scenes, events, registry; ARGV: key base, sid
+DELETE_STREAM = """
+local base = ARGV[1]
+local n = 0
+for _, cid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  n = n + redis.call('DEL', base .. ':chunk:' .. cid, base .. ':chunk:' .. cid .. ':key')
+end
+for _, sc in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  n = n + redis.call('DEL', base .. ':scene:' .. sc)
+end
+n = n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], base .. ':owner')
+redis.call('SREM', KEYS[6], ARGV[2])
+return n
+"""
+
+# KEYS: stream hash, chunks, chunkmeta, scenes, events; ARGV: key base, ttl_ms (0 = persist)
+TOUCH_STREAM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local base = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local function set(key)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+end
+for _, cid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  set(base .. ':chunk:' .. cid)
+  set(base .. ':chunk:' .. cid .. ':key')
+end
+for _, sc in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do set(base .. ':scene:' .. sc) end
+for i = 1, #KEYS do set(KEYS[i]) end
+return 1
+"""
+
+# KEYS: stream hash, events; ARGV: ttl_ms, event type ('' = none), event data, maxlen, field/value...
+UPDATE_STREAM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local id = false
+if ARGV[2] ~= '' then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', ARGV[2], 'data', ARGV[3])
+end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return id
+"""
+
+# KEYS: owner key; ARGV: token, lease_ms, '1' = take over from another owner
+# Returns 1 when ``token`` holds the lease afterwards, 0 when another owner holds it.
+CLAIM_OWNER = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] and ARGV[3] ~= '1' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: owner key; ARGV: token
+RELEASE_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

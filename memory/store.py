@@ -1,0 +1,554 @@
+"""MemoryStore: every Redis read and write of SceneKV's stream memory (key names in schema.py).
+
+Writes are single Lua steps (scripts.py): atomic and safe to repeat, which is what lets the
+write-behind ChunkWriter retry blindly after a connection error. Reads that QA does per question
+(a set of chunks, all retrieval keys) are one round trip each (MGET / HGETALL).
+
+Expiry: with ``ttl_s`` set, every key a write touches gets a TTL of 1.25 x ttl_s, and
+:meth:`touch` (called by RollingMemory at least every ttl_s / 4 of activity) refreshes all keys of
+the stream, so an idle stream disappears between ttl_s and 1.25 x ttl_s after its last activity and
+an active one never loses a key. ``ttl_s=None`` keeps streams until deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import redis
+import torch
+
+from scenekv.errors import UserError
+from scenekv.vlm import KVChunk
+
+from . import scripts
+from .codec import ChunkKeys, decode_chunk, decode_keys, encode_chunk, encode_keys
+from .lru import DeviceLRU
+from .schema import DEFAULT_PREFIX, StreamKeys, check_sid, keys_for, new_sid
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_TTL_S = 7 * 24 * 3600.0
+EVENTS_MAXLEN = 10_000
+TTL_GRACE = 1.25
+
+
+def redis_url_default() -> str:
+    return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+class StreamNotFound(UserError):
+    code = "stream_not_found"
+
+
+class StreamExists(UserError):
+    code = "stream_exists"
+
+
+class ChunkNotFound(UserError):
+    code = "chunk_not_found"
+
+
+@dataclass
+class StreamInfo:
+    """What a stream costs and where it stands: for the CLI, /metrics and attach."""
+
+    sid: str
+    source: str
+    model: str
+    carriers: str
+    fps: float
+    status: str
+    created_at: float
+    last_pts: float | None
+    next_pos: int
+    next_index: int
+    bytes: int  # chunk blobs + retrieval keys
+    chunks: int
+    scenes: int
+    events: int
+    oldest_pts: float | None  # first pts of the oldest chunk still stored
+    ttl_s: float | None  # seconds until the stream hash expires (None: never)
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ChunkMeta:
+    cid: str
+    first_pts: float
+    last_pts: float
+    position: int
+    span: int  # RoPE positions covered: position .. position + span
+    tokens: int
+    first_frame: int
+    last_frame: int
+    frames: int
+    scene: int | None
+    bytes: int
+
+
+@dataclass
+class SceneInfo:
+    index: int
+    start: float
+    end: float | None
+    closed: bool
+    caption: str
+    chunks: list[str]
+    frames: int
+    compacted: bool
+    extra: dict = field(default_factory=dict)
+
+
+def _s(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _f(value) -> float | None:
+    return None if value in (None, b"", "") else float(value)
+
+
+def _fields(mapping: dict) -> list:
+    out = []
+    for k, v in mapping.items():
+        if v is None:
+            v = ""
+        elif isinstance(v, (dict, list)):
+            v = json.dumps(v, separators=(",", ":"))
+        elif isinstance(v, bool):
+            v = int(v)
+        out += [k, v]
+    return out
+
+
+class MemoryStore:
+    """Stream memory in one Redis, under ``prefix``; thread-safe (redis-py pools connections)."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        ttl_s: float | None = DEFAULT_TTL_S,
+        events_maxlen: int = EVENTS_MAXLEN,
+        socket_timeout: float = 10.0,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.url = redis_url or redis_url_default()
+        self.prefix = keys_for(prefix, "x").prefix
+        self.ttl_s = ttl_s
+        self.events_maxlen = events_maxlen
+        self.client = client or redis.Redis.from_url(
+            self.url, socket_timeout=socket_timeout, socket_connect_timeout=min(5.0, socket_timeout)
+        )
+        self._scripts = {
+            name: self.client.register_script(getattr(scripts, name))
+            for name in (
+                "WRITE_CHUNK",
+                "DROP_CHUNK",
+                "PUT_SCENE",
+                "DROP_SCENE",
+                "CREATE_STREAM",
+                "DELETE_STREAM",
+                "TOUCH_STREAM",
+                "UPDATE_STREAM",
+                "CLAIM_OWNER",
+                "RELEASE_OWNER",
+            )
+        }
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def keys(self, sid: str) -> StreamKeys:
+        return keys_for(self.prefix, sid)
+
+    @property
+    def _ttl_ms(self) -> int:
+        return 0 if self.ttl_s is None else max(1, int(self.ttl_s * TTL_GRACE * 1000))
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise UserError(
+                f"cannot reach Redis at {self.url}: {exc} (set REDIS_URL or --redis-url)",
+                code="redis_unavailable",
+            ) from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _run(self, name: str, keys: list[str], args: list):
+        try:
+            return self._scripts[name](keys=keys, args=args)
+        except redis.ResponseError as exc:
+            if "NOSTREAM" in str(exc):
+                raise StreamNotFound(f"stream is gone (deleted or expired): {keys[0]}") from exc
+            raise
+
+    # -- streams ----------------------------------------------------------------------------------
+    def create_stream(
+        self,
+        sid: str | None = None,
+        *,
+        source: str = "",
+        model: str = "",
+        fps: float = 1.0,
+        carriers: str = "",
+        fields: dict | None = None,
+    ) -> str:
+        """Register a new stream; raises StreamExists if ``sid`` is taken."""
+        sid = check_sid(sid) if sid is not None else new_sid()
+        k = self.keys(sid)
+        now = time.time()
+        base = {
+            "sid": sid,
+            "source": source,
+            "model": model,
+            "fps": fps,
+            "carriers": carriers,
+            "status": "live",
+            "created_at": now,
+            "updated_at": now,
+            "last_pts": "",
+            "next_pos": 0,
+            "next_index": 0,
+            "bytes": 0,
+            "chunks": 0,
+            "scenes": 0,
+            **(fields or {}),
+        }
+        data = json.dumps({"sid": sid, "source": source, "model": model, "carriers": carriers})
+        created = self._run(
+            "CREATE_STREAM",
+            [k.stream, k.registry, k.events],
+            [sid, self._ttl_ms, data, self.events_maxlen, *_fields(base)],
+        )
+        if not created:
+            raise StreamExists(f"stream {sid!r} already exists (attach to it, or delete it first)")
+        return sid
+
+    def exists(self, sid: str) -> bool:
+        return bool(self.client.exists(self.keys(sid).stream))
+
+    def stream_fields(self, sid: str) -> dict[str, bytes]:
+        raw = self.client.hgetall(self.keys(sid).stream)
+        if not raw:
+            raise StreamNotFound(f"no stream {sid!r} under prefix {self.prefix!r}")
+        return {_s(k): v for k, v in raw.items()}
+
+    def update_stream(self, sid: str, fields: dict, *, event: str = "", data: dict | None = None) -> None:
+        k = self.keys(sid)
+        self._run(
+            "UPDATE_STREAM",
+            [k.stream, k.events],
+            [self._ttl_ms, event, json.dumps(data or {}), self.events_maxlen, *_fields(fields)],
+        )
+
+    def info(self, sid: str) -> StreamInfo:
+        k = self.keys(sid)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(k.stream).zcard(k.chunks).zcard(k.scenes).xlen(k.events)
+        pipe.zrange(k.chunks, 0, 0, withscores=True).pttl(k.stream)
+        raw, chunks, scenes, events, oldest, pttl = pipe.execute()
+        if not raw:
+            raise StreamNotFound(f"no stream {sid!r} under prefix {self.prefix!r}")
+        h = {_s(a): b for a, b in raw.items()}
+        known = set(StreamInfo.__dataclass_fields__) | {"last_signature", "tiler", "resume", "updated_at"}
+        return StreamInfo(
+            sid=sid,
+            source=_s(h.get("source", b"")),
+            model=_s(h.get("model", b"")),
+            carriers=_s(h.get("carriers", b"")),
+            fps=float(h.get("fps", 0) or 0),
+            status=_s(h.get("status", b"")),
+            created_at=float(h.get("created_at", 0) or 0),
+            last_pts=_f(h.get("last_pts")),
+            next_pos=int(h.get("next_pos", 0) or 0),
+            next_index=int(h.get("next_index", 0) or 0),
+            bytes=int(h.get("bytes", 0) or 0),
+            chunks=chunks,
+            scenes=scenes,
+            events=events,
+            oldest_pts=oldest[0][1] if oldest else None,
+            ttl_s=pttl / 1000 if pttl and pttl > 0 else None,
+            extra={key: _s(v) for key, v in h.items() if key not in known},
+        )
+
+    def list_streams(self) -> list[str]:
+        """Ids of the streams under this prefix (ids whose stream expired are pruned)."""
+        registry = self.keys("x").registry
+        sids = sorted(_s(s) for s in self.client.smembers(registry))
+        if not sids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for sid in sids:
+            pipe.exists(self.keys(sid).stream)
+        alive = pipe.execute()
+        gone = [sid for sid, ok in zip(sids, alive, strict=True) if not ok]
+        if gone:
+            self.client.srem(registry, *gone)
+        return [sid for sid, ok in zip(sids, alive, strict=True) if ok]
+
+    def delete_stream(self, sid: str) -> int:
+        """Remove every key of the stream; returns how many keys were deleted (0: there was none)."""
+        k = self.keys(sid)
+        n = self._run(
+            "DELETE_STREAM",
+            [k.stream, k.chunks, k.chunkmeta, k.scenes, k.events, k.registry],
+            [k.base, sid],
+        )
+        # belt and braces: anything under the stream's prefix that no index references
+        stray = list(self.client.scan_iter(match=k.glob, count=1000))
+        if stray:
+            n += self.client.delete(*stray)
+        return int(n)
+
+    def touch(self, sid: str) -> bool:
+        """Refresh the TTL of every key of the stream (no-op without a TTL policy)."""
+        k = self.keys(sid)
+        return bool(
+            self._run(
+                "TOUCH_STREAM", [k.stream, k.chunks, k.chunkmeta, k.scenes, k.events], [k.base, self._ttl_ms]
+            )
+        )
+
+    def claim(self, sid: str, token: str, lease_s: float, *, takeover: bool = False) -> bool:
+        """Take or renew the stream's writer lease: only one process appends to a stream at a time."""
+        k = self.keys(sid)
+        lease_ms = max(1, int(lease_s * 1000))
+        return bool(self._run("CLAIM_OWNER", [k.owner], [token, lease_ms, "1" if takeover else ""]))
+
+    def release(self, sid: str, token: str) -> None:
+        self._run("RELEASE_OWNER", [self.keys(sid).owner], [token])
+
+    # -- chunks -----------------------------------------------------------------------------------
+    def write_chunk(
+        self,
+        sid: str,
+        chunk: KVChunk,
+        keys: ChunkKeys,
+        *,
+        scene: int | None = None,
+        state: dict | None = None,
+        blob: bytes | None = None,
+    ) -> int:
+        """Store a chunk, its retrieval keys and index entry (and optional stream state) atomically.
+
+        The chunk id is added to scene ``scene``'s chunk list (server-side, if the scene exists).
+        Returns the bytes stored. Safe to call again with the same chunk (e.g. after a lost reply).
+        """
+        k = self.keys(sid)
+        cid = chunk_id(chunk)
+        blob = blob if blob is not None else encode_chunk(chunk)
+        key_blob = encode_keys(keys)
+        meta = {
+            "first_pts": chunk.first_pts,
+            "last_pts": chunk.last_pts,
+            "position": chunk.position,
+            "span": chunk.span,
+            "tokens": chunk.tokens,
+            "first_frame": chunk.frames[0].index,
+            "last_frame": chunk.frames[-1].index,
+            "frames": len(chunk.frames),
+            "scene": scene,
+            "bytes": len(blob) + len(key_blob),
+        }
+        scene_key = k.scene(scene if scene is not None else "none")
+        return int(
+            self._run(
+                "WRITE_CHUNK",
+                [k.chunk(cid), k.chunk_key(cid), k.chunks, k.chunkmeta, k.stream, scene_key],
+                [
+                    blob,
+                    key_blob,
+                    repr(float(chunk.first_pts)),
+                    cid,
+                    json.dumps(meta),
+                    self._ttl_ms,
+                    "1" if scene is not None else "",
+                    *_fields({"updated_at": time.time(), **(state or {})}),
+                ],
+            )
+        )
+
+    def drop_chunk(self, sid: str, cid: str, scene: int | None = None) -> int:
+        """Delete one chunk, its keys, index entries and scene-list entry; returns the bytes freed."""
+        k = self.keys(sid)
+        scene_key = k.scene(scene if scene is not None else "none")
+        return int(
+            self._run(
+                "DROP_CHUNK",
+                [k.chunk(cid), k.chunk_key(cid), k.chunks, k.chunkmeta, k.stream, scene_key],
+                [cid],
+            )
+        )
+
+    def chunk_ids(self, sid: str, start: float = float("-inf"), end: float = float("inf")) -> list[str]:
+        """Chunk ids whose first pts is in [start, end], oldest first."""
+        lo = "-inf" if start == float("-inf") else repr(float(start))
+        hi = "+inf" if end == float("inf") else repr(float(end))
+        return [_s(c) for c in self.client.zrangebyscore(self.keys(sid).chunks, lo, hi)]
+
+    def chunk_index(self, sid: str) -> list[ChunkMeta]:
+        """Metadata of every stored chunk (one round trip), oldest first: for time-anchored selection."""
+        raw = self.client.hgetall(self.keys(sid).chunkmeta)
+        metas = [ChunkMeta(cid=_s(c), **json.loads(v)) for c, v in raw.items()]
+        return sorted(metas, key=lambda m: m.first_pts)
+
+    def load_chunks(
+        self,
+        sid: str,
+        cids: Iterable[str],
+        *,
+        lru: DeviceLRU | None = None,
+        device: torch.device | str | None = None,
+        strict: bool = True,
+    ) -> list[KVChunk]:
+        """The chunks ``cids`` in the order given, from ``lru`` where present, the rest in one MGET.
+
+        Missing chunks (dropped by retention meanwhile) raise ChunkNotFound, or are skipped when
+        ``strict`` is false.
+        """
+        cids = [str(c) for c in cids]
+        k = self.keys(sid)
+        found: dict[str, KVChunk] = {}
+        missing = []
+        for cid in cids:
+            hit = lru.get((self.prefix, sid, cid)) if lru is not None else None
+            if hit is not None:
+                found[cid] = hit
+            else:
+                missing.append(cid)
+        if missing:
+            blobs = self.client.mget([k.chunk(c) for c in missing])
+            for cid, blob in zip(missing, blobs, strict=True):
+                if blob is None:
+                    if strict:
+                        raise ChunkNotFound(f"chunk {cid} of stream {sid!r} is gone (dropped or expired)")
+                    continue
+                chunk = decode_chunk(blob)
+                if device is not None:
+                    chunk.keys, chunk.values = chunk.keys.to(device), chunk.values.to(device)
+                found[cid] = chunk
+                if lru is not None:
+                    lru.put((self.prefix, sid, cid), chunk, chunk.nbytes)
+        return [found[c] for c in cids if c in found]
+
+    def load_keys(self, sid: str, cids: Iterable[str] | None = None) -> dict[str, ChunkKeys]:
+        """Retrieval keys of ``cids`` (default: every stored chunk) without touching any KV."""
+        k = self.keys(sid)
+        cids = self.chunk_ids(sid) if cids is None else [str(c) for c in cids]
+        if not cids:
+            return {}
+        blobs = self.client.mget([k.chunk_key(c) for c in cids])
+        return {c: decode_keys(b) for c, b in zip(cids, blobs, strict=True) if b is not None}
+
+    # -- scenes -----------------------------------------------------------------------------------
+    def put_scene(
+        self, sid: str, index: int, start: float, fields: dict, *, event: str = "", data: dict | None = None
+    ) -> str | None:
+        """Create or update scene ``index``; ``event`` is appended at most once per scene and type."""
+        k = self.keys(sid)
+        event_id = self._run(
+            "PUT_SCENE",
+            [k.scene(index), k.scenes, k.events, k.stream],
+            [
+                index,
+                repr(float(start)),
+                self._ttl_ms,
+                event,
+                json.dumps({"scene": index, **(data or {})}),
+                self.events_maxlen,
+                *_fields({"index": index, "start": start, **fields}),
+            ],
+        )
+        return _s(event_id) if event_id else None
+
+    def drop_scene(self, sid: str, index: int) -> None:
+        k = self.keys(sid)
+        self._run("DROP_SCENE", [k.scene(index), k.scenes, k.stream], [index])
+
+    def set_caption(self, sid: str, index: int, caption: str) -> None:
+        """Write a scene's caption (qa/) and announce it with a ``scene.captioned`` event."""
+        scene = self.scene(sid, index)
+        self.put_scene(
+            sid, index, scene.start, {"caption": caption}, event="scene.captioned", data={"caption": caption}
+        )
+
+    def scene(self, sid: str, index: int) -> SceneInfo:
+        raw = self.client.hgetall(self.keys(sid).scene(index))
+        if not raw:
+            raise UserError(f"stream {sid!r} has no scene {index}", code="scene_not_found")
+        return _scene_info(raw)
+
+    def scenes(self, sid: str) -> list[SceneInfo]:
+        k = self.keys(sid)
+        ids = self.client.zrange(k.scenes, 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(k.scene(_s(i)))
+        return [_scene_info(raw) for raw in pipe.execute() if raw]
+
+    # -- events -----------------------------------------------------------------------------------
+    def add_event(self, sid: str, type: str, data: dict | None = None) -> str:
+        k = self.keys(sid)
+        payload = {"type": type, "data": json.dumps(data or {})}
+        return _s(self.client.xadd(k.events, payload, maxlen=self.events_maxlen, approximate=True))
+
+    def events(
+        self, sid: str, after: str | None = None, count: int | None = None
+    ) -> list[tuple[str, str, dict]]:
+        """(id, type, data) of the stream's events after id ``after`` (default: from the start)."""
+        start = "-" if after is None else f"({after}"
+        raw = self.client.xrange(self.keys(sid).events, min=start, count=count)
+        return [(_s(i), _s(f[b"type"]), json.loads(f[b"data"])) for i, f in raw]
+
+    def wait_events(self, sid: str, after: str = "$", block_ms: int = 1000) -> list[tuple[str, str, dict]]:
+        """Block up to ``block_ms`` for events after ``after`` ("$": only new ones); for gateways."""
+        raw = self.client.xread({self.keys(sid).events: after}, block=block_ms)
+        out = []
+        for _, entries in raw or []:
+            out += [(_s(i), _s(f[b"type"]), json.loads(f[b"data"])) for i, f in entries]
+        return out
+
+    # -- accounting -------------------------------------------------------------------------------
+    def stored_bytes(self, sid: str) -> int:
+        """Bytes actually held by the stream's chunk and key blobs, summed from Redis (STRLEN)."""
+        k = self.keys(sid)
+        cids = self.chunk_ids(sid)
+        pipe = self.client.pipeline(transaction=False)
+        for c in cids:
+            pipe.strlen(k.chunk(c)).strlen(k.chunk_key(c))
+        return int(sum(pipe.execute()))
+
+
+def chunk_id(chunk: KVChunk) -> str:
+    """A chunk is named by its first frame's index: unique in a stream, stable across retries."""
+    return str(chunk.frames[0].index)
+
+
+def _scene_info(raw: dict) -> SceneInfo:
+    h = {_s(a): _s(b) for a, b in raw.items()}
+    known = {"index", "start", "end", "closed", "caption", "chunks", "frames", "compacted"}
+    return SceneInfo(
+        index=int(h["index"]),
+        start=float(h["start"]),
+        end=_f(h.get("end")),
+        closed=h.get("closed") == "1",
+        caption=h.get("caption", ""),
+        chunks=_chunk_list(h.get("chunks")),
+        frames=int(h.get("frames") or 0),
+        compacted=h.get("compacted") == "1",
+        extra={a: b for a, b in h.items() if a not in known and not a.startswith("event:")},
+    )
+
+
+def _chunk_list(text: str | None) -> list[str]:
+    if text in (None, "", "{}"):  # Lua's cjson writes an empty table as {}
+        return []
+    return [str(c) for c in json.loads(text)]

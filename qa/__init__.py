@@ -1,0 +1,1 @@
+"""Timestamped question answering over a stream's memory (issue: qa/ + workers/)."""

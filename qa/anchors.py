@@ -1,0 +1,212 @@
+"""Time anchors: which part of a stream a question is about.
+
+A question may carry a structured anchor (``at`` seconds or "hh:mm:ss", ``range`` [a, b], ``last`` S)
+or say it in words ("what happened at 1:23?", "between 2:00 and 2:30", "in the last 30 seconds",
+"at the start"). Structured fields win over text. ``last`` is relative to the stream's time when the
+question is answered, so it is resolved then, not when parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from scenekv.errors import UserError
+
+AT_PAD_S = 2.0  # "at T" looks at [T - pad, T + pad]: frames are sampled, T itself may fall between them
+START_S = 10.0  # "at the start" = the first 10 s
+NOW_S = 10.0  # "just now" / "right now" = the last 10 s
+
+
+class AnchorError(UserError):
+    code = "bad_anchor"
+
+
+class AnchorInFuture(UserError):
+    code = "anchor_in_future"
+
+
+@dataclass(frozen=True)
+class TimeAnchor:
+    kind: str  # "at" | "range" | "last"
+    start: float = 0.0  # at: T; range: a; last: unused
+    end: float = 0.0  # range: b
+    seconds: float = 0.0  # last: S
+
+    def window(self, now: float) -> tuple[float, float]:
+        """The [start, end] seconds the anchor covers on a stream whose newest frame is at ``now``."""
+        if self.kind == "last":
+            return max(0.0, now - self.seconds), now
+        if self.kind == "at":
+            return max(0.0, self.start - AT_PAD_S), self.start + AT_PAD_S
+        return self.start, self.end
+
+    def earliest_needed(self) -> float:
+        """The stream time that must have been reached before the anchor can be answered."""
+        return {"at": self.start, "range": self.end}.get(self.kind, 0.0)
+
+    def check_reached(self, now: float | None) -> None:
+        """Refuse an anchor in the future of the stream (the caller may wait instead)."""
+        need = self.earliest_needed()
+        if need > 0 and (now is None or need > now + 1e-6):
+            have = "no frames yet" if now is None else f"the stream is at {format_ts(now)}"
+            raise AnchorInFuture(f"time {format_ts(need)} has not happened yet ({have})")
+
+    def describe(self) -> str:
+        if self.kind == "last":
+            return f"the last {self.seconds:g} s"
+        if self.kind == "at":
+            return f"at {format_ts(self.start)}"
+        return f"{format_ts(self.start)}-{format_ts(self.end)}"
+
+
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+_UNIT_FORM = re.compile(r"^(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?$")
+
+
+def parse_timestamp(value: str | float | int) -> float:
+    """Seconds from 83, 83.5, "83", "1:23", "01:02:03", "1h2m3s", "90s", "2m"."""
+    if isinstance(value, bool):
+        raise AnchorError(f"not a time: {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        m = _CLOCK.match(text)
+        if m:
+            hours, minutes, secs = m.groups()
+            if float(secs) >= 60 or (hours is not None and int(minutes) >= 60):
+                raise AnchorError(f"not a valid clock time: {value!r}")
+            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                u = _UNIT_FORM.match(text)
+                if not text or not u or not any(u.groups()):
+                    raise AnchorError(
+                        f"not a time: {value!r} (use seconds, mm:ss, hh:mm:ss or 1m23s)"
+                    ) from None
+                seconds = sum(float(g) * f for g, f in zip(u.groups(), (3600, 60, 1), strict=True) if g)
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        raise AnchorError(f"time must be a non-negative number of seconds, got {value!r}")
+    return seconds
+
+
+def format_ts(seconds: float) -> str:
+    whole = int(seconds)
+    h, rem = divmod(whole, 3600)
+    m, s = divmod(rem, 60)
+    frac = seconds - whole
+    tail = f"{s:02d}" + (f"{frac:.1f}"[1:] if frac >= 0.05 else "")
+    return f"{h}:{m:02d}:{tail}" if h else f"{m:02d}:{tail}"
+
+
+def anchor_from_fields(
+    at: str | float | None = None, range_: list | tuple | None = None, last: str | float | None = None
+) -> TimeAnchor | None:
+    given = [name for name, v in (("at", at), ("range", range_), ("last", last)) if v is not None]
+    if len(given) > 1:
+        raise AnchorError(f"give one time anchor, not {' and '.join(given)}")
+    if at is not None:
+        return TimeAnchor("at", start=parse_timestamp(at))
+    if range_ is not None:
+        if not isinstance(range_, list | tuple) or len(range_) != 2:
+            raise AnchorError(f"range must be [start, end], got {range_!r}")
+        a, b = parse_timestamp(range_[0]), parse_timestamp(range_[1])
+        if b < a:
+            raise AnchorError(f"range end {format_ts(b)} is before its start {format_ts(a)}")
+        return TimeAnchor("range", start=a, end=b)
+    if last is not None:
+        seconds = parse_timestamp(last)
+        if seconds <= 0:
+            raise AnchorError("last must be more than 0 seconds")
+        return TimeAnchor("last", seconds=seconds)
+    return None
+
+
+# -- anchors in the question's words -------------------------------------------------------------
+_T = (
+    r"(\d+:\d{1,2}(?::\d{1,2})?(?:\.\d+)?|\d+(?:\.\d+)?\s*(?:h|hours?|hrs?|m|mins?|minutes?|s|secs?|seconds?)"
+    r"(?:\s*\d+(?:\.\d+)?\s*(?:m|mins?|minutes?|s|secs?|seconds?))*)"
+)
+_NUM_WORDS = {
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "ten": 10,
+    "fifteen": 15,
+    "twenty": 20,
+    "thirty": 30,
+    "forty-five": 45,
+    "sixty": 60,
+    "few": 3,
+    "couple of": 2,
+}
+_PATTERNS = [
+    ("range", re.compile(rf"\b(?:between|from)\s+{_T}\s+(?:and|to|-|until|till)\s+{_T}")),
+    (
+        "last",
+        re.compile(
+            r"\b(?:last|past|previous|recent)\s+(?:(\d+(?:\.\d+)?|"
+            + "|".join(_NUM_WORDS)
+            + r")\s+)?(seconds?|secs?|s|minutes?|mins?|m|hours?|h)\b"
+        ),
+    ),
+    ("at", re.compile(rf"\b(?:at|around|near|by)\s+(?:time\s+)?{_T}")),
+    ("at", re.compile(r"(?<![\w:])(\d+:\d{2}(?::\d{2})?)(?![\w:])")),  # a bare clock time anywhere
+    ("start", re.compile(r"\b(?:at|in)\s+the\s+(?:very\s+)?(?:start|beginning)\b|\bfirst\s+few\s+seconds\b")),
+    ("now", re.compile(r"\b(?:just now|right now|at the moment|currently|at the end)\b")),
+]
+
+
+def _to_seconds(text: str) -> float:
+    t = text.strip().lower()
+    if ":" in t:
+        return parse_timestamp(t)
+    total, found = 0.0, False
+    for num, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)", t):
+        total += float(num) * _UNITS[unit[0]]
+        found = True
+    return total if found else parse_timestamp(t)
+
+
+def anchor_from_text(question: str) -> TimeAnchor | None:
+    q = question.lower()
+    for kind, pattern in _PATTERNS:
+        m = pattern.search(q)
+        if not m:
+            continue
+        if kind == "range":
+            a, b = _to_seconds(m.group(1)), _to_seconds(m.group(2))
+            return TimeAnchor("range", start=min(a, b), end=max(a, b))
+        if kind == "last":
+            count = m.group(1)
+            n = (
+                1.0
+                if count is None
+                else float(_NUM_WORDS.get(count, count) if count in _NUM_WORDS else count)
+            )
+            return TimeAnchor("last", seconds=n * _UNITS[m.group(2)[0]])
+        if kind == "at":
+            return TimeAnchor("at", start=_to_seconds(m.group(1)))
+        if kind == "start":
+            return TimeAnchor("range", start=0.0, end=START_S)
+        return TimeAnchor("last", seconds=NOW_S)
+    return None
+
+
+def resolve_anchor(
+    question: str,
+    *,
+    at: str | float | None = None,
+    range_: list | tuple | None = None,
+    last: str | float | None = None,
+) -> TimeAnchor | None:
+    """Structured fields if any were given, else what the question's words say, else None."""
+    return anchor_from_fields(at, range_, last) or anchor_from_text(question)

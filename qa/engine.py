@@ -1,0 +1,148 @@
+"""Answer a question from a stream's memory: anchor, retrieve, assemble, decode, cite.
+
+Nothing here touches video: the context is built from stored KV chunks (Redis) and, for a live
+stream, the chunks still on the encoder's device; the question is prefilled once on top and the
+answer streams token by token. Works on any backend; imports no Ray.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from scenekv.vlm import Generation, KVChunk, SamplingParams, StreamSession, VLMBackend
+from scenekv.vlm.kv import build_cache
+
+from .anchors import TimeAnchor, resolve_anchor
+from .context import ChunkRef, ContextPlan, plan_context
+from .retrieval import score_chunks
+
+
+class StreamMemory(Protocol):
+    """What the engine needs of a stream's memory (memory_view.py implements it over Redis)."""
+
+    def now(self) -> float | None: ...
+
+    def refs(self) -> list[ChunkRef]: ...
+
+    def content_keys(self, cids: Sequence[str]) -> dict[str, torch.Tensor]: ...
+
+    def load(self, cids: Sequence[str]) -> list[KVChunk]: ...
+
+
+@dataclass
+class Answer:
+    """Iterate for text deltas; then ``text``, ``evidence``, ``usage`` and ``finish_reason`` are final."""
+
+    generation: Generation
+    plan: ContextPlan
+    anchor: TimeAnchor | None
+    prompt_tokens: int
+    started: float
+    ttft_ms: float | None = None
+    usage: dict = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[str]:
+        for delta in self.generation:
+            if self.ttft_ms is None:
+                self.ttft_ms = (time.perf_counter() - self.started) * 1000
+            yield delta
+        if self.ttft_ms is None and self.generation.ttft_s is not None:
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000
+        self.usage = {
+            "memory_tokens": self.plan.tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "generated_tokens": len(self.generation.token_ids),
+            "chunks": len(self.plan.chunks),
+            "retrieved": len(self.plan.retrieved),
+        }
+
+    @property
+    def text(self) -> str:
+        return self.generation.text
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.generation.finish_reason
+
+    @property
+    def evidence(self) -> list[dict[str, float]]:
+        return self.plan.evidence()
+
+    def result(self) -> dict:
+        return {
+            "answer": self.text,
+            "evidence": self.evidence,
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "usage": self.usage,
+            "finish_reason": self.finish_reason,
+        }
+
+
+class QAEngine:
+    """One model, any number of streams. Thread-safe: questions are answered one at a time."""
+
+    def __init__(self, backend: VLMBackend, *, budget_tokens: int = 4096, top_k: int = 4) -> None:
+        self.backend = backend
+        self.budget_tokens = budget_tokens
+        self.top_k = top_k
+        # The sink is the same system prompt every stream was encoded under: built once, reused.
+        self.prefix = StreamSession(backend, "native")
+        self._lock = threading.Lock()
+
+    def ask(
+        self,
+        memory: StreamMemory,
+        question: str,
+        *,
+        at: str | float | None = None,
+        range_: Sequence | None = None,
+        last: str | float | None = None,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Answer:
+        """Plan and load the context now (errors surface here); decoding happens as the answer is read."""
+        started = time.perf_counter()
+        if not question or not question.strip():
+            from scenekv.errors import UserError
+
+            raise UserError("the question is empty", code="bad_request")
+        anchor = resolve_anchor(question, at=at, range_=range_, last=last)
+        now = memory.now()
+        if anchor is not None:
+            anchor.check_reached(now)
+        refs = memory.refs()
+        with self._lock:
+            question_ids = self.prefix._ids(self.prefix.template.question(question))
+            scores = self._scores(memory, refs, question_ids)
+            plan = plan_context(
+                refs,
+                window=anchor.window(now) if anchor is not None and now is not None else None,
+                now=now,
+                scores=scores,
+                budget_tokens=self.budget_tokens,
+                top_k=self.top_k,
+            )
+            chunks = memory.load([c.cid for c in plan.chunks])
+            generation = self.prefix.ask(question, chunks=chunks, params=params, cancel=cancel)
+        prompt_tokens = self.prefix.sink_len + plan.tokens + len(question_ids)
+        return Answer(generation, plan, anchor, prompt_tokens, started)
+
+    def _scores(
+        self, memory: StreamMemory, refs: list[ChunkRef], question_ids: list[int]
+    ) -> dict[str, float]:
+        if not refs:
+            return {}
+        keys = memory.content_keys([r.cid for r in refs])
+        if not keys:
+            return {}
+        sink_k, sink_v = self.prefix.sink_kv()
+        cache = build_cache([(sink_k, sink_v)], self.backend.model.config.get_text_config())
+        positions = self.backend.text_positions(self.prefix.sink_len, len(question_ids))
+        queries = self.backend.question_queries(cache, self.backend.embed_ids(question_ids), positions)
+        return score_chunks(queries, keys)

@@ -1,0 +1,88 @@
+"""A stream's memory as the QA engine sees it: chunks in Redis plus the encoder's device window.
+
+Frames leave the encoder's device only when they fall out of its window, so the newest ones are not
+in Redis yet. A live view therefore adds the window, exported as chunks at question time (a copy;
+the encoder keeps its cache). Stored chunks are addressed by their Redis id, window chunks by
+``live:FIRST-LAST`` frame indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from scenekv.memory import DeviceLRU, MemoryStore, RollingMemory
+from scenekv.vlm import KVChunk, StreamSession
+
+from .context import ChunkRef
+
+LIVE_PREFIX = "live:"
+
+
+def window_chunks(session: StreamSession, chunk_frames: int = 8) -> list[KVChunk]:
+    """The session's resident frames as chunks of up to ``chunk_frames`` kept frames."""
+    with session.lock:
+        resident = session.resident_frames
+        return [
+            session.export(group[0], group[-1])
+            for group in (resident[i : i + chunk_frames] for i in range(0, len(resident), chunk_frames))
+        ]
+
+
+class StoreMemory:
+    def __init__(
+        self,
+        store: MemoryStore,
+        sid: str,
+        *,
+        live: Sequence[KVChunk] = (),
+        lru: DeviceLRU | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.store, self.sid, self.lru, self.device = store, sid, lru, device
+        self.live = {f"{LIVE_PREFIX}{c.frames[0].index}-{c.frames[-1].index}": c for c in live}
+        self._index = store.chunk_index(sid)  # one round trip; the view is a snapshot per question
+        self._last_pts = store.info(sid).last_pts
+
+    @classmethod
+    def of(cls, rolling: RollingMemory, **kwargs) -> StoreMemory:
+        """A view of a live stream: what is in Redis plus the encoder's current window."""
+        live = window_chunks(rolling.session, rolling.config.chunk_frames)
+        return cls(rolling.store, rolling.sid, live=live, **kwargs)
+
+    def now(self) -> float | None:
+        times = [t for t in [self._last_pts, *(c.last_pts for c in self.live.values())] if t is not None]
+        return max(times) if times else None
+
+    def refs(self) -> list[ChunkRef]:
+        live_frames = {f.index for c in self.live.values() for f in c.frames}
+        stored = [
+            ChunkRef(m.cid, m.first_pts, m.last_pts, m.tokens)
+            for m in self._index
+            if not (m.first_frame in live_frames or m.last_frame in live_frames)  # written while we looked
+        ]
+        live = [ChunkRef(cid, c.first_pts, c.last_pts, c.tokens) for cid, c in self.live.items()]
+        return stored + live
+
+    def content_keys(self, cids: Sequence[str]) -> dict[str, torch.Tensor]:
+        stored = [c for c in cids if not c.startswith(LIVE_PREFIX)]
+        keys = (
+            {cid: k.mean_keys for cid, k in self.store.load_keys(self.sid, stored).items()} if stored else {}
+        )
+        for cid in cids:
+            chunk = self.live.get(cid)
+            if chunk is not None and chunk.content_keys is not None:
+                keys[cid] = chunk.content_keys
+        return keys
+
+    def load(self, cids: Sequence[str]) -> list[KVChunk]:
+        stored = [c for c in cids if not c.startswith(LIVE_PREFIX)]
+        loaded = dict(
+            zip(
+                stored,
+                self.store.load_chunks(self.sid, stored, lru=self.lru, device=self.device),
+                strict=True,
+            )
+        )
+        return [loaded[c] if c in loaded else self.live[c] for c in cids]

@@ -1,0 +1,55 @@
+"""The `scenekv` command line.
+
+Each subcommand lives beside the layer it exercises (``ingest/cli.py`` for ``frames`` ...) as a module
+with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Those modules import only argparse
+at top level so that ``scenekv --help`` stays instant; heavy imports (torch, av) happen inside run().
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from scenekv import __version__
+from scenekv.errors import UserError
+
+# name -> module implementing it; order is the order shown in --help.
+COMMANDS: dict[str, str] = {
+    "frames": "scenekv.ingest.cli",
+    "inspect": "scenekv.cmd_inspect",
+    "scenes": "scenekv.cmd_scenes",
+    "memory": "scenekv.cmd_memory",
+    "make-video": "scenekv.cmd_make_video",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scenekv", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"scenekv {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"scenekv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `scenekv frames x | head` must not print a traceback
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""`scenekv inspect`: what a carrier strategy costs on a real source, before serving it."""
+
+from __future__ import annotations
+
+import argparse
+
+from scenekv.defaults import AUTO_MODEL, DEFAULT_CHECKPOINT, TINY_MODEL
+
+VISION_MAX_SIDE = 512
+HELP = "encode a source with a model and carrier strategy; print carriers and KV per frame"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="video file or live URL")
+    add_model_arguments(p)
+    p.add_argument("--carriers", default="native", help="NAME[:K][+dedup:TAU], e.g. pool:16+dedup:0.95")
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N sampled frames")
+    p.add_argument("--batch", type=int, default=8, help="frames per vision forward (default 8)")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=AUTO_MODEL,
+        help=f"hub id, local path, {TINY_MODEL}, or auto (default: {DEFAULT_CHECKPOINT} when cached or "
+        f"the hub answers, else {TINY_MODEL})",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
+    p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16; fp32 for tiny models)")
+
+
+def random_model_banner(backend) -> str:
+    return (
+        f"*** {backend.model_id}: RANDOM WEIGHTS — the architecture is real, the answers are placeholders. "
+        "Pass --model with a checkpoint (hub id or local path) for real answers. ***"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    import time
+
+    from scenekv.errors import UserError
+    from scenekv.ingest import open_source
+    from scenekv.vlm import CarrierSpec, StreamSession, load_backend
+
+    if args.batch < 1:
+        raise UserError("--batch must be >= 1")
+    spec = CarrierSpec.parse(args.carriers)
+    with open_source(
+        args.source, fps=args.fps
+    ) as source:  # opened first: bad input fails before the model loads
+        backend = load_backend(args.model, device=args.device, dtype=args.dtype)
+        if backend.is_random:
+            print(random_model_banner(backend), file=sys.stderr)
+        session = StreamSession(backend, spec)
+        geo = backend.geometry
+        if not args.json:
+            print(f"model {backend.model_id}  carriers {spec}  {geo.bytes_per_token} bytes of KV per token")
+            print(f"{'index':>6} {'pts':>10} {'carriers':>9} {'kv_tokens':>10}")
+        encode_s, batch = 0.0, []
+
+        def flush() -> None:
+            nonlocal encode_s
+            start = time.perf_counter()
+            records = session.append([(f.pts, f.image) for f in batch])
+            encode_s += time.perf_counter() - start
+            batch.clear()
+            for r in records:
+                row = {
+                    "index": r.index,
+                    "pts": round(r.pts, 6),
+                    "carriers": r.carriers,
+                    "kv_tokens": r.kv_tokens,
+                }
+                if args.json:
+                    print(json.dumps(row), flush=True)
+                else:
+                    print(f"{r.index:>6} {r.pts:>10.3f} {r.carriers:>9} {r.kv_tokens:>10}", flush=True)
+
+        for frame in source:
+            batch.append(frame)
+            if len(batch) >= args.batch:
+                flush()
+            if args.max_frames is not None and len(session.frames) + len(batch) >= args.max_frames:
+                break
+        if batch:
+            flush()
+    kv_tokens = sum(r.kv_tokens for r in session.frames)
+    summary = {
+        "frames": len(session.frames),
+        "kv_tokens": kv_tokens,
+        "kv_bytes": kv_tokens * geo.bytes_per_token,
+        "encode_s": round(encode_s, 3),
+        "frames_per_s": round(len(session.frames) / encode_s, 3) if encode_s else 0.0,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0

@@ -1,0 +1,67 @@
+"""`scenekv memory`: list streams kept in Redis, show what one costs, delete one."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list, inspect or delete the streams kept in Redis (bytes, chunks, scenes per stream)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("list", "info", "scenes", "delete"), help="what to do")
+    p.add_argument("sid", nargs="?", help="stream id (info, scenes, delete)")
+    p.add_argument(
+        "--redis-url", default=None, help="Redis URL (default: REDIS_URL or redis://127.0.0.1:6379/0)"
+    )
+    p.add_argument("--prefix", default="skv:", help="key prefix (default skv:)")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from scenekv.errors import UserError
+    from scenekv.memory import MemoryStore
+
+    store = MemoryStore(args.redis_url, args.prefix)
+    store.ping()
+    if args.action != "list" and not args.sid:
+        raise UserError(f"'memory {args.action}' needs a stream id")
+    if args.action == "delete":
+        n = store.delete_stream(args.sid)
+        if not n:
+            raise UserError(f"no stream {args.sid!r} under prefix {args.prefix!r}", code="stream_not_found")
+        print(
+            json.dumps({"sid": args.sid, "deleted_keys": n})
+            if args.json
+            else f"deleted {args.sid} ({n} keys)"
+        )
+        return 0
+    if args.action == "scenes":
+        for s in store.scenes(args.sid):
+            row = {
+                "scene": s.index,
+                "start": s.start,
+                "end": s.end,
+                "frames": s.frames,
+                "chunks": len(s.chunks),
+                "closed": s.closed,
+                "compacted": s.compacted,
+                "caption": s.caption,
+            }
+            print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()))
+        return 0
+    sids = store.list_streams() if args.action == "list" else [args.sid]
+    if not args.json:
+        print(f"{'stream':<24} {'status':<9} {'last_pts':>10} {'chunks':>7} {'scenes':>7} {'MB':>10}  model")
+    for sid in sids:
+        info = store.info(sid)
+        if args.json:
+            print(json.dumps(info.as_dict()))
+        else:
+            last = "-" if info.last_pts is None else f"{info.last_pts:.1f}"
+            print(
+                f"{sid:<24} {info.status:<9} {last:>10} {info.chunks:>7} {info.scenes:>7} "
+                f"{info.bytes / 1e6:>10.2f}  {info.model} {info.carriers}"
+            )
+    return 0

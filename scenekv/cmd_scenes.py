@@ -1,0 +1,106 @@
+"""`scenekv scenes`: SceneTiling boundaries of a video, from the signatures SceneKV already computes."""
+
+from __future__ import annotations
+
+import argparse
+
+from scenekv.cmd_inspect import add_model_arguments
+
+HELP = "split a video into scenes (SceneTiling over frame signatures); print one line per scene"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="video file or live URL")
+    add_model_arguments(p)
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N sampled frames")
+    p.add_argument("--batch", type=int, default=8, help="frames per vision forward (default 8)")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="global statistics over the whole video (VideoLLaMB's version) instead of the causal tiler",
+    )
+    p.add_argument("--alpha", type=float, default=0.5, help="boundary at depth > mean + alpha*std (0.5)")
+    p.add_argument("--min-scene", type=float, default=2.0, help="minimum scene length in seconds (2)")
+    p.add_argument("--lookahead", type=int, default=4, help="frames seen before a boundary is final (4)")
+    p.add_argument(
+        "--max-similarity",
+        type=float,
+        default=0.9,
+        help="frames more similar than this are never split (0.9)",
+    )
+
+
+def iter_signatures(source, backend, batch: int = 8, max_frames: int | None = None):
+    """Yield (pts, signature) for the frames of an open ingest source, encoding ``batch`` at a time."""
+    from scenekv.vlm.carriers import frame_signature
+
+    frames = []
+    for seen, frame in enumerate(source, start=1):
+        frames.append(frame)
+        last = max_frames is not None and seen >= max_frames
+        if len(frames) >= batch or last:
+            signatures = frame_signature(backend.encode_frames([f.image for f in frames]))
+            yield from zip([f.pts for f in frames], signatures, strict=True)
+            frames = []
+        if last:
+            break
+    if frames:
+        signatures = frame_signature(backend.encode_frames([f.image for f in frames]))
+        yield from zip([f.pts for f in frames], signatures, strict=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from scenekv.cmd_inspect import random_model_banner
+    from scenekv.errors import UserError
+    from scenekv.ingest import open_source
+    from scenekv.memory.scenetiling import SceneTiler, offline_scenes
+
+    if args.batch < 1:
+        raise UserError("--batch must be >= 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError("--max-frames must be >= 1")
+    if args.lookahead < 1:
+        raise UserError("--lookahead must be >= 1")
+    params = {"alpha": args.alpha, "min_scene_s": args.min_scene, "max_similarity": args.max_similarity}
+
+    def show(scene) -> None:
+        row = scene.as_dict()
+        row["start"], row["end"] = round(row["start"], 3), round(row["end"], 3)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(
+                f"{row['scene']:>6} {row['start']:>10.3f} {row['end']:>10.3f} {row['frames']:>7}", flush=True
+            )
+
+    with open_source(args.source, fps=args.fps) as source:  # bad input fails before the model loads
+        from scenekv.vlm import load_backend
+
+        backend = load_backend(args.model, device=args.device, dtype=args.dtype)
+        if backend.is_random:
+            print(random_model_banner(backend), file=sys.stderr)
+        if not args.json:
+            mode = "offline" if args.offline else f"causal, look-ahead {args.lookahead}"
+            print(f"model {backend.model_id}  SceneTiling {mode}  alpha {args.alpha}  min {args.min_scene}s")
+            print(f"{'scene':>6} {'start':>10} {'end':>10} {'frames':>7}")
+        signatures = iter_signatures(source, backend, args.batch, args.max_frames)
+        if args.offline:
+            pts, sigs = [], []
+            for p, s in signatures:
+                pts.append(p)
+                sigs.append(s)
+            for scene in offline_scenes(pts, sigs, **params):
+                show(scene)
+        else:
+            tiler = SceneTiler(lookahead=args.lookahead, **params)
+            for p, s in signatures:
+                for scene in tiler.push(p, s):
+                    show(scene)
+            for scene in tiler.flush():
+                show(scene)
+    return 0

@@ -1,0 +1,19 @@
+"""Errors a user can act on.
+
+Every layer raises a subclass of :class:`UserError` for bad input (missing file, corrupt media,
+unknown model, malformed request); the CLI prints its message as one line and exits with code 2,
+the web layer turns it into an ``error`` message. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input or environment that the user can fix; ``code`` is a stable machine-readable tag."""
+
+    code: str = "bad_input"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code

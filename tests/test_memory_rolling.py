@@ -1,0 +1,237 @@
+"""RollingMemory: bounded device window, chunks and scenes in Redis, restart continuity, retention."""
+
+# ruff: noqa: F811  (pytest fixtures imported from redis_fixtures are redefined as parameters)
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scenekv.errors import UserError
+from scenekv.ingest import make_video, open_source
+from scenekv.memory import (
+    ChunkKeys,
+    ChunkMeta,
+    MemoryStore,
+    Retention,
+    RollingConfig,
+    RollingMemory,
+    StreamBusy,
+    decode_chunk,
+    enforce,
+    representative,
+)
+from scenekv.vlm import FrameSpan, KVChunk
+
+from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
+from tiny_model import tiny
+
+CUTS = (12.5, 30.5)
+
+
+@pytest.fixture(scope="module")
+def video_frames(tmp_path_factory):
+    """48 frames at 1 fps of a drifting pattern with hard cuts at 12.5 s and 30.5 s."""
+    path = make_video(
+        tmp_path_factory.mktemp("v") / "cuts.mp4", duration=48, fps=4, size=(160, 120), cuts=CUTS
+    )
+    with open_source(path, fps=1.0) as src:
+        return [(f.pts, f.image) for f in src]
+
+
+def feed(memory: RollingMemory, frames, batch: int = 4):
+    records, closed = [], []
+    for i in range(0, len(frames), batch):
+        out = memory.append(frames[i : i + batch])
+        records += out.records
+        closed += out.closed
+        assert len(memory.session.resident_frames) <= memory.config.window
+    return records, closed
+
+
+SMALL = RollingConfig(window=10, chunk_frames=4)
+
+
+def test_device_holds_only_the_window_and_redis_the_rest(store, video_frames):
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=SMALL, source="cuts.mp4")
+    records, closed = feed(memory, video_frames)
+    session = memory.session
+    assert len(session.resident_frames) <= 10
+    resident_tokens = sum(r.kv_tokens for r in records if r.index in session.resident_frames)
+    assert session.cache.get_seq_length() == session.sink_len + resident_tokens
+    memory.flush()
+    metas = store.chunk_index(memory.sid)
+    stored = [i for m in metas for i in range(m.first_frame, m.last_frame + 1)]
+    assert stored + session.resident_frames == list(range(48))  # every frame: in Redis or on device
+    assert all(m.frames <= 4 for m in metas)
+    # chunks never straddle a scene boundary, and each scene lists exactly its chunks
+    scenes = {s.index: s for s in store.scenes(memory.sid)}
+    assert [round(s.start) for s in scenes.values()] == [0, 13, 31]
+    for m in metas:
+        s = scenes[m.scene]
+        assert s.start <= m.first_pts and (s.end is None or m.last_pts < s.end)
+        assert m.cid in s.chunks
+    assert [s.start for s in closed] == [0.0, 13.0]
+    info = memory.info()
+    assert info.chunks == len(metas) and info.scenes == 3 and info.bytes == store.stored_bytes(memory.sid)
+    assert info.extra["resident_frames"] == len(session.resident_frames)
+    assert info.source == "cuts.mp4" and info.carriers == "pool:4" and info.status == "live"
+    memory.detach()
+
+
+def test_restart_continues_positions_chunks_scenes_and_events(redis_url, prefix, video_frames):
+    # reference: one process sees the whole stream
+    ref_store = MemoryStore(redis_url, prefix)
+    ref = RollingMemory.create(ref_store, tiny(), carriers="pool:4", config=SMALL, sid="ref")
+    ref_records, _ = feed(ref, video_frames)
+    ref.end()
+
+    first = RollingMemory.create(
+        MemoryStore(redis_url, prefix), tiny(), carriers="pool:4", config=SMALL, sid="cam"
+    )
+    before, _ = feed(first, video_frames[:21])
+    first.detach()  # process stops
+    assert first.session.resident_frames == []  # its window went to Redis
+    store = MemoryStore(redis_url, prefix)  # new process, new objects, same sid
+    again = RollingMemory.attach(store, tiny(), "cam", config=SMALL)
+    assert again.last_pts == video_frames[20][0]
+    after, _ = feed(again, video_frames[21:])
+    again.end()
+    records = before + after
+    assert [r.index for r in records] == list(range(48))
+    assert [r.position for r in records] == [r.position for r in ref_records]  # positions go on
+    assert after[0].position == before[-1].position + before[-1].kv_tokens
+    scenes = [(s.index, s.start, s.end, s.closed) for s in store.scenes("cam")]
+    assert scenes == [(s.index, s.start, s.end, s.closed) for s in ref_store.scenes("ref")]
+    metas = store.chunk_index("cam")
+    assert [i for m in metas for i in range(m.first_frame, m.last_frame + 1)] == list(range(48))
+    # stored KV of the resumed part sits at the positions the session gave it
+    (late,) = store.load_chunks("cam", [metas[-1].cid])
+    assert late.position == records[metas[-1].first_frame].position
+    types = [t for _, t, _ in store.events("cam")]
+    assert types[0] == "stream.created" and types[-1] == "stream.ended"
+    assert types.index("stream.detached") < types.index("stream.attached")
+    assert types.count("scene.closed") == 3 and store.info("cam").status == "ended"
+
+
+def test_dedup_state_survives_a_restart(store, video_frames):
+    other, still = video_frames[0][1], video_frames[20][1]  # two different scenes
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4+dedup:0.95", config=SMALL, sid="dd")
+    memory.append([(0.0, other), (1.0, still)])
+    memory.detach()
+    again = RollingMemory.attach(store, tiny(), "dd", config=SMALL)
+    (rec,) = again.append([(2.0, still)]).records  # the same picture after the restart
+    assert rec.position is None and rec.kept_as == 1  # recognised as a repeat of frame 1
+    again.detach()
+
+
+def test_a_crashed_writer_holds_its_lease_until_taken_over(store, video_frames):
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=SMALL, sid="crash")
+    feed(memory, video_frames[:24])
+    memory.flush()  # written, then the process dies without detaching
+    acked = store.chunk_index("crash")
+    with pytest.raises(StreamBusy, match="another process"):
+        RollingMemory.attach(store, tiny(), "crash", config=SMALL)
+    again = RollingMemory.attach(store, tiny(), "crash", config=SMALL, takeover=True)
+    last = acked[-1]
+    assert again.session.next_index > last.last_frame  # numbering continues after what was stored
+    with pytest.raises(UserError, match="not after the previous frame"):
+        again.append(video_frames[:1])
+    records, _ = feed(again, video_frames[again.session.next_index :])
+    assert records[0].position >= last.position + last.tokens
+    again.end()
+    ids = [m.cid for m in store.chunk_index("crash")]
+    assert ids[: len(acked)] == [m.cid for m in acked] and len(ids) == len(set(ids))
+
+
+def test_retention_compacts_old_scenes_and_keeps_the_byte_cap(store, video_frames):
+    config = RollingConfig(window=6, chunk_frames=2)
+    probe = RollingMemory.create(store, tiny(), carriers="pool:4", config=config, sid="probe")
+    feed(probe, video_frames[:8])
+    probe.flush()
+    chunk_bytes = max(m.bytes for m in store.chunk_index("probe"))
+    cap = 9 * chunk_bytes
+    policy = Retention(keep_bytes=6 * chunk_bytes, max_bytes=cap)
+    config = RollingConfig(window=6, chunk_frames=2, retention=policy)
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=config, sid="ret")
+    for i in range(0, 48, 4):
+        memory.append(video_frames[i : i + 4])
+        memory.flush()
+        assert store.stored_bytes("ret") <= cap  # the hard cap holds at every step
+    memory.end()
+    info = store.info("ret")
+    assert info.bytes == store.stored_bytes("ret") <= cap
+    events = [(t, d) for _, t, d in store.events("ret")]
+    compacted = {d["scene"]: d for t, d in events if t == "scene.compacted"}
+    assert 0 in compacted and compacted[0]["dropped"] >= 2  # the first scene (13 frames) was compacted
+    assert int(compacted[0]["kept"]) < 13  # its representative is one of its own chunks
+    for s in store.scenes("ret"):
+        assert not s.compacted or len(s.chunks) <= 1
+    stored = store.chunk_index("ret")
+    assert stored[-1].last_frame == 47  # the newest frames are always kept in full
+    covered = {i for m in stored for i in range(m.first_frame, m.last_frame + 1)}
+    assert set(range(40, 48)) <= covered
+    assert memory.retention_reports  # visible to metrics
+
+
+def test_compaction_keeps_the_most_typical_chunk_then_the_cap_drops_whole_scenes(store):
+    sid = store.create_stream()
+    store.put_scene(sid, 0, 0.0, {"closed": 1, "end": 8.0})
+    store.put_scene(sid, 1, 8.0, {"closed": 0})
+    a, b = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    features = [a, a + 0.1 * b, a + 0.3 * b, b]  # the mean points between a and b, nearest to a + .3b
+    for i, f in enumerate(features):
+        store.write_chunk(sid, synthetic_chunk(2 * i), ChunkKeys(torch.zeros(2, 2, 16), f), scene=0)
+    store.write_chunk(sid, synthetic_chunk(8), ChunkKeys(torch.zeros(2, 2, 16), b), scene=1)
+    size = store.chunk_index(sid)[0].bytes
+    report = enforce(store, sid, Retention(keep_bytes=3 * size))
+    assert report.compacted == [0] and sorted(report.dropped_chunks) == []
+    scene = store.scene(sid, 0)
+    assert scene.compacted and scene.chunks == ["4"] and scene.extra["representative"] == "4"
+    assert store.chunk_ids(sid) == ["4", "8"]
+    assert store.info(sid).bytes == sum(m.bytes for m in store.chunk_index(sid)) == store.stored_bytes(sid)
+    last = store.chunk_index(sid)[-1].bytes
+    report = enforce(store, sid, Retention(max_bytes=last))
+    assert report.dropped_chunks == ["4"] and report.dropped_scenes == [0]
+    assert [s.index for s in store.scenes(sid)] == [1] and store.info(sid).bytes == last
+    assert [t for _, t, _ in store.events(sid)][-2:] == ["scene.compacted", "scene.dropped"]
+
+
+def test_without_features_the_middle_chunk_represents_the_scene():
+    metas = [ChunkMeta(str(i), float(i), float(i), 0, 1, 1, i, i, 1, 0, 1) for i in range(5)]
+    assert representative(metas, {}) == "2"
+
+
+def synthetic_chunk(first: int, tokens: int = 8) -> KVChunk:
+    g = torch.Generator().manual_seed(first)
+    kv = [torch.randn(2, 2, tokens, 16, generator=g) for _ in range(2)]
+    frames = [
+        FrameSpan(first, float(first), 0, tokens // 2),
+        FrameSpan(first + 1, first + 1.0, tokens // 2, tokens // 2),
+    ]
+    return KVChunk(*kv, position=50 + first * tokens, frames=frames, model_id="m", carriers="pool:4")
+
+
+def test_window_must_leave_room_for_the_scene_lookahead(store):
+    with pytest.raises(UserError, match="window"):
+        RollingMemory.create(store, tiny(), config=RollingConfig(window=6, chunk_frames=4))
+
+
+def test_attach_refuses_another_model_and_unknown_streams(store):
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=SMALL, sid="m")
+    memory.detach()
+    store.update_stream("m", {"model": "llava-hf/other"})
+    with pytest.raises(UserError, match="recorded with model"):
+        RollingMemory.attach(store, tiny(), "m")
+    with pytest.raises(UserError, match="no stream"):
+        RollingMemory.attach(store, tiny(), "nope")
+
+
+def test_stored_chunk_decodes_to_the_exported_kv(store, video_frames):
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=SMALL, sid="exact")
+    memory.append(video_frames[:6])
+    expected = memory.session.export(0, 3)
+    memory.detach()
+    blob = store.client.get(store.keys("exact").chunk("0"))
+    got = decode_chunk(blob)
+    assert torch.equal(got.keys, expected.keys) and torch.equal(got.values, expected.values)

@@ -1,0 +1,153 @@
+"""What a model backend gives the rest of SceneKV.
+
+A backend wraps one transformers vision-language model and exposes only the pieces the streaming
+path needs: batched vision encoding into the LLM's embedding space, token embedding, a language
+model step on an explicit KV cache at explicit positions, and the RoPE frequencies that make stored
+KV movable. Everything above (carriers, sessions, memory, QA) is written against this class, so a
+second architecture (Qwen2.5-VL) is a new subclass, not a fork of the pipeline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class VisionFeatures:
+    """A batch of frames after the vision tower and projector, before any compression."""
+
+    tokens: torch.Tensor  # [F, h*w, D]: projected tokens in the LLM's embedding space, raster order
+    grid: tuple[int, int]  # (h, w) of the token grid (27x27 for SigLIP at 384 px, patch 14)
+    importance: torch.Tensor | None = None  # [F, h*w]: attention each token receives
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+@dataclass(frozen=True)
+class KVGeometry:
+    """Shapes of one token's KV, for budgets and the chunk header."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    dtype: torch.dtype
+
+    @property
+    def bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
+
+
+class VLMBackend(ABC):
+    model_id: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    is_random: bool  # random weights: answers are placeholders, say so to the user
+    frames_encoded: int = 0  # frames through the vision tower, ever: proves QA never re-encodes video
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    @abstractmethod
+    def geometry(self) -> KVGeometry: ...
+
+    @property
+    @abstractmethod
+    def native_tokens_per_frame(self) -> int: ...
+
+    @property
+    def supports_importance(self) -> bool:
+        """Whether encode_frames can return attention importance (needed by topk carriers)."""
+        return True
+
+    @abstractmethod
+    def encode_frames(self, images: list[np.ndarray], *, need_importance: bool = False) -> VisionFeatures:
+        """Run the vision tower and projector on RGB uint8 frames in one batch."""
+
+    @abstractmethod
+    def native_carriers(self, features: VisionFeatures) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Exactly the tokens the checkpoint's own path produces per frame: [F, n, D], and their grid."""
+
+    @abstractmethod
+    def embed_ids(self, ids: list[int]) -> torch.Tensor:
+        """Token embeddings [len(ids), D] for text pieces of the prompt."""
+
+    @abstractmethod
+    def new_cache(self) -> DynamicCache: ...
+
+    @abstractmethod
+    def forward(
+        self, embeds: torch.Tensor, cache: DynamicCache, positions: torch.Tensor, *, logits: bool
+    ) -> torch.Tensor | None:
+        """Run the language model on ``embeds`` [T, D] at ``positions``, appending to ``cache``.
+
+        ``positions`` is [T] for 1-D RoPE or [3, T] for M-RoPE (from text_positions / frame_segment).
+        Returns the logits of the last position when ``logits`` is set (prefill of video needs none).
+        """
+
+    def text_positions(self, start: int, n: int) -> torch.Tensor:
+        return torch.arange(start, start + n)
+
+    def frame_segment(
+        self, start: int, tag_ids: list[int], carriers: torch.Tensor, grid: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Embeddings, positions and the next free position for one frame: time tag, then carriers.
+
+        ``grid`` is the carriers' spatial layout (None for an unordered set such as topk); 1-D RoPE
+        ignores it, M-RoPE backends place the carriers on it.
+        """
+        embeds = torch.cat([self.embed_ids(tag_ids), carriers.to(self.dtype)])
+        return embeds, self.text_positions(start, embeds.shape[0]), start + embeds.shape[0]
+
+    @abstractmethod
+    def rope_inv_freq(self) -> torch.Tensor:
+        """Per-pair RoPE frequencies, for moving cached keys to other positions."""
+
+    def rope_angles(self, positions: torch.Tensor) -> torch.Tensor:
+        """Rotation angle of every (token, frequency pair) for ``positions`` [T]: [T, head_dim/2]."""
+        return positions.double().view(-1, 1) * self.rope_inv_freq().double().view(1, -1)
+
+    @torch.inference_mode()
+    def question_queries(
+        self, cache: DynamicCache, embeds: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean pre-RoPE query of the question's tokens, per layer and KV head: [layers, kv_heads, head_dim].
+
+        The question is run on ``cache`` (which it extends; pass a throwaway copy). Queries are taken
+        before RoPE so they compare with position-free chunk keys (KVChunk.content_keys): relevance
+        without the distance penalty RoPE would add between a question and old video.
+        """
+        geo = self.geometry
+        captured: list[torch.Tensor] = []
+        hooks = [
+            layer.self_attn.q_proj.register_forward_hook(lambda _m, _i, out: captured.append(out[0].float()))
+            for layer in self._lm.layers
+        ]
+        try:
+            self.forward(embeds, cache, positions, logits=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        q = torch.stack(captured)  # [layers, T, heads * head_dim]
+        heads = q.shape[-1] // geo.head_dim
+        q = q.view(geo.layers, -1, geo.kv_heads, heads // geo.kv_heads, geo.head_dim)
+        return q.mean(dim=(1, 3))
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            ids.add(im_end)
+        return {i for i in ids if i is not None}

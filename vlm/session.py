@@ -1,0 +1,290 @@
+"""One stream's KV state on the device: an attention sink plus one segment per kept frame.
+
+Layout (positions are RoPE positions, contiguous as frames arrive):
+
+    [system prompt + "user:" opening = sink] [<t=0.0s> carriers] [<t=1.0s> carriers] ...
+
+Each frame is encoded and prefilled exactly once, on top of everything before it. A question is
+answered on a *context*: the sink plus any chunks (resident or brought back from memory), laid at
+contiguous positions by re-rotating their keys; the question is prefilled there and decoded. The
+question never enters the stream's own cache, so asking does not change what later answers see.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from scenekv.errors import UserError
+
+from .backend import VLMBackend
+from .carriers import CarrierSpec, Deduper, compress, frame_signature
+from .generate import Generation, SamplingParams
+from .kv import FrameSpan, KVChunk, build_cache, cache_tensors, rotate
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant that watches a video stream and answers questions about it. "
+    "Each frame is preceded by its time in seconds, like <t=12.0s>."
+)
+_MARK = "\x00QUESTION\x00"
+
+
+def time_tag(pts: float) -> str:
+    return f"<t={pts:.1f}s>"
+
+
+@dataclass
+class FrameRecord:
+    index: int
+    pts: float
+    carriers: int  # 0 when dedup dropped the frame
+    kv_tokens: int  # time tag + carriers; 0 when dropped
+    position: int | None  # first RoPE position of the frame's segment; None when dropped
+    kept_as: int  # the frame whose KV stands for this one (itself unless dropped)
+    signature: torch.Tensor  # unit vector: dedup and scene tiling compare frames with it
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    next_index: int
+    next_position: int
+    last_pts: float | None
+    last_kept_index: int = 0  # the frame a dedup-dropped next frame would map to
+    last_signature: torch.Tensor | None = None  # dedup compares the next frame with it
+
+
+@dataclass
+class _Resident:
+    index: int
+    position: int
+    tokens: int
+    span: int  # RoPE positions the segment occupies (< tokens under M-RoPE, where a grid shares them)
+    pts: float
+    positions: torch.Tensor  # of every token, [T] or [3, T]: to undo RoPE for retrieval keys
+
+
+class PromptTemplate:
+    """Splits the checkpoint's chat template into the sink (before the video) and the question part."""
+
+    def __init__(self, tokenizer, system_prompt: str) -> None:
+        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": _MARK}]
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # a template that wants list content or has none: fall back to ChatML
+            text = None
+        if not isinstance(text, str) or _MARK not in text:
+            text = f"<|im_start|>system\n{system_prompt}<|im_end|>\n<|im_start|>user\n{_MARK}<|im_end|>\n"
+            text += "<|im_start|>assistant\n"
+        self.sink, self.after_question = text.split(_MARK)
+
+    def question(self, text: str) -> str:
+        return "\n" + text + self.after_question
+
+
+class StreamSession:
+    def __init__(
+        self,
+        backend: VLMBackend,
+        carriers: CarrierSpec | str = "native",
+        *,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        resume: ResumePoint | None = None,
+    ) -> None:
+        self.backend = backend
+        self.spec = CarrierSpec.parse(carriers) if isinstance(carriers, str) else carriers
+        if self.spec.needs_importance and not backend.supports_importance:
+            raise UserError(
+                f"{self.spec} carriers need vision attention, which {backend.model_id} does not expose"
+            )
+        self.template = PromptTemplate(backend.tokenizer, system_prompt)
+        self.frames: list[FrameRecord] = []  # recent frames only: evict() forgets the old ones
+        self._dedup = Deduper(self.spec.dedup_tau)
+        self._resident: list[_Resident] = []
+        self.lock = threading.RLock()  # appends and context building may come from different threads
+        sink_ids = self._ids(self.template.sink)
+        self.sink_len = len(sink_ids)
+        self.cache: DynamicCache = backend.new_cache()
+        backend.forward(
+            backend.embed_ids(sink_ids), self.cache, backend.text_positions(0, self.sink_len), logits=False
+        )
+        self.next_position = self.sink_len
+        self.next_index = 0
+        self.last_pts: float | None = None
+        self._last_kept = 0
+        if resume is not None:  # a stream continued after a restart: numbering and positions go on
+            if resume.next_position < self.sink_len:
+                raise ValueError(
+                    f"resume position {resume.next_position} is inside the sink ({self.sink_len})"
+                )
+            self.next_index, self.next_position, self.last_pts = (
+                resume.next_index,
+                resume.next_position,
+                resume.last_pts,
+            )
+            self._last_kept = resume.last_kept_index
+            self._dedup.last_kept = resume.last_signature
+        self.vision_forwards = 0  # counted so tests and metrics can prove QA never re-encodes video
+
+    def _ids(self, text: str) -> list[int]:
+        return self.backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def resume_point(self) -> ResumePoint:
+        """What a new session needs to continue this stream (memory/ stores it with the stream)."""
+        return ResumePoint(
+            self.next_index, self.next_position, self.last_pts, self._last_kept, self._dedup.last_kept
+        )
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.spec.tokens_per_frame(self.backend)
+
+    @torch.inference_mode()
+    def append(self, frames: Sequence[tuple[float, np.ndarray]]) -> list[FrameRecord]:
+        """Encode a batch of (pts, RGB frame) in one vision forward and prefill the kept ones once."""
+        if not frames:
+            return []
+        with self.lock:
+            last = self.last_pts
+            for pts, _ in frames:
+                if last is not None and pts <= last:
+                    raise UserError(f"frame pts {pts:.3f}s is not after the previous frame ({last:.3f}s)")
+                last = pts
+            backend = self.backend
+            features = backend.encode_frames(
+                [img for _, img in frames], need_importance=self.spec.needs_importance
+            )
+            self.vision_forwards += 1
+            carriers, grid = compress(self.spec, features, backend)
+            signatures = frame_signature(features)
+            pieces: list[torch.Tensor] = []
+            places: list[torch.Tensor] = []
+            records: list[FrameRecord] = []
+            position = self.next_position
+            kept_as = self._last_kept
+            for i, (pts, _) in enumerate(frames):
+                index = self.next_index + len(records)
+                if not self._dedup.keep(signatures[i]):
+                    records.append(FrameRecord(index, pts, 0, 0, None, kept_as, signatures[i]))
+                    continue
+                tag = self._ids(time_tag(pts))
+                segment, where, end = backend.frame_segment(position, tag, carriers[i], grid)
+                pieces.append(segment)
+                places.append(where)
+                kept_as = index
+                records.append(
+                    FrameRecord(
+                        index, pts, carriers.shape[1], segment.shape[0], position, index, signatures[i]
+                    )
+                )
+                self._resident.append(
+                    _Resident(index, position, segment.shape[0], end - position, pts, where)
+                )
+                position = end
+            if pieces:
+                embeds = torch.cat(pieces)
+                backend.forward(embeds, self.cache, torch.cat(places, dim=-1), logits=False)
+            self.next_position = position
+            self.next_index += len(records)
+            self.last_pts = records[-1].pts
+            self._last_kept = kept_as
+            self.frames.extend(records)
+            return records
+
+    # -- moving KV out and in -------------------------------------------------------------------
+    @property
+    def resident_frames(self) -> list[int]:
+        return [r.index for r in self._resident]
+
+    def export(self, first: int, last: int) -> KVChunk:
+        """The KV of resident kept frames with index in [first, last], as one movable chunk."""
+        with self.lock:
+            offset = self.sink_len
+            start = stop = end = None
+            spans: list[FrameSpan] = []
+            places: list[torch.Tensor] = []
+            for r in self._resident:
+                if first <= r.index <= last:
+                    if start is None:
+                        start, position = offset, r.position
+                    spans.append(FrameSpan(r.index, r.pts, offset - start, r.tokens))
+                    places.append(r.positions)
+                    stop, end = offset + r.tokens, r.position + r.span
+                offset += r.tokens
+            if start is None:
+                raise KeyError(f"no resident frame in [{first}, {last}]")
+            keys, values = cache_tensors(self.cache)
+            keys = keys[:, :, start:stop]
+            angles = self.backend.rope_angles(torch.cat(places, dim=-1))
+            return KVChunk(
+                content_keys=rotate(keys, -angles).float().mean(dim=2),
+                keys=keys.clone(),
+                values=values[:, :, start:stop].clone(),
+                position=position,
+                frames=spans,
+                model_id=self.backend.model_id,
+                carriers=str(self.spec),
+                span=end - position,
+            )
+
+    def evict(self, through: int) -> int:
+        """Drop the device KV of resident frames with index <= ``through`` (after they were exported)."""
+        with self.lock:
+            gone = [r for r in self._resident if r.index <= through]
+            if not gone:
+                return 0
+            n = sum(r.tokens for r in gone)
+            s = self.sink_len
+            for layer in self.cache.layers:
+                layer.keys = torch.cat([layer.keys[:, :, :s], layer.keys[:, :, s + n :]], dim=2)
+                layer.values = torch.cat([layer.values[:, :, :s], layer.values[:, :, s + n :]], dim=2)
+            self._resident = self._resident[len(gone) :]
+            self.frames = [r for r in self.frames if r.index > through]
+            return n
+
+    def sink_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = cache_tensors(self.cache)
+        return keys[:, :, : self.sink_len], values[:, :, : self.sink_len]
+
+    def context(self, chunks: Sequence[KVChunk] | None = None) -> tuple[DynamicCache, int]:
+        """A fresh cache of sink + ``chunks`` (default: every resident frame) at contiguous positions.
+
+        Returns the cache and the position where the question starts.
+        """
+        with self.lock:
+            if chunks is None:
+                chunks = (
+                    [self.export(self._resident[0].index, self._resident[-1].index)] if self._resident else []
+                )
+            inv_freq = self.backend.rope_inv_freq()
+            parts = [self.sink_kv()]
+            position = self.sink_len
+            for chunk in sorted(chunks, key=lambda c: c.first_pts):
+                moved = chunk.moved_to(position, inv_freq)
+                parts.append(
+                    (
+                        moved.keys.to(self.backend.device, self.backend.dtype),
+                        moved.values.to(self.backend.device, self.backend.dtype),
+                    )
+                )
+                position += chunk.span
+            return build_cache(parts, self.backend.model.config.text_config), position
+
+    def ask(
+        self,
+        question: str,
+        *,
+        chunks: Sequence[KVChunk] | None = None,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        record_logits: bool = False,
+    ) -> Generation:
+        """Answer on sink + ``chunks``; iterate the result for streamed text."""
+        cache, position = self.context(chunks)
+        prompt = self.backend.embed_ids(self._ids(self.template.question(question)))
+        params = params or SamplingParams()
+        return Generation(self.backend, cache, prompt, position, params, cancel, record_logits=record_logits)

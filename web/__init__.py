@@ -1,0 +1,1 @@
+"""WebSocket gateway, demo page, health and metrics (issue: web/)."""

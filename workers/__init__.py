@@ -1,0 +1,1 @@
+"""Ray actors for live and bulk work; the only package that imports ray (issue: qa/ + workers/)."""
