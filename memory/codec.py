@@ -85,6 +85,8 @@ def _unframe(blob: bytes | bytearray | memoryview, magic: bytes) -> tuple[dict, 
 
 
 def _tensor(data: memoryview, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
+    if len(data) == 0:  # e.g. a chunk without frame signatures: torch cannot view an empty byte tensor
+        return torch.zeros([0 if d == -1 else d for d in shape], dtype=dtype)
     arr = np.frombuffer(data, dtype=np.uint8).copy()  # owned, writable memory
     return torch.from_numpy(arr).view(dtype).reshape(shape)
 

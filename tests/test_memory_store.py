@@ -236,3 +236,11 @@ def test_memory_command_lists_accounts_and_deletes(store, tiny_chunks, capsys):
     assert json.loads(capsys.readouterr().out)["deleted_keys"] >= 5
     with pytest.raises(UserError, match="no stream"):
         cli.run(parser.parse_args(["delete", "cli", *common]))
+
+
+def test_retrieval_keys_without_a_visual_feature_round_trip():
+    from scenekv.memory import ChunkKeys, decode_keys, encode_keys
+
+    mean = torch.randn(2, 2, 16)
+    back = decode_keys(encode_keys(ChunkKeys(mean, torch.zeros(0))))
+    assert torch.equal(back.mean_keys, mean) and back.feature.numel() == 0

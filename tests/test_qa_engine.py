@@ -1,0 +1,130 @@
+"""Answering from memory: anchors, evidence, retrieval, no re-encoding, cancel (tiny model, real Redis)."""
+
+# ruff: noqa: F811  (pytest fixtures imported from redis_fixtures are redefined as parameters)
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from scenekv.ingest import make_video, open_source
+from scenekv.memory import ChunkKeys, RollingConfig, RollingMemory
+from scenekv.qa.anchors import AnchorInFuture
+from scenekv.qa.engine import QAEngine
+from scenekv.qa.memory_view import LIVE_PREFIX, StoreMemory
+from scenekv.vlm import SamplingParams
+
+from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
+from tiny_model import frames, tiny
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = make_video(
+        tmp_path_factory.mktemp("qa") / "v.mp4", duration=40, fps=2, size=(160, 120), cuts=(13.5, 27.5)
+    )
+    with open_source(path, fps=1.0) as src:
+        return [(f.pts, f.image) for f in src]
+
+
+@pytest.fixture
+def rolling(store, video):
+    config = RollingConfig(window=12, chunk_frames=4)
+    mem = RollingMemory.create(store, tiny(), carriers="pool:4", source="v.mp4", config=config)
+    for i in range(0, len(video), 8):
+        mem.append(video[i : i + 8])
+    mem.flush()
+    yield mem
+    mem.detach()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return QAEngine(tiny(), budget_tokens=400, top_k=2)
+
+
+def test_anchored_question_cites_the_anchor_and_reuses_memory(rolling, engine):
+    encoded = tiny().frames_encoded
+    view = StoreMemory.of(rolling)
+    refs = view.refs()
+    assert any(r.cid.startswith(LIVE_PREFIX) for r in refs) and any(
+        not r.cid.startswith(LIVE_PREFIX) for r in refs
+    )
+    answer = engine.ask(view, "What happened at 0:05?", params=SamplingParams(max_new_tokens=6))
+    deltas = list(answer)
+    assert "".join(deltas) == answer.text
+    assert any(span["start"] <= 5.0 <= span["end"] for span in answer.evidence)
+    assert answer.usage["memory_tokens"] <= 400 and answer.usage["generated_tokens"] >= 1
+    assert answer.usage["prompt_tokens"] > answer.usage["memory_tokens"]
+    assert answer.ttft_ms is not None and answer.ttft_ms > 0
+    again = engine.ask(StoreMemory.of(rolling), "and at 0:30?", params=SamplingParams(max_new_tokens=3))
+    list(again)
+    assert any(span["start"] <= 30.0 <= span["end"] for span in again.evidence)
+    assert tiny().frames_encoded == encoded  # two questions, no frame through the vision tower
+
+
+def test_last_seconds_uses_the_live_window(rolling, engine):
+    answer = engine.ask(StoreMemory.of(rolling), "what happened in the last 5 seconds?")
+    list(answer)
+    now = rolling.last_pts
+    assert answer.evidence[-1]["end"] == pytest.approx(now)
+    assert any(c.cid.startswith(LIVE_PREFIX) for c in answer.plan.chunks)
+
+
+def test_future_anchor_is_a_clear_error(rolling, engine):
+    with pytest.raises(AnchorInFuture, match="has not happened yet"):
+        engine.ask(StoreMemory.of(rolling), "what happens at 5:00?")
+    with pytest.raises(AnchorInFuture):
+        engine.ask(StoreMemory.of(rolling), "describe", at=999)
+
+
+def test_retrieval_brings_back_a_planted_chunk(store, rolling, engine):
+    """A chunk whose key matches the question's queries is retrieved even far from the anchor."""
+    question = "is there a red car?"
+    b = tiny()
+    ids = engine.prefix._ids(engine.prefix.template.question(question))
+    from scenekv.vlm.kv import build_cache
+
+    cache = build_cache([engine.prefix.sink_kv()], b.model.config.get_text_config())
+    queries = b.question_queries(cache, b.embed_ids(ids), b.text_positions(engine.prefix.sink_len, len(ids)))
+    index = store.chunk_index(rolling.sid)
+    planted = index[1]  # an early chunk, outside the recent window
+    chunk = store.load_chunks(rolling.sid, [planted.cid])[0]
+    store.write_chunk(rolling.sid, chunk, ChunkKeys(queries.clone(), torch.zeros(0)), scene=planted.scene)
+    answer = engine.ask(StoreMemory(store, rolling.sid), question, params=SamplingParams(max_new_tokens=2))
+    list(answer)
+    assert answer.plan.retrieved[0] == planted.cid
+    assert any(s["start"] <= planted.first_pts and planted.last_pts <= s["end"] for s in answer.evidence)
+
+
+def test_cancel_stops_generation_between_tokens(rolling, engine):
+    cancel = threading.Event()
+    answer = engine.ask(
+        StoreMemory.of(rolling), "describe", params=SamplingParams(max_new_tokens=50), cancel=cancel
+    )
+    got = []
+    for delta in answer:
+        got.append(delta)
+        cancel.set()
+    assert answer.finish_reason == "cancelled"
+    assert len(answer.generation.token_ids) <= 2
+
+
+def test_questions_on_an_empty_stream_and_bad_questions(store, engine):
+    mem = RollingMemory.create(
+        store, tiny(), carriers="pool:4", config=RollingConfig(window=12, chunk_frames=4)
+    )
+    try:
+        with pytest.raises(AnchorInFuture, match="no frames yet"):
+            engine.ask(StoreMemory.of(mem), "what happened at 0:01?")
+        answer = engine.ask(StoreMemory.of(mem), "anything?", params=SamplingParams(max_new_tokens=2))
+        list(answer)
+        assert answer.evidence == [] and answer.usage["memory_tokens"] == 0
+        with pytest.raises(Exception, match="empty"):
+            engine.ask(StoreMemory.of(mem), "   ")
+        mem.append(frames(3))
+        assert StoreMemory.of(mem).now() == 2.0
+    finally:
+        mem.detach()
