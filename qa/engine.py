@@ -105,8 +105,12 @@ class QAEngine:
         last: str | float | None = None,
         params: SamplingParams | None = None,
         cancel: threading.Event | None = None,
+        top_k: int | None = None,
     ) -> Answer:
-        """Plan and load the context now (errors surface here); decoding happens as the answer is read."""
+        """Plan and load the context now (errors surface here); decoding happens as the answer is read.
+
+        ``top_k`` overrides how many chunks retrieval may add beyond the anchor (0: the anchor only).
+        """
         started = time.perf_counter()
         if not question or not question.strip():
             from scenekv.errors import UserError
@@ -119,14 +123,14 @@ class QAEngine:
         refs = memory.refs()
         with self._lock:
             question_ids = self.prefix._ids(self.prefix.template.question(question))
-            scores = self._scores(memory, refs, question_ids)
+            scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
             plan = plan_context(
                 refs,
                 window=anchor.window(now) if anchor is not None and now is not None else None,
                 now=now,
                 scores=scores,
                 budget_tokens=self.budget_tokens,
-                top_k=self.top_k,
+                top_k=self.top_k if top_k is None else top_k,
             )
             chunks = memory.load([c.cid for c in plan.chunks])
             generation = self.prefix.ask(question, chunks=chunks, params=params, cancel=cancel)

@@ -1,0 +1,165 @@
+"""StreamHub: one model serving many streams — encode, segment, caption, answer.
+
+This is the whole live pipeline as plain Python (testable without Ray); workers/ hosts a hub in a
+Ray actor. Frames go into each stream's RollingMemory (device window + Redis); when SceneTiling
+closes a scene, a short caption is generated from that scene's chunks alone and stored with the
+scene (a ``scene.captioned`` event tells every gateway); questions are answered by the QAEngine on
+the stream's memory, live window included.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from scenekv.errors import UserError
+from scenekv.memory import MemoryStore, RollingConfig, RollingMemory, Scene, StreamNotFound
+from scenekv.vlm import SamplingParams, VLMBackend
+
+from .engine import Answer, QAEngine
+from .memory_view import StoreMemory
+
+log = logging.getLogger(__name__)
+
+CAPTION_PROMPT = "Describe what happens in this part of the video in one short sentence."
+
+
+class StreamHub:
+    def __init__(
+        self,
+        backend: VLMBackend,
+        store: MemoryStore,
+        *,
+        rolling: RollingConfig | None = None,
+        captions: bool = True,
+        caption_tokens: int = 32,
+        budget_tokens: int = 4096,
+        top_k: int = 4,
+    ) -> None:
+        self.backend, self.store = backend, store
+        self.rolling_config = rolling or RollingConfig()
+        self.captions = captions
+        self.caption_params = SamplingParams(max_new_tokens=caption_tokens)
+        self.engine = QAEngine(backend, budget_tokens=budget_tokens, top_k=top_k)
+        self.streams: dict[str, RollingMemory] = {}
+        self._lock = threading.RLock()
+
+    # -- streams ------------------------------------------------------------------------------
+    def open(
+        self, *, sid: str | None = None, source: str = "", fps: float = 1.0, carriers: str = "pool:16"
+    ) -> dict:
+        """Start a stream, or continue ``sid`` where it stopped (after a restart too)."""
+        with self._lock:
+            if sid is not None and sid in self.streams:
+                return self.describe(sid)
+            if sid is not None:
+                mem = RollingMemory.open(
+                    self.store,
+                    self.backend,
+                    sid,
+                    carriers=carriers,
+                    source=source,
+                    fps=fps,
+                    config=self.rolling_config,
+                )
+            else:
+                mem = RollingMemory.create(
+                    self.store,
+                    self.backend,
+                    carriers=carriers,
+                    source=source,
+                    fps=fps,
+                    config=self.rolling_config,
+                )
+            self.streams[mem.sid] = mem
+            return self.describe(mem.sid)
+
+    def describe(self, sid: str) -> dict:
+        mem = self._stream(sid)
+        info = self.store.info(sid)
+        return {
+            "stream_id": sid,
+            "model": self.backend.model_id,
+            "random_weights": self.backend.is_random,
+            "fps": info.fps,
+            "carriers": str(mem.session.spec),
+            "last_pts": mem.last_pts,
+            "source": info.source,
+        }
+
+    def _stream(self, sid: str) -> RollingMemory:
+        mem = self.streams.get(sid)
+        if mem is None:
+            raise StreamNotFound(f"stream {sid!r} is not open here")
+        return mem
+
+    def append(self, sid: str, frames: Sequence[tuple[float, np.ndarray]]) -> dict:
+        """Encode frames into the stream; returns progress and the scenes this closed (captioned)."""
+        mem = self._stream(sid)
+        appended = mem.append(frames)
+        closed = [self._scene_dict(sid, s) for s in appended.closed]
+        return {"frames": len(appended.records), "last_pts": mem.last_pts, "closed": closed}
+
+    def _scene_dict(self, sid: str, scene: Scene) -> dict:
+        out = {"scene_id": scene.index, "start": scene.start, "end": scene.end, "frames": scene.frames}
+        if self.captions:
+            out["caption"] = self.caption(sid, scene.start, scene.end, scene.index)
+        return out
+
+    def caption(self, sid: str, start: float, end: float, index: int | None = None) -> str:
+        """A caption from the chunks of [start, end] alone (no retrieval), stored with the scene."""
+        mem = self.streams.get(sid)
+        view = StoreMemory.of(mem) if mem is not None else StoreMemory(self.store, sid)
+        last = max(start, end - 1e-3)  # a scene's end is the next scene's start: exclusive
+        now = view.now()
+        if now is not None:
+            last = max(start, min(last, now))  # the stream's last scene ends after its last frame
+        answer = self.engine.ask(
+            view, CAPTION_PROMPT, range_=(start, last), params=self.caption_params, top_k=0
+        )
+        text = "".join(answer).strip()
+        if index is not None:
+            if mem is not None:
+                mem.flush()  # the scene's own record is written behind; the caption goes on top of it
+            self.store.set_caption(sid, index, text)
+        return text
+
+    def ask(self, sid: str, question: str, **kwargs) -> Answer:
+        """Answer on a stream open here (live window included) or on any stored stream."""
+        mem = self.streams.get(sid)
+        if mem is not None:
+            view = StoreMemory.of(mem)
+        elif self.store.exists(sid):
+            view = StoreMemory(self.store, sid)
+        else:
+            raise StreamNotFound(f"no stream {sid!r}")
+        return self.engine.ask(view, question, **kwargs)
+
+    def end(self, sid: str) -> list[dict]:
+        """End of stream: close (and caption) the last scene, write everything to Redis."""
+        with self._lock:
+            mem = self.streams.pop(sid, None)
+        if mem is None:
+            raise StreamNotFound(f"stream {sid!r} is not open here")
+        closed = mem.end()
+        return [self._scene_dict(sid, s) for s in closed]
+
+    def detach(self, sid: str) -> None:
+        with self._lock:
+            mem = self.streams.pop(sid, None)
+        if mem is not None:
+            mem.detach()
+
+    def close(self) -> None:
+        for sid in list(self.streams):
+            try:
+                self.detach(sid)
+            except Exception:  # keep closing the others; the error is logged
+                log.exception("detaching stream %s failed", sid)
+
+    def check_open(self, sid: str) -> None:
+        if sid not in self.streams:
+            raise UserError(f"stream {sid!r} is not open", code="unknown_stream")
