@@ -18,6 +18,7 @@ job leaves either the previous file or the complete new one, never half a file. 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
@@ -109,6 +110,8 @@ def normalize_cues(cues: Iterable[Cue], *, min_duration_s: float = MIN_DURATION_
 # -- timestamps ----------------------------------------------------------------------------------
 def _clock(seconds: float, sep: str) -> str:
     total = round(seconds * 1000)
+    if total < 0:
+        raise ValueError(f"a cue time cannot be negative ({seconds} s)")
     hours, rest = divmod(total, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
@@ -181,10 +184,8 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a caption file is an ordinary file
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return path
 

@@ -49,9 +49,18 @@ class StreamHub:
 
     # -- streams ------------------------------------------------------------------------------
     def open(
-        self, *, sid: str | None = None, source: str = "", fps: float = 1.0, carriers: str = "pool:16"
+        self,
+        *,
+        sid: str | None = None,
+        source: str = "",
+        fps: float = 1.0,
+        carriers: str = "pool:16",
+        takeover: bool = False,
     ) -> dict:
-        """Start a stream, or continue ``sid`` where it stopped (after a restart too)."""
+        """Start a stream, or continue ``sid`` where it stopped (after a restart too).
+
+        ``takeover`` attaches even if another writer's lease is still live (a crashed predecessor).
+        """
         with self._lock:
             if sid is not None and sid in self.streams:
                 return self.describe(sid)
@@ -64,6 +73,7 @@ class StreamHub:
                     source=source,
                     fps=fps,
                     config=self.rolling_config,
+                    takeover=takeover,
                 )
             else:
                 mem = RollingMemory.create(

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "frames": "scenekv.ingest.cli",
     "inspect": "scenekv.cmd_inspect",
     "scenes": "scenekv.cmd_scenes",
+    "ask": "scenekv.cmd_ask",
     "memory": "scenekv.cmd_memory",
     "make-video": "scenekv.cmd_make_video",
 }

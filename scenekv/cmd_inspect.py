@@ -32,8 +32,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def random_model_banner(backend) -> str:
+    return random_model_banner_text(backend.model_id)
+
+
+def random_model_banner_text(model_id: str) -> str:
     return (
-        f"*** {backend.model_id}: RANDOM WEIGHTS — the architecture is real, the answers are placeholders. "
+        f"*** {model_id}: RANDOM WEIGHTS — the architecture is real, the answers are placeholders. "
         "Pass --model with a checkpoint (hub id or local path) for real answers. ***"
     )
 

@@ -1,0 +1,64 @@
+"""`scenekv ask`: one question about a video file, answered from its memory (ingested once)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "ingest a video (or reuse its memory) and answer a question about it, with evidence times"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from scenekv.cmd_ingest_common import add_service_arguments
+
+    p.add_argument("source", help="video file")
+    p.add_argument("question", help='e.g. "what happened at 1:23?"')
+    anchor = p.add_mutually_exclusive_group()
+    anchor.add_argument("--at", help="time the question is about (seconds or hh:mm:ss)")
+    anchor.add_argument("--range", nargs=2, metavar=("A", "B"), help="a time range")
+    anchor.add_argument("--last", help="the last S seconds of the video")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    add_service_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from scenekv.cmd_ingest_common import ingest_file
+    from scenekv.cmd_inspect import random_model_banner_text
+    from scenekv.errors import UserError
+    from scenekv.workers.service import SceneKVService
+
+    service = SceneKVService(
+        model=args.model,
+        redis_url=args.redis_url,
+        ray_address=args.ray_address,
+        device=args.device,
+        dtype=args.dtype,
+        captions=False,
+    )
+    try:
+        if service.model["random_weights"]:
+            print(random_model_banner_text(service.model["model"]), file=sys.stderr)
+        sid, reused = ingest_file(service, args.source, fps=args.fps, carriers=args.carriers)
+        print(f"memory: {sid} ({'reused' if reused else 'ingested'})", file=sys.stderr)
+        done = None
+        for item in service.ask(
+            sid, args.question, at=args.at, range_=args.range, last=args.last, max_tokens=args.max_tokens
+        ):
+            if item["type"] == "delta" and not args.json:
+                print(item["text"], end="", flush=True)
+            elif item["type"] == "error":
+                raise UserError(item["message"], code=item["code"])
+            elif item["type"] == "done":
+                done = item
+        if args.json:
+            keys = ("answer", "evidence", "ttft_ms", "usage")
+            print(json.dumps({k: done.get(k) for k in keys}))
+        else:
+            spans = ", ".join(f"{e['start']:.1f}-{e['end']:.1f}s" for e in done["evidence"]) or "none"
+            print(f"\nevidence: {spans}  (ttft {done['ttft_ms']} ms)")
+    finally:
+        service.shutdown()
+    return 0

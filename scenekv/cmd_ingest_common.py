@@ -1,0 +1,49 @@
+"""What `scenekv ask` and `scenekv caption` share: service flags and "ingest once, reuse after"."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+
+from scenekv.cmd_inspect import add_model_arguments
+
+
+def add_service_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    p.add_argument("--carriers", default="pool:16", help="carrier strategy (default pool:16)")
+    p.add_argument("--redis-url", default=None, help="default: REDIS_URL, 127.0.0.1:6379, else a local child")
+    p.add_argument("--ray-address", default=None, help="join a Ray cluster (default: local Ray)")
+
+
+def stream_id_for(source: str, model: str, fps: float, carriers: str) -> str:
+    """A stable id per (file content identity, model, fps, carriers): re-running reuses the memory."""
+    path = Path(source)
+    if path.is_file():
+        st = path.stat()
+        ident = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"
+    else:
+        ident = source
+    digest = hashlib.sha1(f"{ident}|{model}|{fps:g}|{carriers}".encode()).hexdigest()[:16]
+    return f"file-{digest}" if path.is_file() else f"url-{digest}"
+
+
+def ingest_file(service, source: str, *, fps: float, carriers: str, on_progress=None) -> tuple[str, bool]:
+    """Encode ``source`` into memory unless an earlier run already did; returns (sid, reused)."""
+    from scenekv.errors import UserError
+
+    if not Path(source).is_file():
+        if "://" not in source:
+            raise UserError(f"no such file: {source}", code="not_found")
+        raise UserError("ask/caption take video files; for live URLs use `scenekv serve`", code="bad_request")
+    sid = stream_id_for(os.path.abspath(source), service.model["model"], fps, carriers)
+    if service.store.exists(sid) and service.store.info(sid).status == "ended":
+        return sid, True
+    service.start_stream(source, fps=fps, carriers=carriers, sid=sid)
+    if on_progress is not None:
+        on_progress(service, sid)
+    service.wait_decoded(sid)
+    service.end_stream(sid)
+    return sid, False

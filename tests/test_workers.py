@@ -1,0 +1,87 @@
+"""The pipeline on Ray actors: file in, scenes captioned, questions answered, an encoder crash survived."""
+
+# ruff: noqa: F811  (pytest fixtures imported from redis_fixtures are redefined as parameters)
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+
+from scenekv.ingest import make_video
+from scenekv.workers.service import SceneKVService, UnknownStream
+
+from redis_fixtures import prefix, redis_client, redis_url  # noqa: F401
+
+CUTS = (10.5, 21.5)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return str(
+        make_video(tmp_path_factory.mktemp("w") / "v.mp4", duration=32, fps=2, size=(160, 120), cuts=CUTS)
+    )
+
+
+@pytest.fixture(scope="module")
+def service(redis_url, tmp_path_factory):
+    import uuid
+
+    import redis
+
+    pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
+    svc = SceneKVService(
+        model="tiny-random-llava-onevision",
+        redis_url=redis_url,
+        prefix=pfx,
+        rolling={"window": 12, "chunk_frames": 4},
+        num_cpus=2,
+    )
+    yield svc
+    svc.shutdown()
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{pfx}*"))
+    if keys:
+        client.delete(*keys)
+
+
+def _check_scenes(service, sid):
+    scenes = service.scenes(sid)
+    assert len(scenes) == 3
+    for start, cut in zip([s["start"] for s in scenes[1:]], CUTS, strict=True):
+        assert abs(start - cut) <= 1.0
+    assert all(s["closed"] and s["caption"] for s in scenes)
+
+
+def test_a_file_is_ingested_captioned_and_answered(service, video):
+    info = service.start_stream(video, fps=1.0, carriers="pool:4")
+    sid = info["stream_id"]
+    assert info["random_weights"] is True
+    summary = service.wait_decoded(sid, timeout=120)
+    assert summary["status"] == "done" and summary["frames"] == 32
+    service.end_stream(sid)
+    _check_scenes(service, sid)
+    items = list(service.ask(sid, "what happened at 0:15?", max_tokens=5))
+    assert [i["type"] for i in items[:-1]] == ["delta"] * (len(items) - 1)
+    done = items[-1]
+    assert done["type"] == "done" and done["answer"] == "".join(i["text"] for i in items[:-1])
+    assert any(e["start"] <= 15 <= e["end"] for e in done["evidence"])
+    future = list(service.ask(sid, "what happens at 9:00?"))
+    assert future == [{"type": "error", "code": "anchor_in_future", "message": future[0]["message"]}]
+    with pytest.raises(UnknownStream):
+        list(service.ask("nope", "hello?"))
+
+
+def test_a_killed_encoder_restarts_and_the_file_completes(service, video):
+    info = service.start_stream(video, fps=1.0, carriers="pool:4")
+    sid = info["stream_id"]
+    deadline = time.monotonic() + 60
+    while service.progress(sid)["frames"] < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ray.kill(service.encoder, no_restart=False)  # a crash: Ray restarts it, the stream resumes from Redis
+    summary = service.wait_decoded(sid, timeout=180)
+    assert summary["status"] == "done" and summary.get("restarts", 0) >= 1
+    service.end_stream(sid)
+    _check_scenes(service, sid)
+    assert service.store.info(sid).last_pts == 31.0

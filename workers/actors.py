@@ -1,0 +1,202 @@
+"""Ray actors: thin shells around the pure pipeline (qa.hub.StreamHub, scenekv.ingest).
+
+- EncoderActor owns the model (one per GPU/CPU worker) and a StreamHub: it batches frames of every
+  stream it serves, closes and captions scenes, and answers questions as a streaming generator.
+  It is a threaded actor so a question or a status call never waits for a long append.
+- DecoderActor owns one source: it decodes and samples in its own process and feeds the encoder
+  with bounded in-flight batches (files: wait, never drop; live sources: ingest drops to the newest
+  frame when the encoder falls behind).
+Both restart on failure (max_restarts) and resume from Redis: streams are re-attached by id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import ray
+
+from scenekv.errors import UserError
+
+
+def _error_dict(exc: BaseException) -> dict:
+    if isinstance(exc, UserError):
+        return {"type": "error", "code": exc.code, "message": str(exc)}
+    return {"type": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+
+
+@ray.remote(max_concurrency=8, max_restarts=3, max_task_retries=0)
+class EncoderActor:
+    def __init__(self, model: str, redis_url: str, options: dict) -> None:
+        from scenekv.memory import MemoryStore, RollingConfig
+        from scenekv.qa.hub import StreamHub
+        from scenekv.vlm import load_backend
+
+        self.backend = load_backend(model, device=options.get("device"), dtype=options.get("dtype"))
+        self.store = MemoryStore(redis_url, options.get("prefix", "skv:"))
+        rolling = RollingConfig(**options.get("rolling", {}))
+        self.hub = StreamHub(
+            self.backend,
+            self.store,
+            rolling=rolling,
+            captions=options.get("captions", True),
+            budget_tokens=options.get("budget_tokens", 4096),
+        )
+        self._model_lock = threading.Lock()  # one forward at a time on the model
+        self._cancels: dict[str, threading.Event] = {}
+        self.started = time.time()
+
+    def describe_model(self) -> dict:
+        return {
+            "model": self.backend.model_id,
+            "random_weights": self.backend.is_random,
+            "device": str(self.backend.device),
+            "dtype": str(self.backend.dtype).replace("torch.", ""),
+        }
+
+    def open(self, sid: str | None, source: str, fps: float, carriers: str) -> dict:
+        with self._model_lock:
+            # This actor is the streams' only writer: after a crash its predecessor's lease is stale.
+            return self.hub.open(sid=sid, source=source, fps=fps, carriers=carriers, takeover=True)
+
+    def append(self, sid: str, frames: list) -> dict:
+        with self._model_lock:
+            if sid not in self.hub.streams:  # restarted actor: the stream continues from Redis
+                self.hub.open(sid=sid, takeover=True)
+            return self.hub.append(sid, frames)
+
+    def end(self, sid: str) -> list[dict]:
+        with self._model_lock:
+            if sid not in self.hub.streams:
+                return []
+            return self.hub.end(sid)
+
+    def detach(self, sid: str) -> None:
+        with self._model_lock:
+            self.hub.detach(sid)
+
+    def info(self, sid: str) -> dict:
+        mem = self.hub.streams.get(sid)
+        info = mem.info() if mem is not None else self.store.info(sid)
+        return info.as_dict()
+
+    def cancel(self, qid: str) -> bool:
+        event = self._cancels.get(qid)
+        if event is not None:
+            event.set()
+        return event is not None
+
+    def ask_stream(self, sid: str, qid: str, question: str, anchor: dict, params: dict):
+        """Yields {"type": "delta", "text"} ... then {"type": "done", ...} or {"type": "error", ...}."""
+        from scenekv.vlm import SamplingParams
+
+        cancel = self._cancels.setdefault(qid, threading.Event())
+        try:
+            with self._model_lock:
+                answer = self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
+                it = iter(answer)
+                while True:
+                    try:
+                        delta = next(it)
+                    except StopIteration:
+                        break
+                    yield {"type": "delta", "text": delta}
+            yield {"type": "done", "text": answer.text, **answer.result()}
+        except Exception as exc:  # the client gets the error; the actor keeps serving
+            yield _error_dict(exc)
+        finally:
+            self._cancels.pop(qid, None)
+
+    def shutdown(self) -> None:
+        self.hub.close()
+
+
+@ray.remote(max_concurrency=2, max_restarts=2)
+class DecoderActor:
+    """Decodes one source and feeds an EncoderActor; ``progress()`` can be asked while it runs."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self.progress_ = {
+            "frames": 0,
+            "pts": None,
+            "lag_s": 0.0,
+            "dropped": 0,
+            "status": "idle",
+            "error": None,
+        }
+
+    MAX_ENCODER_RESTARTS = 3
+
+    def run(
+        self, encoder, sid: str, source: str, fps: float, batch: int = 8, after: float | None = None
+    ) -> dict:
+        """Feed every frame after ``after`` (a resumed stream's last pts) to ``encoder`` in batches.
+
+        If the encoder dies mid-file, Ray restarts it; the stream then continues from what Redis
+        acknowledged, so decoding restarts just after the stream's last stored pts (frames that were
+        only on the dead encoder's device are decoded and encoded again, none twice in memory).
+        """
+        self.progress_["status"] = "running"
+        closed: list[dict] = []
+        for attempt in range(self.MAX_ENCODER_RESTARTS + 1):
+            try:
+                closed += self._feed(encoder, sid, source, fps, batch, after)
+                self.progress_["status"] = "stopped" if self._stop.is_set() else "done"
+                break
+            except ray.exceptions.RayActorError as exc:
+                if attempt == self.MAX_ENCODER_RESTARTS:
+                    self.progress_.update(status="error", error=_error_dict(exc))
+                    break
+                self.progress_["restarts"] = attempt + 1
+                after = self._resume_point(encoder, sid)
+            except Exception as exc:
+                self.progress_.update(status="error", error=_error_dict(exc))
+                break
+        return {**self.progress_, "closed": closed}
+
+    def _feed(
+        self, encoder, sid: str, source: str, fps: float, batch: int, after: float | None
+    ) -> list[dict]:
+        from scenekv.ingest import open_source
+
+        closed: list[dict] = []
+        pending: list = []
+        with open_source(source, fps=fps, max_side=512) as src:
+            for frame in src:
+                if self._stop.is_set():
+                    break
+                if after is not None and frame.pts <= after:
+                    continue
+                pending.append((frame.pts, frame.image))
+                if len(pending) >= batch:
+                    closed += ray.get(encoder.append.remote(sid, pending))["closed"]
+                    pending = []
+                stats = src.stats
+                self.progress_.update(
+                    frames=self.progress_["frames"] + 1,
+                    pts=frame.pts,
+                    lag_s=stats.lag_s or 0.0,
+                    dropped=stats.dropped,
+                )
+            if pending:
+                closed += ray.get(encoder.append.remote(sid, pending))["closed"]
+        return closed
+
+    @staticmethod
+    def _resume_point(encoder, sid: str, wait_s: float = 120.0) -> float | None:
+        """Wait for the restarted encoder, re-attach the stream, return its last stored pts."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return ray.get(encoder.open.remote(sid, "", 1.0, "pool:16"))["last_pts"]
+            except ray.exceptions.RayActorError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def progress(self) -> dict:
+        return dict(self.progress_)
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,223 @@
+"""SceneKVService: what the CLI and the web gateway talk to; the only owner of Ray.
+
+Embedded defaults: a local Ray (``ray.init`` on loopback, small object store) unless ``ray_address``
+joins a cluster; the Redis at ``redis_url`` / REDIS_URL / 127.0.0.1:6379, else a private
+redis-server child; the model ``auto`` (default checkpoint, or the tiny random model offline).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import ray
+
+from scenekv.errors import UserError
+from scenekv.memory import MemoryStore
+from scenekv.memory.local_redis import ensure_redis
+
+from .actors import DecoderActor, EncoderActor
+
+log = logging.getLogger(__name__)
+
+
+class UnknownStream(UserError):
+    code = "unknown_stream"
+
+
+class SceneKVService:
+    def __init__(
+        self,
+        *,
+        model: str = "auto",
+        redis_url: str | None = None,
+        ray_address: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        prefix: str = "skv:",
+        rolling: dict | None = None,
+        captions: bool = True,
+        num_cpus: int | None = None,
+    ) -> None:
+        self.redis_url, self.redis_how, self._redis_child = ensure_redis(redis_url)
+        log.info(self.redis_how)
+        self.ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            if self.ray_address:
+                ray.init(address=self.ray_address, logging_level="ERROR")
+            else:
+                ray.init(
+                    num_cpus=num_cpus or os.cpu_count() or 2,
+                    include_dashboard=False,
+                    object_store_memory=512 * 2**20,
+                    _node_ip_address="127.0.0.1",
+                    logging_level="ERROR",
+                )
+        self.store = MemoryStore(self.redis_url, prefix)
+        options = {
+            "device": device,
+            "dtype": dtype,
+            "prefix": prefix,
+            "rolling": rolling or {},
+            "captions": captions,
+        }
+        self.encoder = EncoderActor.remote(model, self.redis_url, options)
+        self.model = ray.get(
+            self.encoder.describe_model.remote()
+        )  # fails here, loudly, if the model cannot load
+        self._decoders: dict[str, tuple] = {}  # sid -> (actor, run ref)
+        self._streams: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- streams --------------------------------------------------------------------------------
+    def start_stream(
+        self, source: str, *, fps: float = 1.0, carriers: str = "pool:16", sid: str | None = None
+    ) -> dict:
+        """Open a stream; ``source`` is "push" (frames come from push_frame) or a file path / URL that
+        a DecoderActor starts reading at once."""
+        if not 0 < fps <= 30:
+            raise UserError(f"fps must be in (0, 30], got {fps:g}", code="bad_request")
+        if source != "push":
+            self._check_source(source)
+        info = ray.get(self.encoder.open.remote(sid, source, fps, carriers))
+        sid = info["stream_id"]
+        with self._lock:
+            self._streams.add(sid)
+            if source != "push" and sid not in self._decoders:
+                decoder = DecoderActor.remote()
+                ref = decoder.run.remote(self.encoder, sid, source, fps, 8, info["last_pts"])
+                self._decoders[sid] = (decoder, ref)
+        return info
+
+    @staticmethod
+    def _check_source(source: str) -> None:
+        """Open-and-close once here so a bad file or URL is one clear error now, not a dead actor later."""
+        from scenekv.ingest import open_source
+
+        with open_source(source, fps=1.0, max_side=64):
+            pass
+
+    def push_frame(self, sid: str, pts: float, image: np.ndarray) -> dict:
+        """Append one pushed frame (blocks while the encoder is busy: that is the backpressure)."""
+        self._known(sid)
+        return ray.get(self.encoder.append.remote(sid, [(float(pts), image)]))
+
+    def progress(self, sid: str) -> dict:
+        self._known(sid)
+        decoder = self._decoders.get(sid)
+        out = ray.get(decoder[0].progress.remote()) if decoder else {"status": "push"}
+        info = ray.get(self.encoder.info.remote(sid))
+        return {
+            **out,
+            "last_pts": info.get("last_pts"),
+            "memory_bytes": info.get("bytes"),
+            "chunks": info.get("chunks"),
+            "scenes": info.get("scenes"),
+        }
+
+    def wait_decoded(self, sid: str, timeout: float | None = None) -> dict:
+        """For file sources: block until the whole file is encoded; returns the decoder's summary."""
+        decoder = self._decoders.get(sid)
+        if decoder is None:
+            return {"status": "push"}
+        result = ray.get(decoder[1], timeout=timeout)
+        if result.get("status") == "error":
+            err = result["error"]
+            raise UserError(err["message"], code=err["code"])
+        return result
+
+    def end_stream(self, sid: str) -> list[dict]:
+        self._known(sid)
+        with self._lock:
+            decoder = self._decoders.pop(sid, None)
+            self._streams.discard(sid)
+        if decoder is not None:
+            ray.get(decoder[0].stop.remote())
+            ray.get(decoder[1])
+            ray.kill(decoder[0])
+        return ray.get(self.encoder.end.remote(sid))
+
+    def attach(self, sid: str) -> dict:
+        """Continue a stream by id (another client's, or one from before a restart)."""
+        if not self.store.exists(sid):
+            raise UnknownStream(f"no stream {sid!r}")
+        info = ray.get(self.encoder.open.remote(sid, "", 1.0, "pool:16"))
+        with self._lock:
+            self._streams.add(sid)
+        return info
+
+    def _known(self, sid: str) -> None:
+        if sid not in self._streams and not self.store.exists(sid):
+            raise UnknownStream(f"no stream {sid!r}")
+
+    # -- questions --------------------------------------------------------------------------------
+    def ask(
+        self,
+        sid: str,
+        question: str,
+        *,
+        qid: str | None = None,
+        at=None,
+        range_=None,
+        last=None,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+    ) -> Iterator[dict]:
+        """Stream {"type": "delta"} messages, then one {"type": "done"} (or {"type": "error"})."""
+        self._known(sid)
+        if not 1 <= int(max_tokens) <= 1024:
+            raise UserError("max_tokens must be between 1 and 1024", code="bad_request")
+        qid = qid or uuid.uuid4().hex
+        anchor = {"at": at, "range_": range_, "last": last}
+        params = {"max_new_tokens": int(max_tokens), "temperature": float(temperature)}
+        gen = self.encoder.ask_stream.options(num_returns="streaming").remote(
+            sid, qid, question, anchor, params
+        )
+        for ref in gen:
+            yield ray.get(ref)
+
+    def cancel(self, qid: str) -> bool:
+        return ray.get(self.encoder.cancel.remote(qid))
+
+    # -- observation ----------------------------------------------------------------------------
+    def scenes(self, sid: str) -> list[dict]:
+        self._known(sid)
+        return [
+            {"scene_id": s.index, "start": s.start, "end": s.end, "caption": s.caption, "closed": s.closed}
+            for s in self.store.scenes(sid)
+        ]
+
+    def events(self, sid: str, after: str = "$", block_ms: int = 1000) -> list[tuple[str, str, dict]]:
+        return self.store.wait_events(sid, after=after, block_ms=block_ms)
+
+    def health(self) -> dict:
+        redis_ok = True
+        try:
+            self.store.ping()
+        except Exception:
+            redis_ok = False
+        return {
+            "redis": {"ok": redis_ok, "url": self.redis_url},
+            "ray": {"ok": ray.is_initialized()},
+            "model": self.model,
+        }
+
+    def shutdown(self) -> None:
+        for sid in list(self._decoders):
+            try:
+                self.end_stream(sid)
+            except Exception:
+                log.exception("ending %s", sid)
+        try:
+            ray.get(self.encoder.shutdown.remote(), timeout=60)
+        except Exception:
+            log.exception("encoder shutdown")
+        if self._owns_ray:
+            ray.shutdown()
+        if self._redis_child is not None:
+            self._redis_child.stop()
