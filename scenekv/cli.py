@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "scenekv.cmd_inspect",
     "scenes": "scenekv.cmd_scenes",
     "ask": "scenekv.cmd_ask",
+    "caption": "scenekv.cmd_caption",
     "memory": "scenekv.cmd_memory",
     "make-video": "scenekv.cmd_make_video",
 }

@@ -12,7 +12,7 @@ import ray
 from scenekv.ingest import make_video
 from scenekv.workers.service import SceneKVService, UnknownStream
 
-from redis_fixtures import prefix, redis_client, redis_url  # noqa: F401
+from redis_fixtures import own_redis, prefix, redis_client, redis_url  # noqa: F401
 
 CUTS = (10.5, 21.5)
 
@@ -85,3 +85,41 @@ def test_a_killed_encoder_restarts_and_the_file_completes(service, video):
     service.end_stream(sid)
     _check_scenes(service, sid)
     assert service.store.info(sid).last_pts == 31.0
+
+
+def test_caption_command_writes_parseable_cues_at_the_cuts_and_reuses_memory(video, own_redis, tmp_path):
+    """`scenekv caption` end to end in its own process (own Ray, a private Redis); a re-run reuses it."""
+    import os
+    import subprocess
+    import sys
+
+    import webvtt
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "scenekv.cli",
+        "caption",
+        video,
+        "--format",
+        "vtt",
+        "--out",
+        str(tmp_path),
+        "--model",
+        "tiny-random-llava-onevision",
+        "--redis-url",
+        own_redis.url,
+    ]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / "v.vtt"
+    assert first.stdout.strip() == str(path)
+    cues = list(webvtt.read(str(path)))
+    assert len(cues) == 3
+    starts = [c.start_in_seconds for c in cues]
+    assert starts[0] == 0 and all(abs(s - c) <= 1.0 for s, c in zip(starts[1:], CUTS, strict=True))
+    assert all(c.text for c in cues)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert again.returncode == 0 and "reusing memory" in again.stderr
+    assert [c.text for c in webvtt.read(str(path))] == [c.text for c in cues]

@@ -75,6 +75,16 @@ class EncoderActor:
         with self._model_lock:
             self.hub.detach(sid)
 
+    def caption_missing(self, sid: str) -> int:
+        """Caption closed scenes that have none (a stream ingested with captions off); returns how many."""
+        n = 0
+        for scene in self.store.scenes(sid):
+            if scene.closed and not scene.caption and scene.end is not None:
+                with self._model_lock:
+                    self.hub.caption(sid, scene.start, scene.end, scene.index)
+                n += 1
+        return n
+
     def info(self, sid: str) -> dict:
         mem = self.hub.streams.get(sid)
         info = mem.info() if mem is not None else self.store.info(sid)

@@ -181,6 +181,10 @@ class SceneKVService:
         for ref in gen:
             yield ray.get(ref)
 
+    def caption_missing(self, sid: str) -> int:
+        self._known(sid)
+        return ray.get(self.encoder.caption_missing.remote(sid))
+
     def cancel(self, qid: str) -> bool:
         return ray.get(self.encoder.cancel.remote(qid))
 

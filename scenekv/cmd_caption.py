@@ -1,0 +1,115 @@
+"""`scenekv caption`: bulk captioning of video files, one cue per scene, as WebVTT, SRT or JSONL."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "caption video files scene by scene (SceneTiling + the VLM) into .vtt, .srt or .jsonl files"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from scenekv.cmd_ingest_common import add_service_arguments
+
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    p.add_argument("--format", default="vtt", help="vtt, srt or jsonl (default vtt)")
+    p.add_argument("--out", default=".", help="output directory (default: current directory)")
+    add_service_arguments(p)
+
+
+def _duration(path: str) -> float | None:
+    import av
+
+    try:
+        with av.open(path) as container:
+            return container.duration / 1e6 if container.duration else None
+    except (av.FFmpegError, OSError):
+        return None
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Progress:
+    """A bar on a terminal (time processed / total, ETA); plain lines every few seconds otherwise."""
+
+    def __init__(self, name: str, total: float | None) -> None:
+        import sys
+        import time
+
+        self.name, self.total, self.tty, self.out = name, total, sys.stderr.isatty(), sys.stderr
+        self.started = self.last_line = time.monotonic()
+
+    def __call__(self, service, sid: str) -> None:
+        import time
+
+        while True:
+            p = service.progress(sid)
+            done = p.get("status") in ("done", "error", "stopped")
+            self.show(p.get("pts") or 0.0, final=done)
+            if done:
+                return
+            time.sleep(0.5)
+
+    def show(self, pts: float, *, final: bool = False) -> None:
+        import time
+
+        now = time.monotonic()
+        elapsed = now - self.started
+        if self.total:
+            frac = min(pts / self.total, 1.0) if not final else 1.0
+            eta = elapsed / frac * (1 - frac) if frac > 0 else 0.0
+            bar = "#" * int(frac * 30)
+            text = f"{self.name} [{bar:<30}] {_clock(pts)}/{_clock(self.total)} ETA {_clock(eta)}"
+        else:
+            text = f"{self.name} {_clock(pts)} processed"
+        if self.tty:
+            print("\r" + text, end="\n" if final else "", file=self.out, flush=True)
+        elif final or now - self.last_line >= 5:
+            print(text, file=self.out, flush=True)
+            self.last_line = now
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from scenekv.cmd_ingest_common import ingest_file
+    from scenekv.cmd_inspect import random_model_banner_text
+    from scenekv.errors import UserError
+    from scenekv.qa.captions import cues_from_scenes, output_path, parse_format, write_captions
+    from scenekv.workers.service import SceneKVService
+
+    fmt = parse_format(args.format)
+    missing = [v for v in args.videos if not Path(v).is_file()]
+    if missing:
+        raise UserError(f"no such file: {', '.join(missing)}", code="not_found")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    service = SceneKVService(
+        model=args.model,
+        redis_url=args.redis_url,
+        ray_address=args.ray_address,
+        device=args.device,
+        dtype=args.dtype,
+        captions=True,
+    )
+    try:
+        if service.model["random_weights"]:
+            print(random_model_banner_text(service.model["model"]), file=sys.stderr)
+        for video in args.videos:
+            progress = Progress(Path(video).name, _duration(video))
+            sid, reused = ingest_file(
+                service, video, fps=args.fps, carriers=args.carriers, on_progress=progress
+            )
+            if reused:
+                print(f"{Path(video).name}: reusing memory {sid}", file=sys.stderr)
+                service.caption_missing(sid)  # it may have been ingested without captions (scenekv ask)
+            scenes = service.store.scenes(sid)
+            cues = cues_from_scenes(scenes, video_end=service.store.info(sid).last_pts)
+            path = write_captions(cues, output_path(args.out, video, fmt), fmt)
+            print(path)
+    finally:
+        service.shutdown()
+    return 0
