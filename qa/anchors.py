@@ -39,11 +39,15 @@ class TimeAnchor:
             return max(0.0, now - self.seconds), now
         if self.kind == "at":
             return max(0.0, self.start - AT_PAD_S), self.start + AT_PAD_S
-        return self.start, self.end
+        return self.start, min(self.end, max(now, self.start))
 
     def earliest_needed(self) -> float:
-        """The stream time that must have been reached before the anchor can be answered."""
-        return {"at": self.start, "range": self.end}.get(self.kind, 0.0)
+        """The stream time that must have been reached before the anchor can be answered.
+
+        A range only needs its start: "between 2:00 and 2:30" asked at 2:15 (or "at the start" of a
+        6-second video) is answered from what exists, its window ending at the newest frame.
+        """
+        return self.start if self.kind in ("at", "range") else 0.0
 
     def check_reached(self, now: float | None) -> None:
         """Refuse an anchor in the future of the stream (the caller may wait instead)."""
@@ -127,9 +131,10 @@ def anchor_from_fields(
 
 
 # -- anchors in the question's words -------------------------------------------------------------
+# A clock time, or numbers with units; no letter may follow a unit ("3 men" is not 3 minutes).
 _T = (
-    r"(\d+:\d{1,2}(?::\d{1,2})?(?:\.\d+)?|\d+(?:\.\d+)?\s*(?:h|hours?|hrs?|m|mins?|minutes?|s|secs?|seconds?)"
-    r"(?:\s*\d+(?:\.\d+)?\s*(?:m|mins?|minutes?|s|secs?|seconds?))*)"
+    r"(\d+:\d{1,2}(?::\d{1,2})?(?:\.\d+)?\b|\d+(?:\.\d+)?\s*(?:hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)(?![a-z])"
+    r"(?:\s*\d+(?:\.\d+)?\s*(?:minutes?|mins?|m|seconds?|secs?|s)(?![a-z]))*)"
 )
 _NUM_WORDS = {
     "a": 1,

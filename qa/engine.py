@@ -32,7 +32,7 @@ class StreamMemory(Protocol):
 
     def content_keys(self, cids: Sequence[str]) -> dict[str, torch.Tensor]: ...
 
-    def load(self, cids: Sequence[str]) -> list[KVChunk]: ...
+    def load(self, cids: Sequence[str]) -> dict[str, KVChunk]: ...
 
 
 @dataclass
@@ -132,7 +132,9 @@ class QAEngine:
                 budget_tokens=self.budget_tokens,
                 top_k=self.top_k if top_k is None else top_k,
             )
-            chunks = memory.load([c.cid for c in plan.chunks])
+            loaded = memory.load([c.cid for c in plan.chunks])
+            plan.chunks = [c for c in plan.chunks if c.cid in loaded]  # evidence = what was really used
+            chunks = [loaded[c.cid] for c in plan.chunks]
             generation = self.prefix.ask(question, chunks=chunks, params=params, cancel=cancel)
         prompt_tokens = self.prefix.sink_len + plan.tokens + len(question_ids)
         return Answer(generation, plan, anchor, prompt_tokens, started)

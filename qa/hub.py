@@ -9,6 +9,7 @@ the stream's memory, live window included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -156,6 +157,14 @@ class StreamHub:
             raise StreamNotFound(f"stream {sid!r} is not open here")
         closed = mem.end()
         return [self._scene_dict(sid, s) for s in closed]
+
+    def forget(self, sid: str) -> None:
+        """Drop a stream whose memory failed (deleted, expired, taken over): no write is attempted."""
+        with self._lock:
+            mem = self.streams.pop(sid, None)
+        if mem is not None:
+            with contextlib.suppress(Exception):  # its writes are failing already; do not wait on them
+                mem.writer.close(timeout=1.0)
 
     def detach(self, sid: str) -> None:
         with self._lock:

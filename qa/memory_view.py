@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from scenekv.memory import DeviceLRU, MemoryStore, RollingMemory
+from scenekv.memory import DeviceLRU, MemoryStore, RollingMemory, chunk_id
 from scenekv.vlm import KVChunk, StreamSession
 
 from .context import ChunkRef
@@ -47,7 +47,12 @@ class StoreMemory:
 
     @classmethod
     def of(cls, rolling: RollingMemory, **kwargs) -> StoreMemory:
-        """A view of a live stream: what is in Redis plus the encoder's current window."""
+        """A view of a live stream: what is in Redis plus the encoder's current window.
+
+        Chunks already evicted from the window but still queued for Redis would be in neither, so
+        the queue is flushed first (milliseconds unless Redis is struggling).
+        """
+        rolling.flush()
         live = window_chunks(rolling.session, rolling.config.chunk_frames)
         return cls(rolling.store, rolling.sid, live=live, **kwargs)
 
@@ -76,13 +81,11 @@ class StoreMemory:
                 keys[cid] = chunk.content_keys
         return keys
 
-    def load(self, cids: Sequence[str]) -> list[KVChunk]:
-        stored = [c for c in cids if not c.startswith(LIVE_PREFIX)]
-        loaded = dict(
-            zip(
-                stored,
-                self.store.load_chunks(self.sid, stored, lru=self.lru, device=self.device),
-                strict=True,
-            )
-        )
-        return [loaded[c] if c in loaded else self.live[c] for c in cids]
+    def load(self, cids: Sequence[str]) -> dict[str, KVChunk]:
+        """The chunks still there (one MGET): retention may drop one between planning and loading."""
+        loaded = {c: self.live[c] for c in cids if c in self.live}
+        stored = [c for c in cids if c not in self.live]
+        if stored:
+            found = self.store.load_chunks(self.sid, stored, lru=self.lru, device=self.device, strict=False)
+            loaded.update((chunk_id(chunk), chunk) for chunk in found)
+        return loaded

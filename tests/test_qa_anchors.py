@@ -70,7 +70,15 @@ def test_anchors_in_words(question, kind, window_at_now_600):
 
 
 @pytest.mark.parametrize(
-    "question", ["what is the person holding?", "describe the video", "how many cars in 3D?"]
+    "question",
+    [
+        "what is the person holding?",
+        "describe the video",
+        "how many cars in 3D?",
+        "is anyone by 3 men?",
+        "who is at 2 stations?",
+        "at 5 sharp",
+    ],
 )
 def test_questions_without_time_have_no_anchor(question):
     assert anchor_from_text(question) is None
@@ -94,7 +102,14 @@ def test_future_anchor_is_refused_with_the_stream_time():
     with pytest.raises(AnchorInFuture, match=r"02:00 has not happened yet \(the stream is at 01:30\)"):
         TimeAnchor("at", start=120.0).check_reached(90.0)
     with pytest.raises(AnchorInFuture, match="no frames yet"):
-        TimeAnchor("range", start=0.0, end=5.0).check_reached(None)
+        TimeAnchor("range", start=10.0, end=15.0).check_reached(None)
+    with pytest.raises(AnchorInFuture, match="00:40 has not happened yet"):
+        TimeAnchor("range", start=40.0, end=50.0).check_reached(30.0)
+    # a range that has begun is answered from what exists: its window ends at the newest frame
+    started = anchor_from_text("what happens at the start?")
+    started.check_reached(6.0)
+    assert started.window(6.0) == (0.0, 6.0)
+    assert TimeAnchor("range", start=120, end=150).window(135.0) == (120, 135.0)
     TimeAnchor("at", start=90.0).check_reached(90.0)
     TimeAnchor("last", seconds=30.0).check_reached(5.0)  # "last" never lies in the future
     assert AnchorInFuture("x").code == "anchor_in_future"

@@ -128,3 +128,20 @@ def test_questions_on_an_empty_stream_and_bad_questions(store, engine):
         assert StoreMemory.of(mem).now() == 2.0
     finally:
         mem.detach()
+
+
+def test_a_chunk_dropped_by_retention_mid_question_is_left_out_not_fatal(store, rolling, engine):
+    class RacingView(StoreMemory):
+        """Retention drops the first planned stored chunk after planning, before loading."""
+
+        def load(self, cids):
+            victim = next(c for c in cids if not c.startswith(LIVE_PREFIX))
+            self.store.drop_chunk(self.sid, victim)
+            self.dropped = victim
+            return super().load(cids)
+
+    view = RacingView(store, rolling.sid)
+    answer = engine.ask(view, "what happened at 0:05?", params=SamplingParams(max_new_tokens=2))
+    list(answer)
+    assert view.dropped not in [c.cid for c in answer.plan.chunks]
+    assert answer.usage["chunks"] == len(answer.plan.chunks)

@@ -58,9 +58,13 @@ class VLMBackend(ABC):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    _lm: torch.nn.Module  # the language model inside ``model`` (subclasses set it)
+
     @property
-    @abstractmethod
-    def geometry(self) -> KVGeometry: ...
+    def geometry(self) -> KVGeometry:
+        text = self.model.config.get_text_config()
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        return KVGeometry(text.num_hidden_layers, text.num_key_value_heads, head_dim, self.dtype)
 
     @property
     @abstractmethod
@@ -79,14 +83,18 @@ class VLMBackend(ABC):
     def native_carriers(self, features: VisionFeatures) -> tuple[torch.Tensor, tuple[int, int]]:
         """Exactly the tokens the checkpoint's own path produces per frame: [F, n, D], and their grid."""
 
-    @abstractmethod
+    @torch.inference_mode()
     def embed_ids(self, ids: list[int]) -> torch.Tensor:
         """Token embeddings [len(ids), D] for text pieces of the prompt."""
+        return self.model.get_input_embeddings()(torch.tensor(ids, device=self.device))
 
-    @abstractmethod
-    def new_cache(self) -> DynamicCache: ...
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache(config=self.model.config.get_text_config())
 
-    @abstractmethod
+    def _position_ids(self, positions: torch.Tensor) -> torch.Tensor:
+        return positions.view(1, -1)
+
+    @torch.inference_mode()
     def forward(
         self, embeds: torch.Tensor, cache: DynamicCache, positions: torch.Tensor, *, logits: bool
     ) -> torch.Tensor | None:
@@ -95,6 +103,15 @@ class VLMBackend(ABC):
         ``positions`` is [T] for 1-D RoPE or [3, T] for M-RoPE (from text_positions / frame_segment).
         Returns the logits of the last position when ``logits`` is set (prefill of video needs none).
         """
+        out = self._lm(
+            inputs_embeds=embeds.unsqueeze(0).to(self.dtype),
+            position_ids=self._position_ids(positions).to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        if not logits:
+            return None
+        return self.model.lm_head(out.last_hidden_state[:, -1]).float()[0]
 
     def text_positions(self, start: int, n: int) -> torch.Tensor:
         return torch.arange(start, start + n)
@@ -110,9 +127,9 @@ class VLMBackend(ABC):
         embeds = torch.cat([self.embed_ids(tag_ids), carriers.to(self.dtype)])
         return embeds, self.text_positions(start, embeds.shape[0]), start + embeds.shape[0]
 
-    @abstractmethod
     def rope_inv_freq(self) -> torch.Tensor:
         """Per-pair RoPE frequencies, for moving cached keys to other positions."""
+        return self._lm.rotary_emb.inv_freq.float()
 
     def rope_angles(self, positions: torch.Tensor) -> torch.Tensor:
         """Rotation angle of every (token, frequency pair) for ``positions`` [T]: [T, head_dim/2]."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from transformers import DynamicCache, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
+from transformers import LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
 
-from .backend import KVGeometry, VisionFeatures, VLMBackend
+from .backend import VisionFeatures, VLMBackend
 
 
 class LlavaOnevisionBackend(VLMBackend):
@@ -42,12 +42,6 @@ class LlavaOnevisionBackend(VLMBackend):
             raise NotImplementedError(
                 f"RoPE type {text.rope_parameters['rope_type']!r}: KV moves assume default RoPE"
             )
-
-    @property
-    def geometry(self) -> KVGeometry:
-        text = self.model.config.text_config
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        return KVGeometry(text.num_hidden_layers, text.num_key_value_heads, head_dim, self.dtype)
 
     @property
     def native_tokens_per_frame(self) -> int:
@@ -108,27 +102,3 @@ class LlavaOnevisionBackend(VLMBackend):
     def native_carriers(self, features: VisionFeatures) -> tuple[torch.Tensor, tuple[int, int]]:
         side = (self.grid + 1) // 2
         return self.model.model.apply_pooling(features.tokens), (side, side)
-
-    @torch.inference_mode()
-    def embed_ids(self, ids: list[int]) -> torch.Tensor:
-        return self.model.get_input_embeddings()(torch.tensor(ids, device=self.device))
-
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.model.config.text_config)
-
-    @torch.inference_mode()
-    def forward(
-        self, embeds: torch.Tensor, cache: DynamicCache, positions: torch.Tensor, *, logits: bool
-    ) -> torch.Tensor | None:
-        out = self._lm(
-            inputs_embeds=embeds.unsqueeze(0).to(self.dtype),
-            position_ids=positions.view(1, -1).to(self.device),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        if not logits:
-            return None
-        return self.model.lm_head(out.last_hidden_state[:, -1]).float()[0]
-
-    def rope_inv_freq(self) -> torch.Tensor:
-        return self._lm.rotary_emb.inv_freq.float()

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from transformers import DynamicCache, PreTrainedTokenizerBase, Qwen2_5_VLForConditionalGeneration
+from transformers import PreTrainedTokenizerBase, Qwen2_5_VLForConditionalGeneration
 
-from .backend import KVGeometry, VisionFeatures, VLMBackend
+from .backend import VisionFeatures, VLMBackend
 
 # Per-frame pixel budget: ~448x448. The checkpoint's default (up to 1 MP for images) would make a
 # live stream cost ~1000 tokens a frame before any compression.
@@ -59,12 +59,6 @@ class Qwen25VLBackend(VLMBackend):
         self._last_grid: tuple[int, int] | None = None
 
     @property
-    def geometry(self) -> KVGeometry:
-        text = self.model.config.text_config
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        return KVGeometry(text.num_hidden_layers, text.num_key_value_heads, head_dim, self.dtype)
-
-    @property
     def native_tokens_per_frame(self) -> int:
         """Depends on the frame size; known after the first frame (a 448x448 frame gives 16x16)."""
         h, w = self._last_grid or (16, 16)
@@ -101,15 +95,11 @@ class Qwen25VLBackend(VLMBackend):
     def native_carriers(self, features: VisionFeatures) -> tuple[torch.Tensor, tuple[int, int]]:
         return features.tokens, features.grid
 
-    @torch.inference_mode()
-    def embed_ids(self, ids: list[int]) -> torch.Tensor:
-        return self.model.get_input_embeddings()(torch.tensor(ids, device=self.device))
-
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.model.config.text_config)
-
     def text_positions(self, start: int, n: int) -> torch.Tensor:
         return torch.arange(start, start + n).expand(3, n)
+
+    def _position_ids(self, positions: torch.Tensor) -> torch.Tensor:
+        return positions.view(3, 1, -1)
 
     def frame_segment(
         self, start: int, tag_ids: list[int], carriers: torch.Tensor, grid: tuple[int, int] | None
@@ -130,23 +120,6 @@ class Qwen25VLBackend(VLMBackend):
         parts.append(self.text_positions(at, 1))
         embeds = torch.cat([self.embed_ids(head), carriers.to(self.dtype), self.embed_ids([self.vision_end])])
         return embeds, torch.cat(parts, dim=1), at + 1
-
-    @torch.inference_mode()
-    def forward(
-        self, embeds: torch.Tensor, cache: DynamicCache, positions: torch.Tensor, *, logits: bool
-    ) -> torch.Tensor | None:
-        out = self._lm(
-            inputs_embeds=embeds.unsqueeze(0).to(self.dtype),
-            position_ids=positions.view(3, 1, -1).to(self.device),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        if not logits:
-            return None
-        return self.model.lm_head(out.last_hidden_state[:, -1]).float()[0]
-
-    def rope_inv_freq(self) -> torch.Tensor:
-        return self._lm.rotary_emb.inv_freq.float()
 
     def rope_angles(self, positions: torch.Tensor) -> torch.Tensor:
         """M-RoPE: frequency pair k turns with the position on its section's axis (t, row or col)."""
