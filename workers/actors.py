@@ -17,6 +17,7 @@ import time
 import ray
 
 from scenekv.errors import UserError
+from scenekv.memory import StreamNotFound, WriteFailed
 
 
 def _error_dict(exc: BaseException) -> dict:
@@ -61,9 +62,16 @@ class EncoderActor:
 
     def append(self, sid: str, frames: list) -> dict:
         with self._model_lock:
-            if sid not in self.hub.streams:  # restarted actor: the stream continues from Redis
+            if sid not in self.hub.streams:
+                # A restarted actor continues a stored stream; a deleted or expired one is not re-created.
+                if not self.store.exists(sid):
+                    raise StreamNotFound(f"stream {sid!r} no longer exists")
                 self.hub.open(sid=sid, takeover=True)
-            return self.hub.append(sid, frames)
+            try:
+                return self.hub.append(sid, frames)
+            except (WriteFailed, StreamNotFound):
+                self.hub.forget(sid)  # its memory is unusable here: drop the device window and writer
+                raise
 
     def end(self, sid: str) -> list[dict]:
         with self._model_lock:
@@ -102,15 +110,15 @@ class EncoderActor:
 
         cancel = self._cancels.setdefault(qid, threading.Event())
         try:
-            with self._model_lock:
+            with self._model_lock:  # planning and loading; then the lock is taken per decode step
                 answer = self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
-                it = iter(answer)
-                while True:
-                    try:
-                        delta = next(it)
-                    except StopIteration:
-                        break
-                    yield {"type": "delta", "text": delta}
+            it = iter(answer)
+            while True:
+                with self._model_lock:  # frames of live streams get encoded between answer tokens
+                    delta = next(it, None)
+                if delta is None:
+                    break
+                yield {"type": "delta", "text": delta}
             yield {"type": "done", "text": answer.text, **answer.result()}
         except Exception as exc:  # the client gets the error; the actor keeps serving
             yield _error_dict(exc)
@@ -173,12 +181,17 @@ class DecoderActor:
         closed: list[dict] = []
         pending: list = []
         with open_source(source, fps=fps, max_side=512) as src:
+            self._source = src
+            # A file resumes after the stored frames; a live source restarts its clock at 0 on every
+            # connection, so its frames are placed after the stored ones instead of being skipped.
+            shift = after + 1.0 / fps if (src.live and after is not None) else 0.0
             for frame in src:
                 if self._stop.is_set():
                     break
-                if after is not None and frame.pts <= after:
+                pts = frame.pts + shift
+                if not src.live and after is not None and pts <= after:
                     continue
-                pending.append((frame.pts, frame.image))
+                pending.append((pts, frame.image))
                 if len(pending) >= batch:
                     closed += ray.get(encoder.append.remote(sid, pending))["closed"]
                     pending = []
@@ -209,4 +222,8 @@ class DecoderActor:
         return dict(self.progress_)
 
     def stop(self) -> None:
+        """Stop soon: also closes the source, so a live reader waiting on the network lets go."""
         self._stop.set()
+        source = getattr(self, "_source", None)
+        if source is not None:
+            source.close()

@@ -138,7 +138,10 @@ class SceneKVService:
             self._streams.discard(sid)
         if decoder is not None:
             ray.get(decoder[0].stop.remote())
-            ray.get(decoder[1])
+            try:
+                ray.get(decoder[1], timeout=15)
+            except ray.exceptions.GetTimeoutError:
+                log.warning("decoder of %s did not stop in 15 s; killing it", sid)
             ray.kill(decoder[0])
         return ray.get(self.encoder.end.remote(sid))
 
