@@ -19,11 +19,17 @@ every frame, chunking, scene tiling and Redis writes are all real.
 Baseline (what a user of plain transformers runs per question). ``model.generate(input_ids,
 pixel_values_videos=all frames, max_new_tokens=1)`` with the same chat prompt: the vision tower on
 every frame and an LLM prefill of 196 native tokens per frame (+1 newline) plus the prompt. It is
-measured end to end at ``--baseline-frames``; its two components are measured separately (vision
-seconds per frame on a batch, LM prefill seconds at several token counts fitted by
-t(n) = a + b n + c n^2) and every length not measured is an EXTRAPOLATION from that fit,
-labelled as such. Measured baselines whose predicted time exceeds what is left of ``--time-cap``
-are skipped (and extrapolated).
+measured end to end at ``--baseline-frames``. Longer baselines are EXTRAPOLATED from a cost model
+built from measured components, and labelled as such: vision seconds per frame (a batch of
+``--vision-batch``), and LM prefill(n) = b n + g n^2 / 2, where b (per token) and g (per
+query-key pair of causal attention) come from prefilling ``--probe-tokens`` tokens on caches of
+``--attention-at`` random keys/values, i.e. attention is measured at long lengths without paying for
+the prefill that would build them. b is fitted on whole prefills at ``--prefill-tokens`` (minus their
+attention part); the measured baselines check the model. Baselines whose predicted time exceeds
+what is left of ``--time-cap`` are skipped.
+
+Everything runs in ``--dtype``; on a CPU without native bf16 (no AVX512-BF16/AMX) bf16 matmuls are
+emulated and far slower than fp32, so pass ``--dtype fp32`` there.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from scenekv.memory import MemoryStore, RollingConfig, RollingMemory, redis_url_
 from scenekv.qa.engine import QAEngine
 from scenekv.qa.memory_view import StoreMemory
 from scenekv.vlm import SamplingParams, VisionFeatures, VLMBackend, load_backend
+from scenekv.vlm.kv import build_cache
 
 QUESTION = "What is happening in the video right now?"
 BATCH = 8  # frames per append, as an encoder batches a live stream
@@ -77,6 +84,7 @@ class Results:
     ingest: dict = field(default_factory=dict)
     scenekv: list[dict] = field(default_factory=list)
     vision: dict = field(default_factory=dict)
+    probes: list[dict] = field(default_factory=list)
     prefill: list[dict] = field(default_factory=list)
     fit: dict = field(default_factory=dict)
     baseline: list[dict] = field(default_factory=list)
@@ -147,9 +155,9 @@ def run_scenekv(backend: VLMBackend, args, res: Results, deadline: float) -> Non
                 log(f"time cap reached: SceneKV stops before {target} frames")
                 break
             while appended < target:
-                n = min(BATCH, target - appended)
-                frames = [(float(appended + i), img) for i, img in enumerate(random_frames(n, appended))]
                 real = not args.synthetic_vision or appended < args.real_frames
+                n = min(BATCH if real else args.synthetic_batch, target - appended)
+                frames = [(float(appended + i), img) for i, img in enumerate(random_frames(n, appended))]
                 if real:
                     backend.encode_frames = capture
                 else:
@@ -249,6 +257,25 @@ class Baseline:
         return (time.perf_counter() - t) / frames
 
     @torch.inference_mode()
+    def probe_s(self, cache_tokens: int, probe: int) -> float:
+        """Prefill ``probe`` tokens on top of a cache of ``cache_tokens`` random keys/values: the
+        attention cost at long lengths without paying for the prefill that would build that cache."""
+        b = self.b
+        cache = b.new_cache()
+        if cache_tokens:
+            geo = b.geometry
+            shape = (geo.layers, geo.kv_heads, cache_tokens, geo.head_dim)
+            kv = torch.randn(shape, dtype=b.dtype, device=b.device)
+            cache = build_cache([(kv, kv)], b.model.config.get_text_config())
+            del kv
+        embeds = b.embed_ids(list(range(100, 100 + probe)))
+        sync(b.device)
+        t = time.perf_counter()
+        b.forward(embeds, cache, b.text_positions(cache_tokens, probe), logits=True)
+        sync(b.device)
+        return time.perf_counter() - t
+
+    @torch.inference_mode()
     def prefill_s(self, tokens: int) -> float:
         b = self.b
         gen = torch.Generator().manual_seed(tokens)
@@ -262,44 +289,59 @@ class Baseline:
         return time.perf_counter() - t
 
 
-def fit_prefill(points: list[tuple[int, float]]) -> tuple[float, float, float]:
-    """Least squares t(n) = a + b n + c n^2 (c >= 0: attention never gets cheaper per token)."""
-    n = np.array([p[0] for p in points], dtype=float)
-    t = np.array([p[1] for p in points], dtype=float)
-    if len(points) >= 3:
-        (a, b, c), *_ = np.linalg.lstsq(np.stack([np.ones_like(n), n, n * n], 1), t, rcond=None)
-        if c >= 0:
-            return float(a), float(b), float(c)
-    (a, b), *_ = np.linalg.lstsq(np.stack([np.ones_like(n), n], 1), t, rcond=None)
-    return float(a), float(b), 0.0
+def fit_prefill(probes: list[dict], probe: int, whole: list[dict]) -> tuple[float, float]:
+    """prefill(n) = b n + g n^2 / 2. g (per query-key pair) is the slope over L of the time to prefill
+    ``probe`` tokens on an L-token cache, divided by ``probe``: a difference, so fixed costs and the
+    poorer efficiency of small batches cancel. b (per token) comes from whole prefills (``whole``)
+    minus their attention part, or from the probe on an empty cache if there are none."""
+    L = np.array([p["cache_tokens"] for p in probes], dtype=float)
+    t = np.array([p["s"] for p in probes], dtype=float)
+    g = 0.0
+    if len(probes) >= 2:
+        (_, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(L), L], 1), t, rcond=None)
+        g = max(float(slope), 0.0) / probe
+    if whole:
+        n = np.array([w["tokens"] for w in whole], dtype=float)
+        rest = np.array([w["s"] for w in whole], dtype=float) - g * n * n / 2
+        return float((n * rest).sum() / (n * n).sum()), g
+    return float(t[np.argmin(L)]) / probe, g
 
 
 def run_baseline(backend: VLMBackend, args, res: Results, deadline: float) -> Callable[[float], float]:
     base = Baseline(backend)
     res.vision = {"batch": args.vision_batch, "s_per_frame": base.vision_s_per_frame(args.vision_batch)}
     log(f"vision + projector + pooling: {res.vision['s_per_frame']:.3f} s/frame")
-    base.prefill_s(256)  # warm-up
-    for tokens in args.prefill_tokens:
+    base.probe_s(0, 32)  # warm-up
+    for length in args.attention_at:
+        s = base.probe_s(length, args.probe_tokens)
+        res.probes.append(
+            {"cache_tokens": length, "probe_tokens": args.probe_tokens, "s": s, "load": loadavg()}
+        )
+        log(f"LM prefill of {args.probe_tokens} tokens on a {length}-token cache: {s:.2f}s")
+    for tokens in args.prefill_tokens:  # whole prefills from an empty cache
         if time.monotonic() > deadline:
-            log(f"time cap reached: no prefill point at {tokens} tokens")
+            log(f"time cap reached: no whole prefill of {tokens} tokens")
             break
         s = base.prefill_s(tokens)
         res.prefill.append({"tokens": tokens, "s": s, "load": loadavg()})
         log(f"LM prefill {tokens} tokens: {s:.2f}s")
-    a, b, c = fit_prefill([(p["tokens"], p["s"]) for p in res.prefill])
+    b, g = fit_prefill(res.probes, args.probe_tokens, res.prefill)
     vis = res.vision["s_per_frame"]
     res.fit = {
-        "prefill_s": f"{a:.4g} + {b:.4g}*n + {c:.4g}*n^2",
-        "a": a,
-        "b": b,
-        "c": c,
+        "prefill_s": f"{b:.4g}*n + {g:.4g}*n^2/2",
+        "b_s_per_token": b,
+        "g_s_per_query_key": g,
         "vision_s_per_frame": vis,
-        "fitted_on_tokens": [p["tokens"] for p in res.prefill],
     }
 
+    def prefill(n: float) -> float:
+        return b * n + g * n * n / 2  # causal: token i attends to i keys
+
+    for p_ in res.prefill:
+        p_["model_s"] = prefill(p_["tokens"])
+
     def predict(frames: float) -> float:
-        n = base.prompt_tokens(round(frames))
-        return vis * frames + a + b * n + c * n * n
+        return vis * frames + prefill(base.prompt_tokens(round(frames)))
 
     for frames in sorted(args.baseline_frames):
         guess = predict(frames)
@@ -375,7 +417,7 @@ def plot(rows: list[dict], res: Results, predict: Callable[[float], float] | Non
     ax.plot(f, [r["ttft_s"] for r in rows], "o-", color="tab:blue", label="SceneKV (measured)")
     if predict is not None:
         xs = np.geomspace(min(f), max(f), 50)
-        label = "baseline model: vision s/frame + prefill fit"
+        label = "baseline cost model: vision s/frame + prefill(n)"
         ax.plot(xs, [predict(x) for x in xs], "--", color="tab:red", alpha=0.5, label=label)
     meas = [(b["frames"], b["ttft_s"]) for b in res.baseline]
     if meas:
@@ -408,20 +450,27 @@ def main() -> int:
     p.add_argument("--dtype", default="bf16")
     p.add_argument("--frames", type=parse_ints, default=[16, 64, 256, 1024], help="SceneKV stream lengths")
     p.add_argument("--baseline-frames", type=parse_ints, default=[16], help="baseline lengths to measure")
-    p.add_argument("--prefill-tokens", type=parse_ints, default=[2048, 4096, 8192, 12288])
-    p.add_argument("--vision-batch", type=int, default=8, help="frames in the vision timing batch")
+    p.add_argument(
+        "--prefill-tokens", type=parse_ints, default=[1024, 2048], help="whole prefills checking the model"
+    )
+    p.add_argument("--attention-at", type=parse_ints, default=[0, 4096, 16384], help="probe cache lengths")
+    p.add_argument("--probe-tokens", type=int, default=256, help="tokens prefilled on each probe cache")
+    p.add_argument("--vision-batch", type=int, default=2, help="frames in the vision timing batch")
     p.add_argument("--carriers", default="pool:16")
     p.add_argument("--budget", type=int, default=4096, help="QAEngine token budget (default 4096)")
     p.add_argument("--top-k", type=int, default=4, help="QAEngine retrieved chunks (default 4)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--real-frames", type=int, default=16, help="frames through the real vision tower")
+    p.add_argument("--real-frames", type=int, default=8, help="frames through the real vision tower")
+    p.add_argument(
+        "--synthetic-batch", type=int, default=32, help="frames per append once vision is synthesised"
+    )
     p.add_argument(
         "--no-synthetic-vision",
         dest="synthetic_vision",
         action="store_false",
         help="run the vision tower on every SceneKV frame (slow on CPU)",
     )
-    p.add_argument("--time-cap", type=float, default=900.0, help="seconds for the whole run (900)")
+    p.add_argument("--time-cap", type=float, default=1500.0, help="seconds for the whole run (1500)")
     p.add_argument("--redis-url", default=None)
     p.add_argument("--plot", default=None, help="write a PNG plot here (needs matplotlib)")
     p.add_argument("--json", default=None, help="write raw results here")
@@ -450,9 +499,11 @@ def main() -> int:
         "command": " ".join(["python", *sys.argv]),
     }
     log(f"built {args.model} in {res.setup['build_s']}s")
-    # SceneKV gets 60% of the cap at most, so the baseline always gets measured too.
-    run_scenekv(backend, args, res, started + 0.6 * args.time_cap)
-    predict = None if args.skip_baseline else run_baseline(backend, args, res, deadline)
+    # The baseline goes first with half the cap, so it is measured even if the stream runs long.
+    predict = None
+    if not args.skip_baseline:
+        predict = run_baseline(backend, args, res, started + 0.5 * args.time_cap)
+    run_scenekv(backend, args, res, deadline)
     res.setup["load_end"] = loadavg()
     res.setup["elapsed_s"] = round(time.monotonic() - started, 1)
     rows = table(res, predict)
@@ -466,13 +517,23 @@ def main() -> int:
     if ing.get("synthetic_s_per_frame"):
         print(
             f"ingest, synthesised vision: {ing['synthetic_s_per_frame']:.3f} s/frame "
-            f"({ing['synthetic_vision_frames']} frames; carriers + prefill + Redis)"
+            f"({ing['synthetic_vision_frames']} frames, {args.synthetic_batch} per append; "
+            "carriers + prefill + Redis)"
         )
     if res.fit:
         print(
             f"baseline model: vision {res.fit['vision_s_per_frame']:.3f} s/frame; "
-            f"prefill {res.fit['prefill_s']} (n = prompt tokens)"
+            f"prefill {res.fit['prefill_s']} s (n = prompt tokens)"
         )
+        for p_ in res.prefill:
+            print(
+                f"  check: prefill {p_['tokens']} tokens measured {p_['s']:.2f}s, model {p_['model_s']:.2f}s"
+            )
+        for b_ in res.baseline:
+            print(
+                f"  check: baseline {b_['frames']} frames measured {b_['ttft_s']:.2f}s, "
+                f"model {b_['predicted_s']:.2f}s"
+            )
     print(f"setup: {json.dumps(res.setup)}")
     if args.plot and plot(rows, res, predict, args.plot):
         print(f"plot: {args.plot}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -101,32 +102,58 @@ class FileSource(Source):
         self._last_duration = 0.0
         self._closed = False
         self._finished = False
+        # close() may come from another thread while the consumer is inside next(): the generator
+        # and the container are then released by the iterating thread as it leaves next()
+        self._iterating = threading.Lock()
+        self._release_lock = threading.Lock()
+        self._released = False
         self._gen: Iterator[Frame] = getattr(self, "_" + self.method)()
 
     # -- iteration -------------------------------------------------------------------------------
 
     def __next__(self) -> Frame:
-        if self._closed or self._finished:
-            raise StopIteration
-        start = time.perf_counter()
+        if not self._iterating.acquire(blocking=False):
+            raise RuntimeError(f"{self.name}: a source is iterated by one thread at a time")
         try:
-            frame = next(self._gen)
-        except StopIteration:
-            self._finish()
-            raise
+            if self._closed or self._finished:
+                raise StopIteration
+            start = time.perf_counter()
+            try:
+                frame = next(self._gen)
+            except StopIteration:
+                self._finish()
+                raise
+            finally:
+                self.stats.decode_s += time.perf_counter() - start
+            self.stats.frames += 1
+            return frame
         finally:
-            self.stats.decode_s += time.perf_counter() - start
-        self.stats.frames += 1
-        return frame
+            self._iterating.release()
+            if self._closed:  # closed meanwhile (maybe from another thread): release here
+                self._release()
 
     def close(self) -> None:
+        """Stop the source; thread-safe. If another thread is inside next(), it releases on its way out."""
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        gen = getattr(self, "_gen", None)
-        if gen is not None and hasattr(gen, "close"):
-            gen.close()
-        self.container.close()
+        if self._iterating.acquire(blocking=False):
+            try:
+                self._release()
+            finally:
+                self._iterating.release()
+
+    def _release(self) -> None:
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
+            gen = getattr(self, "_gen", None)
+            try:
+                if gen is not None and hasattr(gen, "close"):
+                    gen.close()
+            finally:
+                self.container.close()
 
     def _finish(self) -> None:
         self._finished = True
@@ -161,7 +188,7 @@ class FileSource(Source):
         ticks = frame.pts if frame.pts is not None else frame.dts
         if ticks is None:  # no timestamp at all: assume the nominal rate
             step = 1.0 / self.info.fps if self.info.fps else 0.04
-            return (self._last_pts or -step) + step
+            return round((self._last_pts if self._last_pts is not None else -step) + step, 6)
         return round(ticks * self._tb_num / self._tb_den - self.info.origin, 6)
 
     def _note(self, frame: av.VideoFrame, pts: float) -> None:

@@ -20,6 +20,10 @@ from .errors import InvalidImage, SourceClosed
 from .latest import Closed, LatestQueue
 from .sampling import Resize, Sampler
 
+# Encoded images larger than this are refused before decoding (a 16 Mpx RGB frame is 48 MB; PIL's
+# own bomb guard only warns at 89 Mpx and refuses at 179 Mpx).
+MAX_PIXELS = 4096 * 4096
+
 
 class PushSource(Source):
     """Frames handed in with :meth:`push`, iterated like any other source until :meth:`close`."""
@@ -100,9 +104,20 @@ def _to_rgb_array(image, name: str) -> np.ndarray:
         from PIL import Image, ImageOps, UnidentifiedImageError
 
         try:
-            with Image.open(io.BytesIO(bytes(image))) as img:
+            with Image.open(io.BytesIO(bytes(image))) as img:  # reads the header only
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise InvalidImage(
+                        f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} Mpx; at most "
+                        f"{MAX_PIXELS / 1e6:.1f} Mpx is accepted (it is not decoded)"
+                    )
                 img = ImageOps.exif_transpose(img)
                 return np.asarray(img.convert("RGB"))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InvalidImage(
+                f"{name}: image is too large to decode ({exc}); "
+                f"at most {MAX_PIXELS / 1e6:.1f} Mpx is accepted"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise InvalidImage(f"{name}: image bytes are not a readable JPEG/PNG ({exc})") from None
     if not isinstance(image, np.ndarray):

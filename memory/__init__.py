@@ -8,9 +8,9 @@ Public API (qa/ and workers/ build on exactly these)::
                                                     retention=Retention(keep_s=..., max_bytes=...)))
     mem = RollingMemory.attach(store, backend, sid)          # after a restart: everything continues
     mem.append([(pts, rgb), ...]) -> Appended(records, closed)   # closed: list[Scene]
-    mem.flush(); mem.detach(); mem.end(); mem.info() -> StreamInfo
+    mem.flush(); mem.detach(); mem.end(); mem.abandon(); mem.info() -> StreamInfo
 
-    store.info(sid) -> StreamInfo           # bytes, chunks, scenes, events, last_pts, ttl ...
+    store.info(sid) -> StreamInfo     # bytes, chunks, scenes, events, last_pts (stored), newest_pts, ttl
     store.chunk_index(sid) -> list[ChunkMeta]     # pts/position ranges, scene, bytes (one HGETALL)
     store.load_keys(sid, cids=None) -> {cid: ChunkKeys(mean_keys, feature)}   # no KV moved
     store.load_chunks(sid, cids, lru=DeviceLRU(max_bytes), device=...) -> list[KVChunk]  # one MGET

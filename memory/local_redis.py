@@ -24,13 +24,39 @@ log = logging.getLogger(__name__)
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether a Redis server is at ``url``: a server still loading its dataset counts (it will serve)."""
+    return _probe(url, timeout) in ("ok", "loading")
+
+
+def _probe(url: str, timeout: float) -> str:
+    """'ok', 'loading' (alive, still reading its AOF/RDB: it answers LOADING), 'busy' (it accepted
+    the connection but did not answer in time: a loading server replies only between batches of
+    keys) or 'down'."""
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    except ValueError:
+        return "down"
+    try:
         client.ping()
+        return "ok"
+    except redis.BusyLoadingError:
+        return "loading"
+    except redis.TimeoutError:
+        return "busy"
+    except (redis.RedisError, OSError):
+        return "down"
+    finally:
         client.close()
-        return True
-    except (redis.RedisError, OSError, ValueError):
-        return False
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _free_port() -> int:
@@ -40,9 +66,21 @@ def _free_port() -> int:
 
 
 class LocalRedis:
-    """A redis-server child process; ``stop()`` (also at exit) shuts it down cleanly."""
+    """A redis-server child process; ``stop()`` (also at exit) shuts it down cleanly.
 
-    def __init__(self, directory: Path | None = None) -> None:
+    Its output goes to ``redis.log`` in the data directory; the tail of it is in the error when the
+    server does not come up. A server that answers LOADING (a large AOF being read) is alive: it is
+    waited for up to ``load_timeout`` s, as long as it keeps running. A failed start kills the child.
+    """
+
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        start_timeout: float = 10.0,
+        load_timeout: float = 600.0,
+        extra_args: tuple[str, ...] | list[str] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise UserError(
@@ -51,35 +89,71 @@ class LocalRedis:
             )
         self.directory = directory or Path.home() / ".cache" / "scenekv" / "redis"
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.directory / "redis.log"
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-                "--protected-mode",
-                "yes",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not answers(self.url, 0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise UserError(f"could not start a local redis-server (data dir {self.directory})")
+        with open(self.log_path, "wb") as log_file:  # this start only: its tail explains a failure
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--dir",
+                    str(self.directory),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--protected-mode",
+                    "yes",
+                    *extra_args,
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        atexit.register(self.stop)  # from here on the child never outlives us
+        try:
+            self._wait_ready(start_timeout, load_timeout)
+        except BaseException:
+            self._kill()
+            raise
+
+    def _wait_ready(self, start_timeout: float, load_timeout: float) -> None:
+        started = time.monotonic()
+        deadline = started + start_timeout
+        loading = False
+        while True:
+            state = _probe(self.url, 0.2)
+            if state == "ok":
+                return
+            if state in ("loading", "busy") and not loading:  # our own child: it is alive
+                loading = True
+                deadline = max(deadline, started + load_timeout)
+                log.info("local redis-server is loading its data set (%s)", self.directory)
+            if self.proc.poll() is not None:
+                why = f"redis-server exited with status {self.proc.returncode}"
+                break
+            if time.monotonic() > deadline:
+                waited = time.monotonic() - started
+                doing = "was still loading" if loading else "did not answer"
+                why = f"redis-server {doing} after {waited:.0f}s"
+                break
             time.sleep(0.05)
-        atexit.register(self.stop)
+        tail = _tail(self.log_path)
+        raise UserError(
+            f"could not start a local redis-server (data dir {self.directory}): {why}"
+            + (f"; its log ({self.log_path}) ends with:\n{tail}" if tail else "")
+        )
+
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -89,6 +163,8 @@ class LocalRedis:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=10)
 
 
 def ensure_redis(url: str | None) -> tuple[str, str, LocalRedis | None]:

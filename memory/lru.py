@@ -3,6 +3,11 @@
 Follow-up questions on a stream tend to hit the same chunks (the same scene, the same anchor);
 keeping their device tensors saves a Redis round trip plus the host-to-device copy. The bound is in
 bytes of KV, not entries, because chunk sizes vary with the carrier strategy.
+
+``MemoryStore.load_chunks`` keys entries by ``(prefix, sid, generation, cid)``, the generation being
+the stream's ``created_at``: a stream deleted and created again under the same id is a different
+generation, so its predecessor's KV is never served (and is discarded on the first load that sees
+the change).
 """
 
 from __future__ import annotations

@@ -15,6 +15,12 @@ Two tiers, each in seconds and/or bytes (None = no limit):
 
 Byte figures count the chunk KV blobs and their retrieval keys, the bulk of a stream; scene hashes,
 chunk metadata and the capped event log are small and not counted.
+
+The stream hash remembers ``compacted_through``: the end of the newest scene that compaction is done
+with (compacted, or closed with fewer than two chunks). The cheap ``keep_s`` test before any scan
+looks at the first scene from there on (is it closed and older than ``keep_s``?), so neither a
+compacted scene's representative, which stays old forever, nor the old chunks of a long open scene
+make every later run rescan the whole stream.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class RetentionReport:
     dropped_scenes: list[int] = field(default_factory=list)
     bytes_before: int = 0
     bytes_after: int = 0
+    scanned: bool = False  # whether chunks and scenes were listed (the cheap test said "over")
 
 
 def representative(metas: list[ChunkMeta], features: dict[str, torch.Tensor]) -> str:
@@ -64,25 +71,38 @@ def representative(metas: list[ChunkMeta], features: dict[str, torch.Tensor]) ->
     return ids[int(torch.argmax(stacked @ mean))]
 
 
-def enforce(store: MemoryStore, sid: str, policy: Retention) -> RetentionReport:
-    """Apply ``policy`` to stream ``sid`` now. Idempotent: safe to repeat after a connection error."""
+def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | None = None) -> RetentionReport:
+    """Apply ``policy`` to stream ``sid`` now. Idempotent: safe to repeat after a connection error.
+
+    ``owner``: the writer's lease token; its writes are refused if another process took the stream.
+    """
     report = RetentionReport()
     if not policy.active:
         return report
     info = store.info(sid)
     report.bytes_before = report.bytes_after = info.bytes
     newest = info.last_pts
-    over_keep = _over(policy.keep_s, policy.keep_bytes, info.bytes, info.oldest_pts, newest)
+    through = _float(info.extra.get("compacted_through"))
+    over_keep = policy.keep_bytes is not None and info.bytes > policy.keep_bytes
+    if not over_keep and policy.keep_s is not None and newest is not None:
+        # the first scene compaction is not done with: closed, and ended more than keep_s ago?
+        first = store.scenes(sid, start=through, limit=1)
+        over_keep = bool(first) and first[0].closed and first[0].end is not None
+        over_keep = over_keep and first[0].end < newest - policy.keep_s
     if not over_keep and not _over(policy.max_s, policy.max_bytes, info.bytes, info.oldest_pts, newest):
         return report
+    report.scanned = True
     metas = {m.cid: m for m in store.chunk_index(sid)}
     scenes = store.scenes(sid)
     used = info.bytes
 
-    # 1. compaction of the oldest closed scenes
+    # 1. compaction of the oldest closed scenes (those before `through` are done already)
     if policy.keep_s is not None or policy.keep_bytes is not None:
         newest_chunk = max((m.first_pts for m in metas.values()), default=None)
+        done = through
         for scene in scenes:
+            if through is not None and scene.end is not None and scene.end <= through:
+                continue
             # complete = every chunk of the scene is written: a later chunk exists, or the stream ended
             complete = info.status == "ended" or (
                 newest_chunk is not None and scene.end is not None and newest_chunk >= scene.end
@@ -90,13 +110,17 @@ def enforce(store: MemoryStore, sid: str, policy: Retention) -> RetentionReport:
             if not scene.closed or not complete:
                 break
             if scene.compacted or len(scene.chunks) < 2:
+                done = scene.end
                 continue
             too_old = policy.keep_s is not None and newest is not None and scene.end < newest - policy.keep_s
             too_big = policy.keep_bytes is not None and used > policy.keep_bytes
             if not (too_old or too_big):
                 break
-            used -= _compact(store, sid, scene, metas)
+            used -= _compact(store, sid, scene, metas, owner)
             report.compacted.append(scene.index)
+            done = scene.end
+        if done is not None and done != through:
+            store.update_stream(sid, {"compacted_through": repr(float(done))}, owner=owner)
 
     # 2. hard caps: drop the oldest chunks
     order = sorted(metas.values(), key=lambda m: m.first_pts)
@@ -108,19 +132,22 @@ def enforce(store: MemoryStore, sid: str, policy: Retention) -> RetentionReport:
         over_age = policy.max_s is not None and newest is not None and meta.last_pts < newest - policy.max_s
         if not (over_bytes or over_age):
             break
-        used -= store.drop_chunk(sid, meta.cid, meta.scene)
+        used -= store.drop_chunk(sid, meta.cid, meta.scene, owner=owner)
         del metas[meta.cid]
         report.dropped_chunks.append(meta.cid)
         if meta.scene in remaining:
             remaining[meta.scene].discard(meta.cid)
     for scene in scenes:
         if scene.closed and scene.chunks and not remaining.get(scene.index):
-            store.drop_scene(sid, scene.index)
             data = {"scene": scene.index, "start": scene.start, "end": scene.end}
-            store.add_event(sid, "scene.dropped", data)
+            store.drop_scene(sid, scene.index, event="scene.dropped", data=data, owner=owner)
             report.dropped_scenes.append(scene.index)
     report.bytes_after = used
     return report
+
+
+def _float(value) -> float | None:
+    return None if value in (None, "") else float(value)
 
 
 def _over(limit_s: float | None, limit_bytes: int | None, used: int, oldest, newest) -> bool:
@@ -129,7 +156,9 @@ def _over(limit_s: float | None, limit_bytes: int | None, used: int, oldest, new
     return limit_s is not None and oldest is not None and newest is not None and oldest < newest - limit_s
 
 
-def _compact(store: MemoryStore, sid: str, scene: SceneInfo, metas: dict[str, ChunkMeta]) -> int:
+def _compact(
+    store: MemoryStore, sid: str, scene: SceneInfo, metas: dict[str, ChunkMeta], owner: str | None
+) -> int:
     present = [metas[c] for c in scene.chunks if c in metas]
     if len(present) < 2:
         return 0
@@ -138,7 +167,7 @@ def _compact(store: MemoryStore, sid: str, scene: SceneInfo, metas: dict[str, Ch
     freed = 0
     for meta in present:
         if meta.cid != keep:
-            freed += store.drop_chunk(sid, meta.cid, scene.index)
+            freed += store.drop_chunk(sid, meta.cid, scene.index, owner=owner)
             del metas[meta.cid]
     store.put_scene(
         sid,
@@ -147,5 +176,6 @@ def _compact(store: MemoryStore, sid: str, scene: SceneInfo, metas: dict[str, Ch
         {"compacted": 1, "representative": keep},
         event="scene.compacted",
         data={"kept": keep, "dropped": len(present) - 1, "start": scene.start, "end": scene.end},
+        owner=owner,
     )
     return freed

@@ -12,11 +12,17 @@ The device therefore holds the sink plus at most ``window`` kept frames, whateve
 ``window`` must exceed ``chunk_frames + lookahead`` so that a frame leaves the device only after the
 tiler has decided whether a scene boundary follows it.
 
-Every chunk write carries the stream's resume state (ResumePoint incl. the last signature, tiler
-state) in the same atomic step, so ``attach`` after a restart continues numbering, positions, dedup
-and scene tiling exactly. ``detach()`` (graceful stop) first writes the resident window as chunks;
-after a crash the frames still on the device (at most ``window`` + the queued writes) are lost and
-the stream resumes from the last acknowledged chunk.
+Every chunk write carries the resume state of the stream *as of that chunk's last frame* (next
+index and position, last pts, last kept frame and signature, and the SceneTiler state snapshotted
+when that frame was pushed) in the same atomic step. So the stored state never runs ahead of the
+stored KV: after a crash, ``attach`` resumes just after the newest stored frame, a source re-sends
+everything after ``last_pts`` and the frames that were only on the device are encoded again with
+exactly the numbering, positions and scenes they had (scene writes are idempotent per scene, so the
+scenes those frames close are not duplicated). ``detach()`` (graceful stop) first writes the
+resident window as chunks and then the newest state.
+
+Only the lease holder writes: every write script checks the stream's ``:owner`` token, and a
+background timer renews the lease while the memory is open (also when no frames arrive).
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+import redis
 import torch
 
 from scenekv.errors import UserError
@@ -39,14 +48,12 @@ from scenekv.vlm.session import ResumePoint
 from .codec import chunk_keys, encode_chunk
 from .retention import Retention, RetentionReport, enforce
 from .scenetiling import Scene, SceneTiler
-from .store import MemoryStore, StreamInfo, StreamNotFound
+from .store import MemoryStore, StreamBusy, StreamInfo
 from .writer import ChunkWriter, WriteFailed
 
 log = logging.getLogger(__name__)
 
-
-class StreamBusy(UserError):
-    code = "stream_busy"
+__all__ = ["Appended", "RollingConfig", "RollingMemory", "StreamBusy"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,36 @@ class Appended:
     closed: list[Scene]  # scenes that closed during this append
 
 
+class _LeaseKeeper:
+    """Renews a stream's writer lease every lease_s / 3 on its own thread, independent of frames.
+
+    It stops when told to, when the RollingMemory that started it is garbage collected, or when the
+    lease turns out to be held by another token (``lost`` says why).
+    """
+
+    def __init__(self, store: MemoryStore, sid: str, token: str, lease_s: float) -> None:
+        self.store, self.sid, self.token, self.lease_s = store, sid, token, lease_s
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"scenekv-lease-{sid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self.store.claim(self.sid, self.token, self.lease_s):
+                    self.lost = f"stream {self.sid!r}: another process took over this stream"
+                    log.error("%s", self.lost)
+                    return
+            except (redis.RedisError, OSError) as exc:  # Redis down for a moment: try again next tick
+                log.warning("stream %s: renewing the writer lease failed: %s", self.sid, exc)
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
 class RollingMemory:
     def __init__(
         self,
@@ -101,12 +138,18 @@ class RollingMemory:
         )
         self.token = token or secrets.token_hex(8)
         self._sigs: dict[int, list[torch.Tensor]] = {}  # kept frame -> signatures it stands for
+        # kept frame still on the device -> (pts, own signature, tiler state right after its push):
+        # the resume state stored with a chunk describes the stream as of the chunk's last frame
+        self._snapshots: dict[int, tuple[float, torch.Tensor, dict]] = {}
         open_scene = tiler.open_scene
         self._scene_starts: list[tuple[int, int]] = [(open_scene[1], open_scene[0])] if open_scene else []
-        self._last_touch = self._last_claim = time.monotonic()
+        self._last_touch = time.monotonic()
         self.retention_reports: list[RetentionReport] = []
         self.chunks_written = 0
         self.closed = False
+        self._failed: BaseException | None = None
+        self._lease = _LeaseKeeper(store, sid, self.token, self.config.lease_s)
+        weakref.finalize(self, self._lease.stop, 0)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -188,9 +231,15 @@ class RollingMemory:
             session.next_position = session.sink_len
         tiler_state = h.get("tiler")
         tiler = SceneTiler.from_state(json.loads(tiler_state)) if tiler_state else SceneTiler(**config.tiler)
+        store.touch(sid)  # every key of the stream starts a fresh TTL, as any activity does
         memory = cls(store, session, sid, tiler=tiler, config=config, writer=writer, token=token)
         store.update_stream(
-            sid, {"status": "live"}, event="stream.attached", data={"next_index": resume.next_index}
+            sid,
+            {"status": "live"},
+            event="stream.attached",
+            data={"next_index": resume.next_index},
+            owner=token,
+            event_key=f"attached:{token}",
         )
         return memory
 
@@ -206,33 +255,66 @@ class RollingMemory:
     # -- streaming ------------------------------------------------------------------------------
     @property
     def last_pts(self) -> float | None:
-        """pts of the newest frame; after attach, frames at or before it are rejected by append."""
+        """pts of the newest frame; after attach, frames at or before it are rejected by append.
+
+        After a graceful detach that is the newest frame the stream saw; after a crash, the newest
+        frame stored in Redis (a source resumes just after it and re-sends what was lost).
+        """
         return self.session.last_pts
 
     def append(self, frames: Sequence[tuple[float, np.ndarray]]) -> Appended:
         """Encode and prefill frames, tile scenes, move what left the window to Redis (write-behind)."""
+        self._check_usable()
+        records = self.session.append(frames)
+        # From here the session has the frames: every one must reach the tiler, and if a write
+        # cannot be queued the memory is marked failed rather than left half-updated.
+        closed: list[Scene] = []
+        writes: list[tuple] = []
+        dedup = self.session.spec.dedup_tau is not None
+        try:
+            for r in records:
+                if r.position is not None:
+                    self._sigs[r.index] = [r.signature]
+                elif r.kept_as in self._sigs:
+                    self._sigs[r.kept_as].append(r.signature)
+                opens = self.tiler.open_scene is None  # this frame starts the stream's (next) first scene
+                scenes = self.tiler.push(r.pts, r.signature, r.index)
+                if opens and self.tiler.open_scene is not None:
+                    index, first, start = self.tiler.open_scene
+                    self._scene_starts.append((first, index))
+                    writes.append(("open", index, first, start))
+                for scene in scenes:
+                    closed.append(scene)
+                    writes.append(("close", scene))
+                    if self.tiler.open_scene is not None:
+                        index, first, start = self.tiler.open_scene
+                        self._scene_starts.append((first, index))
+                        writes.append(("open", index, first, start))
+                if r.position is not None:
+                    self._snapshots[r.index] = (r.pts, r.signature if dedup else None, self.tiler.state())
+            for op in writes:
+                if op[0] == "open":
+                    self._open_scene_record(*op[1:])
+                else:
+                    self._close_scene(op[1], reopen=False)
+            self._export(keep=self.config.window)
+            self._housekeeping()
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        return Appended(records, closed)
+
+    def _check_usable(self) -> None:
         if self.closed:
             raise UserError("this stream memory is detached; attach again to append", code="detached")
+        if self._lease.lost:
+            raise StreamBusy(f"{self._lease.lost}; this process may no longer append to it")
+        if self._failed is not None:
+            raise WriteFailed(
+                f"stream {self.sid!r}: an earlier append could not queue its writes ({self._failed}); "
+                "this memory is unusable: attach the stream again to continue"
+            ) from self._failed
         self.writer.check()
-        records = self.session.append(frames)
-        closed: list[Scene] = []
-        for r in records:
-            if r.position is not None:
-                self._sigs[r.index] = [r.signature]
-            elif r.kept_as in self._sigs:
-                self._sigs[r.kept_as].append(r.signature)
-            opens = self.tiler.open_scene is None  # this frame starts the stream's (next) first scene
-            scenes = self.tiler.push(r.pts, r.signature, r.index)
-            if opens and self.tiler.open_scene is not None:
-                index, first, start = self.tiler.open_scene
-                self._scene_starts.append((first, index))
-                self._open_scene_record(index, first, start)
-            for scene in scenes:
-                closed.append(scene)
-                self._close_scene(scene)
-        self._export(keep=self.config.window)
-        self._housekeeping()
-        return Appended(records, closed)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every queued write is acknowledged by Redis (raises WriteFailed on failure)."""
@@ -247,11 +329,32 @@ class RollingMemory:
 
     def end(self, timeout: float | None = 60.0) -> list[Scene]:
         """End of stream: close the last scene, write everything, mark the stream ended."""
+        if self.closed:
+            return []
+        try:
+            self._check_usable()
+        except BaseException:
+            self.abandon()
+            raise
         closed = self.tiler.flush()
         for scene in closed:
             self._close_scene(scene, reopen=False)
         self._finish("ended", timeout)
         return closed
+
+    def abandon(self, timeout: float = 1.0) -> None:
+        """Stop using this memory without writing anything more (it failed, or was taken over).
+
+        The lease timer stops and the own writer is closed; what Redis acknowledged stays, and the
+        stream can be attached again (with ``takeover`` while the lease has not expired).
+        """
+        self.closed = True
+        self._lease.stop()
+        if self._own_writer:
+            try:
+                self.writer.close(timeout=timeout)
+            except Exception as exc:  # its writes are failing already
+                log.error("stream %s: %s", self.sid, exc)
 
     def info(self) -> StreamInfo:
         """Redis-side accounting plus this process's device window and writer queue."""
@@ -285,7 +388,7 @@ class RollingMemory:
         return None
 
     def _close_scene(self, scene: Scene, *, reopen: bool = True) -> None:
-        sid = self.sid
+        sid, owner = self.sid, self.token
         fields = {
             "end": scene.end,
             "closed": 1,
@@ -295,7 +398,9 @@ class RollingMemory:
         }
         data = {"start": scene.start, "end": scene.end, "frames": scene.frames}
         self._submit(
-            lambda st: st.put_scene(sid, scene.index, scene.start, fields, event="scene.closed", data=data),
+            lambda st: st.put_scene(
+                sid, scene.index, scene.start, fields, event="scene.closed", data=data, owner=owner
+            ),
             label=f"scene {scene.index} closed",
         )
         if reopen and self.tiler.open_scene is not None:
@@ -304,9 +409,14 @@ class RollingMemory:
             self._open_scene_record(index, first, start)
 
     def _open_scene_record(self, index: int, first: int, start: float) -> None:
-        sid = self.sid
+        # only_new: after a crash the frames that opened this scene are sent again; a record that is
+        # already there (perhaps closed and captioned since) must not be reset
+        sid, owner = self.sid, self.token
         fields = {"closed": 0, "first_frame": first, "caption": ""}
-        self._submit(lambda st: st.put_scene(sid, index, start, fields), label=f"scene {index} opened")
+        self._submit(
+            lambda st: st.put_scene(sid, index, start, fields, owner=owner, only_new=True),
+            label=f"scene {index} opened",
+        )
 
     def _export(self, keep: int) -> None:
         resident = self.session.resident_frames
@@ -318,18 +428,24 @@ class RollingMemory:
             sigs = [s for f in take for s in self._sigs.pop(f, [])]
             keys = chunk_keys(chunk, torch.stack(sigs) if sigs else None)
             scene = self._scene_of(take[0])
-            state = self._state()
-            sid = self.sid
+            state = self._state_after(take[-1], chunk)
+            sid, owner = self.sid, self.token
 
-            def write(st: MemoryStore, sid=sid, chunk=chunk, keys=keys, scene=scene, state=state) -> int:
-                return st.write_chunk(sid, chunk, keys, scene=scene, state=state, blob=encode_chunk(chunk))
+            def write(
+                st: MemoryStore, sid=sid, chunk=chunk, keys=keys, scene=scene, state=state, owner=owner
+            ) -> int:
+                return st.write_chunk(
+                    sid, chunk, keys, scene=scene, state=state, blob=encode_chunk(chunk), owner=owner
+                )
 
             self._submit(write, nbytes=chunk.nbytes, label=f"chunk {take[0]}")
             self.session.evict(take[-1])
             self.chunks_written += 1
             if self.config.retention.active:
                 policy = self.config.retention
-                future = self._submit(lambda st, sid=sid, p=policy: enforce(st, sid, p), label="retention")
+                future = self._submit(
+                    lambda st, sid=sid, p=policy, o=owner: enforce(st, sid, p, owner=o), label="retention"
+                )
                 future.add_done_callback(self._retention_done)
             resident = self.session.resident_frames
         # forget scene starts no resident frame needs any more
@@ -343,13 +459,33 @@ class RollingMemory:
             if report.compacted or report.dropped_chunks:
                 self.retention_reports = [*self.retention_reports[-99:], report]
 
+    def _state_after(self, last: int, chunk) -> dict:
+        """Resume state as of kept frame ``last``, the last frame of ``chunk`` (see the module doc)."""
+        snapshot = self._snapshots.get(last)
+        for index in [i for i in self._snapshots if i <= last]:
+            del self._snapshots[index]
+        if snapshot is None:  # not appended by this process (cannot happen): the newest state
+            return self._state()
+        pts, sig, tiler = snapshot
+        return {
+            "next_index": last + 1,
+            "next_pos": chunk.position + chunk.span,
+            "last_pts": repr(float(pts)),
+            "newest_pts": "" if self.session.last_pts is None else repr(float(self.session.last_pts)),
+            "last_kept": last,
+            "last_signature": b"" if sig is None else sig.detach().float().cpu().numpy().tobytes(),
+            "tiler": json.dumps(tiler),
+        }
+
     def _state(self) -> dict:
+        """Resume state as of the newest frame (written on detach/end, after the whole window)."""
         rp = self.session.resume_point()
         sig = rp.last_signature
         return {
             "next_index": rp.next_index,
             "next_pos": rp.next_position,
             "last_pts": "" if rp.last_pts is None else repr(float(rp.last_pts)),
+            "newest_pts": "" if rp.last_pts is None else repr(float(rp.last_pts)),
             "last_kept": rp.last_kept_index,
             "last_signature": b"" if sig is None else sig.detach().float().cpu().numpy().tobytes(),
             "tiler": json.dumps(self.tiler.state()),
@@ -359,17 +495,9 @@ class RollingMemory:
         return self.writer.submit(fn, nbytes=nbytes, label=label)
 
     def _housekeeping(self) -> None:
+        # the writer lease is renewed by self._lease on its own timer, not behind queued writes
         now = time.monotonic()
-        sid, token = self.sid, self.token
-        if now - self._last_claim > self.config.lease_s / 3:
-            self._last_claim = now
-            lease = self.config.lease_s
-
-            def renew(st: MemoryStore) -> None:
-                if not st.claim(sid, token, lease):
-                    raise StreamBusy(f"stream {sid!r} was taken over by another process")
-
-            self._submit(renew, label="lease")
+        sid = self.sid
         ttl = self.store.ttl_s
         if ttl is not None and now - self._last_touch > ttl / 4:
             self._last_touch = now
@@ -379,21 +507,25 @@ class RollingMemory:
         if self.closed:
             return
         try:
+            self._check_usable()
             self._export(keep=0)
-            sid, state = self.sid, {**self._state(), "status": status}
+            sid, owner, state = self.sid, self.token, {**self._state(), "status": status}
             self._submit(
-                lambda st: st.update_stream(sid, state, event=f"stream.{status}", data={"status": status}),
+                lambda st: st.update_stream(
+                    sid,
+                    state,
+                    event=f"stream.{status}",
+                    data={"status": status},
+                    owner=owner,
+                    event_key=f"{status}:{owner}",
+                ),
                 label=status,
             )
-            self._submit(lambda st: st.release(sid, self.token), label="release")
+            self._lease.stop()  # before the release job: a late renewal must not re-take the lease
+            self._submit(lambda st: st.release(sid, owner), label="release")
             self.writer.flush(timeout)
         finally:
-            self.closed = True
-            if self._own_writer:
-                try:
-                    self.writer.close(timeout=1)
-                except (WriteFailed, StreamNotFound) as exc:
-                    log.error("stream %s: %s", self.sid, exc)
+            self.abandon()
 
     def __enter__(self) -> RollingMemory:
         return self

@@ -15,6 +15,7 @@ glob over it matches only that stream. Layout (``S = {prefix}stream:{sid}``)::
     S:scene:{id}          hash   start, end, caption, chunks (JSON list), closed, frames, ...
     S:events              stream scene.closed, scene.compacted, ... (capped, MAXLEN ~)
     S:owner               string lease of the process appending to the stream (PX lease)
+    S:eventmarks          hash   event key -> event id: stream-level events already added (dedup)
     {prefix}streams       set    ids of known streams (for listing; stale ids are pruned)
 """
 
@@ -82,6 +83,10 @@ class StreamKeys:
     @property
     def owner(self) -> str:
         return f"{self.base}:owner"
+
+    @property
+    def eventmarks(self) -> str:
+        return f"{self.base}:eventmarks"
 
     @property
     def registry(self) -> str:

@@ -7,6 +7,21 @@ lost after the server executed the script). Every step refuses to run on a strea
 gone (deleted or expired) instead of resurrecting half of it.
 """
 
+
+# Writer lease: a step given an owner token refuses to run while the stream's :owner key holds
+# another token (another process took the stream over). No token ('') = not a stream writer (qa/
+# captions, the CLI): no check. An expired lease (no key) does not block its last holder.
+def _owner_check(key: str, arg: str) -> str:
+    return f"""
+if {arg} ~= '' then
+  local cur = redis.call('GET', {key})
+  if cur and cur ~= {arg} then
+    return redis.error_reply('NOTOWNER another process took over this stream')
+  end
+end
+"""
+
+
 # Scene chunk lists are JSON arrays kept server-side, so the writer and retention never race on them.
 _LIST_HELPERS = """
 local function list_get(key)
@@ -20,12 +35,16 @@ local function list_put(key, list)
 end
 """
 
-# KEYS: chunk, chunk_key, chunks zset, chunkmeta, stream hash, scene hash
-# ARGV: blob, key blob, first_pts, cid, meta json, ttl_ms, '1' = add to the scene's list, field/value...
+# KEYS: chunk, chunk_key, chunks zset, chunkmeta, stream hash, scene hash, owner
+# ARGV: blob, key blob, first_pts, cid, meta json, ttl_ms, '1' = add to the scene's list, owner token,
+#       field/value...
 WRITE_CHUNK = (
     _LIST_HELPERS
     + """
 if redis.call('EXISTS', KEYS[5]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+"""
+    + _owner_check("KEYS[7]", "ARGV[8]")
+    + """
 local old = 0
 if redis.call('EXISTS', KEYS[1]) == 1 then
   old = redis.call('STRLEN', KEYS[1]) + redis.call('STRLEN', KEYS[2])
@@ -42,21 +61,24 @@ if ARGV[7] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
   for _, c in ipairs(list) do if c == ARGV[4] then present = true end end
   if not present then table.insert(list, ARGV[4]); list_put(KEYS[6], list) end
 end
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[5], 'chunks', redis.call('ZCARD', KEYS[3]))
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then
-  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+  for i = 1, 6 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return n
 """
 )
 
-# KEYS: chunk, chunk_key, chunks zset, chunkmeta, stream hash, scene hash; ARGV: cid
+# KEYS: chunk, chunk_key, chunks zset, chunkmeta, stream hash, scene hash, owner; ARGV: cid, owner token
 DROP_CHUNK = (
     _LIST_HELPERS
     + """
 if redis.call('EXISTS', KEYS[5]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+"""
+    + _owner_check("KEYS[7]", "ARGV[2]")
+    + """
 local n = redis.call('STRLEN', KEYS[1]) + redis.call('STRLEN', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -72,13 +94,20 @@ return n
 """
 )
 
-# KEYS: scene hash, scenes zset, events, stream hash
-# ARGV: scene id, start, ttl_ms, event type ('' = none), event data json, events maxlen, field/value...
+# KEYS: scene hash, scenes zset, events, stream hash, owner
+# ARGV: scene id, start, ttl_ms, event type ('' = none), event data json, events maxlen, owner token,
+#       '1' = only if new (an existing record is left as it is), field/value...
 # An event is added at most once per (scene, type): retries and replays do not duplicate it.
 # The chunk list is owned by WRITE_CHUNK / DROP_CHUNK: callers never pass 'chunks' here.
-PUT_SCENE = """
+PUT_SCENE = (
+    """
 if redis.call('EXISTS', KEYS[4]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+"""
+    + _owner_check("KEYS[5]", "ARGV[7]")
+    + """
+if ARGV[8] ~= '1' or redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 if redis.call('HEXISTS', KEYS[1], 'chunks') == 0 then redis.call('HSET', KEYS[1], 'chunks', '[]') end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 local id = false
@@ -93,19 +122,30 @@ end
 redis.call('HSET', KEYS[4], 'scenes', redis.call('ZCARD', KEYS[2]))
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
-  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return id
 """
+)
 
-# KEYS: scene hash, scenes zset, stream hash; ARGV: scene id
-DROP_SCENE = """
+# KEYS: scene hash, scenes zset, stream hash, events, owner
+# ARGV: scene id, owner token, event type ('' = none), event data json, events maxlen
+# The event is added only by the call that removed the scene: a repeat finds nothing and adds none.
+DROP_SCENE = (
+    """
 if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+"""
+    + _owner_check("KEYS[5]", "ARGV[2]")
+    + """
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'scenes', redis.call('ZCARD', KEYS[2]))
+if n == 1 and ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'type', ARGV[3], 'data', ARGV[4])
+end
 return n
 """
+)
 
 # KEYS: stream hash, registry, events; ARGV: sid, ttl_ms, event data, maxlen, field/value...
 CREATE_STREAM = """
@@ -131,12 +171,14 @@ end
 for _, sc in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   n = n + redis.call('DEL', base .. ':scene:' .. sc)
 end
-n = n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], base .. ':owner')
+n = n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], base .. ':owner',
+                   base .. ':eventmarks')
 redis.call('SREM', KEYS[6], ARGV[2])
 return n
 """
 
-# KEYS: stream hash, chunks, chunkmeta, scenes, events; ARGV: key base, ttl_ms (0 = persist)
+# KEYS: stream hash, chunks, chunkmeta, scenes, events, eventmarks; ARGV: key base, ttl_ms (0 = persist)
+# Every key of the stream except the writer lease (:owner), which keeps its own expiry.
 TOUCH_STREAM = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local base = ARGV[1]
@@ -153,20 +195,32 @@ for i = 1, #KEYS do set(KEYS[i]) end
 return 1
 """
 
-# KEYS: stream hash, events; ARGV: ttl_ms, event type ('' = none), event data, maxlen, field/value...
-UPDATE_STREAM = """
+# KEYS: stream hash, events, eventmarks, owner
+# ARGV: ttl_ms, event type ('' = none), event data, maxlen, owner token, event key, field/value...
+# With an event key the event is added at most once per key (eventmarks remembers the keys applied),
+# so the writer may repeat the step after a lost reply.
+UPDATE_STREAM = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+"""
+    + _owner_check("KEYS[4]", "ARGV[5]")
+    + """
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local id = false
 if ARGV[2] ~= '' then
-  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', ARGV[2], 'data', ARGV[3])
+  if ARGV[6] ~= '' then id = redis.call('HGET', KEYS[3], ARGV[6]) end
+  if not id then
+    id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', ARGV[2], 'data', ARGV[3])
+    if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[6], id) end
+  end
 end
 local ttl = tonumber(ARGV[1])
 if ttl > 0 then
-  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return id
 """
+)
 
 # KEYS: owner key; ARGV: token, lease_ms, '1' = take over from another owner
 # Returns 1 when ``token`` holds the lease afterwards, 0 when another owner holds it.

@@ -12,8 +12,10 @@ an active one never loses a key. ``ttl_s=None`` keeps streams until deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +49,12 @@ class StreamExists(UserError):
     code = "stream_exists"
 
 
+class StreamBusy(UserError):
+    """Another process holds (or took over) the stream's writer lease."""
+
+    code = "stream_busy"
+
+
 class ChunkNotFound(UserError):
     code = "chunk_not_found"
 
@@ -72,6 +80,9 @@ class StreamInfo:
     oldest_pts: float | None  # first pts of the oldest chunk still stored
     ttl_s: float | None  # seconds until the stream hash expires (None: never)
     extra: dict = field(default_factory=dict)
+    # newest frame the live writer had appended at its last write (>= last_pts, which is the newest
+    # frame stored in Redis and where a restarted stream resumes); None when never written
+    newest_pts: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -161,6 +172,7 @@ class MemoryStore:
                 "RELEASE_OWNER",
             )
         }
+        self._generations: dict[str, bytes] = {}  # sid -> created_at last seen (DeviceLRU keys)
 
     # -- plumbing ---------------------------------------------------------------------------------
     def keys(self, sid: str) -> StreamKeys:
@@ -188,6 +200,11 @@ class MemoryStore:
         except redis.ResponseError as exc:
             if "NOSTREAM" in str(exc):
                 raise StreamNotFound(f"stream is gone (deleted or expired): {keys[0]}") from exc
+            if "NOTOWNER" in str(exc):
+                raise StreamBusy(
+                    f"{keys[0]}: another process took over this stream (its writer lease holds another "
+                    "token); this write was refused"
+                ) from exc
             raise
 
     # -- streams ----------------------------------------------------------------------------------
@@ -241,12 +258,37 @@ class MemoryStore:
             raise StreamNotFound(f"no stream {sid!r} under prefix {self.prefix!r}")
         return {_s(k): v for k, v in raw.items()}
 
-    def update_stream(self, sid: str, fields: dict, *, event: str = "", data: dict | None = None) -> None:
+    def update_stream(
+        self,
+        sid: str,
+        fields: dict,
+        *,
+        event: str = "",
+        data: dict | None = None,
+        owner: str | None = None,
+        event_key: str | None = None,
+    ) -> None:
+        """Set stream fields and optionally add a stream-level event, in one atomic step.
+
+        ``owner``: the writer's lease token; the step is refused (StreamBusy) if another holds the
+        lease. ``event_key``: names this event so that repeating the call (a retry after a lost
+        reply) adds it once; without one a key is made per call (redis-py's own retries repeat it).
+        """
         k = self.keys(sid)
+        if event and not event_key:
+            event_key = f"{event}:{secrets.token_hex(8)}"
         self._run(
             "UPDATE_STREAM",
-            [k.stream, k.events],
-            [self._ttl_ms, event, json.dumps(data or {}), self.events_maxlen, *_fields(fields)],
+            [k.stream, k.events, k.eventmarks, k.owner],
+            [
+                self._ttl_ms,
+                event,
+                json.dumps(data or {}),
+                self.events_maxlen,
+                owner or "",
+                event_key or "",
+                *_fields(fields),
+            ],
         )
 
     def info(self, sid: str) -> StreamInfo:
@@ -259,6 +301,8 @@ class MemoryStore:
             raise StreamNotFound(f"no stream {sid!r} under prefix {self.prefix!r}")
         h = {_s(a): b for a, b in raw.items()}
         known = set(StreamInfo.__dataclass_fields__) | {"last_signature", "tiler", "resume", "updated_at"}
+        last_pts = _f(h.get("last_pts"))
+        newest_pts = _f(h.get("newest_pts"))
         return StreamInfo(
             sid=sid,
             source=_s(h.get("source", b"")),
@@ -267,7 +311,7 @@ class MemoryStore:
             fps=float(h.get("fps", 0) or 0),
             status=_s(h.get("status", b"")),
             created_at=float(h.get("created_at", 0) or 0),
-            last_pts=_f(h.get("last_pts")),
+            last_pts=last_pts,
             next_pos=int(h.get("next_pos", 0) or 0),
             next_index=int(h.get("next_index", 0) or 0),
             bytes=int(h.get("bytes", 0) or 0),
@@ -277,6 +321,7 @@ class MemoryStore:
             oldest_pts=oldest[0][1] if oldest else None,
             ttl_s=pttl / 1000 if pttl and pttl > 0 else None,
             extra={key: _s(v) for key, v in h.items() if key not in known},
+            newest_pts=newest_pts if newest_pts is not None else last_pts,
         )
 
     def list_streams(self) -> list[str]:
@@ -313,7 +358,9 @@ class MemoryStore:
         k = self.keys(sid)
         return bool(
             self._run(
-                "TOUCH_STREAM", [k.stream, k.chunks, k.chunkmeta, k.scenes, k.events], [k.base, self._ttl_ms]
+                "TOUCH_STREAM",
+                [k.stream, k.chunks, k.chunkmeta, k.scenes, k.events, k.eventmarks],
+                [k.base, self._ttl_ms],
             )
         )
 
@@ -336,11 +383,14 @@ class MemoryStore:
         scene: int | None = None,
         state: dict | None = None,
         blob: bytes | None = None,
+        owner: str | None = None,
     ) -> int:
         """Store a chunk, its retrieval keys and index entry (and optional stream state) atomically.
 
         The chunk id is added to scene ``scene``'s chunk list (server-side, if the scene exists).
         Returns the bytes stored. Safe to call again with the same chunk (e.g. after a lost reply).
+        With ``owner`` (the writer's lease token) the write is refused (StreamBusy) when another
+        process holds the stream's lease.
         """
         k = self.keys(sid)
         cid = chunk_id(chunk)
@@ -362,7 +412,7 @@ class MemoryStore:
         return int(
             self._run(
                 "WRITE_CHUNK",
-                [k.chunk(cid), k.chunk_key(cid), k.chunks, k.chunkmeta, k.stream, scene_key],
+                [k.chunk(cid), k.chunk_key(cid), k.chunks, k.chunkmeta, k.stream, scene_key, k.owner],
                 [
                     blob,
                     key_blob,
@@ -371,20 +421,21 @@ class MemoryStore:
                     json.dumps(meta),
                     self._ttl_ms,
                     "1" if scene is not None else "",
+                    owner or "",
                     *_fields({"updated_at": time.time(), **(state or {})}),
                 ],
             )
         )
 
-    def drop_chunk(self, sid: str, cid: str, scene: int | None = None) -> int:
+    def drop_chunk(self, sid: str, cid: str, scene: int | None = None, *, owner: str | None = None) -> int:
         """Delete one chunk, its keys, index entries and scene-list entry; returns the bytes freed."""
         k = self.keys(sid)
         scene_key = k.scene(scene if scene is not None else "none")
         return int(
             self._run(
                 "DROP_CHUNK",
-                [k.chunk(cid), k.chunk_key(cid), k.chunks, k.chunkmeta, k.stream, scene_key],
-                [cid],
+                [k.chunk(cid), k.chunk_key(cid), k.chunks, k.chunkmeta, k.stream, scene_key, k.owner],
+                [cid, owner or ""],
             )
         )
 
@@ -411,33 +462,55 @@ class MemoryStore:
     ) -> list[KVChunk]:
         """The chunks ``cids`` in the order given, from ``lru`` where present, the rest in one MGET.
 
-        Missing chunks (dropped by retention meanwhile) raise ChunkNotFound, or are skipped when
-        ``strict`` is false.
+        LRU entries are keyed by the stream's generation (its ``created_at``), read in the same
+        round trip as the blobs, so a stream deleted and created again under the same id never gets
+        the old stream's KV. Hits are returned on ``device`` when one is given. Missing chunks
+        (dropped by retention meanwhile) raise ChunkNotFound, or are skipped when ``strict`` is false.
         """
         cids = [str(c) for c in cids]
         k = self.keys(sid)
+        target = torch.device(device) if device is not None else None
         found: dict[str, KVChunk] = {}
-        missing = []
-        for cid in cids:
-            hit = lru.get((self.prefix, sid, cid)) if lru is not None else None
-            if hit is not None:
-                found[cid] = hit
-            else:
-                missing.append(cid)
+        guess = self._generations.get(sid) if lru is not None else None
+        if guess is not None:
+            for cid in cids:
+                hit = lru.get((self.prefix, sid, guess, cid))
+                if hit is not None:
+                    found[cid] = hit
+        missing = [c for c in cids if c not in found]
+        pipe = self.client.pipeline(transaction=False)  # one round trip
+        if lru is not None:
+            pipe.hget(k.stream, "created_at")
         if missing:
-            blobs = self.client.mget([k.chunk(c) for c in missing])
-            for cid, blob in zip(missing, blobs, strict=True):
-                if blob is None:
-                    if strict:
-                        raise ChunkNotFound(f"chunk {cid} of stream {sid!r} is gone (dropped or expired)")
-                    continue
-                chunk = decode_chunk(blob)
-                if device is not None:
-                    chunk.keys, chunk.values = chunk.keys.to(device), chunk.values.to(device)
-                found[cid] = chunk
-                if lru is not None:
-                    lru.put((self.prefix, sid, cid), chunk, chunk.nbytes)
-        return [found[c] for c in cids if c in found]
+            pipe.mget([k.chunk(c) for c in missing])
+        replies = pipe.execute() if (lru is not None or missing) else []
+        generation = replies.pop(0) if lru is not None else None
+        blobs = replies[0] if missing else []
+        if lru is not None:
+            if generation != guess and found:  # the stream was recreated: the hits are another's KV
+                found.clear()
+                lru.discard(lambda key: key[:2] == (self.prefix, sid) and key[2] != generation)
+                missing = cids
+                blobs = self.client.mget([k.chunk(c) for c in missing])
+            if generation is None:
+                self._generations.pop(sid, None)
+            else:
+                self._generations[sid] = generation
+        for cid, blob in zip(missing, blobs, strict=True):
+            if blob is None:
+                if strict:
+                    raise ChunkNotFound(f"chunk {cid} of stream {sid!r} is gone (dropped or expired)")
+                continue
+            chunk = decode_chunk(blob)
+            if target is not None:
+                chunk.keys, chunk.values = chunk.keys.to(target), chunk.values.to(target)
+            found[cid] = chunk
+            if lru is not None and generation is not None:
+                lru.put((self.prefix, sid, generation, cid), chunk, chunk.nbytes)
+        out = [found[c] for c in cids if c in found]
+        if target is not None:
+            out = [c if _on(c.keys, target) else _moved(c, target) for c in out]
+        return out
 
     def load_keys(self, sid: str, cids: Iterable[str] | None = None) -> dict[str, ChunkKeys]:
         """Retrieval keys of ``cids`` (default: every stored chunk) without touching any KV."""
@@ -450,13 +523,26 @@ class MemoryStore:
 
     # -- scenes -----------------------------------------------------------------------------------
     def put_scene(
-        self, sid: str, index: int, start: float, fields: dict, *, event: str = "", data: dict | None = None
+        self,
+        sid: str,
+        index: int,
+        start: float,
+        fields: dict,
+        *,
+        event: str = "",
+        data: dict | None = None,
+        owner: str | None = None,
+        only_new: bool = False,
     ) -> str | None:
-        """Create or update scene ``index``; ``event`` is appended at most once per scene and type."""
+        """Create or update scene ``index``; ``event`` is appended at most once per scene and type.
+
+        ``only_new``: set the fields only if the scene has no record yet. ``owner``: the writer's
+        lease token (refused with StreamBusy when another process holds the lease).
+        """
         k = self.keys(sid)
         event_id = self._run(
             "PUT_SCENE",
-            [k.scene(index), k.scenes, k.events, k.stream],
+            [k.scene(index), k.scenes, k.events, k.stream, k.owner],
             [
                 index,
                 repr(float(start)),
@@ -464,14 +550,34 @@ class MemoryStore:
                 event,
                 json.dumps({"scene": index, **(data or {})}),
                 self.events_maxlen,
+                owner or "",
+                "1" if only_new else "",
                 *_fields({"index": index, "start": start, **fields}),
             ],
         )
         return _s(event_id) if event_id else None
 
-    def drop_scene(self, sid: str, index: int) -> None:
+    def drop_scene(
+        self,
+        sid: str,
+        index: int,
+        *,
+        event: str = "",
+        data: dict | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Remove scene ``index``'s record; ``event`` is added by the same step, only if it was there.
+
+        Returns whether a record was removed (False on a repeat: no second event).
+        """
         k = self.keys(sid)
-        self._run("DROP_SCENE", [k.scene(index), k.scenes, k.stream], [index])
+        return bool(
+            self._run(
+                "DROP_SCENE",
+                [k.scene(index), k.scenes, k.stream, k.events, k.owner],
+                [index, owner or "", event, json.dumps(data or {}), self.events_maxlen],
+            )
+        )
 
     def set_caption(self, sid: str, index: int, caption: str) -> None:
         """Write a scene's caption (qa/) and announce it with a ``scene.captioned`` event."""
@@ -486,9 +592,14 @@ class MemoryStore:
             raise UserError(f"stream {sid!r} has no scene {index}", code="scene_not_found")
         return _scene_info(raw)
 
-    def scenes(self, sid: str) -> list[SceneInfo]:
+    def scenes(self, sid: str, start: float | None = None, limit: int | None = None) -> list[SceneInfo]:
+        """Scenes in time order; with ``start``, only those starting at or after it; at most ``limit``."""
         k = self.keys(sid)
-        ids = self.client.zrange(k.scenes, 0, -1)
+        lo = "-inf" if start is None else repr(float(start))
+        if limit is None:
+            ids = self.client.zrangebyscore(k.scenes, lo, "+inf")
+        else:
+            ids = self.client.zrangebyscore(k.scenes, lo, "+inf", start=0, num=limit)
         pipe = self.client.pipeline(transaction=False)
         for i in ids:
             pipe.hgetall(k.scene(_s(i)))
@@ -525,6 +636,15 @@ class MemoryStore:
         for c in cids:
             pipe.strlen(k.chunk(c)).strlen(k.chunk_key(c))
         return int(sum(pipe.execute()))
+
+
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and (device.index is None or t.device.index == device.index)
+
+
+def _moved(chunk: KVChunk, device: torch.device) -> KVChunk:
+    """A copy of ``chunk`` on ``device`` (the cached original stays where it is)."""
+    return dataclasses.replace(chunk, keys=chunk.keys.to(device), values=chunk.values.to(device))
 
 
 def chunk_id(chunk: KVChunk) -> str:

@@ -179,15 +179,25 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a caption file is an ordinary file
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a caption file is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without os.umask(), which would change it for every thread."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def _write(render: Callable[[Iterable[Cue]], str], cues: Iterable[Cue], dest: PathOrFile) -> None:

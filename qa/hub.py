@@ -164,7 +164,7 @@ class StreamHub:
             mem = self.streams.pop(sid, None)
         if mem is not None:
             with contextlib.suppress(Exception):  # its writes are failing already; do not wait on them
-                mem.writer.close(timeout=1.0)
+                mem.abandon()
 
     def detach(self, sid: str) -> None:
         with self._lock:

@@ -43,7 +43,9 @@ class StoreMemory:
         self.store, self.sid, self.lru, self.device = store, sid, lru, device
         self.live = {f"{LIVE_PREFIX}{c.frames[0].index}-{c.frames[-1].index}": c for c in live}
         self._index = store.chunk_index(sid)  # one round trip; the view is a snapshot per question
-        self._last_pts = store.info(sid).last_pts
+        # The stream's own clock (newest frame seen), not the newest frame stored: "the last 30 s" and
+        # future-anchor checks follow the stream even while its newest frames are still on an encoder.
+        self._last_pts = store.info(sid).newest_pts
 
     @classmethod
     def of(cls, rolling: RollingMemory, **kwargs) -> StoreMemory:

@@ -17,6 +17,7 @@ from scenekv.errors import UserError
 
 # name -> module implementing it; order is the order shown in --help.
 COMMANDS: dict[str, str] = {
+    "serve": "scenekv.cmd_serve",
     "frames": "scenekv.ingest.cli",
     "inspect": "scenekv.cmd_inspect",
     "scenes": "scenekv.cmd_scenes",

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Sets up SceneKV (first run: a venv with the CPU build of torch) and runs the main job on a sample
-# video it generates: sample frames with exact timestamps, then encode them into carrier KV with the
-# default model (the tiny random model, with a loud banner, when the hub cannot be reached).
+# Sets up SceneKV (first run: a venv with the CPU build of torch) and starts the service with its demo
+# page on http://127.0.0.1:8765/ (HOST/PORT: pass --host/--port). Embedded defaults: local Ray, the
+# Redis at REDIS_URL or 127.0.0.1:6379 (else a private redis-server child), the default checkpoint or,
+# offline, the tiny random model with a loud banner. A generated sample video is offered as
+# file:sample.mp4 (media root ~/.cache/scenekv/media); the page also takes your own file or webcam.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-sample=${SCENEKV_SAMPLE:-$HOME/.cache/scenekv/sample.mp4}
-if [ ! -s "$sample" ]; then
-  mkdir -p "$(dirname "$sample")"
-  scenekv make-video "$sample" --duration 24 --cuts 8,16
+media=${SCENEKV_MEDIA:-$HOME/.cache/scenekv/media}
+mkdir -p "$media"
+if [ ! -s "$media/sample.mp4" ]; then
+  scenekv make-video "$media/sample.mp4" --duration 40 --cuts 10,20,30 >/dev/null
 fi
-scenekv frames "$sample" --fps 1
-scenekv inspect "$sample" --fps 1 --carriers pool:16 "$@"
+echo "SceneKV: open http://127.0.0.1:8765/ once the service says it is ready (Ctrl-C stops it)"
+exec scenekv serve --media-root "$media" "$@"

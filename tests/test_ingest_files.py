@@ -7,7 +7,9 @@ against the pixels, not just the number printed next to it.
 from __future__ import annotations
 
 import math
+import threading
 
+import av
 import numpy as np
 import pytest
 
@@ -201,3 +203,46 @@ def test_stats_and_early_close(media):
     assert 0.4 <= stats.duration < 1.0  # what was read, not the whole file
     assert list(src) == []  # closed: iteration ends instead of crashing
     assert math.isfinite(stats.as_dict()["decode_s"])
+
+
+def test_raw_h264_without_timestamps_gets_increasing_pts(tmp_path):
+    """A raw .h264 stream has no timestamps: frames are spaced at the nominal rate, not all at 0."""
+    path = tmp_path / "raw.h264"
+    with av.open(str(path), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(12):
+            image = np.full((48, 64, 3), 20 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    frames, _ = sample(path, fps=None)
+    assert [f.pts for f in frames] == [round(i * 0.04, 6) for i in range(12)]
+    frames, _ = sample(path, fps=5.0)
+    assert [f.pts for f in frames] == [0.0, 0.2, 0.4]
+
+
+def test_close_from_another_thread_while_the_consumer_is_inside_next(media):
+    src = open_source(media("cfr25.mp4", fps=25, gop=10), fps=None)
+    inner = src._gen  # hold the consumer inside next() until the other thread has closed the source
+    inside, go_on = threading.Event(), threading.Event()
+
+    def held():
+        for frame in inner:
+            inside.set()
+            go_on.wait(10)
+            yield frame
+
+    src._gen = held()
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(next(src, None)))
+    consumer.start()
+    assert inside.wait(10)
+    src.close()  # from this thread, while the consumer decodes: no error, no waiting
+    go_on.set()
+    consumer.join(10)
+    assert got and got[0] is not None and got[0].index == 0
+    assert list(src) == []  # closed: iteration ends
+    with pytest.raises(AssertionError, match="not open"):  # the container was released, not leaked
+        next(src.container.demux())

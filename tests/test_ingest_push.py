@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -114,3 +116,33 @@ def test_pushed_array_is_copied():
     buf[:] = 99  # the pusher reuses its buffer
     src.close()
     assert int(next(src).image[0, 0, 0]) == 10
+
+
+def png_of_size(width: int, height: int, *, real: bool) -> bytes:
+    """A grayscale PNG claiming width x height; with ``real`` its (black) pixels are all there."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    if real:
+        packer, row = zlib.compressobj(9), b"\0" * (width + 1)
+        pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    else:
+        pixels = zlib.compress(b"\0" * (width + 1))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_huge_images_are_refused_before_decoding():
+    src = PushSource(fps=None)
+    big = png_of_size(10000, 10000, real=True)
+    with pytest.raises(E.InvalidImage, match="too large to decode"):  # past PIL's bomb limit: it raises
+        src.push(0.0, png_of_size(20000, 10000, real=False))
+    started = time.perf_counter()
+    with pytest.raises(E.InvalidImage, match="100 Mpx"):  # PIL would only warn, then decode 100 MB
+        src.push(0.1, big)
+    assert time.perf_counter() - started < 0.5
+    src.push(0.2, png_of_size(640, 480, real=True))  # ordinary sizes still pass
+    src.close()
+    assert [f.image.shape for f in src] == [(480, 640, 3)]

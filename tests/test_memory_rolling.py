@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 
@@ -12,11 +15,14 @@ from scenekv.ingest import make_video, open_source
 from scenekv.memory import (
     ChunkKeys,
     ChunkMeta,
+    ChunkWriter,
     MemoryStore,
     Retention,
     RollingConfig,
     RollingMemory,
     StreamBusy,
+    WriteFailed,
+    WriterBusy,
     decode_chunk,
     enforce,
     representative,
@@ -235,3 +241,136 @@ def test_stored_chunk_decodes_to_the_exported_kv(store, video_frames):
     blob = store.client.get(store.keys("exact").chunk("0"))
     got = decode_chunk(blob)
     assert torch.equal(got.keys, expected.keys) and torch.equal(got.values, expected.values)
+
+
+def crash(memory: RollingMemory) -> None:
+    """The process dies: what Redis acknowledged stays; the device window and queued-to-be-cut
+    frames, the lease timer and the writer thread are simply gone (no detach)."""
+    memory.flush()
+    lease = getattr(memory, "_lease", None)
+    if lease is not None:
+        lease.stop()
+    memory.writer.close()
+
+
+def chunk_rows(store: MemoryStore, sid: str) -> list[tuple]:
+    return [(m.first_frame, m.last_frame, m.position, m.span, m.scene) for m in store.chunk_index(sid)]
+
+
+def scene_rows(store: MemoryStore, sid: str) -> list[tuple]:
+    return [(s.index, s.start, s.end, s.closed, s.frames, s.chunks) for s in store.scenes(sid)]
+
+
+def test_after_a_crash_the_frames_only_on_the_device_are_encoded_again(store, video_frames):
+    frames = video_frames[:36]  # cuts at 12.5 s and 30.5 s: two scenes close, a third is open
+    config = RollingConfig(window=12, chunk_frames=4)
+    ref = RollingMemory.create(store, tiny(), carriers="pool:4", config=config, sid="ref")
+    feed(ref, frames)
+    ref.end()
+
+    first = RollingMemory.create(store, tiny(), carriers="pool:4", config=config, sid="cam")
+    feed(first, frames[:20])  # scene 0 closes at frame 17; chunks 0-3 and 4-7 are stored
+    crash(first)
+    stored = store.chunk_index("cam")
+    assert stored[-1].last_frame == 7
+    again = RollingMemory.attach(store, tiny(), "cam", config=config, takeover=True)
+    assert store.info("cam").last_pts == again.last_pts == stored[-1].last_pts  # last STORED frame
+    assert again.session.next_index == 8
+    assert again.session.next_position == stored[-1].position + stored[-1].span
+    feed(again, [f for f in frames if f[0] > again.last_pts])  # the source resumes after last_pts
+    again.end()
+
+    assert chunk_rows(store, "cam") == chunk_rows(store, "ref")
+    covered = [i for m in store.chunk_index("cam") for i in range(m.first_frame, m.last_frame + 1)]
+    assert covered == list(range(36))  # every frame exactly once
+    assert scene_rows(store, "cam") == scene_rows(store, "ref")
+    closed = [d["scene"] for _, t, d in store.events("cam") if t == "scene.closed"]
+    assert closed == [d["scene"] for _, t, d in store.events("ref") if t == "scene.closed"] == [0, 1, 2]
+
+
+def test_a_taken_over_writer_cannot_write_any_more(store, video_frames):
+    a = RollingMemory.create(store, tiny(), carriers="pool:4", config=SMALL, sid="two")
+    a.append(video_frames[:12])  # chunk 0-3 leaves the window
+    a.flush()
+    before = store.stream_fields("two")
+    b = RollingMemory.attach(store, tiny(), "two", config=SMALL, takeover=True)
+    a.append(video_frames[12:16])  # A does not know yet: chunk 4-7 is cut and queued
+    with pytest.raises(WriteFailed, match="another process took over this stream"):
+        a.flush()
+    with pytest.raises(UserError, match="took over"):
+        a.append(video_frames[16:17])
+    assert store.chunk_ids("two") == ["0"]  # nothing of A's reached Redis after the takeover
+    after = store.stream_fields("two")
+    for field in ("next_index", "next_pos", "last_pts", "tiler"):
+        assert after[field] == before[field]
+    assert b.last_pts == video_frames[3][0]  # B resumes after the last chunk stored
+    b.append(video_frames[4:6])  # the new owner writes normally
+    b.detach()
+    assert store.info("two").next_index == 6 and store.chunk_ids("two") == ["0", "4"]
+
+
+def test_the_lease_is_renewed_while_no_frames_arrive(store):
+    config = RollingConfig(window=10, chunk_frames=4, lease_s=0.6)
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=config, sid="idle")
+    time.sleep(1.5)  # idle for more than two leases: the timer keeps it
+    with pytest.raises(StreamBusy, match="another process"):
+        RollingMemory.attach(store, tiny(), "idle", config=config)
+    memory.detach()
+    RollingMemory.attach(store, tiny(), "idle", config=config).detach()  # released on detach
+
+
+def test_attach_refreshes_the_ttl_of_every_key(redis_url, prefix, redis_client, video_frames):
+    ttl_store = MemoryStore(redis_url, prefix, ttl_s=2.0)  # keys live 2.5 s after a write
+    memory = RollingMemory.create(ttl_store, tiny(), carriers="pool:4", config=SMALL, sid="ttl")
+    memory.append(video_frames[:12])
+    memory.detach()
+    time.sleep(1.2)
+    again = RollingMemory.attach(ttl_store, tiny(), "ttl", config=SMALL)
+    keys = [k for k in redis_client.scan_iter(match=f"{prefix}stream:ttl*") if not k.endswith(b":owner")]
+    assert len(keys) > 8  # hash, chunks, blobs and keys, meta, scenes, events ...
+    ttls = {k.decode(): redis_client.pttl(k) for k in keys}
+    assert min(ttls.values()) > 2000, ttls
+    again.detach()
+
+
+def test_a_write_that_cannot_be_queued_leaves_no_half_updated_stream(store, video_frames):
+    writer = ChunkWriter(store, max_jobs=1, put_timeout=0.05)
+    gate = threading.Event()
+    writer.submit(lambda st: gate.wait(10))  # Redis "stalls": the queue is full
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=SMALL, sid="busy", writer=writer)
+    try:
+        with pytest.raises(WriterBusy):
+            memory.append(video_frames[:4])  # opening scene 0 cannot be queued
+        assert memory.tiler.state()["count"] == 4  # yet every frame reached the scene tiler
+        gate.set()
+        writer.flush(5)
+        with pytest.raises(WriteFailed, match="attach the stream again"):
+            memory.append(video_frames[4:5])
+    finally:
+        gate.set()
+        writer.close(timeout=5)
+
+
+def test_compaction_does_not_rescan_the_stream_once_old_scenes_are_done(store):
+    sid = store.create_stream()
+    store.put_scene(sid, 0, 0.0, {"closed": 1, "end": 8.0})
+    store.put_scene(sid, 1, 8.0, {"closed": 1, "end": 16.0})
+    store.put_scene(sid, 2, 16.0, {"closed": 0})
+    feature = torch.tensor([1.0, 0.0])
+    for first, scene in ((0, 0), (2, 0), (8, 1), (10, 1), (16, 2), (18, 2)):
+        store.write_chunk(sid, synthetic_chunk(first), ChunkKeys(torch.zeros(2, 2, 16), feature), scene=scene)
+    store.update_stream(sid, {"last_pts": 19.0})
+    policy = Retention(keep_s=8.0)
+    report = enforce(store, sid, policy)
+    assert report.scanned and report.compacted == [0]  # scene 1 ended 3 s ago: kept in full
+    # scene 0's representative stays old forever, and the open scene's first chunks are old too:
+    # neither may make every later export list the whole stream again
+    for first in (20, 22):
+        store.write_chunk(sid, synthetic_chunk(first), ChunkKeys(torch.zeros(2, 2, 16), feature), scene=2)
+        store.update_stream(sid, {"last_pts": first + 1.0})
+        report = enforce(store, sid, policy)
+        assert not report.scanned and not report.compacted
+    store.update_stream(sid, {"last_pts": 26.0})  # scene 1 ended 10 s ago now
+    report = enforce(store, sid, policy)
+    assert report.scanned and report.compacted == [1]
+    assert not enforce(store, sid, policy).scanned

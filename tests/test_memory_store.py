@@ -4,13 +4,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 
 import pytest
+import redis
 import torch
 
 from scenekv.errors import UserError
 from scenekv.memory import (
+    ChunkKeys,
     ChunkNotFound,
     CorruptBlob,
     DeviceLRU,
@@ -22,7 +27,8 @@ from scenekv.memory import (
     decode_chunk,
     encode_chunk,
 )
-from scenekv.vlm import KVChunk
+from scenekv.memory.local_redis import LocalRedis
+from scenekv.vlm import FrameSpan, KVChunk
 
 from redis_fixtures import keys_under, own_redis, prefix, redis_client, redis_url, store  # noqa: F401
 from tiny_model import frames, session
@@ -119,7 +125,8 @@ def test_load_is_one_round_trip_and_the_lru_serves_repeats(own_redis, tiny_chunk
     stats = store.client.info("commandstats")
     assert [c.first_pts for c in got] == [18.0, 10.0, 14.0]  # the order asked for
     calls = {k: v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat")}
-    assert calls == {"cmdstat_mget": 1}  # every chunk in one round trip
+    # every chunk in one pipelined round trip, with the stream generation that keys the LRU
+    assert calls == {"cmdstat_mget": 1, "cmdstat_hget": 1}
     assert len(lru) == 2 and lru.bytes <= lru.max_bytes  # bounded by bytes: the oldest went out
     again = store.load_chunks(sid, ["0", "4"], lru=lru)
     assert lru.hits == 2 and again[0] is got[1]
@@ -239,8 +246,88 @@ def test_memory_command_lists_accounts_and_deletes(store, tiny_chunks, capsys):
 
 
 def test_retrieval_keys_without_a_visual_feature_round_trip():
-    from scenekv.memory import ChunkKeys, decode_keys, encode_keys
+    from scenekv.memory import decode_keys, encode_keys
 
     mean = torch.randn(2, 2, 16)
     back = decode_keys(encode_keys(ChunkKeys(mean, torch.zeros(0))))
     assert torch.equal(back.mean_keys, mean) and back.feature.numel() == 0
+
+
+def test_repeated_writes_add_each_event_once(store, tiny_chunks):
+    """A writer retries a step whose reply was lost: the repeat must not add the event again."""
+    sid = store.create_stream("ev")
+    for _ in range(2):
+        store.update_stream(sid, {"status": "detached"}, event="stream.detached", event_key="detach:tok")
+    store.write_chunk(sid, tiny_chunks[0][0], chunk_keys(*tiny_chunks[0]), scene=3)
+    store.put_scene(sid, 3, 10.0, {"closed": 1, "end": 14.0})
+    for _ in range(2):
+        store.drop_scene(sid, 3, event="scene.dropped", data={"scene": 3})
+    types = [t for _, t, _ in store.events(sid)]
+    assert types == ["stream.created", "stream.detached", "scene.dropped"]
+    store.touch(sid)  # the dedup marks are a key of the stream like any other: touched, then deleted
+    store.delete_stream(sid)
+    assert not keys_under(store.client, f"{store.prefix}stream:ev")
+
+
+def _synthetic(first: int, seed: int) -> KVChunk:
+    g = torch.Generator().manual_seed(seed)
+    kv = [torch.randn(2, 2, 8, 16, generator=g) for _ in range(2)]
+    return KVChunk(
+        *kv, position=50, frames=[FrameSpan(first, float(first), 0, 8)], model_id="m", carriers="pool:4"
+    )
+
+
+def test_the_lru_never_serves_a_deleted_streams_kv_and_honours_the_device(store):
+    lru = DeviceLRU(max_bytes=1 << 20)
+    old, new = _synthetic(0, seed=1), _synthetic(0, seed=2)
+    no_keys = ChunkKeys(torch.zeros(2, 2, 16), torch.zeros(0))
+    store.create_stream("re")
+    store.write_chunk("re", old, no_keys)
+    (got,) = store.load_chunks("re", ["0"], lru=lru)
+    assert torch.equal(got.keys, old.keys)
+    (on_meta,) = store.load_chunks("re", ["0"], lru=lru, device="meta")  # a hit, moved as asked
+    assert lru.hits == 1 and on_meta.keys.device.type == "meta" and got.keys.device.type == "cpu"
+    store.delete_stream("re")
+    time.sleep(0.01)
+    store.create_stream("re")  # same id, a new stream
+    store.write_chunk("re", new, no_keys)
+    (got,) = store.load_chunks("re", ["0"], lru=lru)
+    assert torch.equal(got.keys, new.keys)
+
+
+@pytest.fixture
+def loading_aof(own_redis):
+    """A Redis data directory whose AOF takes ~1.5 s to load (key-load-delay: 1 ms per key)."""
+    client = redis.Redis.from_url(own_redis.url)
+    pipe = client.pipeline(transaction=False)
+    for i in range(1500):
+        pipe.set(f"k{i}", "x")
+    pipe.execute()
+    client.close()
+    own_redis.kill()  # appendfsync always: everything is in the AOF
+    return own_redis.directory, ["--key-load-delay", "1000"]
+
+
+def _children_in(directory) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"--dir {directory}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_a_local_redis_that_is_loading_is_waited_for(loading_aof):
+    directory, args = loading_aof
+    child = LocalRedis(directory, start_timeout=0.2, load_timeout=60, extra_args=args)
+    try:
+        assert redis.Redis.from_url(child.url).dbsize() == 1500
+    finally:
+        child.stop()
+
+
+def test_a_failed_local_redis_start_kills_the_child_and_shows_its_log(loading_aof):
+    directory, args = loading_aof
+    try:
+        with pytest.raises(UserError, match="(?s)still loading.*Redis is starting"):
+            LocalRedis(directory, start_timeout=0.1, load_timeout=0.3, extra_args=args)
+        assert _children_in(directory) == []  # not left running
+    finally:
+        for pid in _children_in(directory):  # only if the assertion above failed
+            os.kill(pid, signal.SIGKILL)

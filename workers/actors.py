@@ -17,7 +17,7 @@ import time
 import ray
 
 from scenekv.errors import UserError
-from scenekv.memory import StreamNotFound, WriteFailed
+from scenekv.memory import StreamBusy, StreamNotFound, WriteFailed, WriterBusy
 
 
 def _error_dict(exc: BaseException) -> dict:
@@ -69,7 +69,7 @@ class EncoderActor:
                 self.hub.open(sid=sid, takeover=True)
             try:
                 return self.hub.append(sid, frames)
-            except (WriteFailed, StreamNotFound):
+            except (WriteFailed, WriterBusy, StreamBusy, StreamNotFound):
                 self.hub.forget(sid)  # its memory is unusable here: drop the device window and writer
                 raise
 

@@ -1,0 +1,119 @@
+"""`scenekv serve`: the service behind a WebSocket gateway, with the demo page, /healthz and /metrics."""
+
+from __future__ import annotations
+
+import argparse
+
+from scenekv.cmd_inspect import add_model_arguments
+
+HELP = "serve the WebSocket API and the demo page (http://127.0.0.1:8765/)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port for HTTP and WebSocket (default 8765)")
+    add_model_arguments(p)
+    p.add_argument(
+        "--redis-url", default=None, help="Redis URL (default: REDIS_URL, 127.0.0.1:6379, or a child)"
+    )
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: a local Ray)")
+    p.add_argument(
+        "--token", default=None, help="require this bearer token (Authorization header or ?token=)"
+    )
+    p.add_argument("--media-root", default=None, help="directory that file:NAME sources may read from")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="extra browser Origin allowed to open /ws (repeatable; the server's own origin always is)",
+    )
+    p.add_argument(
+        "--fps", type=float, default=1.0, help="default frames per second of a session (default 1)"
+    )
+    p.add_argument(
+        "--carriers", default="pool:16", help="default carrier strategy of a session (default pool:16)"
+    )
+    p.add_argument("--max-frame-mb", type=float, default=4.0, help="largest pushed image in MiB (default 4)")
+    p.add_argument("--frames-per-s", type=float, default=32.0, help="per-connection frame rate limit")
+    p.add_argument("--questions-per-min", type=float, default=30.0, help="per-connection question rate limit")
+    p.add_argument("--drain-s", type=float, default=5.0, help="seconds clients get after go_away (default 5)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    from pathlib import Path
+
+    from scenekv.errors import UserError
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log = logging.getLogger("scenekv.serve")
+    if logging.getLogger().level > logging.DEBUG:  # one line per HTTP request and handshake is noise
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be in 1..65535, got {args.port}")
+    if not 0 < args.fps <= 30:
+        raise UserError(f"--fps must be in (0, 30], got {args.fps:g}")
+    media_root = None
+    if args.media_root:
+        media_root = Path(args.media_root).expanduser()
+        if not media_root.is_dir():
+            raise UserError(f"--media-root {args.media_root!r} is not a directory")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
+
+    from scenekv.web.auth import redact_url
+    from scenekv.web.config import GatewayConfig, MiB
+    from scenekv.web.server import Gateway
+    from scenekv.workers.service import SceneKVService
+
+    log.info("starting the service (Ray, Redis, model %s) ...", args.model)
+    service = SceneKVService(
+        model=args.model,
+        redis_url=args.redis_url,
+        ray_address=args.ray_address,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    try:
+        model = service.model
+        log.info("redis: %s", redact_url(str(service.redis_how)))
+        log.info("ray: %s", service.ray_address or "local (started by this process)")
+        log.info("model: %s on %s (%s)", model.get("model"), model.get("device"), model.get("dtype"))
+        if model.get("random_weights"):
+            log.warning(random_weights_banner(model.get("model", "?")))
+        config = GatewayConfig(
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            media_root=media_root,
+            allowed_origins=tuple(args.allow_origin),
+            fps=args.fps,
+            carriers=args.carriers,
+            max_frame_bytes=int(args.max_frame_mb * MiB),
+            hard_max_message_bytes=max(int(args.max_frame_mb * MiB) * 2, 8 * MiB),
+            frames_per_s=args.frames_per_s,
+            questions_per_min=args.questions_per_min,
+            drain_s=args.drain_s,
+        )
+        gateway = Gateway(service, config)
+        asyncio.run(gateway.run_until_signal(shutdown_service=False))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    finally:
+        log.info("shutting the service down")
+        service.shutdown()
+    return 0
+
+
+def random_weights_banner(model: str) -> str:
+    line = "*" * 100
+    return (
+        f"\n{line}\n*** {model}: RANDOM WEIGHTS — the architecture is real, the answers are placeholders.\n"
+        "*** Pass --model with a checkpoint (hub id or local path) for real answers.\n"
+        f"{line}"
+    )

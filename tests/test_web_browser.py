@@ -1,0 +1,125 @@
+"""The demo page in headless Chromium: load a generated video, start, see scenes, ask, get a streamed
+answer with evidence; the screenshot becomes docs/demo.png.
+
+Needs the system Chromium (`apt-get install -y chromium`) and `pip install playwright`; never
+`playwright install` (it downloads a browser). Missing either is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from redis_fixtures import REDIS_URL
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "demo.png"
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    from scenekv.web.config import GatewayConfig
+    from scenekv.web.server import GatewayThread
+    from scenekv.workers.service import SceneKVService
+
+    prefix = f"skvtest:webui:{uuid.uuid4().hex[:10]}:"
+    service = SceneKVService(
+        model="tiny-random-llava-onevision",
+        redis_url=REDIS_URL,
+        rolling={"window": 12, "chunk_frames": 4},
+        prefix=prefix,
+        num_cpus=2,
+    )
+    try:
+        with GatewayThread(service, GatewayConfig(port=0, progress_interval_s=0.5)) as gw:
+            yield gw
+    finally:
+        service.shutdown()
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install playwright (no `playwright install` needed)")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: run `apt-get install -y chromium`")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _clock(t: float) -> str:
+    return f"{int(t // 60)}:{int(t % 60):02d}"
+
+
+def test_demo_page_file_to_answer(gateway, browser, media):
+    from playwright.sync_api import expect
+
+    clip = media("web-ui.webm", duration=12.0, size=(320, 240), cuts=[4.0, 8.0])  # VP8: plays in any Chromium
+    page = browser.new_page(viewport={"width": 1366, "height": 820})
+    frames_in: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames_in.append(str(payload))))
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+
+    page.goto(gateway.http_url)
+    banner = page.locator("#random-banner")
+    banner.wait_for(state="visible", timeout=10_000)
+    assert "random weights" in banner.inner_text().lower()
+
+    page.set_input_files("#file-input", str(clip))
+    page.fill("#fps", "2")
+    page.select_option("#speed", "4")
+    page.click("#start-btn")
+
+    page.locator("#scene-list li[data-scene]").first.wait_for(timeout=60_000)
+    expect(page.locator("#st-frames")).not_to_have_text("–", timeout=30_000)
+    expect(page.locator("#st-status")).to_have_text("ended", timeout=60_000)  # the video ended: session.end
+    assert page.locator("#scene-list li[data-scene]").count() >= 2  # cuts at 4 s and 8 s
+
+    page.fill("#question", "What happens around here?")
+    page.fill("#anchor", "0:06")
+    page.click("#ask-btn")
+    answer = page.locator(".answer").first
+    try:
+        answer.locator(".chip").first.wait_for(timeout=30_000)  # evidence spans arrived with answer.done
+    except Exception as exc:
+        page.screenshot(path=str(SCREENSHOT.with_name("demo-failed.png")))
+        raise AssertionError(f"no answer with evidence; last messages: {frames_in[-5:]}") from exc
+    assert "streaming" not in (answer.get_attribute("class") or "")
+    assert answer.locator(".text").inner_text().strip()
+    assert any('"answer.delta"' in f for f in frames_in), "the answer did not stream as deltas"
+    assert any('"scene.closed"' in f for f in frames_in)
+
+    chip = answer.locator(".chip").first
+    chip.click()  # evidence seeks the video to the span's start
+    start = page.evaluate("document.querySelector('#video').currentTime")
+    assert chip.inner_text().startswith(_clock(start)), (chip.inner_text(), start)
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert not console_errors, console_errors
+    page.close()

@@ -1,0 +1,357 @@
+"""The WebSocket protocol end to end: a real websockets client against a gateway started here, on a
+real SceneKVService (tiny random model, local Ray, real Redis under a unique key prefix)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from scenekv.web.config import GatewayConfig
+from scenekv.web.protocol import pack_binary_frame
+from scenekv.web.server import GatewayThread
+
+from redis_fixtures import REDIS_URL
+
+pytestmark = pytest.mark.slow
+
+COLORS = [(200, 40, 40), (40, 180, 60), (50, 70, 220)]  # three scenes: hard cuts at 10 s and 20 s
+
+
+def frame_jpeg(t: int, size: tuple[int, int] = (128, 96)) -> bytes:
+    """Frame ``t`` of a 1 fps clip: flat colour per scene plus a moving white bar (motion inside scenes)."""
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = COLORS[min(t // 10, len(COLORS) - 1)]
+    x = (t * 11) % (w - 12)
+    img[:, x : x + 12] = 255
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def data_url(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def service():
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh")
+    from scenekv.workers.service import SceneKVService
+
+    prefix = f"skvtest:web:{uuid.uuid4().hex[:10]}:"
+    svc = SceneKVService(
+        model="tiny-random-llava-onevision",
+        redis_url=REDIS_URL,
+        rolling={"window": 12, "chunk_frames": 4},
+        prefix=prefix,
+        num_cpus=2,
+    )
+    yield svc
+    svc.shutdown()
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    assert not list(client.scan_iter(match=f"{prefix}*", count=1000))
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def media_root(tmp_path_factory, media):
+    root = tmp_path_factory.mktemp("served-media")
+    clip = media("web-clip.mp4", duration=6.0, cuts=[3.0])
+    (root / "clip.mp4").write_bytes(clip.read_bytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def gateway(service, media_root):
+    config = GatewayConfig(port=0, media_root=media_root, progress_interval_s=0.3)
+    with GatewayThread(service, config) as gw:
+        yield gw
+
+
+@pytest.fixture
+def ws(gateway):
+    with connect(gateway.ws_url, open_timeout=10, max_size=None) as conn:
+        yield conn
+
+
+def send(conn: ClientConnection, **msg) -> None:
+    conn.send(json.dumps(msg))
+
+
+def recv_until(conn: ClientConnection, pred, timeout: float = 30.0, seen: list | None = None) -> dict:
+    """Next message matching ``pred`` (others are appended to ``seen``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching message within {timeout} s; saw {seen!r}")
+        msg = json.loads(conn.recv(timeout=left))
+        if pred(msg):
+            return msg
+        if seen is not None:
+            seen.append(msg)
+
+
+def of_type(kind: str, **fields):
+    return lambda m: m["type"] == kind and all(m.get(k) == v for k, v in fields.items())
+
+
+def start_push(conn: ClientConnection, fps: float = 1.0) -> str:
+    send(conn, type="session.start", source="push", fps=fps, carriers="pool:4")
+    started = recv_until(conn, of_type("session.started"))
+    assert started["random_weights"] is True and started["model"] == "tiny-random-llava-onevision"
+    return started["stream_id"]
+
+
+def push(conn: ClientConnection, times, binary: bool = True) -> None:
+    for t in times:
+        if binary:
+            conn.send(pack_binary_frame(float(t), frame_jpeg(t)))
+        else:
+            send(conn, type="frame.append", pts=float(t), image=data_url(frame_jpeg(t)))
+
+
+def ask(conn: ClientConnection, qid: str, text: str = "What happens?", **kw) -> tuple[list[dict], dict]:
+    send(conn, type="question.ask", id=qid, text=text, **kw)
+    deltas: list[dict] = []
+    end = recv_until(
+        conn, lambda m: m.get("id") == qid and m["type"] in ("answer.done", "error"), seen=deltas
+    )
+    return [d for d in deltas if d["type"] == "answer.delta" and d["id"] == qid], end
+
+
+def http_get(url: str, headers: dict | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+# -- tests ------------------------------------------------------------------------------------------
+def test_push_30_frames_then_ask_at_an_anchor(ws):
+    start_push(ws)
+    push(ws, range(0, 15), binary=True)
+    push(ws, range(15, 30), binary=False)  # both frame encodings
+    seen: list[dict] = []
+    first = recv_until(ws, of_type("scene.closed"), seen=seen)
+    assert first["scene_id"] == 0 and first["start"] == 0.0
+    assert 9.0 <= first["end"] <= 11.0  # the cut at 10 s
+    deltas, done = ask(ws, "q1", at=12, max_tokens=12)
+    assert done["type"] == "answer.done", done
+    assert deltas and "".join(d["text"] for d in deltas) == done["text"]
+    assert any(e["start"] <= 12 <= e["end"] for e in done["evidence"]), done["evidence"]
+    assert done["ttft_ms"] > 0 and done["usage"]["generated_tokens"] <= 12
+    assert not any(m["type"] == "error" for m in seen), seen
+
+
+def test_progress_reports_frames_lag_and_memory(ws):
+    start_push(ws)
+    push(ws, range(16))  # more than the 12-frame device window: older chunks go to Redis
+    progress = recv_until(
+        ws, lambda m: m["type"] == "ingest.progress" and m.get("frames") == 16 and m.get("memory_bytes")
+    )
+    assert progress["pts"] == 15.0 and progress["lag_s"] >= 0 and progress["chunks"] >= 1
+
+
+def test_two_clients_on_one_stream_both_get_scenes(gateway, ws):
+    sid = start_push(ws)
+    push(ws, range(3))
+    with connect(gateway.ws_url, open_timeout=10) as viewer:
+        send(viewer, type="session.start", stream_id=sid)
+        started = recv_until(viewer, of_type("session.started"))
+        assert started["stream_id"] == sid
+        push(ws, range(3, 26))
+        a = recv_until(ws, of_type("scene.closed", scene_id=0))
+        b = recv_until(viewer, of_type("scene.closed", scene_id=0))
+        assert (a["start"], a["end"]) == (b["start"], b["end"])
+        # the viewer can ask about the pusher's stream
+        _, done = ask(viewer, "v1", last=5, max_tokens=4)
+        assert done["type"] == "answer.done"
+
+
+def test_cancel_stops_an_answer(ws):
+    start_push(ws)
+    push(ws, range(8))
+    send(ws, type="question.ask", id="long", text="Describe everything in detail.", max_tokens=1024)
+    recv_until(ws, of_type("answer.delta", id="long"))
+    send(ws, type="question.cancel", id="long")
+    done = recv_until(ws, lambda m: m.get("id") == "long" and m["type"] == "answer.done")
+    assert done["finish_reason"] == "cancelled"
+    assert done["usage"]["generated_tokens"] < 1024
+    send(ws, type="question.cancel", id="long")  # no longer in flight
+    assert recv_until(ws, of_type("error", id="long"))["code"] == "unknown_question"
+
+
+def test_reconnect_with_stream_id_continues(gateway):
+    with connect(gateway.ws_url) as first:
+        sid = start_push(first)
+        push(first, range(10))
+        recv_until(first, lambda m: m["type"] == "ingest.progress" and m.get("pts") == 9.0)
+    with connect(gateway.ws_url) as again:
+        send(again, type="session.start", stream_id=sid)
+        started = recv_until(again, of_type("session.started"))
+        assert started["stream_id"] == sid and started["last_pts"] == 9.0
+        push(again, [5])  # already in the stream
+        assert recv_until(again, of_type("error"))["code"] == "bad_pts"
+        push(again, range(10, 16))
+        _, done = ask(again, "r1", at=14, max_tokens=4)
+        assert done["type"] == "answer.done"
+        assert any(e["start"] <= 14 <= e["end"] for e in done["evidence"])
+
+
+def test_anchor_in_the_future_is_an_error(ws):
+    start_push(ws)
+    push(ws, range(5))
+    _, err = ask(ws, "future", at=3600)
+    assert err["type"] == "error" and err["code"] == "anchor_in_future" and err["id"] == "future"
+    _, ok = ask(ws, "now", at=2, max_tokens=2)  # the connection is still usable
+    assert ok["type"] == "answer.done"
+
+
+def test_malformed_messages_get_errors_and_the_connection_stays_usable(ws):
+    def expect(raw: str | bytes, code: str) -> None:
+        ws.send(raw)
+        err = recv_until(ws, of_type("error"), timeout=10)
+        assert err["code"] == code, err
+
+    expect("{oops", "bad_json")
+    expect('{"type": "teleport"}', "unknown_type")
+    expect('{"type": "session.start"}', "bad_request")
+    expect(pack_binary_frame(0.0, frame_jpeg(0)), "no_session")  # frames before session.start
+    expect('{"type": "question.ask", "id": "a", "text": "hi"}', "no_session")
+    expect('{"type": "session.start", "stream_id": "s-does-not-exist"}', "unknown_stream")
+    start_push(ws)
+    expect('{"type": "question.ask", "id": "a", "text": "hi"}', "no_frames")  # before any frame
+    expect('{"type": "question.ask", "id": "a"}', "bad_request")
+    expect(pack_binary_frame(0.0, b"not an image"), "bad_image")
+    expect(b"\x00\x00\x00\x05{bad}jpeg", "bad_json")
+    expect(pack_binary_frame(1.0, b"\xff" * (5 << 20)), "too_large")  # over the 4 MiB frame limit
+    expect(json.dumps({"type": "question.ask", "id": "b", "text": "x" * 100_000}), "too_large")
+    push(ws, range(2, 6))  # still usable after every error
+    _, done = ask(ws, "fine", max_tokens=2)
+    assert done["type"] == "answer.done"
+
+
+def test_sources_are_checked(ws):
+    def expect(source: str, code: str) -> None:
+        send(ws, type="session.start", source=source)
+        assert recv_until(ws, of_type("error"), timeout=15)["code"] == code, source
+
+    expect("file:../../etc/passwd", "forbidden_source")
+    expect("gopher://example.com/x", "forbidden_source")
+    expect("/etc/passwd", "bad_request")
+    expect("file:nope.mp4", "bad_request")
+
+
+def test_file_source_under_the_media_root(ws):
+    send(ws, type="session.start", source="file:clip.mp4", fps=2)
+    started = recv_until(ws, of_type("session.started"), timeout=30)
+    assert started["source"] == "file:clip.mp4"  # the server path is not echoed
+    progress = recv_until(
+        ws, lambda m: m["type"] == "ingest.progress" and m.get("status") == "done", timeout=60
+    )
+    assert progress["frames"] == 12
+    send(ws, type="frame.append", pts=99, image=data_url(frame_jpeg(0)))  # the server reads this one
+    assert recv_until(ws, of_type("error"))["code"] == "bad_request"
+
+
+def test_rate_limits(service):
+    config = GatewayConfig(port=0, frames_per_s=2, questions_per_min=1)
+    with GatewayThread(service, config) as gw, connect(gw.ws_url) as conn:
+        start_push(conn)
+        push(conn, range(6))  # a burst of 4 passes, then 2 frames/s
+        limited = [recv_until(conn, of_type("error"))["pts"] for _ in range(2)]
+        assert limited == [4.0, 5.0]
+        _, done = ask(conn, "one", max_tokens=2)
+        assert done["type"] == "answer.done"
+        _, refused = ask(conn, "two")
+        assert refused["code"] == "rate_limited"
+    assert gw.gateway.metrics.errors.get(code="rate_limited") == 3
+
+
+def test_token_is_required_when_set(service):
+    config = GatewayConfig(port=0, token="s3cret")
+    with GatewayThread(service, config) as gw:
+        with pytest.raises(InvalidStatus) as info:
+            connect(gw.ws_url)
+        assert info.value.response.status_code == 401
+        with pytest.raises(InvalidStatus):
+            connect(gw.ws_url, additional_headers={"Authorization": "Bearer wrong"})
+        with connect(gw.ws_url, additional_headers={"Authorization": "Bearer s3cret"}) as conn:
+            start_push(conn)
+        with connect(gw.ws_url + "?token=s3cret") as conn:
+            start_push(conn)
+        assert http_get(gw.http_url + "metrics")[0] == 401
+        assert http_get(gw.http_url + "metrics?token=s3cret")[0] == 200
+        assert http_get(gw.http_url + "healthz")[0] == 200
+
+
+def test_foreign_browser_origin_is_refused(gateway):
+    with pytest.raises(InvalidStatus) as info:
+        connect(gateway.ws_url, origin="http://evil.example")
+    assert info.value.response.status_code == 403
+    own = gateway.http_url.rstrip("/")
+    with connect(gateway.ws_url, origin=own) as conn:
+        start_push(conn)
+
+
+def test_go_away_on_drain(service):
+    gw = GatewayThread(service, GatewayConfig(port=0)).start()
+    with connect(gw.ws_url) as conn:
+        start_push(conn)
+        gw.stop(drain_s=0.5)
+        assert recv_until(conn, of_type("go_away"), timeout=5)["time_left_ms"] == 500
+        with pytest.raises(ConnectionClosed) as info:
+            conn.recv(timeout=5)
+        assert info.value.rcvd.code == 1001
+
+
+def test_healthz_metrics_and_page(gateway, ws):
+    start_push(ws)
+    push(ws, range(3))
+    ask(ws, "m1", max_tokens=2)
+    status, body = http_get(gateway.http_url + "healthz")
+    health = json.loads(body)
+    assert status == 200 and health["ok"] and health["redis"]["ok"] and health["ray"]["ok"]
+    assert health["model"]["random_weights"] is True
+    status, text = http_get(gateway.http_url + "metrics")
+    assert status == 200
+    for name in [
+        "scenekv_frames_ingested_total",
+        "scenekv_encode_seconds_bucket",
+        "scenekv_frame_queue_depth",
+        "scenekv_ingest_lag_seconds",
+        "scenekv_stream_memory_bytes",
+        'scenekv_answers_total{finish_reason="length"}',
+        "scenekv_answer_ttft_seconds_count",
+        "scenekv_errors_total",
+    ]:
+        assert name in text, name
+    status, page = http_get(gateway.http_url)
+    assert status == 200 and '<script type="module" src="/static/app.js">' in page
+    assert http_get(gateway.http_url + "static/app.js")[0] == 200
+    assert http_get(gateway.http_url + "static/../server.py")[0] == 404
+    assert http_get(gateway.http_url + "nope")[0] == 404
+    config = json.loads(http_get(gateway.http_url + "config.json")[1])
+    assert config["random_weights"] is True and config["media"] == ["clip.mp4"]

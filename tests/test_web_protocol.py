@@ -1,0 +1,214 @@
+"""Edge rules of the gateway without a model: message parsing, sources, auth, limits, metrics."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scenekv.web import protocol as P
+from scenekv.web.auth import origin_ok, redact_url, token_ok
+from scenekv.web.imaging import decode_image
+from scenekv.web.metrics import GatewayMetrics
+from scenekv.web.protocol import ProtocolError, pack_binary_frame, parse_binary, parse_text
+from scenekv.web.ratelimit import TokenBucket
+from scenekv.web.sources import list_media, resolve_source
+
+LIMITS = {"max_text_bytes": 64 * 1024, "max_frame_bytes": 4 * 2**20}
+
+
+def jpeg(w: int = 64, h: int = 48, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def code_of(text: str) -> str:
+    with pytest.raises(ProtocolError) as info:
+        parse_text(text, **LIMITS)
+    return info.value.code
+
+
+def test_every_client_message_parses():
+    start = parse_text(
+        '{"type": "session.start", "source": "push", "fps": 2, "carriers": "pool:4"}', **LIMITS
+    )
+    assert start == P.SessionStart(source="push", stream_id=None, fps=2.0, carriers="pool:4")
+    attach = parse_text('{"type": "session.start", "stream_id": "s1"}', **LIMITS)
+    assert attach.stream_id == "s1" and attach.source is None
+    url = "data:image/jpeg;base64," + base64.b64encode(jpeg()).decode()
+    frame = parse_text(json.dumps({"type": "frame.append", "pts": 1.5, "image": url}), **LIMITS)
+    assert frame.pts == 1.5 and frame.image == jpeg()
+    ask = parse_text('{"type": "question.ask", "id": "q1", "text": "what?", "range": [1, "00:02"]}', **LIMITS)
+    assert ask.range == (1, "00:02") and ask.max_tokens == 128
+    assert parse_text('{"type": "question.cancel", "id": 7}', **LIMITS) == P.QuestionCancel(id="7")
+    assert isinstance(parse_text('{"type": "session.end"}', **LIMITS), P.SessionEnd)
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "bad_json"),
+        ('{"no_type": 1}', "bad_request"),
+        ('{"type": "video.play"}', "unknown_type"),
+        ('{"type": "session.start"}', "bad_request"),
+        ('{"type": "session.start", "source": "push", "fps": 0}', "bad_request"),
+        ('{"type": "session.start", "source": "push", "stream_id": "s"}', "bad_request"),
+        ('{"type": "frame.append", "image": "data:image/jpeg;base64,AAAA"}', "bad_request"),
+        ('{"type": "frame.append", "pts": -1, "image": "data:image/jpeg;base64,AAAA"}', "bad_request"),
+        ('{"type": "frame.append", "pts": 1, "image": "http://x/y.jpg"}', "bad_request"),
+        ('{"type": "frame.append", "pts": 1, "image": "data:image/jpeg;base64,@@@"}', "bad_image"),
+        ('{"type": "question.ask", "text": "hi"}', "bad_request"),
+        ('{"type": "question.ask", "id": "q", "text": "  "}', "bad_request"),
+        ('{"type": "question.ask", "id": "q", "text": "hi", "at": 1, "last": 5}', "bad_request"),
+        ('{"type": "question.ask", "id": "q", "text": "hi", "range": [1]}', "bad_request"),
+        ('{"type": "question.ask", "id": "q", "text": "hi", "max_tokens": 0}', "bad_request"),
+        ('{"type": "question.ask", "id": "q", "text": "hi", "last": true}', "bad_request"),
+        ('{"type": "question.cancel"}', "bad_request"),
+    ],
+)
+def test_malformed_messages_have_stable_codes(text, code):
+    assert code_of(text) == code
+
+
+def test_size_limits():
+    big_question = json.dumps({"type": "question.ask", "id": "q", "text": "x" * 70_000})
+    assert code_of(big_question) == "too_large"
+    huge = json.dumps(
+        {"type": "frame.append", "pts": 1, "image": "data:image/jpeg;base64," + "A" * (6 << 20)}
+    )
+    assert code_of(huge) == "too_large"
+    with pytest.raises(ProtocolError) as info:
+        parse_binary(pack_binary_frame(1.0, b"\xff" * (5 << 20)), max_frame_bytes=4 << 20)
+    assert info.value.code == "too_large"
+
+
+def test_binary_frames():
+    frame = parse_binary(pack_binary_frame(2.25, jpeg()), max_frame_bytes=1 << 20)
+    assert frame.pts == 2.25 and frame.image == jpeg()
+    bad = [
+        b"\x00\x00",  # shorter than the length prefix
+        struct.pack(">I", 999) + b"{}",  # header length past the end
+        struct.pack(">I", 2) + b"{}",  # header without pts, no image
+        struct.pack(">I", 3) + b"{x}" + b"img",  # header not JSON
+    ]
+    codes = []
+    for data in bad:
+        with pytest.raises(ProtocolError) as info:
+            parse_binary(data, max_frame_bytes=1 << 20)
+        codes.append(info.value.code)
+    assert codes == ["bad_request", "bad_request", "bad_request", "bad_json"]
+
+
+def test_images_decode_to_small_rgb():
+    assert decode_image(jpeg(64, 48)).shape == (48, 64, 3)
+    big = decode_image(jpeg(1600, 900, "PNG"), max_side=512)
+    assert big.shape == (288, 512, 3) and big.dtype == np.uint8
+    with pytest.raises(ProtocolError) as info:
+        decode_image(b"GIF89a not an image")
+    assert info.value.code == "bad_image"
+    with pytest.raises(ProtocolError) as info:
+        decode_image(jpeg(300, 300), max_pixels=10_000)
+    assert info.value.code == "too_large"
+
+
+def test_sources_stay_inside_the_media_root(tmp_path):
+    root = tmp_path / "media"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "secret.mp4").write_bytes(b"x")
+    (root / "link.mp4").symlink_to(tmp_path / "secret.mp4")
+    assert resolve_source("push", root) == "push"
+    assert resolve_source("file:sub/clip.mp4", root) == str((root / "sub" / "clip.mp4").resolve())
+    assert resolve_source("rtsp://cam.local/live", root) == "rtsp://cam.local/live"
+    forbidden = [
+        "file:../secret.mp4",
+        "file:/../../secret.mp4",
+        "file:link.mp4",
+        "ftp://h/x",
+        "file:///etc/passwd",
+    ]
+    for source in forbidden:
+        with pytest.raises(ProtocolError) as info:
+            resolve_source(source, root)
+        assert info.value.code == "forbidden_source", source
+    for source in ["/etc/passwd", "file:", "file:missing.mp4", "http:///nohost"]:
+        with pytest.raises(ProtocolError) as info:
+            resolve_source(source, root)
+        assert info.value.code == "bad_request", source
+    with pytest.raises(ProtocolError) as info:
+        resolve_source("file:sub/clip.mp4", None)
+    assert info.value.code == "forbidden_source"
+    assert list_media(root) == ["sub/clip.mp4"]
+
+
+def test_token_and_origin():
+    headers = {"Authorization": "Bearer s3cret"}
+    assert token_ok(None, {}, "/ws")
+    assert token_ok("s3cret", headers, "/ws")
+    assert token_ok("s3cret", {}, "/ws?token=s3cret")
+    assert not token_ok("s3cret", {}, "/ws")
+    assert not token_ok("s3cret", {"Authorization": "Bearer nope"}, "/ws?token=s3cret")
+    assert origin_ok(None, "127.0.0.1:8765", ())
+    assert origin_ok("http://127.0.0.1:8765", "127.0.0.1:8765", ())
+    assert not origin_ok("http://evil.example", "127.0.0.1:8765", ())
+    assert origin_ok("https://app.example/", "127.0.0.1:8765", ("https://app.example",))
+    assert redact_url("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
+
+
+def test_token_bucket():
+    now = [0.0]
+    bucket = TokenBucket(rate=1.0, burst=2.0, clock=lambda: now[0])
+    assert bucket.take() and bucket.take() and not bucket.take()
+    now[0] = 1.0
+    assert bucket.take() and not bucket.take()
+
+
+def test_metrics_text_format():
+    m = GatewayMetrics()
+    m.frames.inc(3)
+    m.errors.inc(code="bad_json")
+    m.memory.set(1024, stream="s1")
+    m.ttft.observe(0.02)
+    text = m.render()
+    assert "# TYPE scenekv_frames_ingested_total counter" in text
+    assert "scenekv_frames_ingested_total 3" in text
+    assert 'scenekv_errors_total{code="bad_json"} 1' in text
+    assert 'scenekv_stream_memory_bytes{stream="s1"} 1024' in text
+    assert 'scenekv_answer_ttft_seconds_bucket{le="0.025"} 1' in text
+    assert 'scenekv_answer_ttft_seconds_bucket{le="+Inf"} 1' in text
+    assert "scenekv_answer_ttft_seconds_count 1" in text
+
+
+def test_serve_command_is_light_and_parses_its_flags():
+    import argparse
+    import subprocess
+    import sys
+
+    from scenekv import cmd_serve
+
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_arguments(parser)
+    args = parser.parse_args(["--port", "0", "--token", "t", "--allow-origin", "https://a.example"])
+    assert (args.host, args.port, args.token, args.allow_origin) == (
+        "127.0.0.1",
+        0,
+        "t",
+        ["https://a.example"],
+    )
+    assert (args.model, args.fps, args.carriers, args.media_root) == ("auto", 1.0, "pool:16", None)
+    assert "RANDOM WEIGHTS" in cmd_serve.random_weights_banner("tiny")
+    # `scenekv --help` stays instant, and the web layer talks to workers only (no Ray/torch/qa here).
+    code = (
+        "import sys, scenekv.cmd_serve, scenekv.web.server;"
+        "heavy = ('ray', 'torch', 'scenekv.qa', 'scenekv.memory', 'scenekv.vlm');"
+        "bad = [m for m in heavy if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

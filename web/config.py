@@ -1,0 +1,29 @@
+"""Gateway settings: what `scenekv serve` flags set, with defaults a laptop demo can live with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 2**20
+
+
+@dataclass
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None  # bearer token for /ws and /metrics; None: open (loopback demo)
+    media_root: Path | None = None  # where "file:NAME" sources may come from; None: file sources off
+    allowed_origins: tuple[str, ...] = ()  # extra browser origins besides the server's own
+    fps: float = 1.0  # default sampling rate for sessions that give none
+    carriers: str = "pool:16"
+    max_frame_bytes: int = 4 * MiB  # one pushed image (binary or base64-decoded)
+    max_text_bytes: int = 64 * 1024  # any JSON message other than frame.append
+    hard_max_message_bytes: int = 8 * MiB  # beyond this websockets closes the connection (1009)
+    frames_per_s: float = 32.0  # sustained per-connection push rate (burst: 2 s worth)
+    questions_per_min: float = 30.0  # per connection (burst: 10)
+    max_questions_in_flight: int = 4  # per connection
+    frame_queue: int = 4  # frames buffered per connection before reading stops (backpressure)
+    progress_interval_s: float = 1.0
+    drain_s: float = 5.0  # how long clients get after go_away before the service shuts down
+    static_dir: Path = field(default_factory=lambda: Path(__file__).parent / "static")

@@ -1,0 +1,162 @@
+"""Plain HTTP on the WebSocket port: the demo page, /healthz, /metrics, /config.json, and the
+handshake checks for /ws (token, Origin, draining) — all through websockets' ``process_request``.
+
+One port for everything keeps the demo a single URL and means no second server dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import mimetypes
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from .auth import origin_ok, redact_url, token_ok
+from .sources import list_media
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from .server import Gateway
+
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: mediastream: http: https:; connect-src 'self' ws: wss:; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+REASONS = {
+    200: "OK",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    503: "Service Unavailable",
+}
+
+
+def response(status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Response:
+    headers = Headers()
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = "no-cache"
+    headers["X-Content-Type-Options"] = "nosniff"
+    for key, value in (extra or {}).items():
+        headers[key] = value
+    return Response(status, REASONS.get(status, "OK"), headers, body)
+
+
+def json_response(status: int, payload: dict, extra: dict[str, str] | None = None) -> Response:
+    return response(status, json.dumps(payload, indent=1).encode(), "application/json", extra)
+
+
+def error_response(status: int, code: str, message: str, extra: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"type": "error", "code": code, "message": message}, extra)
+
+
+class HttpRoutes:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.static_dir = gateway.config.static_dir.resolve()
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        result = await self._route(path, request)
+        status = result.status_code if result is not None else 101
+        self.gw.metrics.http.inc(path=path if path in _KNOWN_PATHS else "other", status=str(status))
+        return result
+
+    async def _route(self, path: str, request: Request) -> Response | None:
+        cfg = self.gw.config
+        authorized = token_ok(cfg.token, request.headers, request.path)
+        if path == "/ws":
+            host = request.headers.get("Host")
+            if not origin_ok(request.headers.get("Origin"), host, cfg.allowed_origins):
+                self.gw.metrics.errors.inc(code="forbidden_origin")
+                return error_response(403, "forbidden_origin", "this Origin may not open the WebSocket")
+            if not authorized:
+                self.gw.metrics.errors.inc(code="unauthorized")
+                return error_response(
+                    401,
+                    "unauthorized",
+                    "missing or wrong token (Authorization: Bearer T or ?token=T)",
+                    {"WWW-Authenticate": 'Bearer realm="scenekv"'},
+                )
+            if self.gw.draining:
+                return error_response(503, "going_away", "the server is shutting down")
+            return None  # go on with the WebSocket handshake
+        if path == "/healthz":
+            return await self._healthz()
+        if path == "/metrics":
+            if not authorized:
+                return error_response(401, "unauthorized", "missing or wrong token")
+            return response(
+                200, self.gw.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
+            )
+        if path == "/config.json":
+            return json_response(200, self._page_config(authorized))
+        return self._static(path)
+
+    async def _healthz(self) -> Response:
+        try:
+            health = await asyncio.wait_for(asyncio.to_thread(self.gw.service.health), timeout=5)
+        except Exception as exc:
+            health = {"redis": {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, "ray": {"ok": False}}
+        if isinstance(health.get("redis"), dict) and health["redis"].get("url"):
+            health["redis"] = {**health["redis"], "url": redact_url(health["redis"]["url"])}
+        ok = all(bool(health.get(part, {}).get("ok")) for part in ("redis", "ray")) and not self.gw.draining
+        body = {
+            "ok": ok,
+            **health,
+            "model": self.gw.service.model,
+            "redis_how": redact_url(str(getattr(self.gw.service, "redis_how", ""))),
+            "draining": self.gw.draining,
+            "connections": len(self.gw.connections),
+            "streams": len(self.gw.registry.streams),
+        }
+        return json_response(200 if ok else 503, body)
+
+    def _page_config(self, authorized: bool) -> dict:
+        cfg = self.gw.config
+        model = self.gw.service.model
+        return {
+            "model": model.get("model"),
+            "random_weights": bool(model.get("random_weights")),
+            "fps": cfg.fps,
+            "carriers": cfg.carriers,
+            "token_required": bool(cfg.token),
+            "media": list_media(cfg.media_root) if authorized else [],
+            "max_frame_bytes": cfg.max_frame_bytes,
+        }
+
+    def _static(self, path: str) -> Response:
+        name = "index.html" if path in ("/", "/index.html") else None
+        if name is None and path.startswith("/static/"):
+            name = unquote(path[len("/static/") :])
+        if not name:
+            return error_response(404, "not_found", f"no page at {path}")
+        file = (self.static_dir / name).resolve()
+        if not file.is_relative_to(self.static_dir) or not file.is_file():
+            return error_response(404, "not_found", f"no page at {path}")
+        return response(
+            200,
+            file.read_bytes(),
+            _content_type(file),
+            {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"},
+        )
+
+
+_KNOWN_PATHS = {"/", "/ws", "/healthz", "/metrics", "/config.json", "/index.html"}
+
+
+def _content_type(path: Path) -> str:
+    if path.suffix == ".js":
+        return "text/javascript; charset=utf-8"
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return ctype + ("; charset=utf-8" if ctype.startswith("text/") else "")

@@ -1,0 +1,268 @@
+"""The WebSocket protocol's client messages: parsing and validation, one place for every rule.
+
+Every client message is checked here before it reaches the service, so a bad message becomes one
+``error`` reply with a stable code and the connection stays usable. docs/protocol.md is the
+user-facing description of the same rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from scenekv.errors import UserError
+
+# Stable error codes (docs/protocol.md lists them with their meaning).
+BAD_JSON = "bad_json"
+UNKNOWN_TYPE = "unknown_type"
+BAD_REQUEST = "bad_request"
+TOO_LARGE = "too_large"
+RATE_LIMITED = "rate_limited"
+NO_SESSION = "no_session"
+NO_FRAMES = "no_frames"
+BAD_PTS = "bad_pts"
+BAD_IMAGE = "bad_image"
+DUPLICATE_ID = "duplicate_id"
+UNKNOWN_QUESTION = "unknown_question"
+FORBIDDEN_SOURCE = "forbidden_source"
+GOING_AWAY = "going_away"
+INTERNAL = "internal"
+
+MAX_ID_CHARS = 128
+MAX_QUESTION_CHARS = 4000
+MAX_TOKENS_LIMIT = 1024
+MAX_HEADER_BYTES = 4096
+_DATA_URL = re.compile(r"^data:image/(jpeg|jpg|png|webp);base64,", re.IGNORECASE)
+
+
+class ProtocolError(UserError):
+    """A message the server refuses; becomes ``{"type": "error", code, message, id?}``."""
+
+    def __init__(self, code: str, message: str, *, id: str | None = None, **extra: Any) -> None:
+        super().__init__(message, code=code)
+        self.id = id
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class SessionStart:
+    source: str | None  # None when attaching to stream_id
+    stream_id: str | None
+    fps: float | None
+    carriers: str | None
+
+
+@dataclass(frozen=True)
+class FrameAppend:
+    pts: float
+    image: bytes  # encoded JPEG / PNG
+
+
+@dataclass(frozen=True)
+class QuestionAsk:
+    id: str
+    text: str
+    at: float | str | None
+    range: tuple[float | str, float | str] | None
+    last: float | None
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class QuestionCancel:
+    id: str
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    pass
+
+
+ClientMessage = SessionStart | FrameAppend | QuestionAsk | QuestionCancel | SessionEnd
+
+
+def encode(type_: str, **fields: Any) -> str:
+    """A server message as JSON text (``None`` fields are left out)."""
+    return json.dumps({"type": type_, **{k: v for k, v in fields.items() if v is not None}})
+
+
+def error_message(code: str, message: str, id: str | None = None, **extra: Any) -> str:
+    return encode("error", code=code, message=message, id=id, **extra)
+
+
+def parse_text(text: str, *, max_text_bytes: int, max_frame_bytes: int) -> ClientMessage:
+    """Parse one JSON text message. Frames may be larger than other messages (base64 images)."""
+    frame_limit = max_frame_bytes * 4 // 3 + MAX_HEADER_BYTES
+    if len(text) > frame_limit:
+        raise ProtocolError(TOO_LARGE, f"message of {len(text)} bytes exceeds {frame_limit}")
+    try:
+        msg = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"message is not valid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(BAD_JSON, "a message must be a JSON object with a 'type'")
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_REQUEST, "missing field 'type'")
+    if kind != "frame.append" and len(text) > max_text_bytes:
+        raise ProtocolError(TOO_LARGE, f"{kind} message of {len(text)} bytes exceeds {max_text_bytes}")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind!r}", id=_maybe_id(msg))
+    return parser(msg, max_frame_bytes)
+
+
+def parse_binary(data: bytes, *, max_frame_bytes: int) -> FrameAppend:
+    """Binary frame: 4-byte big-endian header length, JSON header {pts}, then JPEG/PNG bytes."""
+    if len(data) > max_frame_bytes + MAX_HEADER_BYTES:
+        raise ProtocolError(TOO_LARGE, f"binary frame of {len(data)} bytes exceeds {max_frame_bytes}")
+    if len(data) < 4:
+        raise ProtocolError(BAD_REQUEST, "binary frame shorter than its 4-byte header length")
+    (n,) = struct.unpack(">I", data[:4])
+    if n > MAX_HEADER_BYTES or 4 + n > len(data):
+        raise ProtocolError(BAD_REQUEST, f"binary frame header length {n} is out of range")
+    try:
+        header = json.loads(data[4 : 4 + n])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(BAD_JSON, f"binary frame header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(BAD_JSON, "binary frame header must be a JSON object")
+    image = bytes(data[4 + n :])
+    if not image:
+        raise ProtocolError(BAD_REQUEST, "binary frame has no image bytes")
+    if len(image) > max_frame_bytes:
+        raise ProtocolError(TOO_LARGE, f"image of {len(image)} bytes exceeds {max_frame_bytes}")
+    return FrameAppend(pts=_pts(header), image=image)
+
+
+def pack_binary_frame(pts: float, image: bytes) -> bytes:
+    """The binary frame layout, for clients written in Python (tests, scripts)."""
+    header = json.dumps({"pts": pts}).encode()
+    return struct.pack(">I", len(header)) + header + image
+
+
+# -- per-type parsers -------------------------------------------------------------------------------
+def _session_start(msg: dict, _limit: int) -> SessionStart:
+    sid = msg.get("stream_id")
+    source = msg.get("source")
+    if sid is not None:
+        if not isinstance(sid, str) or not sid or len(sid) > MAX_ID_CHARS:
+            raise ProtocolError(BAD_REQUEST, "'stream_id' must be a non-empty string")
+        if source is not None:
+            raise ProtocolError(BAD_REQUEST, "give either 'source' (new stream) or 'stream_id' (attach)")
+        return SessionStart(source=None, stream_id=sid, fps=None, carriers=None)
+    if not isinstance(source, str) or not source:
+        raise ProtocolError(
+            BAD_REQUEST, "session.start needs 'source' (push, file:NAME or URL) or 'stream_id'"
+        )
+    fps = msg.get("fps")
+    if fps is not None and (not _is_number(fps) or not 0 < fps <= 30):
+        raise ProtocolError(BAD_REQUEST, "'fps' must be a number in (0, 30]")
+    carriers = msg.get("carriers")
+    if carriers is not None and (not isinstance(carriers, str) or not 0 < len(carriers) <= 64):
+        raise ProtocolError(BAD_REQUEST, "'carriers' must be a string like 'pool:16'")
+    return SessionStart(
+        source=source, stream_id=None, fps=float(fps) if fps is not None else None, carriers=carriers
+    )
+
+
+def _frame_append(msg: dict, max_frame_bytes: int) -> FrameAppend:
+    pts = _pts(msg)
+    image = msg.get("image")
+    if not isinstance(image, str):
+        raise ProtocolError(BAD_REQUEST, "frame.append needs 'image' as a data:image/jpeg;base64 URL")
+    match = _DATA_URL.match(image)
+    if match is None:
+        raise ProtocolError(BAD_REQUEST, "'image' must be a data URL: data:image/jpeg;base64,... (or png)")
+    try:
+        raw = base64.b64decode(image[match.end() :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(BAD_IMAGE, "'image' is not valid base64") from None
+    if len(raw) > max_frame_bytes:
+        raise ProtocolError(TOO_LARGE, f"image of {len(raw)} bytes exceeds {max_frame_bytes}")
+    return FrameAppend(pts=pts, image=raw)
+
+
+def _question_ask(msg: dict, _limit: int) -> QuestionAsk:
+    qid = _id(msg)
+    text = msg.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ProtocolError(BAD_REQUEST, "question.ask needs a non-empty 'text'", id=qid)
+    if len(text) > MAX_QUESTION_CHARS:
+        raise ProtocolError(TOO_LARGE, f"question longer than {MAX_QUESTION_CHARS} characters", id=qid)
+    at, range_, last = msg.get("at"), msg.get("range"), msg.get("last")
+    if sum(x is not None for x in (at, range_, last)) > 1:
+        raise ProtocolError(BAD_REQUEST, "give at most one of 'at', 'range', 'last'", id=qid)
+    if at is not None and not _is_time(at):
+        raise ProtocolError(BAD_REQUEST, "'at' must be seconds or 'hh:mm:ss'", id=qid)
+    if range_ is not None:
+        if not isinstance(range_, list) or len(range_) != 2 or not all(_is_time(x) for x in range_):
+            raise ProtocolError(BAD_REQUEST, "'range' must be [start, end] in seconds or 'hh:mm:ss'", id=qid)
+        range_ = (range_[0], range_[1])
+    if last is not None and (not _is_number(last) or last <= 0):
+        raise ProtocolError(BAD_REQUEST, "'last' must be a positive number of seconds", id=qid)
+    max_tokens = msg.get("max_tokens", 128)
+    if (
+        not isinstance(max_tokens, int)
+        or isinstance(max_tokens, bool)
+        or not 1 <= max_tokens <= MAX_TOKENS_LIMIT
+    ):
+        raise ProtocolError(
+            BAD_REQUEST, f"'max_tokens' must be an integer in [1, {MAX_TOKENS_LIMIT}]", id=qid
+        )
+    return QuestionAsk(id=qid, text=text, at=at, range=range_, last=last, max_tokens=max_tokens)
+
+
+def _question_cancel(msg: dict, _limit: int) -> QuestionCancel:
+    return QuestionCancel(id=_id(msg))
+
+
+def _session_end(msg: dict, _limit: int) -> SessionEnd:
+    return SessionEnd()
+
+
+_PARSERS = {
+    "session.start": _session_start,
+    "frame.append": _frame_append,
+    "question.ask": _question_ask,
+    "question.cancel": _question_cancel,
+    "session.end": _session_end,
+}
+
+
+# -- field helpers --------------------------------------------------------------------------------
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_time(x: Any) -> bool:
+    if _is_number(x):
+        return x >= 0
+    return isinstance(x, str) and 0 < len(x) <= 32
+
+
+def _pts(msg: dict) -> float:
+    pts = msg.get("pts")
+    if not _is_number(pts) or pts < 0:
+        raise ProtocolError(BAD_REQUEST, "'pts' must be a finite number of seconds >= 0")
+    return float(pts)
+
+
+def _id(msg: dict) -> str:
+    qid = msg.get("id")
+    if isinstance(qid, int) and not isinstance(qid, bool):
+        qid = str(qid)
+    if not isinstance(qid, str) or not qid or len(qid) > MAX_ID_CHARS:
+        raise ProtocolError(BAD_REQUEST, f"{msg.get('type')} needs an 'id' (string, 1-{MAX_ID_CHARS} chars)")
+    return qid
+
+
+def _maybe_id(msg: dict) -> str | None:
+    qid = msg.get("id")
+    return qid if isinstance(qid, str) and len(qid) <= MAX_ID_CHARS else None

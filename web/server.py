@@ -1,0 +1,164 @@
+"""The gateway: one port serving the WebSocket protocol (/ws), the demo page, /healthz, /metrics.
+
+It owns no model and no Ray: everything goes through a SceneKVService passed in. ``run_until_signal``
+is what `scenekv serve` runs (drains on SIGINT/SIGTERM: go_away, wait for in-flight work, close,
+then shut the service down); ``GatewayThread`` runs a gateway in a background thread for tests and
+for embedding next to other code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from .config import GatewayConfig
+from .http import HttpRoutes
+from .metrics import GatewayMetrics
+from .session import Connection
+from .streams import StreamRegistry
+
+log = logging.getLogger(__name__)
+
+BLOCKING_THREADS = 64  # service calls block (Ray, Redis XREAD): one thread per in-flight call
+
+
+class Gateway:
+    def __init__(self, service: Any, config: GatewayConfig | None = None) -> None:
+        self.service = service
+        self.config = config or GatewayConfig()
+        self.metrics = GatewayMetrics()
+        self.registry = StreamRegistry(service, self.metrics, self.config.progress_interval_s)
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.server: Server | None = None
+        self.port: int | None = None
+        self._routes = HttpRoutes(self)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="scenekv-web"))
+        self.server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._routes.process_request,
+            max_size=self.config.hard_max_message_bytes,
+            max_queue=16,
+            compression=None,  # frames are JPEG: deflate would burn CPU for nothing
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"http://{host}:{self.port}/"
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = Connection(ws, self)
+        self.connections.add(conn)
+        self.metrics.connections.set(len(self.connections))
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            self.metrics.connections.set(len(self.connections))
+
+    async def drain(self, drain_s: float | None = None) -> None:
+        """Stop accepting, tell clients ``go_away``, let in-flight work finish, then close."""
+        drain_s = self.config.drain_s if drain_s is None else drain_s
+        self.draining = True
+        if self.server is None:
+            return
+        self.server.close(close_connections=False)
+        for conn in list(self.connections):
+            conn.go_away(int(drain_s * 1000))
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline and any(c.busy() for c in self.connections):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(min(0.2, drain_s))  # let the writers flush go_away and final answers
+        closing = [c.ws.close(1001, "server shutting down") for c in list(self.connections)]
+        await asyncio.gather(*closing, return_exceptions=True)
+        await self.registry.close()
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), timeout=5)
+        except TimeoutError:
+            log.warning("some connections did not close in time")
+
+    async def run_until_signal(self, *, shutdown_service: bool = True) -> None:
+        """`scenekv serve`: serve until SIGINT/SIGTERM, drain, then shut the service down."""
+        await self.start()
+        log.info("serving the demo page on %s (WebSocket %sws)", self.url, self.url.replace("http", "ws", 1))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)  # a second Ctrl-C now interrupts the drain for real
+        log.info("draining: go_away to %d client(s), %.1f s for in-flight work", len(self.connections),
+                 self.config.drain_s)  # fmt: skip
+        await self.drain()
+        if shutdown_service:
+            log.info("shutting the service down")
+            await asyncio.to_thread(self.service.shutdown)
+
+
+class GatewayThread:
+    """A gateway on its own event loop in a daemon thread (tests, notebooks)."""
+
+    def __init__(self, service: Any, config: GatewayConfig | None = None) -> None:
+        self.gateway = Gateway(service, config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="scenekv-gateway", daemon=True)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.gateway.start())
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._loop.shutdown_default_executor())
+        self._loop.close()
+
+    def start(self) -> GatewayThread:
+        self._thread.start()
+        self._started.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    @property
+    def http_url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.gateway.url.replace("http", "ws", 1) + "ws"
+
+    def stop(self, drain_s: float = 0.0) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.gateway.drain(drain_s), self._loop)
+        future.result(timeout=drain_s + 30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> GatewayThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

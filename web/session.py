@@ -1,0 +1,423 @@
+"""One WebSocket connection: reads client messages, pushes frames, streams answers, relays events.
+
+Three kinds of work run side by side so none blocks another: the reader (parses and validates every
+message, answers errors at once), the frame pusher (decodes and encodes frames in order; its bounded
+queue stops the reader when the encoder is behind: backpressure down to TCP), and one task per
+question. Everything the client receives goes through one outbox, in order, so a slow client never
+stalls the stream's other viewers. Blocking service calls run in the gateway's thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from websockets.exceptions import ConnectionClosed
+
+from scenekv.errors import UserError
+
+from . import protocol as P
+from .imaging import decode_image
+from .protocol import ProtocolError, encode, error_message
+from .ratelimit import TokenBucket
+from .sources import resolve_source
+from .streams import StreamState
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from .server import Gateway
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 2000  # messages; a client this far behind is not reading and gets disconnected
+
+
+@dataclass
+class _Question:
+    qid: str  # unique across connections (the service cancels by this id)
+    cancelled: bool = False
+    confirmed: bool = False
+
+
+class Connection:
+    def __init__(self, ws: ServerConnection, gateway: Gateway) -> None:
+        self.ws, self.gw = ws, gateway
+        self.service, self.cfg, self.metrics = gateway.service, gateway.config, gateway.metrics
+        self.id = uuid.uuid4().hex[:10]
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_LIMIT)
+        self.frames: asyncio.Queue[tuple[StreamState, P.FrameAppend, float]] = asyncio.Queue(
+            self.cfg.frame_queue
+        )
+        self.frames_queued = 0
+        self.frames_done = 0
+        self._frames_cond = asyncio.Condition()
+        self.stream: StreamState | None = None
+        self.questions: dict[str, _Question] = {}
+        self.frame_bucket = TokenBucket(self.cfg.frames_per_s, max(1.0, 2 * self.cfg.frames_per_s))
+        self.question_bucket = TokenBucket(
+            self.cfg.questions_per_min / 60.0, min(10.0, max(1.0, self.cfg.questions_per_min))
+        )
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write_loop(), name=f"writer:{self.id}")
+        pusher = asyncio.create_task(self._push_loop(), name=f"pusher:{self.id}")
+        try:
+            async for message in self.ws:
+                await self._handle(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._cleanup(writer, pusher)
+
+    async def _cleanup(self, writer: asyncio.Task, pusher: asyncio.Task) -> None:
+        for q in self.questions.values():  # nobody will read these answers: stop spending compute
+            q.cancelled = True
+            self._spawn(asyncio.to_thread(self.service.cancel, q.qid))
+        for task in (pusher, *self._tasks):
+            task.cancel()
+        self.metrics.frame_queue.inc(-self.frames.qsize())
+        if self.stream is not None:
+            self.gw.registry.unsubscribe(self.stream, self)
+            self.stream = None
+        writer.cancel()
+        self.metrics.outbox.inc(-self.outbox.qsize())
+
+    def busy(self) -> bool:
+        """Work a drain should wait for: queued frames or answers still streaming."""
+        return bool(self.questions) or self.frames_done < self.frames_queued
+
+    def go_away(self, time_left_ms: int) -> None:
+        self.deliver(encode("go_away", time_left_ms=int(time_left_ms)))
+
+    # -- output -----------------------------------------------------------------------------------
+    def deliver(self, message: str) -> None:
+        try:
+            self.outbox.put_nowait(message)
+            self.metrics.outbox.inc()
+        except asyncio.QueueFull:
+            log.warning("connection %s is not reading; closing it", self.id)
+            self._spawn(self.ws.close(1008, "client too slow"))
+
+    def send_error(self, code: str, message: str, id: str | None = None, **extra) -> None:
+        self.metrics.errors.inc(code=code)
+        self.deliver(error_message(code, message, id, **extra))
+
+    async def _write_loop(self) -> None:
+        while True:
+            message = await self.outbox.get()
+            self.metrics.outbox.inc(-1)
+            try:
+                await self.ws.send(message)
+            except ConnectionClosed:
+                return
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- input ------------------------------------------------------------------------------------
+    async def _handle(self, message: str | bytes) -> None:
+        try:
+            if isinstance(message, bytes | bytearray | memoryview):
+                msg = P.parse_binary(bytes(message), max_frame_bytes=self.cfg.max_frame_bytes)
+            else:
+                msg = P.parse_text(
+                    message, max_text_bytes=self.cfg.max_text_bytes, max_frame_bytes=self.cfg.max_frame_bytes
+                )
+            await self._dispatch(msg)
+        except ProtocolError as exc:
+            self.send_error(exc.code, str(exc), exc.id, **exc.extra)
+        except UserError as exc:
+            self.send_error(*user_error(exc))
+        except Exception as exc:
+            log.exception("connection %s: handling a message failed", self.id)
+            self.send_error(P.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    async def _dispatch(self, msg: P.ClientMessage) -> None:
+        if isinstance(msg, P.FrameAppend):
+            await self._frame(msg)
+        elif isinstance(msg, P.QuestionAsk):
+            await self._ask(msg)
+        elif isinstance(msg, P.QuestionCancel):
+            await self._cancel(msg)
+        elif isinstance(msg, P.SessionStart):
+            await self._start(msg)
+        elif isinstance(msg, P.SessionEnd):
+            await self._end()
+
+    def _check_open(self) -> None:
+        if self.gw.draining:
+            raise ProtocolError(P.GOING_AWAY, "the server is shutting down; reconnect with your stream_id")
+
+    # -- session.start / session.end --------------------------------------------------------------
+    async def _start(self, msg: P.SessionStart) -> None:
+        self._check_open()
+        if msg.stream_id is not None:
+            info = await asyncio.to_thread(self.service.attach, msg.stream_id)
+            push = info.get("source") in ("push", "", None)
+            shown_source = info.get("source")
+        else:
+            assert msg.source is not None
+            source = resolve_source(msg.source, self.cfg.media_root)
+            info = await asyncio.to_thread(
+                self.service.start_stream,
+                source,
+                fps=msg.fps or self.cfg.fps,
+                carriers=msg.carriers or self.cfg.carriers,
+            )
+            push = source == "push"
+            shown_source = msg.source  # never echo the server-side path of a file:NAME source
+        await self._leave_stream()
+        sid = info["stream_id"]
+        self.deliver(
+            encode(
+                "session.started",
+                stream_id=sid,
+                model=info.get("model"),
+                random_weights=bool(info.get("random_weights")),
+                fps=info.get("fps"),
+                carriers=info.get("carriers"),
+                last_pts=info.get("last_pts"),
+                source=shown_source,
+            )
+        )
+        fresh = msg.stream_id is None
+        self.stream = await self.gw.registry.subscribe(
+            sid, self, push=push, last_pts=info.get("last_pts"), fresh=fresh
+        )
+        if not fresh:  # a client that attaches sees the scenes closed so far
+            for scene in await asyncio.to_thread(self.service.scenes, sid):
+                if scene.get("closed"):
+                    self.deliver(
+                        encode(
+                            "scene.closed",
+                            scene_id=scene["scene_id"],
+                            start=scene["start"],
+                            end=scene["end"],
+                            caption=scene.get("caption") or None,
+                        )
+                    )
+
+    async def _leave_stream(self) -> None:
+        if self.stream is not None:
+            await self._frames_flushed(self.frames_queued)
+            self.gw.registry.unsubscribe(self.stream, self)
+            self.stream = None
+
+    async def _end(self) -> None:
+        st = self._session()
+        await self._frames_flushed(self.frames_queued)
+        closed = await asyncio.to_thread(self.service.end_stream, st.sid)
+        for scene in closed:
+            st.publish_scene(scene)
+        if not st.ended:
+            st.ended = True
+            st.fan_out(encode("session.ended", stream_id=st.sid))
+
+    def _session(self) -> StreamState:
+        if self.stream is None:
+            raise ProtocolError(P.NO_SESSION, "send session.start first")
+        return self.stream
+
+    # -- frames -----------------------------------------------------------------------------------
+    async def _frame(self, frame: P.FrameAppend) -> None:
+        if not self.frame_bucket.take():
+            self.metrics.frames_dropped.inc(reason="rate_limited")
+            raise ProtocolError(
+                P.RATE_LIMITED, f"more than {self.cfg.frames_per_s:g} frames/s", pts=frame.pts
+            )
+        self._check_open()
+        st = self._session()
+        if st.ended:
+            raise ProtocolError(
+                P.NO_SESSION, "the stream has ended; session.start {stream_id} continues it", pts=frame.pts
+            )
+        if not st.push:
+            raise ProtocolError(P.BAD_REQUEST, "this stream reads its own source; frames are not accepted")
+        if st.last_pts is not None and frame.pts <= st.last_pts:
+            self.metrics.frames_dropped.inc(reason="bad_pts")
+            raise ProtocolError(
+                P.BAD_PTS,
+                f"pts {frame.pts:g} is not after the previous frame ({st.last_pts:g})",
+                pts=frame.pts,
+            )
+        st.last_pts = frame.pts
+        self.frames_queued += 1
+        self.metrics.frame_queue.inc()
+        await self.frames.put((st, frame, time.monotonic()))  # blocks when full: backpressure
+
+    async def _push_loop(self) -> None:
+        while True:
+            st, frame, received = await self.frames.get()
+            self.metrics.frame_queue.inc(-1)
+            try:
+                rgb = await asyncio.to_thread(decode_image, frame.image)
+                t0 = time.perf_counter()
+                result = await asyncio.to_thread(self.service.push_frame, st.sid, frame.pts, rgb)
+                self.metrics.encode_seconds.observe(time.perf_counter() - t0)
+                self.metrics.frames.inc()
+                st.frames += 1
+                st.encoded_pts = frame.pts
+                st.lag_s = time.monotonic() - received
+                for scene in result.get("closed", []):
+                    st.publish_scene(scene)
+            except UserError as exc:
+                code, message = user_error(exc)
+                self.metrics.frames_dropped.inc(reason=code)
+                self.send_error(code, message, pts=frame.pts)
+            except Exception as exc:
+                log.exception("connection %s: pushing frame %.3f failed", self.id, frame.pts)
+                self.send_error(P.INTERNAL, f"encoding failed: {type(exc).__name__}", pts=frame.pts)
+            finally:
+                async with self._frames_cond:
+                    self.frames_done += 1
+                    self._frames_cond.notify_all()
+
+    async def _frames_flushed(self, target: int) -> None:
+        """Wait until the first ``target`` frames this connection queued are encoded."""
+        async with self._frames_cond:
+            await self._frames_cond.wait_for(lambda: self.frames_done >= target)
+
+    # -- questions --------------------------------------------------------------------------------
+    async def _ask(self, q: P.QuestionAsk) -> None:
+        st = self._session()
+        self._check_open()
+        if q.id in self.questions:
+            raise ProtocolError(P.DUPLICATE_ID, f"question {q.id!r} is still being answered", id=q.id)
+        if len(self.questions) >= self.cfg.max_questions_in_flight:
+            raise ProtocolError(
+                P.RATE_LIMITED, f"at most {self.cfg.max_questions_in_flight} questions at a time", id=q.id
+            )
+        if not self.question_bucket.take():
+            raise ProtocolError(
+                P.RATE_LIMITED, f"more than {self.cfg.questions_per_min:g} questions/min", id=q.id
+            )
+        if st.push:
+            has_frames = st.last_pts is not None
+        else:
+            has_frames = (await asyncio.to_thread(self.service.progress, st.sid)).get("last_pts") is not None
+        if not has_frames:
+            raise ProtocolError(P.NO_FRAMES, "the stream has no frames yet", id=q.id)
+        pending = _Question(qid=f"{self.id}:{q.id}")
+        self.questions[q.id] = pending
+        self.metrics.questions_in_flight.inc()
+        self._spawn(self._answer(st, q, pending, self.frames_queued))
+
+    async def _answer(self, st: StreamState, q: P.QuestionAsk, pending: _Question, frames: int) -> None:
+        """Stream one answer; the question sees every frame this client sent before it."""
+        try:
+            await self._frames_flushed(frames)
+
+            def start() -> Iterator[dict]:
+                return self.service.ask(
+                    st.sid,
+                    q.text,
+                    qid=pending.qid,
+                    at=q.at,
+                    range_=list(q.range) if q.range else None,
+                    last=q.last,
+                    max_tokens=q.max_tokens,
+                )
+
+            async for item in iterate_in_thread(start):
+                if pending.cancelled and not pending.confirmed:
+                    pending.confirmed = await asyncio.to_thread(self.service.cancel, pending.qid)
+                kind = item.get("type")
+                if kind == "delta":
+                    self.deliver(encode("answer.delta", id=q.id, text=item.get("text", "")))
+                    continue
+                self._finish(q.id, pending)  # before the client can see the end: the id is free again
+                if kind == "done":
+                    self._done(q.id, item, pending)
+                else:
+                    self.send_error(item.get("code", P.INTERNAL), item.get("message", ""), q.id)
+        except UserError as exc:
+            self._finish(q.id, pending)
+            self.send_error(*user_error(exc), q.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("connection %s: question %s failed", self.id, q.id)
+            self._finish(q.id, pending)
+            self.send_error(P.INTERNAL, f"answering failed: {type(exc).__name__}", q.id)
+        finally:
+            self._finish(q.id, pending)
+
+    def _finish(self, qid: str, pending: _Question) -> None:
+        if self.questions.get(qid) is pending:
+            del self.questions[qid]
+            self.metrics.questions_in_flight.inc(-1)
+
+    def _done(self, qid: str, item: dict, pending: _Question) -> None:
+        reason = item.get("finish_reason") or "stop"
+        if pending.cancelled:
+            reason = "cancelled"
+        self.metrics.answers.inc(finish_reason=reason)
+        if item.get("ttft_ms") is not None:
+            self.metrics.ttft.observe(float(item["ttft_ms"]) / 1000.0)
+        self.deliver(
+            encode(
+                "answer.done",
+                id=qid,
+                text=item.get("text", ""),
+                evidence=item.get("evidence", []),
+                ttft_ms=item.get("ttft_ms"),
+                usage=item.get("usage"),
+                finish_reason=reason,
+            )
+        )
+
+    async def _cancel(self, msg: P.QuestionCancel) -> None:
+        pending = self.questions.get(msg.id)
+        if pending is None:
+            raise ProtocolError(P.UNKNOWN_QUESTION, f"no question {msg.id!r} in flight", id=msg.id)
+        pending.cancelled = True
+        pending.confirmed = await asyncio.to_thread(self.service.cancel, pending.qid)
+
+
+def user_error(exc: UserError) -> tuple[str, str]:
+    """(code, one-line message); errors re-raised by Ray carry the original as ``cause``."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, UserError):
+        exc = cause
+    return exc.code, str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.code
+
+
+async def iterate_in_thread(start: Callable[[], Iterator[dict]]) -> AsyncIterator[dict]:
+    """Drive a blocking iterator in the thread pool; items (and its exception) arrive in order."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+
+    def put(kind: str, value: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (server stopped): nobody listens
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+    def work() -> None:
+        try:
+            for item in start():
+                put("item", item)
+        except BaseException as exc:
+            put("error", exc)
+        finally:
+            put("end", None)
+
+    loop.run_in_executor(None, work)
+    while True:
+        kind, value = await queue.get()
+        if kind == "item":
+            yield value  # type: ignore[misc]
+        elif kind == "error":
+            raise value  # type: ignore[misc]
+        else:
+            return

@@ -1,0 +1,314 @@
+// SceneKV demo page: wires the source picker, frame capture, timeline and Q&A to the WebSocket.
+
+import { SceneKVClient } from "./client.js";
+import { FrameCapture } from "./capture.js";
+import { Timeline, fmtTime, cleanText } from "./timeline.js";
+
+const $ = (id) => document.getElementById(id);
+const token = new URLSearchParams(location.search).get("token");
+const withToken = (path) => (token ? `${path}?token=${encodeURIComponent(token)}` : path);
+const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${withToken("/ws")}`;
+
+const ui = {
+  video: $("video"), placeholder: $("player-placeholder"), start: $("start-btn"), stop: $("stop-btn"),
+  ask: $("ask-btn"), answers: $("answers"), fps: $("fps"), carriers: $("carriers"), speed: $("speed"),
+};
+const state = { tab: "file", client: null, capture: null, objectUrl: null, webcam: null, qn: 0, live: false };
+const answers = new Map(); // question id -> card elements
+const timeline = new Timeline($("timeline"), $("timeline-now"), $("scene-list"), seek);
+
+// ---- page config: model banner, defaults, server media -------------------------------------------
+async function loadConfig() {
+  try {
+    const cfg = await (await fetch(withToken("/config.json"))).json();
+    showModel(cfg.model, cfg.random_weights);
+    ui.fps.value = cfg.fps;
+    if (![...ui.carriers.options].some((o) => o.value === cfg.carriers)) ui.carriers.add(new Option(cfg.carriers));
+    ui.carriers.value = cfg.carriers;
+    const list = $("media-list");
+    for (const name of cfg.media || []) list.appendChild(new Option(`file:${name}`));
+  } catch (err) {
+    toast("config", `cannot load /config.json: ${err}`);
+  }
+}
+
+function showModel(model, random) {
+  $("model-pill").textContent = model || "model ?";
+  $("model-pill").title = random ? `${model}: random weights` : model;
+  $("random-banner").hidden = !random;
+  if (random) {
+    $("random-banner-text").textContent =
+      ` ${model} has random weights: the pipeline is real, but answers and captions are placeholders. ` +
+      "Start the server with --model <checkpoint> for real answers.";
+  }
+}
+
+// ---- tabs ---------------------------------------------------------------------------------------------
+for (const tab of document.querySelectorAll(".tab")) {
+  tab.onclick = () => {
+    state.tab = tab.dataset.tab;
+    document.querySelectorAll(".tab").forEach((t) => t.setAttribute("aria-selected", String(t === tab)));
+    document.querySelectorAll(".tab-body").forEach((b) => (b.hidden = b.dataset.body !== state.tab));
+  };
+}
+
+$("file-input").onchange = () => {
+  const file = $("file-input").files[0];
+  if (!file) return;
+  if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
+  state.objectUrl = URL.createObjectURL(file);
+  ui.video.srcObject = null;
+  ui.video.src = state.objectUrl;
+  ui.placeholder.hidden = true;
+  timeline.setTime(null, ui.video.duration);
+};
+ui.video.addEventListener("loadedmetadata", () => timeline.setTime(null, ui.video.duration));
+ui.video.addEventListener("ended", () => {
+  // The whole file is in: end the stream so its last scene closes and gets a caption.
+  if (state.capture && state.tab === "file") endSession();
+});
+
+// ---- session ------------------------------------------------------------------------------------------
+ui.start.onclick = () => startSession().catch((err) => toast("start", String(err.message || err)));
+ui.stop.onclick = () => endSession();
+
+async function startSession() {
+  const fps = Number(ui.fps.value) || 1;
+  let start;
+  if (state.tab === "file") {
+    if (!ui.video.src) throw new Error("choose a video file first");
+    start = { type: "session.start", source: "push", fps, carriers: ui.carriers.value };
+  } else if (state.tab === "url") {
+    const url = $("url-input").value.trim();
+    if (!url) throw new Error("enter a URL or file:NAME");
+    start = { type: "session.start", source: url, fps, carriers: ui.carriers.value };
+    if (/^https?:/i.test(url)) { ui.video.srcObject = null; ui.video.src = url; ui.placeholder.hidden = true; }
+  } else if (state.tab === "webcam") {
+    state.webcam = await navigator.mediaDevices.getUserMedia({ video: { width: 640 }, audio: false });
+    ui.video.src = "";
+    ui.video.srcObject = state.webcam;
+    ui.placeholder.hidden = true;
+    start = { type: "session.start", source: "push", fps, carriers: ui.carriers.value };
+  } else {
+    const sid = $("attach-input").value.trim();
+    if (!sid) throw new Error("enter a stream id");
+    start = { type: "session.start", stream_id: sid };
+  }
+  resetView();
+  const client = await connect();
+  client.onOpenSend = null;
+  client.send(start);
+  state.pendingPush = start.source === "push";
+  ui.start.disabled = true;
+}
+
+async function connect() {
+  if (state.client?.isOpen) return state.client;
+  const client = new SceneKVClient(wsUrl);
+  state.client = client;
+  client.addEventListener("state", (e) => setConn(e.detail.state, e.detail.detail));
+  client.addEventListener("session.started", (e) => onStarted(e.detail));
+  client.addEventListener("ingest.progress", (e) => onProgress(e.detail));
+  client.addEventListener("scene.closed", (e) => timeline.upsert(e.detail));
+  client.addEventListener("answer.delta", (e) => onDelta(e.detail));
+  client.addEventListener("answer.done", (e) => onDone(e.detail));
+  client.addEventListener("session.ended", () => onEnded());
+  client.addEventListener("error", (e) => onError(e.detail));
+  client.addEventListener("go_away", (e) =>
+    notice(`Server is restarting (${Math.round(e.detail.time_left_ms / 1000)} s); this page will reconnect to the same stream.`));
+  await client.connect();
+  return client;
+}
+
+function onStarted(msg) {
+  $("stream-pill").hidden = false;
+  $("stream-pill").textContent = msg.stream_id;
+  showModel(msg.model, msg.random_weights);
+  ui.stop.disabled = false;
+  ui.ask.disabled = false;
+  notice("");
+  if (state.capture || !state.pendingPush) return;
+  // push sources: start playing and capturing
+  const live = state.tab === "webcam";
+  state.capture = new FrameCapture(ui.video, (pts, blob) => state.client.sendFrame(pts, blob), {
+    fps: msg.fps || Number(ui.fps.value) || 1, live, buffered: () => state.client.buffered,
+  });
+  state.capture.start();
+  if (!live) ui.video.playbackRate = Number(ui.speed.value) || 1;
+  ui.video.play().catch((err) => toast("video", `cannot play: ${err.message}`));
+}
+
+function onProgress(p) {
+  $("st-frames").textContent = p.frames ?? "–";
+  $("st-pts").textContent = fmtTime(p.pts);
+  $("st-lag").textContent = p.lag_s != null ? `${p.lag_s.toFixed(2)} s` : "–";
+  $("st-mem").textContent = fmtBytes(p.memory_bytes);
+  $("st-scenes").textContent = p.scenes ?? "–";
+  $("st-status").textContent = p.status ?? "–";
+  timeline.setTime(p.pts, ui.video.duration);
+}
+
+function endSession() {
+  stopCapture();
+  if (state.client?.isOpen) state.client.send({ type: "session.end" });
+  ui.stop.disabled = true;
+}
+
+function onEnded() {
+  stopCapture();
+  $("st-status").textContent = "ended";
+  ui.stop.disabled = true;
+  ui.start.disabled = false;
+}
+
+function stopCapture() {
+  state.capture?.stop();
+  state.capture = null;
+  if (state.webcam) { state.webcam.getTracks().forEach((t) => t.stop()); state.webcam = null; }
+}
+
+function resetView() {
+  stopCapture();
+  if (state.client) { state.client.close(); state.client = null; }
+  timeline.reset();
+  ui.answers.replaceChildren();
+  answers.clear();
+  for (const id of ["st-frames", "st-pts", "st-lag", "st-mem", "st-scenes", "st-status"]) $(id).textContent = "–";
+}
+
+// ---- questions ----------------------------------------------------------------------------------------
+$("ask-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  const text = $("question").value.trim();
+  if (!text || !state.client?.isOpen) return;
+  const id = `q${++state.qn}`;
+  const msg = { type: "question.ask", id, text };
+  const anchor = parseAnchor($("anchor").value);
+  if (anchor === undefined) return toast("anchor", "time anchor must be seconds or mm:ss");
+  if (anchor !== null) msg.at = anchor;
+  answerCard(id, text, anchor);
+  state.client.send(msg);
+  $("question").value = "";
+};
+
+function parseAnchor(value) {
+  const v = value.trim().replace(/^at\s+/i, "");
+  if (!v) return null;
+  if (/^\d+(\.\d+)?$/.test(v)) return Number(v);
+  if (/^(\d+:)?\d{1,2}:\d{2}(\.\d+)?$/.test(v)) return v.split(":").reduce((acc, x) => acc * 60 + Number(x), 0);
+  return undefined;
+}
+
+function answerCard(id, question, anchor) {
+  const card = document.createElement("article");
+  card.className = "answer streaming";
+  card.dataset.id = id;
+  const q = document.createElement("div");
+  q.className = "q";
+  q.append(question);
+  if (anchor !== null) {
+    const a = document.createElement("span");
+    a.className = "anchor";
+    a.textContent = `@ ${fmtTime(anchor)}`;
+    q.append(a);
+  }
+  const cancel = document.createElement("button");
+  cancel.className = "cancel";
+  cancel.textContent = "Cancel";
+  cancel.onclick = () => state.client?.send({ type: "question.cancel", id });
+  q.append(cancel);
+  const text = document.createElement("div");
+  text.className = "text";
+  const foot = document.createElement("div");
+  foot.className = "foot";
+  card.append(q, text, foot);
+  ui.answers.prepend(card);
+  answers.set(id, { card, text, foot, cancel, raw: "" });
+}
+
+function onDelta(msg) {
+  const a = answers.get(msg.id);
+  if (!a) return;
+  a.raw += msg.text;
+  a.text.textContent = cleanText(a.raw);
+}
+
+function onDone(msg) {
+  const a = answers.get(msg.id) || (answerCard(msg.id, "(question from another client)", null), answers.get(msg.id));
+  a.card.classList.remove("streaming");
+  a.cancel.remove();
+  a.text.textContent = cleanText(msg.text) || "(empty answer)";
+  a.foot.replaceChildren();
+  if (msg.evidence?.length) {
+    a.foot.append("evidence");
+    for (const span of msg.evidence) {
+      const chip = document.createElement("button");
+      chip.className = "chip";
+      chip.textContent = `${fmtTime(span.start)}–${fmtTime(span.end)}`;
+      chip.title = "seek the video here";
+      chip.onclick = () => { seek(span.start); timeline.showEvidence(msg.evidence); };
+      a.foot.append(chip);
+    }
+  }
+  const facts = [];
+  if (msg.ttft_ms != null) facts.push(`first token ${Math.round(msg.ttft_ms)} ms`);
+  if (msg.usage?.generated_tokens != null) facts.push(`${msg.usage.generated_tokens} tokens`);
+  if (msg.finish_reason && msg.finish_reason !== "stop") facts.push(msg.finish_reason);
+  const info = document.createElement("span");
+  info.textContent = facts.join(" · ");
+  a.foot.append(info);
+  timeline.showEvidence(msg.evidence);
+}
+
+function onError(msg) {
+  const a = msg.id && answers.get(msg.id);
+  if (a) {
+    a.card.classList.remove("streaming");
+    a.card.classList.add("error");
+    a.cancel.remove();
+    a.text.textContent = `${msg.code}: ${msg.message}`;
+    return;
+  }
+  toast(msg.code, msg.message);
+  if (msg.code === "bad_request" || msg.code === "forbidden_source" || msg.code === "unknown_stream") {
+    ui.start.disabled = false;
+  }
+}
+
+// ---- helpers ------------------------------------------------------------------------------------------
+function seek(t) {
+  if (ui.video.srcObject || !ui.video.src || !Number.isFinite(t)) return;
+  ui.video.currentTime = t;
+}
+
+function fmtBytes(n) {
+  if (n == null) return "–";
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function setConn(st, detail) {
+  const pill = $("conn-pill");
+  pill.dataset.state = st;
+  pill.textContent = st === "open" ? "connected" : st;
+  pill.title = detail || "";
+}
+
+function notice(text) {
+  $("notice").hidden = !text;
+  $("notice").textContent = text;
+}
+
+function toast(code, message) {
+  const el = document.createElement("div");
+  el.className = "toast";
+  const c = document.createElement("code");
+  c.textContent = code;
+  el.append(c, " ", message);
+  $("toasts").append(el);
+  setTimeout(() => el.remove(), 6000);
+}
+
+loadConfig();

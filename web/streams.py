@@ -1,0 +1,193 @@
+"""Per-stream state shared by every connection watching a stream, and the fan-out of its events.
+
+One watcher per stream (not per client) reads the stream's Redis event log and polls its progress,
+so N viewers cost one blocking XREAD and one progress call a second. Scene messages are
+de-duplicated here: a scene arrives from the pushing connection's encode result (fast, captioned)
+and again from the event log (which also carries scenes closed by other gateways or decoders).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .metrics import GatewayMetrics
+from .protocol import encode, error_message
+
+log = logging.getLogger(__name__)
+
+EVENTS_BLOCK_MS = 500
+
+
+class Subscriber(Protocol):
+    def deliver(self, message: str) -> None: ...
+
+
+@dataclass
+class StreamState:
+    sid: str
+    push: bool
+    last_pts: float | None = None  # newest pts accepted from a client (queued), for ordering checks
+    encoded_pts: float | None = None  # newest pts the encoder has taken
+    frames: int = 0  # frames this gateway pushed into the stream
+    lag_s: float = 0.0  # receive -> encoded, newest pushed frame
+    ended: bool = False
+    subscribers: set = field(default_factory=set)
+    scenes: dict[int, dict] = field(default_factory=dict)  # scene_id -> {start, end}
+    captions_sent: dict[int, str | None] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    last_progress: dict | None = None
+    decoder_error_sent: bool = False
+
+    def fan_out(self, message: str) -> None:
+        for sub in list(self.subscribers):
+            sub.deliver(message)
+
+    def publish_scene(self, scene: dict) -> None:
+        """Send ``scene.closed`` unless every subscriber already has this scene with this caption."""
+        idx = int(scene["scene_id"])
+        caption = scene.get("caption")  # None: not captioned yet; "": the model wrote nothing
+        known = self.scenes.setdefault(idx, {})
+        for key in ("start", "end", "frames"):
+            if scene.get(key) is not None:
+                known[key] = scene[key]
+        if idx in self.captions_sent and (caption is None or caption == self.captions_sent[idx]):
+            return
+        self.captions_sent[idx] = caption
+        self.fan_out(
+            encode(
+                "scene.closed",
+                scene_id=idx,
+                start=known.get("start"),
+                end=known.get("end"),
+                frames=known.get("frames"),
+                caption=caption,
+            )
+        )
+
+
+class StreamRegistry:
+    """Streams watched by this gateway; a stream's watcher runs while it has subscribers."""
+
+    def __init__(self, service: Any, metrics: GatewayMetrics, progress_interval_s: float = 1.0) -> None:
+        self.service, self.metrics = service, metrics
+        self.progress_interval_s = progress_interval_s
+        self.streams: dict[str, StreamState] = {}
+
+    async def subscribe(
+        self, sid: str, sub: Subscriber, *, push: bool, last_pts: float | None, fresh: bool
+    ) -> StreamState:
+        """Join ``sid``'s fan-out; returns once events after this moment are sure to be delivered."""
+        st = self.streams.get(sid)
+        if st is None:
+            st = StreamState(sid=sid, push=push, last_pts=last_pts, encoded_pts=last_pts)
+            self.streams[sid] = st
+            st.tasks = [
+                asyncio.create_task(self._events(st, fresh), name=f"events:{sid}"),
+                asyncio.create_task(self._progress(st), name=f"progress:{sid}"),
+            ]
+            self.metrics.streams.set(len(self.streams))
+        elif last_pts is not None and (st.last_pts is None or last_pts > st.last_pts):
+            st.last_pts = last_pts
+        st.ended = False
+        st.subscribers.add(sub)
+        await st.ready.wait()
+        return st
+
+    def unsubscribe(self, st: StreamState, sub: Subscriber) -> None:
+        st.subscribers.discard(sub)
+        if st.subscribers or self.streams.get(st.sid) is not st:
+            return
+        for task in st.tasks:
+            task.cancel()
+        del self.streams[st.sid]
+        self.metrics.streams.set(len(self.streams))
+        for gauge in (self.metrics.lag, self.metrics.memory, self.metrics.stream_frames):
+            gauge.remove(stream=st.sid)
+
+    async def close(self) -> None:
+        tasks = [t for st in self.streams.values() for t in st.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.streams.clear()
+
+    # -- watchers ---------------------------------------------------------------------------------
+    async def _events(self, st: StreamState, fresh: bool) -> None:
+        after = "0-0"
+        try:
+            if not fresh:  # skip the backlog (the attaching client gets a scenes snapshot instead)
+                backlog = await asyncio.to_thread(self.service.events, st.sid, "0-0", 1)
+                for eid, kind, data in backlog:
+                    after = eid
+                    if kind == "scene.closed":
+                        st.scenes[int(data["scene"])] = {"start": data.get("start"), "end": data.get("end")}
+        except Exception:
+            log.exception("reading the event log of %s", st.sid)
+        st.ready.set()
+        while True:
+            try:
+                events = await asyncio.to_thread(self.service.events, st.sid, after, EVENTS_BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading events of %s", st.sid)
+                await asyncio.sleep(1.0)
+                continue
+            for eid, kind, data in events:
+                after = eid
+                self._on_event(st, kind, data)
+
+    def _on_event(self, st: StreamState, kind: str, data: dict) -> None:
+        if kind == "scene.closed":
+            st.publish_scene({"scene_id": data["scene"], **data, "caption": None})
+        elif kind == "scene.captioned":
+            st.publish_scene({"scene_id": data["scene"], "caption": data.get("caption")})
+        elif kind == "stream.ended" and not st.ended:
+            st.ended = True
+            st.fan_out(encode("session.ended", stream_id=st.sid))
+
+    async def _progress(self, st: StreamState) -> None:
+        await st.ready.wait()
+        while True:
+            await asyncio.sleep(self.progress_interval_s)
+            try:
+                p = await asyncio.to_thread(self.service.progress, st.sid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("progress of %s: %s", st.sid, exc)
+                continue
+            self._on_progress(st, p)
+
+    def _on_progress(self, st: StreamState, p: dict) -> None:
+        if st.push:
+            frames, pts, lag = st.frames, st.encoded_pts, st.lag_s
+        else:
+            frames, pts, lag = p.get("frames"), p.get("pts"), p.get("lag_s")
+        status = "ended" if st.ended else p.get("status")
+        payload = {
+            "frames": frames,
+            "pts": pts,
+            "lag_s": round(float(lag or 0.0), 3),
+            "memory_bytes": p.get("memory_bytes"),
+            "chunks": p.get("chunks"),
+            "scenes": p.get("scenes"),
+            "dropped": p.get("dropped"),
+            "status": status,
+        }
+        self.metrics.lag.set(payload["lag_s"], stream=st.sid)
+        self.metrics.memory.set(float(p.get("memory_bytes") or 0), stream=st.sid)
+        self.metrics.stream_frames.set(float(frames or 0), stream=st.sid)
+        error = p.get("error")
+        if p.get("status") == "error" and error and not st.decoder_error_sent:
+            st.decoder_error_sent = True
+            st.fan_out(
+                error_message(error.get("code", "source_error"), error.get("message", "source failed"))
+            )
+        if payload != st.last_progress:
+            st.last_progress = payload
+            st.fan_out(encode("ingest.progress", **payload))
