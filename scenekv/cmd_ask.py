@@ -25,22 +25,12 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from scenekv.cmd_ingest_common import ingest_file
-    from scenekv.cmd_inspect import random_model_banner_text
+    from scenekv.cmd_ingest_common import ingest_file, service_from_args, warn_if_random
     from scenekv.errors import UserError
-    from scenekv.workers.service import SceneKVService
 
-    service = SceneKVService(
-        model=args.model,
-        redis_url=args.redis_url,
-        ray_address=args.ray_address,
-        device=args.device,
-        dtype=args.dtype,
-        captions=False,
-    )
+    service = service_from_args(args, captions=False)
     try:
-        if service.model["random_weights"]:
-            print(random_model_banner_text(service.model["model"]), file=sys.stderr)
+        warn_if_random(service)
         sid, reused = ingest_file(service, args.source, fps=args.fps, carriers=args.carriers)
         print(f"memory: {sid} ({'reused' if reused else 'ingested'})", file=sys.stderr)
         done = None

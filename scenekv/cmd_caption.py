@@ -76,28 +76,18 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from scenekv.cmd_ingest_common import ingest_file
-    from scenekv.cmd_inspect import random_model_banner_text
+    from scenekv.cmd_ingest_common import ingest_file, service_from_args, warn_if_random
     from scenekv.errors import UserError
     from scenekv.qa.captions import cues_from_scenes, output_path, parse_format, write_captions
-    from scenekv.workers.service import SceneKVService
 
     fmt = parse_format(args.format)
     missing = [v for v in args.videos if not Path(v).is_file()]
     if missing:
         raise UserError(f"no such file: {', '.join(missing)}", code="not_found")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    service = SceneKVService(
-        model=args.model,
-        redis_url=args.redis_url,
-        ray_address=args.ray_address,
-        device=args.device,
-        dtype=args.dtype,
-        captions=True,
-    )
+    service = service_from_args(args, captions=True)
     try:
-        if service.model["random_weights"]:
-            print(random_model_banner_text(service.model["model"]), file=sys.stderr)
+        warn_if_random(service)
         for video in args.videos:
             progress = Progress(Path(video).name, _duration(video))
             sid, reused = ingest_file(

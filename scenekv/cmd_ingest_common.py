@@ -18,6 +18,29 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default=None, help="join a Ray cluster (default: local Ray)")
 
 
+def service_from_args(args: argparse.Namespace, *, captions: bool = True):
+    """A SceneKVService from the common flags (local Ray, Redis found or started, model loaded)."""
+    from scenekv.workers.service import SceneKVService
+
+    return SceneKVService(
+        model=args.model,
+        redis_url=args.redis_url,
+        ray_address=args.ray_address,
+        device=args.device,
+        dtype=args.dtype,
+        captions=captions,
+    )
+
+
+def warn_if_random(service) -> None:
+    import sys
+
+    from scenekv.cmd_inspect import random_model_banner_text
+
+    if service.model["random_weights"]:
+        print(random_model_banner_text(service.model["model"]), file=sys.stderr)
+
+
 def stream_id_for(source: str, model: str, fps: float, carriers: str) -> str:
     """A stable id per (file content identity, model, fps, carriers): re-running reuses the memory."""
     path = Path(source)

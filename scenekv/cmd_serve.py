@@ -66,19 +66,13 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
 
+    from scenekv.cmd_ingest_common import service_from_args
     from scenekv.web.auth import redact_url
     from scenekv.web.config import GatewayConfig, MiB
     from scenekv.web.server import Gateway
-    from scenekv.workers.service import SceneKVService
 
     log.info("starting the service (Ray, Redis, model %s) ...", args.model)
-    service = SceneKVService(
-        model=args.model,
-        redis_url=args.redis_url,
-        ray_address=args.ray_address,
-        device=args.device,
-        dtype=args.dtype,
-    )
+    service = service_from_args(args)
     try:
         model = service.model
         log.info("redis: %s", redact_url(str(service.redis_how)))
