@@ -28,7 +28,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         f"the hub answers, else {TINY_MODEL})",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
-    p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16; fp32 for tiny models)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="bf16, fp16 or fp32 (default: bf16 on CUDA and bf16-capable CPUs, else fp32)",
+    )
 
 
 def random_model_banner(backend) -> str:
