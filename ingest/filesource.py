@@ -76,8 +76,11 @@ class FileSource(Source):
         resize: Resize,
         method: str = "auto",
         local_path: str | None = None,
+        start: float = 0.0,
+        end: float | None = None,
     ) -> None:
         self.container = container
+        self.start, self.end = start, end  # a time range of the file (seconds on its own timeline)
         self.name = name
         self.resize = resize
         self.fps = fps
@@ -120,6 +123,8 @@ class FileSource(Source):
             start = time.perf_counter()
             try:
                 frame = next(self._gen)
+                if self.end is not None and frame.pts >= self.end - EPS:
+                    raise StopIteration
             except StopIteration:
                 self._finish()
                 raise
@@ -162,6 +167,7 @@ class FileSource(Source):
         note = ""
         if (
             self.method != "keyframes"
+            and self.end is None  # a range stops early on purpose
             and declared
             and self.container.format.name.split(",")[0] in _HEADER_DURATION_FORMATS
             and end < declared - max(1.0, 2 * self._last_duration)
@@ -266,9 +272,17 @@ class FileSource(Source):
 
     # -- methods -----------------------------------------------------------------------------------
 
-    def _decode(self) -> Iterator[Frame]:
+    def _sampler(self) -> Sampler:
         sampler = Sampler(self.fps, origin=0.0)
-        for frame, pts in self._frames(self._packets()):
+        sampler.skip_to(self.start)
+        return sampler
+
+    def _decode(self) -> Iterator[Frame]:
+        sampler = self._sampler()
+        frames = (
+            self._seek_to(self.start) if self.start > 0 else None
+        )  # a range: jump, do not decode up to it
+        for frame, pts in frames or self._frames(self._packets()):
             if sampler.take(pts):
                 self._skip_before = sampler.next_time
                 yield self._emit(to_rgb(frame, self.resize, frame_turns(frame)), pts)
@@ -282,13 +296,13 @@ class FileSource(Source):
             )
             warnings.warn(msg, UserWarning, stacklevel=4)
         self.stream.codec_context.skip_frame = "NONKEY"
-        sampler = Sampler(self.fps, origin=0.0)
+        sampler = self._sampler()
         for frame, pts in self._frames(self._packets(keyframes_only=True)):
             if sampler.take(pts):
                 yield self._emit(to_rgb(frame, self.resize, frame_turns(frame)), pts)
 
     def _seek(self) -> Iterator[Frame]:
-        sampler = Sampler(self.fps, origin=0.0)
+        sampler = self._sampler()
         info = self.info
         no_index_gap = max(4.0, 2 * (info.gop_s or 0.0))
         frames: Iterator[tuple[av.VideoFrame, float]] | None = None
@@ -366,7 +380,7 @@ class FileSource(Source):
         if len(reader) != len(pts_list):
             # Frame count disagrees (edit lists, damaged index): fall back to decord's own timestamps.
             pts_list = [round(float(s), 6) for s, _ in reader.get_frame_timestamp(range(len(reader)))]
-        sampler = Sampler(self.fps, origin=0.0)
+        sampler = self._sampler()
         chosen = [i for i, pts in enumerate(pts_list) if sampler.take(pts)]
         self._decoded_frames = len(pts_list)
         if pts_list:

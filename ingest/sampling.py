@@ -55,6 +55,16 @@ class Sampler:
             return False
         return pts >= self.next_time - EPS
 
+    def skip_to(self, t: float) -> None:
+        """Start at the first slot at or after ``t``: a range of a file samples exactly the frames a
+        whole-file pass would sample there (the slot grid stays anchored at the origin)."""
+        if t <= 0:
+            return
+        if self.fps is None:
+            self.last_kept = t - EPS
+            return
+        self._next_slot = max(self._next_slot, math.ceil((t - (self.origin or 0.0)) * self.fps - EPS))
+
     def take(self, pts: float) -> bool:
         """Offer a frame; returns True (and advances past its slot) if it is kept."""
         if self.origin is None:

@@ -22,6 +22,8 @@ def open_source(
     queue_size: int = 2,
     reconnect=None,
     options: dict[str, str] | None = None,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Source:
     """Open a file or URL and return a :class:`Source` of sampled frames (use it as a context manager).
 
@@ -33,6 +35,8 @@ def open_source(
     no duration, e.g. MPEG-TS or a live HLS playlist). ``queue_size``, ``reconnect``
     (:class:`~scenekv.ingest.live.Reconnect`): live lag bound and backoff policy. ``options``: extra
     FFmpeg input options for URLs (e.g. ``{"rtsp_flags": "listen", "listen_timeout": "10"}``).
+    ``start``/``end``: only the frames of [start, end) seconds of a file (it seeks there; the frames
+    are exactly those a whole-file pass samples in that range), so ranges can be decoded in parallel.
 
     Raises a :class:`~scenekv.ingest.errors.IngestError` (a ``UserError``) with a one-line message for
     bad input: missing or empty file, not media, no video stream, unreachable URL, unsupported scheme,
@@ -47,6 +51,8 @@ def open_source(
         raise InvalidOption(f"timeout must be positive, got {timeout}")
     if queue_size < 1:
         raise InvalidOption(f"queue_size must be at least 1, got {queue_size}")
+    if start < 0 or (end is not None and end <= start):
+        raise InvalidOption(f"bad time range [{start:g}, {end}): need 0 <= start < end")
     kind, target = classify(source)
 
     if kind == "file":
@@ -54,7 +60,9 @@ def open_source(
 
         choose_method(method, _NO_INFO, fps, True)  # validate the name before touching the file
         container = open_file(target)
-        return FileSource(container, target, fps=fps, resize=resize, method=method, local_path=target)
+        return FileSource(
+            container, target, fps=fps, resize=resize, method=method, local_path=target, start=start, end=end
+        )
 
     container = open_url(target, timeout=timeout, options=options)
     scheme = urlsplit(target).scheme.lower()
@@ -62,7 +70,12 @@ def open_source(
     if not is_live:
         from .filesource import FileSource
 
-        return FileSource(container, target, fps=fps, resize=resize, method=method, local_path=None)
+        return FileSource(
+            container, target, fps=fps, resize=resize, method=method, local_path=None, start=start, end=end
+        )
+    if start or end is not None:
+        container.close()
+        raise InvalidOption("start/end apply to files; a live source has no time range")
     if method not in ("auto", "decode"):
         container.close()
         raise InvalidOption(f"method {method!r} needs a file; live sources are always decoded in full")

@@ -16,16 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_service_arguments(p)
 
 
-def _duration(path: str) -> float | None:
-    import av
-
-    try:
-        with av.open(path) as container:
-            return container.duration / 1e6 if container.duration else None
-    except (av.FFmpegError, OSError):
-        return None
-
-
 def _clock(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
@@ -42,16 +32,8 @@ class Progress:
         self.name, self.total, self.tty, self.out = name, total, sys.stderr.isatty(), sys.stderr
         self.started = self.last_line = time.monotonic()
 
-    def __call__(self, service, sid: str) -> None:
-        import time
-
-        while True:
-            p = service.progress(sid)
-            done = p.get("status") in ("done", "error", "stopped")
-            self.show(p.get("pts") or 0.0, final=done)
-            if done:
-                return
-            time.sleep(0.5)
+    def __call__(self, pts: float) -> None:
+        self.show(pts)
 
     def show(self, pts: float, *, final: bool = False) -> None:
         import time
@@ -76,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from scenekv.cmd_ingest_common import ingest_file, service_from_args, warn_if_random
+    from scenekv.cmd_ingest_common import ingest_file, media_duration, service_from_args, warn_if_random
     from scenekv.errors import UserError
     from scenekv.qa.captions import cues_from_scenes, output_path, parse_format, write_captions
 
@@ -89,10 +71,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         warn_if_random(service)
         for video in args.videos:
-            progress = Progress(Path(video).name, _duration(video))
+            progress = Progress(Path(video).name, media_duration(video))
             sid, reused = ingest_file(
                 service, video, fps=args.fps, carriers=args.carriers, on_progress=progress
             )
+            progress.show(progress.total or 0.0, final=True)
             if reused:
                 print(f"{Path(video).name}: reusing memory {sid}", file=sys.stderr)
                 service.caption_missing(sid)  # it may have been ingested without captions (scenekv ask)

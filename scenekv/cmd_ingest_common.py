@@ -53,8 +53,14 @@ def stream_id_for(source: str, model: str, fps: float, carriers: str) -> str:
     return f"file-{digest}" if path.is_file() else f"url-{digest}"
 
 
-def ingest_file(service, source: str, *, fps: float, carriers: str, on_progress=None) -> tuple[str, bool]:
-    """Encode ``source`` into memory unless an earlier run already did; returns (sid, reused)."""
+def ingest_file(
+    service, source: str, *, fps: float, carriers: str, on_progress=None, parts: int | None = None
+) -> tuple[str, bool]:
+    """Encode ``source`` into memory unless an earlier run already did; returns (sid, reused).
+
+    Long files are split into time ranges decoded in parallel (one per ~minute, at most ``parts``,
+    default: the CPU count); a run that was interrupted continues after its last stored frame.
+    """
     from scenekv.errors import UserError
 
     if not Path(source).is_file():
@@ -64,9 +70,25 @@ def ingest_file(service, source: str, *, fps: float, carriers: str, on_progress=
     sid = stream_id_for(os.path.abspath(source), service.model["model"], fps, carriers)
     if service.store.exists(sid) and service.store.info(sid).status == "ended":
         return sid, True
-    service.start_stream(source, fps=fps, carriers=carriers, sid=sid)
-    if on_progress is not None:
-        on_progress(service, sid)
-    service.wait_decoded(sid)
+    info = service.start_stream(source, fps=fps, carriers=carriers, sid=sid, decode=False)  # ranges feed it
+    duration = media_duration(source)
+    if duration is None:
+        raise UserError(
+            f"{source}: the file declares no duration; cannot split it into ranges", code="bad_media"
+        )
+    n = parts or max(1, min(os.cpu_count() or 1, int(duration // 60)))
+    service.ingest_ranges(
+        source, sid, duration=duration, fps=fps, parts=n, after=info["last_pts"], on_batch=on_progress
+    )
     service.end_stream(sid)
     return sid, False
+
+
+def media_duration(path: str) -> float | None:
+    import av
+
+    try:
+        with av.open(path) as container:
+            return container.duration / 1e6 if container.duration else None
+    except (av.FFmpegError, OSError):
+        return None

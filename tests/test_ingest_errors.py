@@ -169,3 +169,14 @@ def test_garbage_payload_neither_crashes_nor_hangs(media, tmp_path):
         assert "no decodable video frame" in str(exc) or "not a readable media file" in str(exc)
     else:
         assert len(frames) < 10
+
+
+def test_a_bad_time_range_is_refused(tmp_path):
+    from scenekv.ingest import make_video, open_source
+    from scenekv.ingest.errors import InvalidOption
+
+    path = make_video(tmp_path / "r.mp4", duration=2, fps=5, size=(64, 48))
+    with pytest.raises(InvalidOption, match="bad time range"):
+        open_source(path, start=5, end=3)
+    with pytest.raises(InvalidOption, match="bad time range"):
+        open_source(path, start=-1)

@@ -246,3 +246,22 @@ def test_close_from_another_thread_while_the_consumer_is_inside_next(media):
     assert list(src) == []  # closed: iteration ends
     with pytest.raises(AssertionError, match="not open"):  # the container was released, not leaked
         next(src.container.demux())
+
+
+@pytest.mark.parametrize("method", ["decode", "seek", "decord"])
+def test_a_time_range_yields_exactly_the_whole_pass_frames_in_it(tmp_path, method):
+    """Ranges of a file can be decoded in parallel: each gives the same frames (same pts, same
+    pictures) as one pass over the whole file, and no false truncation warning."""
+    import warnings
+
+    from scenekv.ingest import make_video, open_source, read_frame_number
+
+    path = make_video(tmp_path / "r.mp4", duration=12, fps=10, size=(160, 120), gop=20)
+    whole = [(f.pts, read_frame_number(f.image)) for f in open_source(path, fps=1, method=method)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        part = [
+            (f.pts, read_frame_number(f.image))
+            for f in open_source(path, fps=1, method=method, start=4.5, end=9)
+        ]
+    assert part == [x for x in whole if 4.5 <= x[0] < 9] and len(part) == 4

@@ -123,3 +123,16 @@ def test_caption_command_writes_parseable_cues_at_the_cuts_and_reuses_memory(vid
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert again.returncode == 0 and "reusing memory" in again.stderr
     assert [c.text for c in webvtt.read(str(path))] == [c.text for c in cues]
+
+
+def test_a_file_split_into_ranges_decoded_in_parallel_matches_one_pass(service, video):
+    """Three RangeDecoders seek to their ranges; the encoder still sees every frame once, in order,
+    so scenes and captions are those of a single pass."""
+    info = service.start_stream(video, fps=1.0, carriers="pool:4", decode=False)
+    sid = info["stream_id"]
+    seen = []
+    frames = service.ingest_ranges(video, sid, duration=32.0, fps=1.0, parts=3, on_batch=seen.append)
+    assert frames == 32 and seen == sorted(seen) and seen[-1] == 31.0
+    service.end_stream(sid)
+    _check_scenes(service, sid)
+    assert service.store.info(sid).last_pts == 31.0

@@ -227,3 +227,28 @@ class DecoderActor:
         source = getattr(self, "_source", None)
         if source is not None:
             source.close()
+
+
+@ray.remote(max_restarts=0)
+class RangeDecoder:
+    """Decodes one time range of a file into a bounded queue; the driver feeds the encoder in order.
+
+    Ranges of one file are decoded in parallel (each seeks to its start); the queue bound keeps a
+    range that is far ahead of the encoder from holding more than a few batches of frames.
+    """
+
+    def run(self, source: str, fps: float, start: float, end: float | None, queue, batch: int = 8) -> int:
+        from scenekv.ingest import open_source
+
+        frames, pending = 0, []
+        with open_source(source, fps=fps, max_side=512, start=start, end=end) as src:
+            for frame in src:
+                pending.append((frame.pts, frame.image))
+                frames += 1
+                if len(pending) >= batch:
+                    queue.put(pending)
+                    pending = []
+        if pending:
+            queue.put(pending)
+        queue.put(None)  # this range is complete
+        return frames

@@ -20,7 +20,7 @@ from scenekv.errors import UserError
 from scenekv.memory import MemoryStore
 from scenekv.memory.local_redis import ensure_redis
 
-from .actors import DecoderActor, EncoderActor
+from .actors import DecoderActor, EncoderActor, RangeDecoder
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,16 @@ class SceneKVService:
 
     # -- streams --------------------------------------------------------------------------------
     def start_stream(
-        self, source: str, *, fps: float = 1.0, carriers: str = "pool:16", sid: str | None = None
+        self,
+        source: str,
+        *,
+        fps: float = 1.0,
+        carriers: str = "pool:16",
+        sid: str | None = None,
+        decode: bool = True,
     ) -> dict:
         """Open a stream; ``source`` is "push" (frames come from push_frame) or a file path / URL that
-        a DecoderActor starts reading at once."""
+        a DecoderActor starts reading at once (unless ``decode`` is off: ingest_ranges feeds it)."""
         if not 0 < fps <= 30:
             raise UserError(f"fps must be in (0, 30], got {fps:g}", code="bad_request")
         if source != "push":
@@ -88,7 +94,7 @@ class SceneKVService:
         sid = info["stream_id"]
         with self._lock:
             self._streams.add(sid)
-            if source != "push" and sid not in self._decoders:
+            if source != "push" and decode and sid not in self._decoders:
                 decoder = DecoderActor.remote()
                 ref = decoder.run.remote(self.encoder, sid, source, fps, 8, info["last_pts"])
                 self._decoders[sid] = (decoder, ref)
@@ -106,6 +112,68 @@ class SceneKVService:
         """Append one pushed frame (blocks while the encoder is busy: that is the backpressure)."""
         self._known(sid)
         return ray.get(self.encoder.append.remote(sid, [(float(pts), image)]))
+
+    def ingest_ranges(
+        self,
+        source: str,
+        sid: str,
+        *,
+        duration: float,
+        fps: float = 1.0,
+        parts: int = 2,
+        after: float | None = None,
+        on_batch=None,
+    ) -> int:
+        """Encode a file into stream ``sid`` with ``parts`` time ranges decoded in parallel by Ray actors.
+
+        Each range seeks to its start, so no actor decodes from the beginning; batches reach the
+        encoder strictly in time order. ``after`` resumes a stream after its last stored frame.
+        Returns the number of frames encoded; ``on_batch(pts)`` reports progress.
+        """
+        from ray.util.queue import Empty, Queue
+
+        self._known(sid)
+        begin = 0.0 if after is None else after + 0.5 / fps
+        parts = max(1, min(parts, int((duration - begin) * fps) // 8 or 1))
+        step = (duration - begin) / parts
+        bounds = [
+            (begin + i * step, None if i == parts - 1 else begin + (i + 1) * step) for i in range(parts)
+        ]
+        queues = [Queue(maxsize=4) for _ in bounds]
+        decoders = [RangeDecoder.remote() for _ in bounds]
+        runs = [
+            d.run.remote(source, fps, a, b, q) for d, (a, b), q in zip(decoders, bounds, queues, strict=True)
+        ]
+        frames = 0
+        try:
+            for queue, run in zip(queues, runs, strict=True):
+                while True:
+                    try:
+                        batch = queue.get(timeout=1.0)
+                    except Empty:
+                        ready, _ = ray.wait([run], timeout=0)
+                        if ready and queue.empty():  # finished without its end marker: it failed
+                            try:
+                                ray.get(run)
+                            except ray.exceptions.RayTaskError as exc:
+                                cause = exc.cause if isinstance(exc.cause, UserError) else None
+                                raise cause or UserError(f"{source}: {exc}", code="internal") from None
+                            raise UserError(
+                                f"{source}: a range decoder stopped early", code="internal"
+                            ) from None
+                        continue
+                    if batch is None:
+                        break
+                    ray.get(self.encoder.append.remote(sid, batch))
+                    frames += len(batch)
+                    if on_batch is not None:
+                        on_batch(batch[-1][0])
+        finally:
+            for d in decoders:
+                ray.kill(d)
+            for q in queues:
+                q.shutdown()
+        return frames
 
     def progress(self, sid: str) -> dict:
         self._known(sid)
