@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from scenekv.errors import UserError
 from scenekv.memory import MemoryStore, RollingConfig, RollingMemory, Scene, StreamNotFound
 from scenekv.vlm import SamplingParams, VLMBackend
 
@@ -178,7 +177,3 @@ class StreamHub:
                 self.detach(sid)
             except Exception:  # keep closing the others; the error is logged
                 log.exception("detaching stream %s failed", sid)
-
-    def check_open(self, sid: str) -> None:
-        if sid not in self.streams:
-            raise UserError(f"stream {sid!r} is not open", code="unknown_stream")

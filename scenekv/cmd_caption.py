@@ -32,9 +32,6 @@ class Progress:
         self.name, self.total, self.tty, self.out = name, total, sys.stderr.isatty(), sys.stderr
         self.started = self.last_line = time.monotonic()
 
-    def __call__(self, pts: float) -> None:
-        self.show(pts)
-
     def show(self, pts: float, *, final: bool = False) -> None:
         import time
 
@@ -73,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         for video in args.videos:
             progress = Progress(Path(video).name, media_duration(video))
             sid, reused = ingest_file(
-                service, video, fps=args.fps, carriers=args.carriers, on_progress=progress
+                service, video, fps=args.fps, carriers=args.carriers, on_progress=progress.show
             )
             progress.show(progress.total or 0.0, final=True)
             if reused:

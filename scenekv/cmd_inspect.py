@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from scenekv.defaults import AUTO_MODEL, DEFAULT_CHECKPOINT, TINY_MODEL
+from scenekv.defaults import AUTO_MODEL, DEFAULT_CHECKPOINT, TINY_MODEL, VISION_MAX_SIDE
 
-VISION_MAX_SIDE = 512
 HELP = "encode a source with a model and carrier strategy; print carriers and KV per frame"
 
 
@@ -58,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise UserError("--batch must be >= 1")
     spec = CarrierSpec.parse(args.carriers)
-    with open_source(
-        args.source, fps=args.fps
-    ) as source:  # opened first: bad input fails before the model loads
+    # Opened first: bad input fails before the model loads.
+    with open_source(args.source, fps=args.fps, max_side=VISION_MAX_SIDE) as source:
         backend = load_backend(args.model, device=args.device, dtype=args.dtype)
         if backend.is_random:
             print(random_model_banner(backend), file=sys.stderr)

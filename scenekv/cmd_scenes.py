@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from scenekv.cmd_inspect import add_model_arguments
+from scenekv.defaults import VISION_MAX_SIDE
 
 HELP = "split a video into scenes (SceneTiling over frame signatures); print one line per scene"
 
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{row['scene']:>6} {row['start']:>10.3f} {row['end']:>10.3f} {row['frames']:>7}", flush=True
             )
 
-    with open_source(args.source, fps=args.fps) as source:  # bad input fails before the model loads
+    # Same frame size as the service decodes, so `scenes` shows the cuts a stream of this file gets.
+    with open_source(args.source, fps=args.fps, max_side=VISION_MAX_SIDE) as source:  # bad input fails first
         from scenekv.vlm import load_backend
 
         backend = load_backend(args.model, device=args.device, dtype=args.dtype)

@@ -62,13 +62,14 @@ def test_asking_does_not_change_the_stream_memory():
     sess = session("pool:4")
     sess.append(frames(3))
     before = sess.cache.get_seq_length()
+    encoded = sess.backend.frames_encoded
     first = sess.ask("describe", params=SamplingParams(max_new_tokens=5), record_logits=True)
     list(first)
     again = sess.ask("describe", params=SamplingParams(max_new_tokens=5), record_logits=True)
     list(again)
     assert sess.cache.get_seq_length() == before
     assert torch.equal(first.logits[0], again.logits[0])
-    assert sess.vision_forwards == 1  # questions never re-encode video
+    assert sess.backend.frames_encoded == encoded  # questions never re-encode video
 
 
 def test_max_tokens_cancel_and_sampling_seed():

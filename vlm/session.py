@@ -128,7 +128,6 @@ class StreamSession:
             )
             self._last_kept = resume.last_kept_index
             self._dedup.last_kept = resume.last_signature
-        self.vision_forwards = 0  # counted so tests and metrics can prove QA never re-encodes video
 
     def _ids(self, text: str) -> list[int]:
         return self.backend.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -158,7 +157,6 @@ class StreamSession:
             features = backend.encode_frames(
                 [img for _, img in frames], need_importance=self.spec.needs_importance
             )
-            self.vision_forwards += 1
             carriers, grid = compress(self.spec, features, backend)
             signatures = frame_signature(features)
             pieces: list[torch.Tensor] = []

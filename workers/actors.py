@@ -16,6 +16,7 @@ import time
 
 import ray
 
+from scenekv.defaults import VISION_MAX_SIDE
 from scenekv.errors import UserError
 from scenekv.memory import StreamBusy, StreamNotFound, WriteFailed, WriterBusy
 
@@ -60,13 +61,17 @@ class EncoderActor:
             # This actor is the streams' only writer: after a crash its predecessor's lease is stale.
             return self.hub.open(sid=sid, source=source, fps=fps, carriers=carriers, takeover=True)
 
+    def attach(self, sid: str) -> dict:
+        """Continue a stored stream here (after a restart too); a deleted or expired one is not re-created."""
+        with self._model_lock:
+            if sid not in self.hub.streams and not self.store.exists(sid):
+                raise StreamNotFound(f"stream {sid!r} no longer exists")
+            return self.hub.open(sid=sid, takeover=True)
+
     def append(self, sid: str, frames: list) -> dict:
         with self._model_lock:
             if sid not in self.hub.streams:
-                # A restarted actor continues a stored stream; a deleted or expired one is not re-created.
-                if not self.store.exists(sid):
-                    raise StreamNotFound(f"stream {sid!r} no longer exists")
-                self.hub.open(sid=sid, takeover=True)
+                self.attach(sid)  # a restarted actor: the stream continues from Redis
             try:
                 return self.hub.append(sid, frames)
             except (WriteFailed, WriterBusy, StreamBusy, StreamNotFound):
@@ -180,7 +185,7 @@ class DecoderActor:
 
         closed: list[dict] = []
         pending: list = []
-        with open_source(source, fps=fps, max_side=512) as src:
+        with open_source(source, fps=fps, max_side=VISION_MAX_SIDE) as src:
             self._source = src
             # A file resumes after the stored frames; a live source restarts its clock at 0 on every
             # connection, so its frames are placed after the stored ones instead of being skipped.
@@ -198,7 +203,7 @@ class DecoderActor:
                 stats = src.stats
                 self.progress_.update(
                     frames=self.progress_["frames"] + 1,
-                    pts=frame.pts,
+                    pts=pts,
                     lag_s=stats.lag_s or 0.0,
                     dropped=stats.dropped,
                 )
@@ -212,7 +217,7 @@ class DecoderActor:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return ray.get(encoder.open.remote(sid, "", 1.0, "pool:16"))["last_pts"]
+                return ray.get(encoder.attach.remote(sid))["last_pts"]
             except ray.exceptions.RayActorError:
                 if time.monotonic() > deadline:
                     raise
@@ -241,7 +246,7 @@ class RangeDecoder:
         from scenekv.ingest import open_source
 
         frames, pending = 0, []
-        with open_source(source, fps=fps, max_side=512, start=start, end=end) as src:
+        with open_source(source, fps=fps, max_side=VISION_MAX_SIDE, start=start, end=end) as src:
             for frame in src:
                 pending.append((frame.pts, frame.image))
                 frames += 1

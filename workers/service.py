@@ -217,7 +217,7 @@ class SceneKVService:
         """Continue a stream by id (another client's, or one from before a restart)."""
         if not self.store.exists(sid):
             raise UnknownStream(f"no stream {sid!r}")
-        info = ray.get(self.encoder.open.remote(sid, "", 1.0, "pool:16"))
+        info = ray.get(self.encoder.attach.remote(sid))
         with self._lock:
             self._streams.add(sid)
         return info
