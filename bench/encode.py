@@ -78,7 +78,7 @@ def main() -> None:
         # The first context_frames segments build a realistic cache (untimed); the vision features of
         # the timed batch are reused for them: only the language model's prefill is measured here.
         for r in range(args.context_frames + args.repeats):
-            tag = sess._ids(f"<t={float(r):.1f}s>")
+            tag = backend.prompter.tag_ids(float(r))
             segment, positions, end = backend.frame_segment(
                 sess.next_position, tag, carriers[r % len(batch)], grid
             )

@@ -217,10 +217,9 @@ class Baseline:
         self.b = backend
         cfg = backend.model.config
         self.video_id = getattr(cfg, "video_token_id", None) or cfg.video_token_index
-        engine_prefix = QAEngine(backend).prefix  # the same system prompt and chat template as SceneKV
-        ids = engine_prefix._ids
-        self.before = ids(engine_prefix.template.sink)
-        self.after = ids(engine_prefix.template.question(QUESTION))
+        prompter = backend.prompter  # the same system prompt and chat template as SceneKV
+        self.before = prompter.sink_ids
+        self.after = prompter.question_ids(QUESTION)
 
     def prompt_tokens(self, frames: int) -> int:
         return len(self.before) + frames * self.b.native_tokens_per_frame + 1 + len(self.after)

@@ -41,6 +41,14 @@ class TimeAnchor:
             return max(0.0, self.start - AT_PAD_S), self.start + AT_PAD_S
         return self.start, min(self.end, max(now, self.start))
 
+    def focus(self, now: float) -> float:
+        """The one moment the anchor points at, for a model that reads one frame's tag: ``at`` T,
+        the newest frame for ``last``, the middle of a range (a scene, for captions)."""
+        if self.kind == "at":
+            return self.start
+        a, b = self.window(now)
+        return b if self.kind == "last" else (a + b) / 2
+
     def earliest_needed(self) -> float:
         """The stream time that must have been reached before the anchor can be answered.
 

@@ -15,8 +15,7 @@ from typing import Protocol
 
 import torch
 
-from scenekv.vlm import Generation, KVChunk, SamplingParams, StreamSession, VLMBackend
-from scenekv.vlm.kv import build_cache
+from scenekv.vlm import Answerer, Generation, KVChunk, SamplingParams, VLMBackend, nearest_frame_pts
 
 from .anchors import TimeAnchor, resolve_anchor
 from .context import ChunkRef, ContextPlan, plan_context
@@ -92,7 +91,7 @@ class QAEngine:
         self.budget_tokens = budget_tokens
         self.top_k = top_k
         # The sink is the same system prompt every stream was encoded under: built once, reused.
-        self.prefix = StreamSession(backend, "native")
+        self.answerer = Answerer(backend)
         self._lock = threading.Lock()
 
     def ask(
@@ -122,8 +121,7 @@ class QAEngine:
             anchor.check_reached(now)
         refs = memory.refs()
         with self._lock:
-            question_ids = self.prefix._ids(self.prefix.template.question(question))
-            scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
+            scores = self._scores(memory, refs, self.answerer.question_ids(question)) if top_k != 0 else {}
             plan = plan_context(
                 refs,
                 window=anchor.window(now) if anchor is not None and now is not None else None,
@@ -135,8 +133,17 @@ class QAEngine:
             loaded = memory.load([c.cid for c in plan.chunks])
             plan.chunks = [c for c in plan.chunks if c.cid in loaded]  # evidence = what was really used
             chunks = [loaded[c.cid] for c in plan.chunks]
-            generation = self.prefix.ask(question, chunks=chunks, params=params, cancel=cancel)
-        prompt_tokens = self.prefix.sink_len + plan.tokens + len(question_ids)
+            # The anchor reaches the model as the tag of the context frame nearest it (prompt.py).
+            anchor_pts = (
+                nearest_frame_pts(chunks, anchor.focus(now))
+                if anchor is not None and now is not None
+                else None
+            )
+            generation = self.answerer.ask(
+                question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel
+            )
+        question_ids = self.answerer.question_ids(question, anchor_pts)
+        prompt_tokens = self.answerer.sink_len + plan.tokens + len(question_ids)
         return Answer(generation, plan, anchor, prompt_tokens, started)
 
     def _scores(
@@ -147,8 +154,4 @@ class QAEngine:
         keys = memory.content_keys([r.cid for r in refs])
         if not keys:
             return {}
-        sink_k, sink_v = self.prefix.sink_kv()
-        cache = build_cache([(sink_k, sink_v)], self.backend.model.config.get_text_config())
-        positions = self.backend.text_positions(self.prefix.sink_len, len(question_ids))
-        queries = self.backend.question_queries(cache, self.backend.embed_ids(question_ids), positions)
-        return score_chunks(queries, keys)
+        return score_chunks(self.answerer.queries(question_ids), keys)

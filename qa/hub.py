@@ -94,6 +94,7 @@ class StreamHub:
             "stream_id": sid,
             "model": self.backend.model_id,
             "random_weights": self.backend.is_random,
+            "world_only": self.backend.world_only,
             "fps": info.fps,
             "carriers": str(mem.session.spec),
             "last_pts": mem.last_pts,

@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "caption": "scenekv.cmd_caption",
     "memory": "scenekv.cmd_memory",
     "make-video": "scenekv.cmd_make_video",
+    "make-world": "scenekv.cmd_make_world",
+    "train-world": "scenekv.cmd_train_world",
 }
 
 

@@ -33,12 +33,15 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
 
 
 def warn_if_random(service) -> None:
+    """Say once, on stderr, when the model's answers are placeholders or world-only."""
     import sys
 
-    from scenekv.cmd_inspect import random_model_banner_text
+    from scenekv.cmd_inspect import model_banner
 
-    if service.model["random_weights"]:
-        print(random_model_banner_text(service.model["model"]), file=sys.stderr)
+    m = service.model
+    banner = model_banner(m["model"], random=m["random_weights"], world_only=m.get("world_only", False))
+    if banner:
+        print(banner, file=sys.stderr)
 
 
 def stream_id_for(source: str, model: str, fps: float, carriers: str) -> str:

@@ -34,15 +34,19 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def random_model_banner(backend) -> str:
-    return random_model_banner_text(backend.model_id)
-
-
-def random_model_banner_text(model_id: str) -> str:
-    return (
-        f"*** {model_id}: RANDOM WEIGHTS — the architecture is real, the answers are placeholders. "
-        "Pass --model with a checkpoint (hub id or local path) for real answers. ***"
-    )
+def model_banner(model_id: str, *, random: bool, world_only: bool = False) -> str | None:
+    """What the user must know about the model's answers before trusting them (None: nothing)."""
+    if random:
+        return (
+            f"*** {model_id}: RANDOM WEIGHTS — the architecture is real, the answers are placeholders. "
+            "Pass --model with a checkpoint (hub id or local path) for real answers. ***"
+        )
+    if world_only:
+        return (
+            f"*** {model_id}: trained only on SceneKV's synthetic world: it knows these colours and shapes "
+            "and nothing else. Pass --model with a real checkpoint (hub id or local path) for real video. ***"
+        )
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     # Opened first: bad input fails before the model loads.
     with open_source(args.source, fps=args.fps, max_side=VISION_MAX_SIDE) as source:
         backend = load_backend(args.model, device=args.device, dtype=args.dtype)
-        if backend.is_random:
-            print(random_model_banner(backend), file=sys.stderr)
+        banner = model_banner(backend.model_id, random=backend.is_random, world_only=backend.world_only)
+        if banner:
+            print(banner, file=sys.stderr)
         session = StreamSession(backend, spec)
         geo = backend.geometry
         if not args.json:

@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         log.info("redis: %s", redact_url(str(service.redis_how)))
         log.info("ray: %s", service.ray_address or "local (started by this process)")
         log.info("model: %s on %s (%s)", model.get("model"), model.get("device"), model.get("dtype"))
-        if model.get("random_weights"):
-            log.warning(random_weights_banner(model.get("model", "?")))
+        banner = random_weights_banner(model)
+        if banner:
+            log.warning(banner)
         config = GatewayConfig(
             host=args.host,
             port=args.port,
@@ -104,10 +105,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def random_weights_banner(model: str) -> str:
-    line = "*" * 100
-    return (
-        f"\n{line}\n*** {model}: RANDOM WEIGHTS — the architecture is real, the answers are placeholders.\n"
-        "*** Pass --model with a checkpoint (hub id or local path) for real answers.\n"
-        f"{line}"
+def random_weights_banner(model: dict) -> str | None:
+    """The model banner of cmd_inspect, framed for the server log (None for a real checkpoint)."""
+    from scenekv.cmd_inspect import model_banner
+
+    text = model_banner(
+        model.get("model", "?"),
+        random=bool(model.get("random_weights")),
+        world_only=bool(model.get("world_only")),
     )
+    if text is None:
+        return None
+    line = "*" * 100
+    return f"\n{line}\n{text}\n{line}"

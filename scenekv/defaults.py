@@ -2,7 +2,11 @@
 
 DEFAULT_CHECKPOINT = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 TINY_MODEL = "tiny-random-llava-onevision"
-# "auto": the default checkpoint when it is cached or the hub answers, else the tiny random model.
+# SceneKV's own world model (vlm/checkpoints/): trained here on the synthetic world, shipped in the package.
+WORLD_MODEL = "scenekv-world"
+WORLD_MODEL_DIR = "scenekv-world-llava-ov"
+# "auto": the default checkpoint when it is cached or the hub answers, else the world model (else the
+# tiny random model, in a checkout that lacks the world model's weights).
 AUTO_MODEL = "auto"
 DEFAULT_FPS = 1.0
 # Frames shrink at decode time to about the vision input (384 px for LLaVA-OV, ~448 for Qwen2.5-VL):

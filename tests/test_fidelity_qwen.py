@@ -37,7 +37,7 @@ def test_fidelity_qwen_streaming_equals_checkpoint_path_on_pixels():
 
     pixels, grid = b.pixels([img for _, img in clip])
     per_frame = int(grid[0].prod()) // b.merge**2
-    seq = ids(sess.template.sink)
+    seq = ids(sess.prompter.template.sink)
     for pts, _ in clip:
         seq += (
             ids(time_tag(pts))
@@ -45,7 +45,7 @@ def test_fidelity_qwen_streaming_equals_checkpoint_path_on_pixels():
             + [b.model.config.image_token_id] * per_frame
             + [b.vision_end]
         )
-    seq += ids(sess.template.question(QUESTION))
+    seq += ids(sess.prompter.template.question(QUESTION))
     input_ids = torch.tensor([seq])
     with torch.no_grad():
         ref = b.model.generate(

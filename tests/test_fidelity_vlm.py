@@ -22,10 +22,10 @@ def _one_shot_sequence(sess, clip, question: str) -> torch.Tensor:
         return b.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     carriers, _ = compress(sess.spec, b.encode_frames([img for _, img in clip]), b)
-    parts = [b.embed_ids(ids(sess.template.sink))]
+    parts = [b.embed_ids(ids(sess.prompter.template.sink))]
     for i, (pts, _) in enumerate(clip):
         parts += [b.embed_ids(ids(time_tag(pts))), carriers[i]]
-    parts.append(b.embed_ids(ids(sess.template.question(question))))
+    parts.append(b.embed_ids(ids(sess.prompter.template.question(question))))
     return torch.cat(parts)[None]
 
 

@@ -83,12 +83,7 @@ def test_future_anchor_is_a_clear_error(rolling, engine):
 def test_retrieval_brings_back_a_planted_chunk(store, rolling, engine):
     """A chunk whose key matches the question's queries is retrieved even far from the anchor."""
     question = "is there a red car?"
-    b = tiny()
-    ids = engine.prefix._ids(engine.prefix.template.question(question))
-    from scenekv.vlm.kv import build_cache
-
-    cache = build_cache([engine.prefix.sink_kv()], b.model.config.get_text_config())
-    queries = b.question_queries(cache, b.embed_ids(ids), b.text_positions(engine.prefix.sink_len, len(ids)))
+    queries = engine.answerer.queries(engine.answerer.question_ids(question))
     index = store.chunk_index(rolling.sid)
     planted = index[1]  # an early chunk, outside the recent window
     chunk = store.load_chunks(rolling.sid, [planted.cid])[0]

@@ -203,7 +203,10 @@ def test_serve_command_is_light_and_parses_its_flags():
         ["https://a.example"],
     )
     assert (args.model, args.fps, args.carriers, args.media_root) == ("auto", 1.0, "pool:16", None)
-    assert "RANDOM WEIGHTS" in cmd_serve.random_weights_banner("tiny")
+    assert "RANDOM WEIGHTS" in cmd_serve.random_weights_banner({"model": "tiny", "random_weights": True})
+    world = cmd_serve.random_weights_banner({"model": "scenekv-world", "world_only": True})
+    assert "trained only on SceneKV's synthetic world" in world
+    assert cmd_serve.random_weights_banner({"model": "llava-hf/x"}) is None
     # `scenekv --help` stays instant, and the web layer talks to workers only (no Ray/torch/qa here).
     code = (
         "import sys, scenekv.cmd_serve, scenekv.web.server;"

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from .prompt import Prompter, PromptFormat
+
 
 @dataclass
 class VisionFeatures:
@@ -49,6 +51,16 @@ class VLMBackend(ABC):
     tokenizer: PreTrainedTokenizerBase
     is_random: bool  # random weights: answers are placeholders, say so to the user
     frames_encoded: int = 0  # frames through the vision tower, ever: proves QA never re-encodes video
+    prompt_format: PromptFormat = PromptFormat()  # the layout the checkpoint reads (vlm/prompt.py)
+    world_only: bool = False  # trained only on SceneKV's synthetic world (say so to the user)
+
+    @property
+    def prompter(self) -> Prompter:
+        """Token ids of the sink, time tags and questions in this checkpoint's layout (built once)."""
+        p = self.__dict__.get("_prompter")
+        if p is None or p.format != self.prompt_format:
+            p = self.__dict__["_prompter"] = Prompter(self.tokenizer, self.prompt_format)
+        return p
 
     @property
     def device(self) -> torch.device:
@@ -119,12 +131,14 @@ class VLMBackend(ABC):
     def frame_segment(
         self, start: int, tag_ids: list[int], carriers: torch.Tensor, grid: tuple[int, int] | None
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Embeddings, positions and the next free position for one frame: time tag, then carriers.
+        """Embeddings, positions and the next free position for one frame: time tag, then carriers
+        (or carriers, then the tag, where the checkpoint was trained so: ``prompt_format.tag_after``).
 
         ``grid`` is the carriers' spatial layout (None for an unordered set such as topk); 1-D RoPE
         ignores it, M-RoPE backends place the carriers on it.
         """
-        embeds = torch.cat([self.embed_ids(tag_ids), carriers.to(self.dtype)])
+        parts = [self.embed_ids(tag_ids), carriers.to(self.dtype)]
+        embeds = torch.cat(parts[::-1] if self.prompt_format.tag_after else parts)
         return embeds, self.text_positions(start, embeds.shape[0]), start + embeds.shape[0]
 
     def rope_inv_freq(self) -> torch.Tensor:

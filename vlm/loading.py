@@ -17,12 +17,13 @@ from urllib.parse import urlparse
 
 import torch
 
-from scenekv.defaults import AUTO_MODEL, DEFAULT_CHECKPOINT, TINY_MODEL
+from scenekv.defaults import AUTO_MODEL, DEFAULT_CHECKPOINT, TINY_MODEL, WORLD_MODEL, WORLD_MODEL_DIR
 from scenekv.errors import UserError
 
 from .backend import VLMBackend
 from .configs import RANDOM_ARCHITECTURES
 from .llava_onevision import LlavaOnevisionBackend
+from .prompt import FORMAT_FILE, PromptFormat
 from .qwen2_5_vl import Qwen25VLBackend
 from .tokenizer import build_tiny_tokenizer
 
@@ -80,21 +81,36 @@ def cpu_has_native_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-def load_backend(model: str, *, device: str | None = None, dtype: str | None = None) -> VLMBackend:
-    dev = resolve_device(device)
+def world_model_path() -> Path:
+    """Where the packaged world model lives (vlm/checkpoints/, shipped as package data)."""
+    return Path(__file__).resolve().parent / "checkpoints" / WORLD_MODEL_DIR
+
+
+def resolve_model(model: str) -> str:
+    """``auto`` and aliases -> what load_backend loads (a hub id, a path or a built-in name)."""
     if model == AUTO_MODEL:
         if _is_cached(DEFAULT_CHECKPOINT) or hub_reachable():
-            model = DEFAULT_CHECKPOINT
-        else:
-            log.warning(
-                "the hub is unreachable and %s is not cached: using %s", DEFAULT_CHECKPOINT, TINY_MODEL
-            )
-            model = TINY_MODEL
+            return DEFAULT_CHECKPOINT
+        fallback = WORLD_MODEL if (world_model_path() / "model.safetensors").is_file() else TINY_MODEL
+        log.warning("the hub is unreachable and %s is not cached: using %s", DEFAULT_CHECKPOINT, fallback)
+        model = fallback
+    if model == WORLD_MODEL:
+        path = world_model_path()
+        if not (path / "model.safetensors").is_file():
+            raise UserError(f"the world model's weights are missing from this install ({path})")
+        return str(path)
+    return model
+
+
+def load_backend(model: str, *, device: str | None = None, dtype: str | None = None) -> VLMBackend:
+    dev = resolve_device(device)
+    model = resolve_model(model)
     if model in RANDOM_ARCHITECTURES:
         return build_random_backend(
             model, device=dev, dtype=resolve_dtype(dtype, dev, tiny=model.startswith("tiny"))
         )
-    return _load_pretrained(model, dev, resolve_dtype(dtype, dev, tiny=False))
+    small = Path(model) == world_model_path()  # 6 MB: fp32 everywhere, as it was trained
+    return _load_pretrained(model, dev, resolve_dtype(dtype, dev, tiny=small))
 
 
 def build_random_backend(name: str, *, device: torch.device, dtype: torch.dtype) -> VLMBackend:
@@ -153,7 +169,19 @@ def _load_pretrained(model: str, device: torch.device, dtype: torch.dtype) -> VL
     net = model_cls.from_pretrained(model, dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(model)
     mean, std = _image_normalisation(model)
-    return backend_cls(net, tokenizer, model_id=model, image_mean=mean, image_std=std, is_random=False)
+    model_id = WORLD_MODEL if Path(model) == world_model_path() else model
+    backend = backend_cls(net, tokenizer, model_id=model_id, image_mean=mean, image_std=std, is_random=False)
+    _apply_format(backend, model)
+    return backend
+
+
+def _apply_format(backend: VLMBackend, model: str) -> None:
+    """A checkpoint trained in SceneKV's own layout says so in scenekv.json (vlm/prompt.py)."""
+    if not Path(model).is_dir() or not (Path(model) / FORMAT_FILE).is_file():
+        return
+    meta = json.loads((Path(model) / FORMAT_FILE).read_text())
+    backend.prompt_format = PromptFormat.from_dict(meta.get("prompt", {}))
+    backend.world_only = bool(meta.get("world_only", False))
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -6,8 +6,9 @@ Layout (positions are RoPE positions, contiguous as frames arrive):
 
 Each frame is encoded and prefilled exactly once, on top of everything before it. A question is
 answered on a *context*: the sink plus any chunks (resident or brought back from memory), laid at
-contiguous positions by re-rotating their keys; the question is prefilled there and decoded. The
-question never enters the stream's own cache, so asking does not change what later answers see.
+contiguous positions by re-rotating their keys; the question is prefilled there and decoded
+(answer.py). The question never enters the stream's own cache, so asking does not change what later
+answers see. The text pieces (sink, tags, question) come from the backend's prompt format (prompt.py).
 """
 
 from __future__ import annotations
@@ -22,21 +23,14 @@ from transformers import DynamicCache
 
 from scenekv.errors import UserError
 
+from .answer import Answerer
 from .backend import VLMBackend
 from .carriers import CarrierSpec, Deduper, compress, frame_signature
 from .generate import Generation, SamplingParams
-from .kv import FrameSpan, KVChunk, build_cache, cache_tensors, rotate
+from .kv import FrameSpan, KVChunk, cache_tensors, rotate
+from .prompt import time_tag
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful assistant that watches a video stream and answers questions about it. "
-    "Each frame is preceded by its time in seconds, like <t=12.0s>."
-)
-_MARK = "\x00QUESTION\x00"
-
-
-def time_tag(pts: float) -> str:
-    return f"<t={pts:.1f}s>"
-
+__all__ = ["FrameRecord", "ResumePoint", "StreamSession", "time_tag"]
 
 @dataclass
 class FrameRecord:
@@ -68,31 +62,12 @@ class _Resident:
     positions: torch.Tensor  # of every token, [T] or [3, T]: to undo RoPE for retrieval keys
 
 
-class PromptTemplate:
-    """Splits the checkpoint's chat template into the sink (before the video) and the question part."""
-
-    def __init__(self, tokenizer, system_prompt: str) -> None:
-        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": _MARK}]
-        try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception:  # a template that wants list content or has none: fall back to ChatML
-            text = None
-        if not isinstance(text, str) or _MARK not in text:
-            text = f"<|im_start|>system\n{system_prompt}<|im_end|>\n<|im_start|>user\n{_MARK}<|im_end|>\n"
-            text += "<|im_start|>assistant\n"
-        self.sink, self.after_question = text.split(_MARK)
-
-    def question(self, text: str) -> str:
-        return "\n" + text + self.after_question
-
-
 class StreamSession:
     def __init__(
         self,
         backend: VLMBackend,
         carriers: CarrierSpec | str = "native",
         *,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         resume: ResumePoint | None = None,
     ) -> None:
         self.backend = backend
@@ -101,12 +76,12 @@ class StreamSession:
             raise UserError(
                 f"{self.spec} carriers need vision attention, which {backend.model_id} does not expose"
             )
-        self.template = PromptTemplate(backend.tokenizer, system_prompt)
+        self.prompter = backend.prompter  # sink, tags and questions in the checkpoint's layout
         self.frames: list[FrameRecord] = []  # recent frames only: evict() forgets the old ones
         self._dedup = Deduper(self.spec.dedup_tau)
         self._resident: list[_Resident] = []
         self.lock = threading.RLock()  # appends and context building may come from different threads
-        sink_ids = self._ids(self.template.sink)
+        sink_ids = self.prompter.sink_ids
         self.sink_len = len(sink_ids)
         self.cache: DynamicCache = backend.new_cache()
         backend.forward(
@@ -128,9 +103,6 @@ class StreamSession:
             )
             self._last_kept = resume.last_kept_index
             self._dedup.last_kept = resume.last_signature
-
-    def _ids(self, text: str) -> list[int]:
-        return self.backend.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def resume_point(self) -> ResumePoint:
         """What a new session needs to continue this stream (memory/ stores it with the stream)."""
@@ -169,7 +141,7 @@ class StreamSession:
                 if not self._dedup.keep(signatures[i]):
                     records.append(FrameRecord(index, pts, 0, 0, None, kept_as, signatures[i]))
                     continue
-                tag = self._ids(time_tag(pts))
+                tag = self.prompter.tag_ids(pts)
                 segment, where, end = backend.frame_segment(position, tag, carriers[i], grid)
                 pieces.append(segment)
                 places.append(where)
@@ -248,41 +220,37 @@ class StreamSession:
         keys, values = cache_tensors(self.cache)
         return keys[:, :, : self.sink_len], values[:, :, : self.sink_len]
 
-    def context(self, chunks: Sequence[KVChunk] | None = None) -> tuple[DynamicCache, int]:
+    def answerer(self) -> Answerer:
+        """Answers on this session's own sink (for callers that hold a session, not a QA engine)."""
+        return Answerer(self.backend, self.sink_kv())
+
+    def context(self, chunks: Sequence[KVChunk] | None = None):
         """A fresh cache of sink + ``chunks`` (default: every resident frame) at contiguous positions.
 
         Returns the cache and the position where the question starts.
         """
         with self.lock:
-            if chunks is None:
-                chunks = (
-                    [self.export(self._resident[0].index, self._resident[-1].index)] if self._resident else []
-                )
-            inv_freq = self.backend.rope_inv_freq()
-            parts = [self.sink_kv()]
-            position = self.sink_len
-            for chunk in sorted(chunks, key=lambda c: c.first_pts):
-                moved = chunk.moved_to(position, inv_freq)
-                parts.append(
-                    (
-                        moved.keys.to(self.backend.device, self.backend.dtype),
-                        moved.values.to(self.backend.device, self.backend.dtype),
-                    )
-                )
-                position += chunk.span
-            return build_cache(parts, self.backend.model.config.text_config), position
+            return self.answerer().context(self._chunks_or_window(chunks))
+
+    def _chunks_or_window(self, chunks: Sequence[KVChunk] | None) -> Sequence[KVChunk]:
+        if chunks is not None:
+            return chunks
+        return [self.export(self._resident[0].index, self._resident[-1].index)] if self._resident else []
 
     def ask(
         self,
         question: str,
         *,
         chunks: Sequence[KVChunk] | None = None,
+        anchor_pts: float | None = None,
         params: SamplingParams | None = None,
         cancel: threading.Event | None = None,
         record_logits: bool = False,
     ) -> Generation:
-        """Answer on sink + ``chunks``; iterate the result for streamed text."""
-        cache, position = self.context(chunks)
-        prompt = self.backend.embed_ids(self._ids(self.template.question(question)))
-        params = params or SamplingParams()
-        return Generation(self.backend, cache, prompt, position, params, cancel, record_logits=record_logits)
+        """Answer on sink + ``chunks`` (default: the resident window); iterate for streamed text."""
+        with self.lock:
+            chunks = self._chunks_or_window(chunks)
+            answerer = self.answerer()
+        return answerer.ask(
+            question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel, record_logits=record_logits
+        )

@@ -128,6 +128,7 @@ class HttpRoutes:
         return {
             "model": model.get("model"),
             "random_weights": bool(model.get("random_weights")),
+            "world_only": bool(model.get("world_only")),
             "fps": cfg.fps,
             "carriers": cfg.carriers,
             "token_required": bool(cfg.token),

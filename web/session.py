@@ -186,6 +186,7 @@ class Connection:
                 stream_id=sid,
                 model=info.get("model"),
                 random_weights=bool(info.get("random_weights")),
+                world_only=bool(info.get("world_only")),
                 fps=info.get("fps"),
                 carriers=info.get("carriers"),
                 last_pts=info.get("last_pts"),

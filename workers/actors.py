@@ -52,6 +52,7 @@ class EncoderActor:
         return {
             "model": self.backend.model_id,
             "random_weights": self.backend.is_random,
+            "world_only": self.backend.world_only,
             "device": str(self.backend.device),
             "dtype": str(self.backend.dtype).replace("torch.", ""),
         }

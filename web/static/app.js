@@ -21,7 +21,7 @@ const timeline = new Timeline($("timeline"), $("timeline-now"), $("scene-list"),
 async function loadConfig() {
   try {
     const cfg = await (await fetch(withToken("/config.json"))).json();
-    showModel(cfg.model, cfg.random_weights);
+    showModel(cfg.model, cfg.random_weights, cfg.world_only);
     ui.fps.value = cfg.fps;
     if (![...ui.carriers.options].some((o) => o.value === cfg.carriers)) ui.carriers.add(new Option(cfg.carriers));
     ui.carriers.value = cfg.carriers;
@@ -32,14 +32,20 @@ async function loadConfig() {
   }
 }
 
-function showModel(model, random) {
+function showModel(model, random, worldOnly) {
   $("model-pill").textContent = model || "model ?";
-  $("model-pill").title = random ? `${model}: random weights` : model;
-  $("random-banner").hidden = !random;
+  $("model-pill").title = random ? `${model}: random weights` : worldOnly ? `${model}: synthetic world only` : model;
+  $("random-banner").hidden = !(random || worldOnly);
   if (random) {
+    $("random-banner-title").textContent = "Random weights.";
     $("random-banner-text").textContent =
       ` ${model} has random weights: the pipeline is real, but answers and captions are placeholders. ` +
       "Start the server with --model <checkpoint> for real answers.";
+  } else if (worldOnly) {
+    $("random-banner-title").textContent = "Synthetic world only.";
+    $("random-banner-text").textContent =
+      ` ${model} was trained only on SceneKV's synthetic world: it knows these colours and shapes and ` +
+      "nothing else. Try file:sample.mp4, or start the server with --model <checkpoint> for real video.";
   }
 }
 
@@ -123,7 +129,7 @@ async function connect() {
 function onStarted(msg) {
   $("stream-pill").hidden = false;
   $("stream-pill").textContent = msg.stream_id;
-  showModel(msg.model, msg.random_weights);
+  showModel(msg.model, msg.random_weights, msg.world_only);
   ui.stop.disabled = false;
   ui.ask.disabled = false;
   notice("");

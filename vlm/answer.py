@@ -1,0 +1,99 @@
+"""Answering on stored KV: the sink plus chosen chunks, laid side by side, then the question.
+
+This is the answer half of a stream, apart from the stream window (session.py): it needs no frame,
+only the sink (the same system prompt every stream of the backend was encoded under, prefilled once)
+and the chunks QA picked. Chunks are re-rotated to contiguous positions after the sink in time
+order; the question is written in the checkpoint's own layout (with the anchor's frame tag where it
+wants one) and decoded token by token.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+from transformers import DynamicCache
+
+from .backend import VLMBackend
+from .generate import Generation, SamplingParams
+from .kv import KVChunk, build_cache
+
+
+class Answerer:
+    def __init__(self, backend: VLMBackend, sink: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """``sink``: the sink's (keys, values) when a session already has them; else prefilled here."""
+        self.backend = backend
+        self.prompter = backend.prompter
+        self.sink_len = len(self.prompter.sink_ids)
+        if sink is None:
+            cache = backend.new_cache()
+            backend.forward(
+                backend.embed_ids(self.prompter.sink_ids),
+                cache,
+                backend.text_positions(0, self.sink_len),
+                logits=False,
+            )
+            from .kv import cache_tensors
+
+            keys, values = cache_tensors(cache)
+            sink = (keys.clone(), values.clone())
+        self.sink = sink
+
+    def question_ids(self, question: str, anchor_pts: float | None = None) -> list[int]:
+        return self.prompter.question_ids(question, anchor_pts)
+
+    def context(self, chunks: Sequence[KVChunk]) -> tuple[DynamicCache, int]:
+        """A fresh cache of sink + ``chunks`` at contiguous positions, and where the question starts."""
+        inv_freq = self.backend.rope_inv_freq()
+        parts = [self.sink]
+        position = self.sink_len
+        for chunk in sorted(chunks, key=lambda c: c.first_pts):
+            moved = chunk.moved_to(position, inv_freq)
+            parts.append(
+                (
+                    moved.keys.to(self.backend.device, self.backend.dtype),
+                    moved.values.to(self.backend.device, self.backend.dtype),
+                )
+            )
+            position += chunk.span
+        return build_cache(parts, self.backend.model.config.get_text_config()), position
+
+    def queries(self, question_ids: list[int]) -> torch.Tensor:
+        """The question's mean pre-RoPE queries on the sink alone (retrieval scores chunks with them)."""
+        cache = build_cache([self.sink], self.backend.model.config.get_text_config())
+        positions = self.backend.text_positions(self.sink_len, len(question_ids))
+        return self.backend.question_queries(cache, self.backend.embed_ids(question_ids), positions)
+
+    def ask(
+        self,
+        question: str,
+        chunks: Sequence[KVChunk],
+        *,
+        anchor_pts: float | None = None,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        record_logits: bool = False,
+    ) -> Generation:
+        """Answer on sink + ``chunks``; iterate the result for streamed text."""
+        cache, position = self.context(chunks)
+        prompt = self.backend.embed_ids(self.question_ids(question, anchor_pts))
+        return Generation(
+            self.backend,
+            cache,
+            prompt,
+            position,
+            params or SamplingParams(),
+            cancel,
+            record_logits=record_logits,
+        )
+
+
+def nearest_frame_pts(chunks: Sequence[KVChunk], target: float) -> float | None:
+    """The pts of the frame in ``chunks`` nearest ``target`` (ties: the earlier): the anchor's frame."""
+    best: float | None = None
+    for chunk in chunks:
+        for f in chunk.frames:
+            if best is None or abs(f.pts - target) < abs(best - target) - 1e-9:
+                best = f.pts
+    return best

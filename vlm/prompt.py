@@ -1,0 +1,117 @@
+"""How a stream and a question are written for the model: the prompt half of a session.
+
+A checkpoint reads video in one layout: the system prompt (the attention sink), then one segment per
+frame made of a time tag and the frame's carriers, then the question. ``PromptFormat`` is that
+layout as data, so a checkpoint trained in another one (SceneKV's world model, ``scenekv.json`` in its
+folder) is fed exactly what it was trained on:
+
+- ``time_format``: ``seconds`` writes ``<t=83.0s>``; ``clock`` writes ``<01:23>`` (``<1:01:23>`` past an
+  hour), so a model can copy a frame's time straight into an answer such as ``at 01:23``.
+- ``tag_after``: the tag follows the carriers instead of preceding them. Attention is causal, so a
+  tag written after its frame can see the frame: one token then carries both the time and the
+  content, which is what a small model learns to look up.
+- ``anchor_tag``: a question with a time anchor gets the tag of the frame nearest the anchor appended
+  ("... at 03:12? <03:12>"), in the frames' own format, so the model matches tags rather than parsing
+  every way a person writes a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant that watches a video stream and answers questions about it. "
+    "Each frame is preceded by its time in seconds, like <t=12.0s>."
+)
+FORMAT_FILE = "scenekv.json"  # beside a checkpoint's config.json: the layout it was trained on
+_MARK = "\x00QUESTION\x00"
+TIME_FORMATS = ("seconds", "clock")
+
+
+def clock(seconds: float) -> str:
+    """Whole seconds as ``mm:ss`` (``h:mm:ss`` from an hour on): 341.7 -> ``05:41``."""
+    whole = max(0, math.floor(seconds + 1e-6))
+    h, rem = divmod(whole, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    system: str = DEFAULT_SYSTEM_PROMPT
+    time_format: str = "seconds"
+    tag_after: bool = False
+    anchor_tag: bool = False
+
+    def __post_init__(self) -> None:
+        if self.time_format not in TIME_FORMATS:
+            raise ValueError(f"time_format must be one of {TIME_FORMATS}, got {self.time_format!r}")
+
+    def time_tag(self, pts: float) -> str:
+        return f"<{clock(pts)}>" if self.time_format == "clock" else f"<t={pts:.1f}s>"
+
+    def question(self, text: str, anchor_pts: float | None = None) -> str:
+        """The user's question as the model reads it (with the anchor's frame tag where it wants one)."""
+        if self.anchor_tag and anchor_pts is not None:
+            return f"{text} {self.time_tag(anchor_pts)}"
+        return text
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PromptFormat:
+        known = {k: d[k] for k in ("system", "time_format", "tag_after", "anchor_tag") if k in d}
+        return cls(**known)
+
+    @classmethod
+    def of_checkpoint(cls, folder: str | Path) -> PromptFormat:
+        """The format stored beside a checkpoint, or the default when it has none."""
+        path = Path(folder) / FORMAT_FILE
+        if not path.is_file():
+            return cls()
+        return cls.from_dict(json.loads(path.read_text()).get("prompt", {}))
+
+
+def time_tag(pts: float) -> str:
+    """The default format's tag (kept for callers that have no backend at hand)."""
+    return PromptFormat().time_tag(pts)
+
+
+class PromptTemplate:
+    """Splits the checkpoint's chat template into the sink (before the video) and the question part."""
+
+    def __init__(self, tokenizer, system_prompt: str) -> None:
+        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": _MARK}]
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # a template that wants list content or has none: fall back to ChatML
+            text = None
+        if not isinstance(text, str) or _MARK not in text:
+            text = f"<|im_start|>system\n{system_prompt}<|im_end|>\n<|im_start|>user\n{_MARK}<|im_end|>\n"
+            text += "<|im_start|>assistant\n"
+        self.sink, self.after_question = text.split(_MARK)
+
+    def question(self, text: str) -> str:
+        return "\n" + text + self.after_question
+
+
+class Prompter:
+    """Token ids of every text piece of a backend's layout: sink, frame tags, questions."""
+
+    def __init__(self, tokenizer, fmt: PromptFormat) -> None:
+        self.tokenizer, self.format = tokenizer, fmt
+        self.template = PromptTemplate(tokenizer, fmt.system)
+        self.sink_ids = self.ids(self.template.sink)
+
+    def ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def tag_ids(self, pts: float) -> list[int]:
+        return self.ids(self.format.time_tag(pts))
+
+    def question_ids(self, question: str, anchor_pts: float | None = None) -> list[int]:
+        return self.ids(self.template.question(self.format.question(question, anchor_pts)))
