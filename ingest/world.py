@@ -25,6 +25,7 @@ import av
 import numpy as np
 
 __all__ = [
+    "OBJECT_NAMES",
     "PALETTE",
     "SHAPES",
     "WorldScene",
@@ -46,6 +47,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "purple": (140, 60, 190),
 }
 SHAPES = ("circle", "square", "triangle")
+OBJECT_NAMES = tuple(f"{c} {s}" for c in PALETTE for s in SHAPES)  # "purple triangle", ...
 TRUTH_VERSION = 1
 
 

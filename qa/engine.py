@@ -133,12 +133,13 @@ class QAEngine:
             loaded = memory.load([c.cid for c in plan.chunks])
             plan.chunks = [c for c in plan.chunks if c.cid in loaded]  # evidence = what was really used
             chunks = [loaded[c.cid] for c in plan.chunks]
-            # The anchor reaches the model as the tag of the context frame nearest it (prompt.py).
-            anchor_pts = (
-                nearest_frame_pts(chunks, anchor.focus(now))
-                if anchor is not None and now is not None
-                else None
-            )
+            # The anchor reaches the model in the layout it reads (prompt.py): the tag of the context
+            # frame nearest it, and for an anchor_last layout a context that ends at that frame.
+            anchor_pts = None
+            if anchor is not None and now is not None:
+                anchor_pts = nearest_frame_pts(chunks, anchor.focus(now))
+                if anchor_pts is not None and self.backend.prompt_format.anchor_last:
+                    plan.chunks, chunks = _cut(plan.chunks, chunks, anchor_pts)
             generation = self.answerer.ask(
                 question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel
             )
@@ -155,3 +156,15 @@ class QAEngine:
         if not keys:
             return {}
         return score_chunks(self.answerer.queries(question_ids), keys)
+
+
+def _cut(refs: list[ChunkRef], chunks: list[KVChunk], pts: float) -> tuple[list[ChunkRef], list[KVChunk]]:
+    """The plan and its chunks without frames after ``pts``; refs follow, so evidence and usage
+    describe the context really used."""
+    kept_refs, kept = [], []
+    for ref, chunk in zip(refs, chunks, strict=True):
+        cut = chunk.through(pts)
+        if cut is not None:
+            kept_refs.append(ChunkRef(ref.cid, cut.first_pts, cut.last_pts, cut.tokens))
+            kept.append(cut)
+    return kept_refs, kept

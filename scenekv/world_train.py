@@ -9,11 +9,13 @@ back through ``open_source`` like any user file.
 Two stages, one seed:
 
 1. **Vision.** The tower and projector learn to put a frame's content (background colour, object
-   shape and colour) into *every* token: linear probes read it from each native token, each
-   ``pool:16`` cell and the ``mean:1`` token, so any carrier strategy keeps it.
+   shape and colour) into the mean of its tokens and into each ``pool:16`` cell: linear probes read
+   it there, so any carrier strategy, and any attention average over carriers, keeps it.
 2. **Language.** The vision half is frozen and every training frame is encoded once into a bank of
-   carriers. The language model is then trained on contexts laid out exactly as SceneKV's stream KV
-   lays them out (``vlm/prompt.py``): the sink, time-tagged frame segments, the question (with the
+   carriers. An anchored question's context ends at the anchor's frame (``anchor_last``, as the QA
+   engine lays it out for this model), so "what is on screen at T" is read off the newest frame.
+   The language model is then trained on contexts laid out exactly as SceneKV's stream KV lays them
+   out (``vlm/prompt.py``): the sink, time-tagged frame segments, the question (with the
    anchor's frame tag, as the QA engine writes it), the answer. Contexts are timelines of real scenes
    from the bank at 1 fps, cut into chunks as retrieval returns them, with times up to two hours.
 
@@ -46,7 +48,9 @@ WORLD_SYSTEM_PROMPT = (
     "You watch a video of coloured shapes. Each frame is followed by its time, like <01:23>. "
     "Answer in a few words."
 )
-WORLD_FORMAT = PromptFormat(system=WORLD_SYSTEM_PROMPT, time_format="clock", tag_after=True, anchor_tag=True)
+WORLD_FORMAT = PromptFormat(
+    system=WORLD_SYSTEM_PROMPT, time_format="clock", tag_after=True, anchor_tag=True, anchor_last=True
+)
 COLOURS = list(PALETTE)
 TRAIN_SEED_BASE = 100_000  # training videos: seeds TRAIN_SEED_BASE + i; held-out ones never go here
 EVAL_SEED_BASE = 900_000
@@ -355,8 +359,10 @@ def train_vision(model, pixels: torch.Tensor, labels: torch.Tensor, cfg: TrainCo
     for step in range(cfg.vision_steps):
         idx = torch.randint(0, len(pixels), (cfg.vision_batch,), generator=gen)
         views = carrier_views(model, vision_tokens(model, normalise(pixels[idx])))
-        tokens = torch.cat([views["native"], views["pool:16"], views["mean:1"]], dim=1)
-        loss, acc = probe.loss(tokens, labels[idx])
+        # The frame's mean must name its content (mean:1, and what attention over any carriers
+        # averages to); each pool:16 cell too, at half weight, so a coarse grid keeps it.
+        loss, acc = probe.loss(views["mean:1"], labels[idx])
+        loss = loss + 0.5 * probe.loss(views["pool:16"], labels[idx])[0]
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -463,21 +469,15 @@ _DESCRIBE = {"bg": _BG_Q, "obj": _OBJ_Q, "screen": _SCREEN_Q}
 def make_question(rng: random.Random, c: Context) -> QA:
     ctx, scene_of = c.frames, c.scenes
     r = rng.random()
-    if r < 0.62:  # anchored: the engine appends the tag of the frame nearest the anchor
+    if r < 0.6:  # anchored: the context ends at the anchor's frame, whose tag the engine appends
         kind = rng.choice(["bg", "obj", "screen"])
-        j = rng.randrange(len(ctx))
-        if rng.random() < 0.3:  # near scene changes: the frames that decide a scene's edges
-            edges = [i for i in range(1, len(ctx)) if ctx[i][2] != ctx[i - 1][2]]
-            if edges:
-                j = rng.choice(edges) - rng.randint(0, 1)
+        j = len(ctx) - 1
         when = rng.choice(["at", "at", "at", "range", "now"])
-        if when == "now":  # "in the last 10 s", "now": the engine tags the newest frame
-            j = len(ctx) - 1
         pts = ctx[j][1]
         q = rng.choice(_DESCRIBE[kind])
         question = q.format(t=_time_words(rng, when, pts, ctx[-1][1])) if "{t}" in q else q
         return QA(question, pts, answer_for(kind, scene_of[j]), kind)
-    if r < 0.70:  # no anchor: the newest frame is what "now" means
+    if r < 0.72:  # no anchor: the newest frame is what "now" means
         kind = rng.choice(["bg", "obj", "screen"])
         q = rng.choice([t for t in _DESCRIBE[kind] if "{t}" in t])
         return QA(q.format(t=rng.choice(["", " now"])), None, answer_for(kind, scene_of[-1]), kind)

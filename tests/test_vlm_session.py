@@ -24,6 +24,17 @@ def test_frames_must_arrive_in_time_order():
     assert [r.index for r in sess.frames] == [0, 1, 2]
 
 
+def test_a_chunk_cut_by_time_is_exactly_the_export_of_its_first_frames():
+    sess = session("pool:4")
+    sess.append(frames(4, start=2.0))
+    whole, first_two = sess.export(0, 3), sess.export(0, 1)
+    cut = whole.through(3.4)  # frames at 2.0 and 3.0 are at or before it
+    assert [f.index for f in cut.frames] == [0, 1] and cut.position == whole.position
+    assert torch.equal(cut.keys, first_two.keys) and torch.equal(cut.values, first_two.values)
+    assert cut.span == cut.tokens == first_two.tokens
+    assert whole.through(10.0) is whole and whole.through(1.9) is None
+
+
 def test_export_carries_positions_times_and_bytes():
     sess = session("pool:16")
     recs = sess.append(frames(4, start=2.0, step=0.5))

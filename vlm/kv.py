@@ -58,6 +58,29 @@ class KVChunk:
     def nbytes(self) -> int:
         return self.keys.numel() * self.keys.element_size() * 2
 
+    def through(self, pts: float) -> KVChunk | None:
+        """The chunk cut after its last frame at or before ``pts`` (None if none is; self if all are).
+
+        A prefix keeps the original position, so the cut is exact; only 1-D RoPE chunks (span ==
+        tokens) can be cut, since an M-RoPE frame's span is not its token count.
+        """
+        keep = [f for f in self.frames if f.pts <= pts + 1e-9]
+        if len(keep) == len(self.frames):
+            return self
+        if not keep:
+            return None
+        if self.span != self.tokens:
+            raise ValueError("only chunks with 1-D RoPE positions can be cut by time")
+        n = keep[-1].offset + keep[-1].tokens
+        return replace(
+            self,
+            keys=self.keys[:, :, :n],
+            values=self.values[:, :, :n],
+            frames=keep,
+            span=n,
+            content_keys=None,
+        )
+
     def moved_to(self, position: int, inv_freq: torch.Tensor) -> KVChunk:
         """The same chunk as if it had been prefilled at ``position`` (values do not depend on it)."""
         if position == self.position:

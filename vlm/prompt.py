@@ -13,6 +13,9 @@ folder) is fed exactly what it was trained on:
 - ``anchor_tag``: a question with a time anchor gets the tag of the frame nearest the anchor appended
   ("... at 03:12? <03:12>"), in the frames' own format, so the model matches tags rather than parsing
   every way a person writes a time.
+- ``anchor_last``: an anchored question's context ends at the anchor's frame (later frames are left
+  out), so the question is asked as if live at that moment: "what is on screen at T" is "what is on
+  screen now" for the stream as it was at T, which is what a streaming model answers best.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class PromptFormat:
     time_format: str = "seconds"
     tag_after: bool = False
     anchor_tag: bool = False
+    anchor_last: bool = False
 
     def __post_init__(self) -> None:
         if self.time_format not in TIME_FORMATS:
@@ -64,7 +68,9 @@ class PromptFormat:
 
     @classmethod
     def from_dict(cls, d: dict) -> PromptFormat:
-        known = {k: d[k] for k in ("system", "time_format", "tag_after", "anchor_tag") if k in d}
+        known = {
+            k: d[k] for k in ("system", "time_format", "tag_after", "anchor_tag", "anchor_last") if k in d
+        }
         return cls(**known)
 
     @classmethod
