@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from scenekv.cmd_inspect import random_model_banner
+    from scenekv.cmd_inspect import model_banner
     from scenekv.errors import UserError
     from scenekv.ingest import open_source
     from scenekv.memory.scenetiling import SceneTiler, offline_scenes
@@ -84,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
         from scenekv.vlm import load_backend
 
         backend = load_backend(args.model, device=args.device, dtype=args.dtype)
-        if backend.is_random:
-            print(random_model_banner(backend), file=sys.stderr)
+        banner = model_banner(backend.model_id, random=backend.is_random, world_only=backend.world_only)
+        if banner:
+            print(banner, file=sys.stderr)
         if not args.json:
             mode = "offline" if args.offline else f"causal, look-ahead {args.lookahead}"
             print(f"model {backend.model_id}  SceneTiling {mode}  alpha {args.alpha}  min {args.min_scene}s")

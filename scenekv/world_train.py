@@ -429,9 +429,11 @@ def make_timeline(rng: random.Random, scenes: list[BankScene], n_scenes: int) ->
     t = offset
     for _ in range(n_scenes):
         prev = chosen[-1][0].scene.background if chosen else None
+        # neighbours differ in background as in the world, unless no scene could (one-scene data)
+        can_differ = any(b.frames and b.scene.background != prev for b in scenes)
         while True:
             bs = rng.choice(scenes)
-            if bs.scene.background != prev and bs.frames:
+            if bs.frames and (bs.scene.background != prev or not can_differ):
                 break
         chosen.append((bs, t))
         t += len(bs.frames)
@@ -818,7 +820,8 @@ Real video needs a real checkpoint (`--model llava-hf/llava-onevision-qwen2-0.5b
 ## How it reads video
 Exactly SceneKV's streaming layout (`scenekv.json`, `vlm/prompt.py`): system prompt (the attention sink),
 then per frame its carriers followed by its time tag `<mm:ss>`, then the question with the anchor's frame
-tag appended (`What colour is the background at 03:12? <03:12>`), then the answer. Answers:
+tag appended (`What colour is the background at 03:12? <03:12>`), then the answer. An anchored
+question's context ends at the anchor's frame (`anchor_last`): "at T" is asked as if live at T. Answers:
 `yellow`; `purple triangle` / `nothing`; `purple triangle on yellow` / `yellow background`;
 `at 05:41[, 07:02]` / `never`.
 
@@ -834,7 +837,8 @@ were never seen here, so SceneKV-Bench's numbers for them measure transfer.
   rendered at {cfg["render_fps"]:g} fps in sizes {sizes}, x264, read back at 1 fps
   through `open_source`; held-out: {cfg["eval_videos"]} videos (seeds from {held}).
 - stage 1, vision: {cfg["vision_steps"]} steps x {cfg["vision_batch"]} frames, AdamW lr {cfg["vision_lr"]},
-  linear probes on every native, pool:16 and mean:1 token (background, shape, object colour).
+  linear probes on the frame's mean token (weight 1) and each pool:16 cell (weight 0.5): background,
+  shape, object colour.
 - stage 2, language (vision frozen, carriers banked): {cfg["lm_steps"]} steps x {cfg["lm_batch"]} contexts
   x {QUESTIONS_PER_CONTEXT} questions, AdamW lr {cfg["lm_lr"]}, contexts up to
   {cfg["max_context_tokens"]} tokens: timelines of real banked scenes at 1 fps with times up to 2 h,
