@@ -121,7 +121,8 @@ class QAEngine:
             anchor.check_reached(now)
         refs = memory.refs()
         with self._lock:
-            scores = self._scores(memory, refs, self.answerer.question_ids(question)) if top_k != 0 else {}
+            question_ids = self.answerer.question_ids(question)
+            scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
             plan = plan_context(
                 refs,
                 window=anchor.window(now) if anchor is not None and now is not None else None,
@@ -137,13 +138,18 @@ class QAEngine:
             # frame nearest it, and for an anchor_last layout a context that ends at that frame.
             anchor_pts = None
             if anchor is not None and now is not None:
-                anchor_pts = nearest_frame_pts(chunks, anchor.focus(now))
+                # the anchor's own chunks decide its frame; retrieved ones only where none covers it
+                anchored = [c for ref, c in zip(plan.chunks, chunks, strict=True) if ref.cid in plan.anchored]
+                anchor_pts = nearest_frame_pts(anchored or chunks, anchor.focus(now))
                 if anchor_pts is not None and self.backend.prompt_format.anchor_last:
                     plan.chunks, chunks = _cut(plan.chunks, chunks, anchor_pts)
+                    kept = {c.cid for c in plan.chunks}
+                    plan.anchored = [c for c in plan.anchored if c in kept]
+                    plan.retrieved = [c for c in plan.retrieved if c in kept]
+                question_ids = self.answerer.question_ids(question, anchor_pts)
             generation = self.answerer.ask(
                 question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel
             )
-        question_ids = self.answerer.question_ids(question, anchor_pts)
         prompt_tokens = self.answerer.sink_len + plan.tokens + len(question_ids)
         return Answer(generation, plan, anchor, prompt_tokens, started)
 

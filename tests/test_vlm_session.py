@@ -132,3 +132,16 @@ def test_a_resumed_session_continues_numbering_positions_and_dedup():
     assert [r.index for r in recs] == [3, 4]
     assert recs[0].carriers == 0 and recs[0].kept_as == 2  # same picture as the last kept frame
     assert recs[1].carriers == 4 and recs[1].position == first.next_position
+
+
+def test_the_anchor_frame_is_what_was_on_screen_at_that_moment():
+    from scenekv.vlm import nearest_frame_pts
+
+    sess = session("pool:4")
+    sess.append(frames(4, start=10.0, step=1.5))  # 10.0, 11.5, 13.0, 14.5
+    chunk = sess.export(0, 3)
+    assert nearest_frame_pts([chunk], 12.9) == 11.5  # the frame shown at 12.9, not the nearer 13.0
+    assert nearest_frame_pts([chunk], 13.0) == 13.0
+    assert nearest_frame_pts([chunk], 99.0) == 14.5
+    assert nearest_frame_pts([chunk], 2.0) == 10.0  # before the first frame: the first one
+    assert nearest_frame_pts([], 2.0) is None

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 
 
 def test_smoke_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path):
@@ -48,5 +49,9 @@ def test_smoke_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_pat
     (record,) = session.append([(83.0, frame)])
     tag = backend.prompter.tag_ids(83.0)
     assert backend.tokenizer.decode(tag) == "<01:23>"
-    # the tag follows the frame's carriers: the last cached tokens are the tag's
     assert record.kv_tokens == 16 + len(tag)
+    # the tag follows the frame's carriers: the segment's last embeddings are the tag's
+    carriers = torch.zeros(16, backend.model.config.text_config.hidden_size)
+    segment, _, end = backend.frame_segment(0, tag, carriers, (4, 4))
+    assert end == 16 + len(tag) and torch.equal(segment[-len(tag) :], backend.embed_ids(tag))
+    assert not segment[:16].any()

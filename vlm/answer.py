@@ -90,10 +90,10 @@ class Answerer:
 
 
 def nearest_frame_pts(chunks: Sequence[KVChunk], target: float) -> float | None:
-    """The pts of the frame in ``chunks`` nearest ``target`` (ties: the earlier): the anchor's frame."""
-    best: float | None = None
-    for chunk in chunks:
-        for f in chunk.frames:
-            if best is None or abs(f.pts - target) < abs(best - target) - 1e-9:
-                best = f.pts
-    return best
+    """The anchor's frame: the latest frame in ``chunks`` at or before ``target`` (what was on screen
+    at that moment, dedup-dropped frames included), else the earliest one after it."""
+    times = [f.pts for c in chunks for f in c.frames]
+    before = [t for t in times if t <= target + 1e-6]
+    if before:
+        return max(before)
+    return min(times) if times else None

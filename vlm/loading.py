@@ -109,7 +109,7 @@ def load_backend(model: str, *, device: str | None = None, dtype: str | None = N
         return build_random_backend(
             model, device=dev, dtype=resolve_dtype(dtype, dev, tiny=model.startswith("tiny"))
         )
-    small = Path(model) == world_model_path()  # 6 MB: fp32 everywhere, as it was trained
+    small = Path(model).resolve() == world_model_path()  # 6 MB: fp32 everywhere, as it was trained
     return _load_pretrained(model, dev, resolve_dtype(dtype, dev, tiny=small))
 
 
@@ -169,7 +169,7 @@ def _load_pretrained(model: str, device: torch.device, dtype: torch.dtype) -> VL
     net = model_cls.from_pretrained(model, dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(model)
     mean, std = _image_normalisation(model)
-    model_id = WORLD_MODEL if Path(model) == world_model_path() else model
+    model_id = WORLD_MODEL if Path(model).resolve() == world_model_path() else model
     backend = backend_cls(net, tokenizer, model_id=model_id, image_mean=mean, image_std=std, is_random=False)
     _apply_format(backend, model)
     return backend
@@ -180,7 +180,10 @@ def _apply_format(backend: VLMBackend, model: str) -> None:
     if not Path(model).is_dir() or not (Path(model) / FORMAT_FILE).is_file():
         return
     meta = json.loads((Path(model) / FORMAT_FILE).read_text())
-    backend.prompt_format = PromptFormat.from_dict(meta.get("prompt", {}))
+    fmt = PromptFormat.from_dict(meta.get("prompt", {}))
+    if (fmt.tag_after or fmt.anchor_last) and not isinstance(backend, LlavaOnevisionBackend):
+        raise UserError(f"{model}: tag_after / anchor_last layouts need 1-D RoPE (a LLaVA-OneVision model)")
+    backend.prompt_format = fmt
     backend.world_only = bool(meta.get("world_only", False))
 
 
