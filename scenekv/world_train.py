@@ -83,44 +83,26 @@ class TrainConfig:
 
 # -- the model ----------------------------------------------------------------------------------
 def world_model_config(vocab_size: int):
-    from transformers import LlavaOnevisionConfig
+    """LLaVA-OneVision's geometry (384 px, patch 14, 27x27 -> 196 native) in narrow, shallow towers."""
+    from scenekv.vlm.configs import _llava_ov
 
-    from scenekv.vlm.configs import _IM_END, _IM_START, _PAD
-
-    config = LlavaOnevisionConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "image_size": 384,
-            "patch_size": 14,
-            "vision_use_head": False,
+    return _llava_ov(
+        vision={
             "hidden_size": 96,
             "intermediate_size": 256,
             "num_hidden_layers": 3,
             "num_attention_heads": 4,
         },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": vocab_size,
+        text={
             "hidden_size": 128,
             "intermediate_size": 512,
             "num_hidden_layers": 4,
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
             "rope_parameters": {"rope_type": "default", "rope_theta": 10_000.0},
-            "max_position_embeddings": 32768,
-            "tie_word_embeddings": True,
-            "bos_token_id": _IM_START,
-            "eos_token_id": _IM_END,
-            "pad_token_id": _PAD,
         },
-        image_token_index=3,
-        video_token_index=4,
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
-        tie_word_embeddings=True,
+        vocab_size=vocab_size,
     )
-    config.bos_token_id, config.eos_token_id, config.pad_token_id = _IM_START, _IM_END, _PAD
-    return config
 
 
 # -- questions and answers ----------------------------------------------------------------------
@@ -225,9 +207,8 @@ def tokenizer_corpus() -> list[str]:
 def build_world_tokenizer(vocab_size: int = 512):
     """Byte-level BPE whose numbers split into pairs of digits: ``05:41`` is ``05`` ``:`` ``41``."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    from scenekv.vlm.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
+    from scenekv.vlm.tokenizer import SPECIAL_TOKENS, chat_tokenizer
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -244,15 +225,7 @@ def build_world_tokenizer(vocab_size: int = 512):
         show_progress=False,
     )
     tok.train_from_iterator(tokenizer_corpus() * 3, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return chat_tokenizer(tok)
 
 
 # -- data: rendered world videos, read back through ingest ----------------------------------------

@@ -62,6 +62,12 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    return chat_tokenizer(tok)
+
+
+def chat_tokenizer(tok) -> PreTrainedTokenizerFast:
+    """A trained ``tokenizers.Tokenizer`` as a transformers tokenizer with SceneKV's special tokens
+    and Qwen2's ChatML template (the tiny models and the world model share this)."""
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=None,
