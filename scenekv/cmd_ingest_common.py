@@ -34,14 +34,10 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
 
 def warn_if_random(service) -> None:
     """Say once, on stderr, when the model's answers are placeholders or world-only."""
-    import sys
-
-    from scenekv.cmd_inspect import model_banner
+    from scenekv.cmd_inspect import print_model_banner
 
     m = service.model
-    banner = model_banner(m["model"], random=m["random_weights"], world_only=m.get("world_only", False))
-    if banner:
-        print(banner, file=sys.stderr)
+    print_model_banner(m["model"], random=m["random_weights"], world_only=m.get("world_only", False))
 
 
 def stream_id_for(source: str, model: str, fps: float, carriers: str) -> str:

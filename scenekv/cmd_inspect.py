@@ -49,9 +49,17 @@ def model_banner(model_id: str, *, random: bool, world_only: bool = False) -> st
     return None
 
 
+def print_model_banner(model_id: str, *, random: bool, world_only: bool = False) -> None:
+    """The model banner on stderr, once, where there is one."""
+    import sys
+
+    banner = model_banner(model_id, random=random, world_only=world_only)
+    if banner:
+        print(banner, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
-    import sys
     import time
 
     from scenekv.errors import UserError
@@ -64,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     # Opened first: bad input fails before the model loads.
     with open_source(args.source, fps=args.fps, max_side=VISION_MAX_SIDE) as source:
         backend = load_backend(args.model, device=args.device, dtype=args.dtype)
-        banner = model_banner(backend.model_id, random=backend.is_random, world_only=backend.world_only)
-        if banner:
-            print(banner, file=sys.stderr)
+        print_model_banner(backend.model_id, random=backend.is_random, world_only=backend.world_only)
         session = StreamSession(backend, spec)
         geo = backend.geometry
         if not args.json:

@@ -54,9 +54,8 @@ def iter_signatures(source, backend, batch: int = 8, max_frames: int | None = No
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import sys
 
-    from scenekv.cmd_inspect import model_banner
+    from scenekv.cmd_inspect import print_model_banner
     from scenekv.errors import UserError
     from scenekv.ingest import open_source
     from scenekv.memory.scenetiling import SceneTiler, offline_scenes
@@ -84,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
         from scenekv.vlm import load_backend
 
         backend = load_backend(args.model, device=args.device, dtype=args.dtype)
-        banner = model_banner(backend.model_id, random=backend.is_random, world_only=backend.world_only)
-        if banner:
-            print(banner, file=sys.stderr)
+        print_model_banner(backend.model_id, random=backend.is_random, world_only=backend.world_only)
         if not args.json:
             mode = "offline" if args.offline else f"causal, look-ahead {args.lookahead}"
             print(f"model {backend.model_id}  SceneTiling {mode}  alpha {args.alpha}  min {args.min_scene}s")

@@ -206,26 +206,17 @@ def tokenizer_corpus() -> list[str]:
 
 def build_world_tokenizer(vocab_size: int = 512):
     """Byte-level BPE whose numbers split into pairs of digits: ``05:41`` is ``05`` ``:`` ``41``."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, pre_tokenizers
 
-    from scenekv.vlm.tokenizer import SPECIAL_TOKENS, chat_tokenizer
+    from scenekv.vlm.tokenizer import train_chat_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
+    digits_in_pairs = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(r"\d\d?"), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(tokenizer_corpus() * 3, trainer=trainer)
-    return chat_tokenizer(tok)
+    return train_chat_tokenizer(tokenizer_corpus() * 3, vocab_size=vocab_size, pre_tokenizer=digits_in_pairs)
 
 
 # -- data: rendered world videos, read back through ingest ----------------------------------------

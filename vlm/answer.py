@@ -17,7 +17,7 @@ from transformers import DynamicCache
 
 from .backend import VLMBackend
 from .generate import Generation, SamplingParams
-from .kv import KVChunk, build_cache
+from .kv import KVChunk, build_cache, cache_tensors
 
 
 class Answerer:
@@ -34,8 +34,6 @@ class Answerer:
                 backend.text_positions(0, self.sink_len),
                 logits=False,
             )
-            from .kv import cache_tensors
-
             keys, values = cache_tensors(cache)
             sink = (keys.clone(), values.clone())
         self.sink = sink

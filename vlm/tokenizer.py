@@ -50,10 +50,19 @@ user assistant system video frame scene time start end question answer caption s
 @lru_cache(maxsize=1)
 def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE of ``vocab_size`` entries on the fixed corpus (deterministic, ~10 ms)."""
+    from tokenizers import pre_tokenizers
+
+    return train_chat_tokenizer(
+        [_CORPUS] * 4, vocab_size=vocab_size, pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False)
+    )
+
+
+def train_chat_tokenizer(texts: list[str], *, vocab_size: int, pre_tokenizer) -> PreTrainedTokenizerFast:
+    """A byte-level BPE fitted on ``texts`` (deterministic), as a chat tokenizer (``chat_tokenizer``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -61,7 +70,7 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
     return chat_tokenizer(tok)
 
 
