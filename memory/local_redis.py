@@ -155,12 +155,12 @@ class LocalRedis:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(redis.RedisError):  # the connection drops as it shuts down
-                redis.Redis.from_url(self.url).shutdown()  # flushes the AOF; no RDB is configured
+                redis.Redis.from_url(self.url, socket_timeout=timeout).shutdown()  # flushes the AOF
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):

@@ -324,6 +324,10 @@ class MemoryStore:
             newest_pts=newest_pts if newest_pts is not None else last_pts,
         )
 
+    def stored_pts(self, sid: str) -> float | None:
+        """pts of the newest frame whose KV Redis holds (one HGET): what survives the encoder's death."""
+        return _f(self.client.hget(self.keys(sid).stream, "last_pts"))
+
     def list_streams(self) -> list[str]:
         """Ids of the streams under this prefix (ids whose stream expired are pruned)."""
         registry = self.keys("x").registry

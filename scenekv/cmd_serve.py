@@ -67,12 +67,14 @@ def run(args: argparse.Namespace) -> int:
         log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
 
     from scenekv.cmd_ingest_common import service_from_args
+    from scenekv.hardstop import HardStop
     from scenekv.web.auth import redact_url
     from scenekv.web.config import GatewayConfig, MiB
     from scenekv.web.server import Gateway
 
     log.info("starting the service (Ray, Redis, model %s) ...", args.model)
     service = service_from_args(args)
+    hard = HardStop(args.drain_s + 5.0)  # armed by SIGTERM / Ctrl-C: the stop takes no longer
     try:
         model = service.model
         log.info("redis: %s", redact_url(str(service.redis_how)))
@@ -96,12 +98,13 @@ def run(args: argparse.Namespace) -> int:
             drain_s=args.drain_s,
         )
         gateway = Gateway(service, config)
-        asyncio.run(gateway.run_until_signal(shutdown_service=False))
+        asyncio.run(gateway.run_until_signal(shutdown_service=False, on_signal=hard.arm))
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     finally:
         log.info("shutting the service down")
-        service.shutdown()
+        service.shutdown(timeout=hard.left())
+        hard.disarm()
     return 0
 
 

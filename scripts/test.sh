@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Sets up the environment if needed, makes sure Redis answers, runs ruff and the test suite.
+# The README's test command, complete on a fresh machine: system tools (apt-get), the venv, a Redis
+# that answers, then ruff and the whole suite. A test whose tool is missing fails, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/system-deps.sh
 bash scripts/setup.sh
 bash scripts/ensure-redis.sh
 . .venv/bin/activate

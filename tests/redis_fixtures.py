@@ -1,6 +1,7 @@
 """Real-Redis fixtures for the memory tests (no mocks): import the ones a test module uses.
 
-- ``redis_url``: REDIS_URL or redis://127.0.0.1:6379/0; the test is skipped if nothing answers there.
+- ``redis_url``: REDIS_URL or redis://127.0.0.1:6379/0; the test fails if nothing answers there
+  (scripts/test.sh starts one).
 - ``prefix``: a key prefix unique to the test; every key under it is deleted afterwards.
 - ``store``: a MemoryStore on that prefix.
 - ``own_redis``: a private ``redis-server`` on a free loopback port with AOF (``appendfsync always``)
@@ -30,7 +31,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh")
+        pytest.fail(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh (scripts/test.sh does)")
     return REDIS_URL
 
 
@@ -112,7 +113,7 @@ class RedisServer:
 @pytest.fixture
 def own_redis(tmp_path):
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server binary not installed")
+        pytest.fail("redis-server is not installed: apt-get install -y redis-server (scripts/test.sh does)")
     server = RedisServer(tmp_path, free_port())
     server.start()
     yield server

@@ -3,20 +3,16 @@ real SceneKVService (tiny random model, local Ray, real Redis under a unique key
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
 
-import numpy as np
 import pytest
 import redis
-from PIL import Image
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
+from ws_helpers import ask, data_url, frame_jpeg, of_type, push, recv_until, send, start_push
 
 from scenekv.web.config import GatewayConfig
 from scenekv.web.protocol import pack_binary_frame
@@ -25,25 +21,6 @@ from scenekv.web.server import GatewayThread
 from redis_fixtures import REDIS_URL
 
 pytestmark = pytest.mark.slow
-
-COLORS = [(200, 40, 40), (40, 180, 60), (50, 70, 220)]  # three scenes: hard cuts at 10 s and 20 s
-
-
-def frame_jpeg(t: int, size: tuple[int, int] = (128, 96)) -> bytes:
-    """Frame ``t`` of a 1 fps clip: flat colour per scene plus a moving white bar (motion inside scenes)."""
-    w, h = size
-    img = np.zeros((h, w, 3), np.uint8)
-    img[:] = COLORS[min(t // 10, len(COLORS) - 1)]
-    x = (t * 11) % (w - 12)
-    img[:, x : x + 12] = 255
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
-def data_url(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
-
 
 # -- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -91,52 +68,6 @@ def gateway(service, media_root):
 def ws(gateway):
     with connect(gateway.ws_url, open_timeout=10, max_size=None) as conn:
         yield conn
-
-
-def send(conn: ClientConnection, **msg) -> None:
-    conn.send(json.dumps(msg))
-
-
-def recv_until(conn: ClientConnection, pred, timeout: float = 30.0, seen: list | None = None) -> dict:
-    """Next message matching ``pred`` (others are appended to ``seen``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no matching message within {timeout} s; saw {seen!r}")
-        msg = json.loads(conn.recv(timeout=left))
-        if pred(msg):
-            return msg
-        if seen is not None:
-            seen.append(msg)
-
-
-def of_type(kind: str, **fields):
-    return lambda m: m["type"] == kind and all(m.get(k) == v for k, v in fields.items())
-
-
-def start_push(conn: ClientConnection, fps: float = 1.0) -> str:
-    send(conn, type="session.start", source="push", fps=fps, carriers="pool:4")
-    started = recv_until(conn, of_type("session.started"))
-    assert started["random_weights"] is True and started["model"] == "tiny-random-llava-onevision"
-    return started["stream_id"]
-
-
-def push(conn: ClientConnection, times, binary: bool = True) -> None:
-    for t in times:
-        if binary:
-            conn.send(pack_binary_frame(float(t), frame_jpeg(t)))
-        else:
-            send(conn, type="frame.append", pts=float(t), image=data_url(frame_jpeg(t)))
-
-
-def ask(conn: ClientConnection, qid: str, text: str = "What happens?", **kw) -> tuple[list[dict], dict]:
-    send(conn, type="question.ask", id=qid, text=text, **kw)
-    deltas: list[dict] = []
-    end = recv_until(
-        conn, lambda m: m.get("id") == qid and m["type"] in ("answer.done", "error"), seen=deltas
-    )
-    return [d for d in deltas if d["type"] == "answer.delta" and d["id"] == qid], end
 
 
 def http_get(url: str, headers: dict | None = None) -> tuple[int, str]:

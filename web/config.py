@@ -24,6 +24,8 @@ class GatewayConfig:
     questions_per_min: float = 30.0  # per connection (burst: 10)
     max_questions_in_flight: int = 4  # per connection
     frame_queue: int = 4  # frames buffered per connection before reading stops (backpressure)
+    encoder_wait_s: float = 60.0  # how long queued frames wait for a restarting encoder
+    retry_after_ms: int = 1000  # what an encoder_unavailable refusal tells the client to wait
     progress_interval_s: float = 1.0
     drain_s: float = 5.0  # how long clients get after go_away before the service shuts down
     static_dir: Path = field(default_factory=lambda: Path(__file__).parent / "static")

@@ -32,6 +32,7 @@ DUPLICATE_ID = "duplicate_id"
 UNKNOWN_QUESTION = "unknown_question"
 FORBIDDEN_SOURCE = "forbidden_source"
 GOING_AWAY = "going_away"
+ENCODER_UNAVAILABLE = "encoder_unavailable"
 INTERNAL = "internal"
 
 MAX_ID_CHARS = 128

@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,6 +38,7 @@ class Gateway:
         self.registry = StreamRegistry(service, self.metrics, self.config.progress_interval_s)
         self.connections: set[Connection] = set()
         self.draining = False
+        self.encoder_away = False  # a pusher saw the encoder dead or restarting; cleared on success
         self.server: Server | None = None
         self.port: int | None = None
         self._routes = HttpRoutes(self)
@@ -94,8 +96,12 @@ class Gateway:
         except TimeoutError:
             log.warning("some connections did not close in time")
 
-    async def run_until_signal(self, *, shutdown_service: bool = True) -> None:
-        """`scenekv serve`: serve until SIGINT/SIGTERM, drain, then shut the service down."""
+    async def run_until_signal(
+        self, *, shutdown_service: bool = True, on_signal: Callable[[], None] | None = None
+    ) -> None:
+        """`scenekv serve`: serve until SIGINT/SIGTERM, drain, then shut the service down.
+
+        ``on_signal`` runs as the signal arrives (serve arms its hard-stop deadline there)."""
         await self.start()
         log.info("serving the demo page on %s (WebSocket %sws)", self.url, self.url.replace("http", "ws", 1))
         stop = asyncio.Event()
@@ -103,6 +109,8 @@ class Gateway:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if on_signal is not None:
+            on_signal()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)  # a second Ctrl-C now interrupts the drain for real
         log.info("draining: go_away to %d client(s), %.1f s for in-flight work", len(self.connections),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from websockets.exceptions import ConnectionClosed
 
 from scenekv.errors import UserError
+from scenekv.workers.errors import EncoderUnavailable, cause_of
 
 from . import protocol as P
 from .imaging import decode_image
@@ -246,6 +247,8 @@ class Connection:
             )
         if not st.push:
             raise ProtocolError(P.BAD_REQUEST, "this stream reads its own source; frames are not accepted")
+        if st.refused_from is not None and frame.pts > st.refused_from:
+            raise self._refusal(frame.pts, st.refused_from)
         if st.last_pts is not None and frame.pts <= st.last_pts:
             self.metrics.frames_dropped.inc(reason="bad_pts")
             raise ProtocolError(
@@ -253,10 +256,29 @@ class Connection:
                 f"pts {frame.pts:g} is not after the previous frame ({st.last_pts:g})",
                 pts=frame.pts,
             )
+        item = (st, frame, time.monotonic())
+        while True:  # wait for room, but keep reading the socket (keepalive) if the encoder is away
+            try:
+                await asyncio.wait_for(self.frames.put(item), timeout=0.5)
+                break
+            except TimeoutError:
+                if self.gw.encoder_away:
+                    st.refused_from = frame.pts
+                    raise self._refusal(frame.pts, frame.pts) from None
+        st.refused_from = None  # the client went back to the first refused frame (or before it)
         st.last_pts = frame.pts
         self.frames_queued += 1
         self.metrics.frame_queue.inc()
-        await self.frames.put((st, frame, time.monotonic()))  # blocks when full: backpressure
+
+    def _refusal(self, pts: float, resend_from: float) -> ProtocolError:
+        self.metrics.frames_dropped.inc(reason=P.ENCODER_UNAVAILABLE)
+        return ProtocolError(
+            P.ENCODER_UNAVAILABLE,
+            f"the encoder is restarting; send the frames from pts {resend_from:g} again",
+            pts=pts,
+            resend_from=resend_from,
+            retry_after_ms=self.cfg.retry_after_ms,
+        )
 
     async def _push_loop(self) -> None:
         while True:
@@ -265,7 +287,10 @@ class Connection:
             try:
                 rgb = await asyncio.to_thread(decode_image, frame.image)
                 t0 = time.perf_counter()
-                result = await asyncio.to_thread(self.service.push_frame, st.sid, frame.pts, rgb)
+                result = await self._push_waiting(st, frame, rgb)
+                if result is None:  # the encoder stayed away: this and every queued frame refused
+                    self._refuse_queued(st, frame)
+                    continue
                 self.metrics.encode_seconds.observe(time.perf_counter() - t0)
                 self.metrics.frames.inc()
                 st.frames += 1
@@ -274,16 +299,54 @@ class Connection:
                 for scene in result.get("closed", []):
                     st.publish_scene(scene)
             except UserError as exc:
+                self._unburn(st, frame.pts)
                 code, message = user_error(exc)
                 self.metrics.frames_dropped.inc(reason=code)
                 self.send_error(code, message, pts=frame.pts)
             except Exception as exc:
+                self._unburn(st, frame.pts)
                 log.exception("connection %s: pushing frame %.3f failed", self.id, frame.pts)
                 self.send_error(P.INTERNAL, f"encoding failed: {type(exc).__name__}", pts=frame.pts)
             finally:
                 async with self._frames_cond:
                     self.frames_done += 1
                     self._frames_cond.notify_all()
+
+    async def _push_waiting(self, st: StreamState, frame: P.FrameAppend, rgb) -> dict | None:
+        """push_frame, retried while the encoder restarts (the frame stays queued, in order);
+        None once it has been away for ``encoder_wait_s``."""
+        deadline = time.monotonic() + self.cfg.encoder_wait_s
+        delay = 0.2
+        while True:
+            try:
+                result = await asyncio.to_thread(self.service.push_frame, st.sid, frame.pts, rgb)
+                self.gw.encoder_away = False
+                return result
+            except EncoderUnavailable:
+                self.gw.encoder_away = True
+                if time.monotonic() > deadline:
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    def _refuse_queued(self, st: StreamState, first: P.FrameAppend) -> None:
+        """Refuse ``first`` and every frame queued after it: the client re-sends from ``first``."""
+        refused = [first]
+        while not self.frames.empty():
+            refused.append(self.frames.get_nowait()[1])
+            self.metrics.frame_queue.inc(-1)
+            self.frames_done += 1
+        st.refused_from = first.pts
+        st.last_pts = st.encoded_pts
+        for frame in refused:
+            exc = self._refusal(frame.pts, first.pts)
+            self.send_error(exc.code, str(exc), None, **exc.extra)
+
+    def _unburn(self, st: StreamState, pts: float) -> None:
+        """A frame that failed does not use up its pts: unless newer frames are queued behind it,
+        the client may send a frame with the same pts again."""
+        if st.last_pts == pts and self.frames.empty():
+            st.last_pts = st.encoded_pts
 
     async def _frames_flushed(self, target: int) -> None:
         """Wait until the first ``target`` frames this connection queued are encoded."""
@@ -345,7 +408,7 @@ class Connection:
                     self.send_error(item.get("code", P.INTERNAL), item.get("message", ""), q.id)
         except UserError as exc:
             self._finish(q.id, pending)
-            self.send_error(*user_error(exc), q.id)
+            self.send_error(*user_error(exc), q.id, **retry_hint(exc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -393,6 +456,12 @@ def user_error(exc: UserError) -> tuple[str, str]:
     if isinstance(cause, UserError):
         exc = cause
     return exc.code, str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.code
+
+
+def retry_hint(exc: BaseException) -> dict:
+    """``retry_after_ms`` for errors that go away by themselves (the encoder restarting)."""
+    cause = cause_of(exc)
+    return {"retry_after_ms": cause.retry_after_ms} if isinstance(cause, EncoderUnavailable) else {}
 
 
 async def iterate_in_thread(start: Callable[[], Iterator[dict]]) -> AsyncIterator[dict]:

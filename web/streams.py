@@ -31,6 +31,9 @@ class StreamState:
     push: bool
     last_pts: float | None = None  # newest pts accepted from a client (queued), for ordering checks
     encoded_pts: float | None = None  # newest pts the encoder has taken
+    # set when a frame was refused because the encoder was away: later frames are refused too
+    # until the client re-sends from here (go-back-N), so none lands before a refused one
+    refused_from: float | None = None
     frames: int = 0  # frames this gateway pushed into the stream
     lag_s: float = 0.0  # receive -> encoded, newest pushed frame
     ended: bool = False

@@ -20,6 +20,8 @@ from scenekv.defaults import VISION_MAX_SIDE
 from scenekv.errors import UserError
 from scenekv.memory import StreamBusy, StreamNotFound, WriteFailed, WriterBusy
 
+from .errors import StreamResumed
+
 
 def _error_dict(exc: BaseException) -> dict:
     if isinstance(exc, UserError):
@@ -27,7 +29,9 @@ def _error_dict(exc: BaseException) -> dict:
     return {"type": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"}
 
 
-@ray.remote(max_concurrency=8, max_restarts=3, max_task_retries=0)
+# Restarts without limit: a camera runs for weeks and every restart resumes from Redis. A model
+# that cannot load fails in __init__, which Ray does not restart.
+@ray.remote(max_concurrency=8, max_restarts=-1, max_task_retries=0)
 class EncoderActor:
     def __init__(self, model: str, redis_url: str, options: dict) -> None:
         from scenekv.memory import MemoryStore, RollingConfig
@@ -62,17 +66,29 @@ class EncoderActor:
             # This actor is the streams' only writer: after a crash its predecessor's lease is stale.
             return self.hub.open(sid=sid, source=source, fps=fps, carriers=carriers, takeover=True)
 
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
     def attach(self, sid: str) -> dict:
         """Continue a stored stream here (after a restart too); a deleted or expired one is not re-created."""
         with self._model_lock:
-            if sid not in self.hub.streams and not self.store.exists(sid):
-                raise StreamNotFound(f"stream {sid!r} no longer exists")
-            return self.hub.open(sid=sid, takeover=True)
+            return self._attach(sid)
+
+    def _attach(self, sid: str) -> dict:  # the caller holds _model_lock (it is not re-entrant)
+        if sid not in self.hub.streams and not self.store.exists(sid):
+            raise StreamNotFound(f"stream {sid!r} no longer exists")
+        return self.hub.open(sid=sid, takeover=True)
 
     def append(self, sid: str, frames: list) -> dict:
+        """Encode ``frames`` into an open stream. A stream that is not open here (this actor restarted,
+        or dropped it after a write failure) is re-opened from Redis and StreamResumed is raised with
+        its stored last pts: the caller re-sends from there, so no frame lands after a silent gap."""
         with self._model_lock:
             if sid not in self.hub.streams:
-                self.attach(sid)  # a restarted actor: the stream continues from Redis
+                last = self._attach(sid)["last_pts"]
+                raise StreamResumed(f"stream {sid!r} was re-opened from Redis; resend after {last}", last)
             try:
                 return self.hub.append(sid, frames)
             except (WriteFailed, WriterBusy, StreamBusy, StreamNotFound):
@@ -80,9 +96,11 @@ class EncoderActor:
                 raise
 
     def end(self, sid: str) -> list[dict]:
+        """Close (and caption) the last scene; a stream this actor does not have open (it restarted)
+        is re-opened from Redis first, so its last scene closes all the same."""
         with self._model_lock:
             if sid not in self.hub.streams:
-                return []
+                self._attach(sid)
             return self.hub.end(sid)
 
     def detach(self, sid: str) -> None:
@@ -168,7 +186,7 @@ class DecoderActor:
                 closed += self._feed(encoder, sid, source, fps, batch, after)
                 self.progress_["status"] = "stopped" if self._stop.is_set() else "done"
                 break
-            except ray.exceptions.RayActorError as exc:
+            except (ray.exceptions.RayActorError, StreamResumed) as exc:
                 if attempt == self.MAX_ENCODER_RESTARTS:
                     self.progress_.update(status="error", error=_error_dict(exc))
                     break

@@ -7,9 +7,11 @@ redis-server child; the model ``auto`` (default checkpoint, or the tiny random m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -21,6 +23,8 @@ from scenekv.memory import MemoryStore
 from scenekv.memory.local_redis import ensure_redis
 
 from .actors import DecoderActor, EncoderActor, RangeDecoder
+from .errors import EncoderUnavailable, StreamResumed, cause_of
+from .unsaved import UnsavedFrames
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ class SceneKVService:
         )  # fails here, loudly, if the model cannot load
         self._decoders: dict[str, tuple] = {}  # sid -> (actor, run ref)
         self._streams: set[str] = set()
+        self._unsaved: dict[str, UnsavedFrames] = {}  # push streams: encoded, not yet in Redis
         self._lock = threading.Lock()
 
     # -- streams --------------------------------------------------------------------------------
@@ -109,9 +114,56 @@ class SceneKVService:
             pass
 
     def push_frame(self, sid: str, pts: float, image: np.ndarray) -> dict:
-        """Append one pushed frame (blocks while the encoder is busy: that is the backpressure)."""
+        """Append one pushed frame (blocks while the encoder is busy: that is the backpressure).
+
+        The frame is kept until Redis holds it. If the encoder died (EncoderUnavailable: call again
+        with the same frame once it is back) its successor re-opens the stream from Redis, and the
+        frames that were only on the dead one's device are replayed before this one: an encoded
+        frame is never lost.
+        """
         self._known(sid)
-        return ray.get(self.encoder.append.remote(sid, [(float(pts), image)]))
+        with self._lock:
+            unsaved = self._unsaved.setdefault(sid, UnsavedFrames())
+        with unsaved.lock:
+            unsaved.add(float(pts), image)
+            result = self._deliver(sid, unsaved, [(float(pts), image)])
+            if len(unsaved) > 8:
+                unsaved.saved_through(self.store.stored_pts(sid))
+        return result
+
+    def _deliver(self, sid: str, unsaved: UnsavedFrames, batch: list) -> dict:
+        """Append ``batch``; first replay what a re-opened stream lost (the caller holds unsaved.lock)."""
+        if unsaved.replay:
+            batch = unsaved.after(unsaved.replay_after)
+        result: dict = {"frames": 0, "closed": []}
+        for _ in range(3):  # the encoder can die again while frames are replayed
+            try:
+                closed: list = []
+                for i in range(0, max(1, len(batch)), 8):
+                    result = self._call(self.encoder.append.remote(sid, batch[i : i + 8]))
+                    closed += result.get("closed", [])
+                unsaved.replay = False
+                return {**result, "closed": closed}
+            except StreamResumed as exc:  # replay, in order, everything newer than Redis holds
+                unsaved.replay, unsaved.replay_after = True, cause_of(exc).last_pts
+                batch = unsaved.after(unsaved.replay_after)
+        raise EncoderUnavailable("the encoder keeps restarting; send the frame again")
+
+    def _settle(self, sid: str) -> list[dict]:
+        """Before a push stream ends or detaches: make sure a restarted encoder has every frame."""
+        unsaved = self._unsaved.get(sid)
+        if unsaved is None or not len(unsaved):
+            return []
+        with unsaved.lock:
+            return self._deliver(sid, unsaved, [])["closed"]
+
+    @staticmethod
+    def _call(ref):
+        """ray.get, with a dead or restarting encoder turned into EncoderUnavailable."""
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            raise EncoderUnavailable(f"the encoder is restarting ({type(exc).__name__})") from None
 
     def ingest_ranges(
         self,
@@ -211,7 +263,11 @@ class SceneKVService:
             except ray.exceptions.GetTimeoutError:
                 log.warning("decoder of %s did not stop in 15 s; killing it", sid)
             ray.kill(decoder[0])
-        return ray.get(self.encoder.end.remote(sid))
+        closed = self._settle(sid)
+        closed += self._call(self.encoder.end.remote(sid))
+        with self._lock:
+            self._unsaved.pop(sid, None)  # end flushed everything to Redis
+        return closed
 
     def attach(self, sid: str) -> dict:
         """Continue a stream by id (another client's, or one from before a restart)."""
@@ -249,8 +305,11 @@ class SceneKVService:
         gen = self.encoder.ask_stream.options(num_returns="streaming").remote(
             sid, qid, question, anchor, params
         )
-        for ref in gen:
-            yield ray.get(ref)
+        try:
+            for ref in gen:
+                yield ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            raise EncoderUnavailable(f"the encoder is restarting ({type(exc).__name__})") from None
 
     def caption_missing(self, sid: str) -> int:
         self._known(sid)
@@ -282,17 +341,36 @@ class SceneKVService:
             "model": self.model,
         }
 
-    def shutdown(self) -> None:
-        for sid in list(self._decoders):
-            try:
-                self.end_stream(sid)
-            except Exception:
-                log.exception("ending %s", sid)
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Stop decoders, flush and detach every stream (each resumes on attach), stop Ray and a
+        private Redis, all within ``timeout``: a step that does not answer in time is skipped and
+        its actor killed (what Redis acknowledged stays; a hung encoder's window is lost)."""
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        decoders = list(self._decoders.values())
+        self._decoders.clear()
+        for decoder, _ in decoders:
+            with contextlib.suppress(Exception):
+                decoder.stop.remote()
+        with contextlib.suppress(Exception):
+            ray.wait([run for _, run in decoders], num_returns=len(decoders), timeout=min(15.0, left()))
+        for sid, unsaved in list(self._unsaved.items()):
+            if unsaved.replay:  # a restarted encoder still lacks frames the client was told are in
+                with contextlib.suppress(Exception):
+                    self._settle(sid)
         try:
-            ray.get(self.encoder.shutdown.remote(), timeout=60)
+            ray.get(self.encoder.shutdown.remote(), timeout=left())
+        except ray.exceptions.GetTimeoutError:
+            log.warning("the encoder did not detach its streams in time; killing it")
         except Exception:
             log.exception("encoder shutdown")
+        for actor in [self.encoder, *(d for d, _ in decoders)]:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
         if self._owns_ray:
             ray.shutdown()
         if self._redis_child is not None:
-            self._redis_child.stop()
+            self._redis_child.stop(timeout=left())

@@ -1,0 +1,68 @@
+"""A bound on how long a stop may take: after SIGTERM the server ends by a deadline, whatever an
+actor is doing.
+
+The orderly path (go_away, drain, flush every stream, Ray shutdown, Redis child shutdown) is tried
+first; a hung actor or a blocked call can stall any step of it. If the deadline passes, every child
+process (Ray's GCS, raylet and workers, a private redis-server) gets SIGTERM, then SIGKILL half a
+second later, and the process exits with status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+
+class HardStop:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline: float | None = None
+        self._done = threading.Event()
+
+    def arm(self) -> None:
+        """Start the clock (idempotent): from now the process has ``seconds`` to stop."""
+        if self.deadline is not None:
+            return
+        self.deadline = time.monotonic() + self.seconds
+        threading.Thread(target=self._watch, name="scenekv-hardstop", daemon=True).start()
+
+    def left(self, floor: float = 0.1) -> float:
+        """Seconds until the deadline (at least ``floor``): a budget for the next shutdown step."""
+        if self.deadline is None:
+            return self.seconds
+        return max(floor, self.deadline - time.monotonic() - 0.5)
+
+    def disarm(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        assert self.deadline is not None
+        if self._done.wait(max(0.0, self.deadline - time.monotonic() - 1.2)):  # kill_children <= 1 s
+            return
+        log.error("the orderly shutdown did not finish in %.1f s: stopping every child process", self.seconds)
+        kill_children()
+        logging.shutdown()
+        os._exit(1)
+
+
+def kill_children(grace_s: float = 0.5) -> None:
+    """SIGTERM every descendant of this process, then SIGKILL whatever is still there."""
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=grace_s)

@@ -1,0 +1,147 @@
+"""Faults injected from outside while a real client is connected: the encoder's process is killed with
+SIGKILL mid push-stream. Real SceneKVService (tiny random model, local Ray, real Redis), real
+gateway, real websockets client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+
+import pytest
+import ray
+import redis
+from websockets.sync.client import ClientConnection, connect
+from ws_helpers import ask, frame_jpeg, of_type, recv_until, send, start_push
+
+from scenekv.web.config import GatewayConfig
+from scenekv.web.protocol import pack_binary_frame
+from scenekv.web.server import GatewayThread
+
+from redis_fixtures import REDIS_URL
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def service():
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh")
+    from scenekv.workers.service import SceneKVService
+
+    prefix = f"skvtest:faults:{uuid.uuid4().hex[:10]}:"
+    svc = SceneKVService(
+        model="tiny-random-llava-onevision",
+        redis_url=REDIS_URL,
+        rolling={"window": 12, "chunk_frames": 4},
+        prefix=prefix,
+        num_cpus=2,
+    )
+    yield svc
+    svc.shutdown()
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(service):
+    config = GatewayConfig(port=0, progress_interval_s=0.3, retry_after_ms=300)
+    with GatewayThread(service, config) as gw:
+        yield gw
+
+
+class Pusher:
+    """A client that keeps every frame until an ``ingest.progress`` acknowledges it and re-sends
+    from ``resend_from`` whenever the server refuses a frame with ``encoder_unavailable``."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn, self.next, self.acked = conn, 0, -1.0
+        self.refusals: list[dict] = []
+        self.resume_at = 0.0
+
+    def pump(self, timeout: float = 0.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = json.loads(self.conn.recv(timeout=max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                return
+            if msg["type"] == "ingest.progress" and msg.get("pts") is not None:
+                self.acked = max(self.acked, msg["pts"])
+            elif msg["type"] == "error" and msg["code"] == "encoder_unavailable" and "pts" in msg:
+                self.refusals.append(msg)
+                self.next = min(self.next, int(msg["resend_from"]))
+                self.resume_at = time.monotonic() + msg["retry_after_ms"] / 1000
+            elif msg["type"] == "error":
+                raise AssertionError(f"unexpected error {msg}")
+
+    def send_up_to(self, n: int) -> None:
+        while self.next < n:
+            if time.monotonic() < self.resume_at:
+                self.pump(self.resume_at - time.monotonic())
+                continue
+            self.conn.send(pack_binary_frame(float(self.next), frame_jpeg(self.next)))
+            self.next += 1
+            self.pump(0.02)
+
+    def wait_acked(self, pts: float, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.acked < pts:
+            assert time.monotonic() < deadline, f"pts {pts} not acknowledged (acked {self.acked})"
+            self.send_up_to(int(pts) + 1)  # re-sends whatever was refused meanwhile
+            self.pump(0.2)
+
+
+def ask_until_answered(conn: ClientConnection, pusher: Pusher, qid: str, timeout: float = 90.0) -> dict:
+    """A question refused because the encoder is away is asked again after ``retry_after_ms``."""
+    deadline = time.monotonic() + timeout
+    for attempt in range(1000):
+        _, end = ask(conn, f"{qid}-{attempt}", at=5.0, max_tokens=4)
+        if end["type"] == "answer.done":
+            return end
+        assert end["code"] == "encoder_unavailable" and end["retry_after_ms"] > 0, end
+        assert time.monotonic() < deadline, end
+        pusher.pump(end["retry_after_ms"] / 1000)
+    raise AssertionError("never answered")
+
+
+def test_sigkill_of_the_encoder_mid_push_loses_no_acknowledged_frame(service, gateway):
+    n = 40
+    with connect(gateway.ws_url, open_timeout=10, max_size=None) as conn:
+        sid = start_push(conn)
+        pusher = Pusher(conn)
+        pusher.send_up_to(20)
+        pusher.wait_acked(19, timeout=60)
+        before = ask_until_answered(conn, pusher, "before")
+        assert before["usage"]["memory_tokens"] > 0
+
+        pid = ray.get(service.encoder.pid.remote())
+        os.kill(pid, signal.SIGKILL)  # the real process, as the OOM killer or a crash would
+        pusher.send_up_to(n)  # the client keeps pushing while the encoder is away
+        pusher.wait_acked(n - 1, timeout=120)
+        assert ray.get(service.encoder.pid.remote()) != pid  # Ray restarted it: a new process
+
+        after = ask_until_answered(conn, pusher, "after")
+        assert after["usage"]["memory_tokens"] > 0 and after["evidence"]
+        send(conn, type="session.end")
+        recv_until(conn, of_type("session.ended"), timeout=60)
+        assert conn.protocol.state.name == "OPEN"  # the same socket the whole time
+
+    # Every frame the client sent is in Redis, each once and in order (frame indices are dense).
+    info = service.store.info(sid)
+    assert info.last_pts == float(n - 1) and info.next_index == n
+    stored = sorted(
+        (m.first_frame, m.last_frame, m.first_pts, m.last_pts) for m in service.store.chunk_index(sid)
+    )
+    assert stored[0][0] == 0 and stored[0][2] == 0.0
+    for (_, last, _, last_pts), (first, _, first_pts, _) in zip(stored, stored[1:], strict=False):
+        assert first == last + 1 and first_pts == last_pts + 1.0
+    # and the stream's last scene was closed by session.end on the restarted encoder
+    assert all(s["closed"] for s in service.scenes(sid))

@@ -1,0 +1,78 @@
+"""A WebSocket client's helpers for the gateway tests: frames of a synthetic 1 fps clip, send, wait."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import numpy as np
+from PIL import Image
+from websockets.sync.client import ClientConnection
+
+from scenekv.web.protocol import pack_binary_frame
+
+COLORS = [(200, 40, 40), (40, 180, 60), (50, 70, 220)]  # three scenes: hard cuts at 10 s and 20 s
+
+
+def frame_jpeg(t: int, size: tuple[int, int] = (128, 96)) -> bytes:
+    """Frame ``t`` of a 1 fps clip: flat colour per scene plus a moving white bar (motion inside scenes)."""
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = COLORS[min(t // 10, len(COLORS) - 1)]
+    x = (t * 11) % (w - 12)
+    img[:, x : x + 12] = 255
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def data_url(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def send(conn: ClientConnection, **msg) -> None:
+    conn.send(json.dumps(msg))
+
+
+def recv_until(conn: ClientConnection, pred, timeout: float = 30.0, seen: list | None = None) -> dict:
+    """Next message matching ``pred`` (others are appended to ``seen``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching message within {timeout} s; saw {seen!r}")
+        msg = json.loads(conn.recv(timeout=left))
+        if pred(msg):
+            return msg
+        if seen is not None:
+            seen.append(msg)
+
+
+def of_type(kind: str, **fields):
+    return lambda m: m["type"] == kind and all(m.get(k) == v for k, v in fields.items())
+
+
+def start_push(conn: ClientConnection, fps: float = 1.0) -> str:
+    send(conn, type="session.start", source="push", fps=fps, carriers="pool:4")
+    started = recv_until(conn, of_type("session.started"))
+    assert started["random_weights"] is True and started["model"] == "tiny-random-llava-onevision"
+    return started["stream_id"]
+
+
+def push(conn: ClientConnection, times, binary: bool = True) -> None:
+    for t in times:
+        if binary:
+            conn.send(pack_binary_frame(float(t), frame_jpeg(t)))
+        else:
+            send(conn, type="frame.append", pts=float(t), image=data_url(frame_jpeg(t)))
+
+
+def ask(conn: ClientConnection, qid: str, text: str = "What happens?", **kw) -> tuple[list[dict], dict]:
+    send(conn, type="question.ask", id=qid, text=text, **kw)
+    deltas: list[dict] = []
+    end = recv_until(
+        conn, lambda m: m.get("id") == qid and m["type"] in ("answer.done", "error"), seen=deltas
+    )
+    return [d for d in deltas if d["type"] == "answer.delta" and d["id"] == qid], end

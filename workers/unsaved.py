@@ -1,0 +1,51 @@
+"""Pushed frames the encoder has taken but Redis does not hold yet, kept so a dead encoder loses none.
+
+The encoder keeps its newest frames on the device and writes them to Redis only as they leave the
+window (memory/rolling.py), so up to ``window`` encoded frames live nowhere else. A push client has
+already been told they are encoded; if the encoder dies they would be gone. The service keeps each
+pushed frame here until Redis's stored ``last_pts`` passes it, and replays what is newer than that
+when the restarted encoder re-opens the stream. Bounded in bytes per stream: past the bound the
+oldest frame is dropped (and counted), which only matters if Redis falls that far behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+
+class UnsavedFrames:
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.frames: deque[tuple[float, np.ndarray]] = deque()
+        self.bytes = 0
+        self.dropped = 0
+        self.replay = False  # the encoder re-opened the stream: send after(replay_after) first
+        self.replay_after: float | None = None
+        self.lock = threading.Lock()  # one pusher per stream at a time: frames reach the encoder in order
+
+    def add(self, pts: float, image: np.ndarray) -> None:
+        """Remember a frame (a retry of the newest one replaces it rather than adding it twice)."""
+        if self.frames and pts <= self.frames[-1][0]:
+            while self.frames and self.frames[-1][0] >= pts:
+                self.bytes -= self.frames.pop()[1].nbytes
+        self.frames.append((pts, image))
+        self.bytes += image.nbytes
+        while self.bytes > self.max_bytes and len(self.frames) > 1:
+            self.bytes -= self.frames.popleft()[1].nbytes
+            self.dropped += 1
+
+    def saved_through(self, pts: float | None) -> None:
+        """Redis holds every frame up to ``pts``: forget those."""
+        if pts is None:
+            return
+        while self.frames and self.frames[0][0] <= pts:
+            self.bytes -= self.frames.popleft()[1].nbytes
+
+    def after(self, pts: float | None) -> list[tuple[float, np.ndarray]]:
+        return [f for f in self.frames if pts is None or f[0] > pts]
+
+    def __len__(self) -> int:
+        return len(self.frames)
