@@ -277,12 +277,22 @@ class FileSource(Source):
         sampler.skip_to(self.start)
         return sampler
 
+    def _before_start(self, sampler: Sampler, pts: float) -> bool:
+        """Frames of a range decoded before its start only set the sampler's state (see observe)."""
+        if self.start > 0 and pts < self.start - EPS:
+            if not sampler.kept:  # a later seek may land before the start again: state is set once
+                sampler.observe(pts)
+            return True
+        return False
+
     def _decode(self) -> Iterator[Frame]:
         sampler = self._sampler()
-        frames = (
-            self._seek_to(self.start) if self.start > 0 else None
-        )  # a range: jump, do not decode up to it
+        # A range jumps instead of decoding up to its start, landing strictly before it so that the
+        # start's predecessor is decoded (it decides whether the first frame of the range is kept).
+        frames = self._seek_to(self.start - 2 * EPS) if self.start > 0 else None
         for frame, pts in frames or self._frames(self._packets()):
+            if self._before_start(sampler, pts):
+                continue
             if sampler.take(pts):
                 self._skip_before = sampler.next_time
                 yield self._emit(to_rgb(frame, self.resize, frame_turns(frame)), pts)
@@ -308,8 +318,10 @@ class FileSource(Source):
         frames: Iterator[tuple[av.VideoFrame, float]] | None = None
         position: float | None = None  # pts of the last decoded frame
         can_seek = True
+        begin = self.start > 0  # a range first lands before its start, to see the start's predecessor
         while True:
-            target = sampler.next_time
+            target = self.start - 2 * EPS if begin else sampler.next_time
+            begin = False
             keyframe = info.keyframe_before(target)
             if info.keyframes:
                 jump = keyframe is not None and keyframe > (position if position is not None else 0.0) + EPS
@@ -325,6 +337,8 @@ class FileSource(Source):
                 frames = self._frames(self._packets())
             for frame, pts in frames:
                 position = pts
+                if self._before_start(sampler, pts):
+                    continue
                 if sampler.take(pts):
                     self._skip_before = sampler.next_time
                     yield self._emit(to_rgb(frame, self.resize, frame_turns(frame)), pts)

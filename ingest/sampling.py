@@ -65,6 +65,15 @@ class Sampler:
             return
         self._next_slot = max(self._next_slot, math.ceil((t - (self.origin or 0.0)) * self.fps - EPS))
 
+    def observe(self, pts: float) -> None:
+        """A frame before a range's start, decoded but not offered: after any frame at ``pts`` a
+        whole-file pass waits for the first slot strictly after it, kept or not. So a range that sees
+        its start's predecessor continues the one-pass sampling exactly (a slot that straddles the
+        boundary is served by the first frame at or after the start)."""
+        if self.fps is None or self.origin is None:
+            return
+        self._next_slot = math.floor((pts - self.origin) * self.fps + EPS) + 1
+
     def take(self, pts: float) -> bool:
         """Offer a frame; returns True (and advances past its slot) if it is kept."""
         if self.origin is None:

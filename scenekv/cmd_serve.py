@@ -38,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames-per-s", type=float, default=32.0, help="per-connection frame rate limit")
     p.add_argument("--questions-per-min", type=float, default=30.0, help="per-connection question rate limit")
     p.add_argument("--drain-s", type=float, default=5.0, help="seconds clients get after go_away (default 5)")
+    p.add_argument(
+        "--idle-s",
+        type=float,
+        default=300.0,
+        help="release a push stream after this long with no client and no frame (default 300)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -56,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("websockets").setLevel(logging.WARNING)
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
+    if not args.idle_s > 0:
+        raise UserError(f"--idle-s must be positive, got {args.idle_s:g}")
     if not 0 < args.fps <= 30:
         raise UserError(f"--fps must be in (0, 30], got {args.fps:g}")
     media_root = None
@@ -96,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             frames_per_s=args.frames_per_s,
             questions_per_min=args.questions_per_min,
             drain_s=args.drain_s,
+            idle_s=args.idle_s,
         )
         gateway = Gateway(service, config)
         asyncio.run(gateway.run_until_signal(shutdown_service=False, on_signal=hard.arm))

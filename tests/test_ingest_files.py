@@ -265,3 +265,27 @@ def test_a_time_range_yields_exactly_the_whole_pass_frames_in_it(tmp_path, metho
             for f in open_source(path, fps=1, method=method, start=4.5, end=9)
         ]
     assert part == [x for x in whole if 4.5 <= x[0] < 9] and len(part) == 4
+
+
+@pytest.mark.parametrize("method", ["decode", "seek"])
+def test_ranges_and_resumes_of_a_low_frame_rate_file_sample_as_one_pass(tmp_path, method):
+    """A 1.6 fps file sampled at 1 fps keeps some frames and skips others, and a slot can straddle a
+    range boundary: the frame that serves it comes after the boundary. Ranges cut anywhere, and a
+    resume just after any stored frame, must together give exactly the one-pass frames."""
+    from fractions import Fraction
+
+    from scenekv.ingest import make_video, open_source, read_frame_number
+
+    path = make_video(tmp_path / "slow.mp4", duration=20, fps=Fraction(8, 5), size=(160, 120), gop=8)
+
+    def frames(**kw):
+        return [(f.pts, read_frame_number(f.image)) for f in open_source(path, fps=1, method=method, **kw)]
+
+    whole = frames()
+    assert 10 < len(whole) < 32  # some frames of the file are skipped, so slots matter
+    for cuts in ([4.2], [4.2, 7.9, 13.1], [2.9, 3.3, 15.0]):
+        bounds = [0.0, *cuts, None]
+        parts = [frames(start=a, end=b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        assert sum(parts, []) == whole, cuts
+    for i, (after, _) in enumerate(whole[:-1]):  # resume after each stored frame, as ingest_ranges does
+        assert frames(start=after + 1e-4) == whole[i + 1 :], after

@@ -141,9 +141,16 @@ def test_a_boundary_is_final_after_the_lookahead_and_state_survives_a_restart(cu
 def test_flicker_does_not_make_one_frame_scenes(cut_video):
     _, pts, sigs = cut_video
     a, b = sigs[0], sigs[30]  # two different scenes
-    flicker = torch.stack([a if (i // 1) % 2 else b for i in range(30)])
-    scenes = streamed([float(i) for i in range(30)], flicker)
-    assert all(s.end - s.start >= 2.0 for s in scenes[:-1])
+    flicker = torch.stack([a if i % 2 else b for i in range(30)])
+    # A strobe alternating between two scenes' looks is one scene: no gap is deeper than its
+    # neighbours. min_scene_s is off, so it cannot be what keeps the cuts out.
+    for min_scene_s in (0.0, 2.0):
+        scenes = streamed([float(i) for i in range(30)], flicker, min_scene_s=min_scene_s)
+        assert [(s.start, s.end) for s in scenes] == [(0.0, 30.0)]
+    # ... while the same two looks held for 10 s each are two scenes (the test can fail)
+    held = torch.stack([b] * 10 + [a] * 10)
+    scenes = streamed([float(i) for i in range(20)], held, min_scene_s=0.0)
+    assert [(s.start, s.end) for s in scenes] == [(0.0, 10.0), (10.0, 20.0)]
 
 
 def test_scenes_command_prints_json_lines_and_a_table(cut_video, capsys):

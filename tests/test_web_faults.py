@@ -14,7 +14,7 @@ import pytest
 import ray
 import redis
 from websockets.sync.client import ClientConnection, connect
-from ws_helpers import ask, frame_jpeg, of_type, recv_until, send, start_push
+from ws_helpers import ask, frame_jpeg, of_type, push, recv_until, send, start_push
 
 from scenekv.web.config import GatewayConfig
 from scenekv.web.protocol import pack_binary_frame
@@ -23,6 +23,8 @@ from scenekv.web.server import GatewayThread
 from redis_fixtures import REDIS_URL
 
 pytestmark = pytest.mark.slow
+
+IDLE_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def service():
 
 @pytest.fixture(scope="module")
 def gateway(service):
-    config = GatewayConfig(port=0, progress_interval_s=0.3, retry_after_ms=300)
+    config = GatewayConfig(port=0, progress_interval_s=0.3, retry_after_ms=300, idle_s=IDLE_S)
     with GatewayThread(service, config) as gw:
         yield gw
 
@@ -145,3 +147,35 @@ def test_sigkill_of_the_encoder_mid_push_loses_no_acknowledged_frame(service, ga
         assert first == last + 1 and first_pts == last_pts + 1.0
     # and the stream's last scene was closed by session.end on the restarted encoder
     assert all(s["closed"] for s in service.scenes(sid))
+
+
+def open_streams(service) -> list[str]:
+    return ray.get(service.encoder.open_streams.remote())
+
+
+def test_an_idle_push_stream_is_released_and_continues_on_attach(service, gateway):
+    ws_url = gateway.ws_url
+    with connect(ws_url, open_timeout=10, max_size=None) as conn:
+        sid = start_push(conn)
+        push(conn, range(13))  # a cut at 10 s: scene 0 closes, scene 1 stays open
+        recv_until(conn, lambda m: m["type"] == "ingest.progress" and m.get("pts") == 12.0)
+        time.sleep(IDLE_S * 2)  # no frames, but a client is connected: kept
+        assert sid in open_streams(service)
+    deadline = time.monotonic() + IDLE_S + 15
+    while sid in open_streams(service):  # no client and no frames: released
+        assert time.monotonic() < deadline, "the idle stream was never released"
+        time.sleep(0.2)
+    scenes = service.scenes(sid)
+    assert [s["closed"] for s in scenes] == [True, True]  # its last scene was closed, captioned
+    assert scenes[-1]["caption"]
+    assert service.store.info(sid).last_pts == 12.0  # the device window was written out
+
+    with connect(ws_url, open_timeout=10, max_size=None) as conn:
+        send(conn, type="session.start", stream_id=sid)
+        assert recv_until(conn, of_type("session.started"))["last_pts"] == 12.0
+        push(conn, range(13, 16))
+        recv_until(conn, lambda m: m["type"] == "ingest.progress" and m.get("pts") == 15.0)
+        send(conn, type="session.end")
+        recv_until(conn, of_type("session.ended"), timeout=60)
+    info = service.store.info(sid)
+    assert info.last_pts == 15.0 and info.next_index == 16

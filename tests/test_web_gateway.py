@@ -124,12 +124,16 @@ def test_two_clients_on_one_stream_both_get_scenes(gateway, ws):
 def test_cancel_stops_an_answer(ws):
     start_push(ws)
     push(ws, range(8))
-    send(ws, type="question.ask", id="long", text="Describe everything in detail.", max_tokens=1024)
+    text = "Describe everything in detail."
+    # control: uncancelled, the same question runs to its token limit (greedy: no early end)
+    _, full = ask(ws, "control", text, max_tokens=300)
+    assert full["finish_reason"] == "length" and full["usage"]["generated_tokens"] == 300
+    send(ws, type="question.ask", id="long", text=text, max_tokens=1024)
     recv_until(ws, of_type("answer.delta", id="long"))
     send(ws, type="question.cancel", id="long")
     done = recv_until(ws, lambda m: m.get("id") == "long" and m["type"] == "answer.done")
-    assert done["finish_reason"] == "cancelled"
-    assert done["usage"]["generated_tokens"] < 1024
+    assert done["finish_reason"] == "cancelled"  # as the engine reports it, not forced by the gateway
+    assert done["usage"]["generated_tokens"] < 300
     send(ws, type="question.cancel", id="long")  # no longer in flight
     assert recv_until(ws, of_type("error", id="long"))["code"] == "unknown_question"
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import ray
+import torch
 
 from scenekv.ingest import make_video
 from scenekv.workers.service import SceneKVService, UnknownStream
@@ -136,3 +137,23 @@ def test_a_file_split_into_ranges_decoded_in_parallel_matches_one_pass(service, 
     service.end_stream(sid)
     _check_scenes(service, sid)
     assert service.store.info(sid).last_pts == 31.0
+
+    one = service.start_stream(video, fps=1.0, carriers="pool:4")["stream_id"]  # one DecoderActor pass
+    assert service.wait_decoded(one, timeout=180)["status"] == "done"
+    service.end_stream(one)
+
+    def layout(s):  # chunks (frames, pts, positions, scene) and scene bounds
+        metas = sorted(service.store.chunk_index(s), key=lambda m: m.first_frame)
+        chunks = [
+            (m.first_frame, m.last_frame, m.first_pts, m.last_pts, m.position, m.span, m.scene) for m in metas
+        ]
+        scenes = [(x["scene_id"], x["start"], x["end"], x["closed"]) for x in service.scenes(s)]
+        return chunks, scenes, [m.cid for m in metas]
+
+    (chunks, scenes, cids), (chunks1, scenes1, cids1) = layout(sid), layout(one)
+    assert chunks == chunks1 and scenes == scenes1
+    # the same KV, to float rounding: frames reach the vision tower in other batches (captions are
+    # not compared: a random-weight model's greedy tokens flip on differences of that size)
+    for a, b in zip(service.store.load_chunks(sid, cids), service.store.load_chunks(one, cids1), strict=True):
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a.values, b.values, atol=1e-4, rtol=1e-4)

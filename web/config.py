@@ -27,5 +27,6 @@ class GatewayConfig:
     encoder_wait_s: float = 60.0  # how long queued frames wait for a restarting encoder
     retry_after_ms: int = 1000  # what an encoder_unavailable refusal tells the client to wait
     progress_interval_s: float = 1.0
+    idle_s: float = 300.0  # a push stream with no client and no frame this long is released
     drain_s: float = 5.0  # how long clients get after go_away before the service shuts down
     static_dir: Path = field(default_factory=lambda: Path(__file__).parent / "static")

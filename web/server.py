@@ -59,6 +59,18 @@ class Gateway:
             close_timeout=2,
         )
         self.port = self.server.sockets[0].getsockname()[1]
+        self._sweeper = asyncio.create_task(self._release_idle(), name="release-idle")
+
+    async def _release_idle(self) -> None:
+        """Release push streams nobody feeds or watches (a camera that went away, a closed tab),
+        so their device window, lease and writer do not stay held for ever."""
+        idle_s = self.config.idle_s
+        while True:
+            await asyncio.sleep(min(30.0, max(0.25, idle_s / 4)))
+            try:
+                await asyncio.to_thread(self.service.release_idle, idle_s, set(self.registry.streams))
+            except Exception:
+                log.exception("releasing idle streams failed")
 
     @property
     def url(self) -> str:
@@ -81,6 +93,7 @@ class Gateway:
         self.draining = True
         if self.server is None:
             return
+        self._sweeper.cancel()
         self.server.close(close_connections=False)
         for conn in list(self.connections):
             conn.go_away(int(drain_s * 1000))

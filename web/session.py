@@ -424,9 +424,7 @@ class Connection:
             self.metrics.questions_in_flight.inc(-1)
 
     def _done(self, qid: str, item: dict, pending: _Question) -> None:
-        reason = item.get("finish_reason") or "stop"
-        if pending.cancelled:
-            reason = "cancelled"
+        reason = item.get("finish_reason") or "stop"  # the engine's: a late cancel does not rewrite it
         self.metrics.answers.inc(finish_reason=reason)
         if item.get("ttft_ms") is not None:
             self.metrics.ttft.observe(float(item["ttft_ms"]) / 1000.0)

@@ -66,6 +66,11 @@ class EncoderActor:
             # This actor is the streams' only writer: after a crash its predecessor's lease is stale.
             return self.hub.open(sid=sid, source=source, fps=fps, carriers=carriers, takeover=True)
 
+    def open_streams(self) -> list[str]:
+        """Streams this actor holds a device window, lease and writer for (after any end in progress)."""
+        with self._model_lock:
+            return list(self.hub.streams)
+
     def pid(self) -> int:
         import os
 

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import numpy as np
 import ray
@@ -77,6 +77,7 @@ class SceneKVService:
         self._decoders: dict[str, tuple] = {}  # sid -> (actor, run ref)
         self._streams: set[str] = set()
         self._unsaved: dict[str, UnsavedFrames] = {}  # push streams: encoded, not yet in Redis
+        self._touched: dict[str, float] = {}  # push streams open here: monotonic time of last use
         self._lock = threading.Lock()
 
     # -- streams --------------------------------------------------------------------------------
@@ -99,6 +100,8 @@ class SceneKVService:
         sid = info["stream_id"]
         with self._lock:
             self._streams.add(sid)
+            if source == "push":
+                self._touched[sid] = time.monotonic()
             if source != "push" and decode and sid not in self._decoders:
                 decoder = DecoderActor.remote()
                 ref = decoder.run.remote(self.encoder, sid, source, fps, 8, info["last_pts"])
@@ -124,6 +127,7 @@ class SceneKVService:
         self._known(sid)
         with self._lock:
             unsaved = self._unsaved.setdefault(sid, UnsavedFrames())
+            self._touched[sid] = time.monotonic()
         with unsaved.lock:
             unsaved.add(float(pts), image)
             result = self._deliver(sid, unsaved, [(float(pts), image)])
@@ -185,7 +189,9 @@ class SceneKVService:
         from ray.util.queue import Empty, Queue
 
         self._known(sid)
-        begin = 0.0 if after is None else after + 0.5 / fps
+        # strictly after the last stored frame: the first range sees that frame and samples on exactly
+        # as one pass would (after + half a slot would skip a slot when ``after`` is late in its own)
+        begin = 0.0 if after is None else after + 1e-4
         parts = max(1, min(parts, int((duration - begin) * fps) // 8 or 1))
         step = (duration - begin) / parts
         bounds = [
@@ -196,7 +202,10 @@ class SceneKVService:
         runs = [
             d.run.remote(source, fps, a, b, q) for d, (a, b), q in zip(decoders, bounds, queues, strict=True)
         ]
-        frames = 0
+        # Frames reach the encoder in batches of 8 counted from the first frame, whatever the range
+        # cuts: a frame's KV depends on which frames were on the device when it was prefilled, so
+        # the same batches as one DecoderActor pass give the same memory.
+        frames, pending = 0, []
         try:
             for queue, run in zip(queues, runs, strict=True):
                 while True:
@@ -216,16 +225,24 @@ class SceneKVService:
                         continue
                     if batch is None:
                         break
-                    ray.get(self.encoder.append.remote(sid, batch))
-                    frames += len(batch)
-                    if on_batch is not None:
-                        on_batch(batch[-1][0])
+                    pending += batch
+                    while len(pending) >= 8:
+                        frames += self._append_batch(sid, pending[:8], on_batch)
+                        pending = pending[8:]
+            if pending:
+                frames += self._append_batch(sid, pending, on_batch)
         finally:
             for d in decoders:
                 ray.kill(d)
             for q in queues:
                 q.shutdown()
         return frames
+
+    def _append_batch(self, sid: str, batch: list, on_batch) -> int:
+        ray.get(self.encoder.append.remote(sid, batch))
+        if on_batch is not None:
+            on_batch(batch[-1][0])
+        return len(batch)
 
     def progress(self, sid: str) -> dict:
         self._known(sid)
@@ -267,16 +284,36 @@ class SceneKVService:
         closed += self._call(self.encoder.end.remote(sid))
         with self._lock:
             self._unsaved.pop(sid, None)  # end flushed everything to Redis
+            self._touched.pop(sid, None)
         return closed
 
     def attach(self, sid: str) -> dict:
         """Continue a stream by id (another client's, or one from before a restart)."""
         if not self.store.exists(sid):
             raise UnknownStream(f"no stream {sid!r}")
-        info = ray.get(self.encoder.attach.remote(sid))
+        info = self._call(self.encoder.attach.remote(sid))
         with self._lock:
             self._streams.add(sid)
+            if info.get("source") in ("push", "", None) and sid not in self._decoders:
+                self._touched[sid] = time.monotonic()
         return info
+
+    def release_idle(self, idle_s: float, keep: Collection[str] = ()) -> list[str]:
+        """End every push stream that got no frame for ``idle_s`` and is not in ``keep`` (streams a
+        client is connected to): its last scene closes, everything is written to Redis, and the
+        encoder lets go of its device window, lease and writer. ``attach`` continues it later."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [sid for sid, t in self._touched.items() if now - t >= idle_s and sid not in keep]
+        released = []
+        for sid in idle:
+            try:
+                self.end_stream(sid)
+                released.append(sid)
+                log.info("stream %s: no client and no frame for %.0f s; released", sid, idle_s)
+            except Exception as exc:  # tried again at the next sweep
+                log.warning("stream %s: releasing it failed: %s", sid, exc)
+        return released
 
     def _known(self, sid: str) -> None:
         if sid not in self._streams and not self.store.exists(sid):
@@ -307,7 +344,10 @@ class SceneKVService:
         )
         try:
             for ref in gen:
-                yield ray.get(ref)
+                item = ray.get(ref)
+                yield item
+                if item.get("type") != "delta":
+                    return  # the answer is complete: never wait on the actor for the stream's end
         except ray.exceptions.RayActorError as exc:
             raise EncoderUnavailable(f"the encoder is restarting ({type(exc).__name__})") from None
 
