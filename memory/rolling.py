@@ -130,6 +130,9 @@ class RollingMemory:
         self.config = config or RollingConfig()
         self.config.check(tiler.lookahead)
         self._own_writer = writer is None
+        # held for a whole append (encode, tile, evict, queue writes): a reader that holds it sees
+        # every frame either on the device or in the write queue, never in between
+        self.lock = threading.RLock()
         self.writer = writer or ChunkWriter(
             store,
             max_jobs=self.config.writer_max_jobs,
@@ -264,6 +267,10 @@ class RollingMemory:
 
     def append(self, frames: Sequence[tuple[float, np.ndarray]]) -> Appended:
         """Encode and prefill frames, tile scenes, move what left the window to Redis (write-behind)."""
+        with self.lock:
+            return self._append(frames)
+
+    def _append(self, frames: Sequence[tuple[float, np.ndarray]]) -> Appended:
         self._check_usable()
         records = self.session.append(frames)
         # From here the session has the frames: every one must reach the tiler, and if a write

@@ -83,8 +83,29 @@ class Answer:
         }
 
 
+class OneAtATime:
+    """A generation whose every decode step holds the engine's lock: answers read from several
+    threads interleave token by token instead of running the model at the same time."""
+
+    def __init__(self, generation, lock: threading.Lock) -> None:
+        self._generation, self._lock = generation, lock
+
+    def __iter__(self):
+        steps = iter(self._generation)
+        while True:
+            with self._lock:
+                delta = next(steps, None)
+            if delta is None:
+                return
+            yield delta
+
+    def __getattr__(self, name: str):
+        return getattr(self._generation, name)
+
+
 class QAEngine:
-    """One model, any number of streams. Thread-safe: questions are answered one at a time."""
+    """One model, any number of streams. Thread-safe: planning, loading and every decode step take
+    one lock, so questions asked from many threads share the model one forward at a time."""
 
     def __init__(self, backend: VLMBackend, *, budget_tokens: int = 4096, top_k: int = 4) -> None:
         self.backend = backend
@@ -147,8 +168,9 @@ class QAEngine:
                     plan.anchored = [c for c in plan.anchored if c in kept]
                     plan.retrieved = [c for c in plan.retrieved if c in kept]
                 question_ids = self.answerer.question_ids(question, anchor_pts)
-            generation = self.answerer.ask(
-                question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel
+            generation = OneAtATime(
+                self.answerer.ask(question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel),
+                self._lock,
             )
         prompt_tokens = self.answerer.sink_len + plan.tokens + len(question_ids)
         return Answer(generation, plan, anchor, prompt_tokens, started)

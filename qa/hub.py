@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from scenekv.errors import UserError
 from scenekv.memory import MemoryStore, RollingConfig, RollingMemory, Scene, StreamNotFound
 from scenekv.vlm import SamplingParams, VLMBackend
 
@@ -144,6 +145,13 @@ class StreamHub:
         if mem is not None:
             view = StoreMemory.of(mem)
         elif self.store.exists(sid):
+            recorded = self.store.info(sid).model
+            if recorded != self.backend.model_id:  # another model's KV reads as noise to this one
+                raise UserError(
+                    f"stream {sid!r} was recorded with model {recorded}; this server runs "
+                    f"{self.backend.model_id} and cannot read its memory",
+                    code="model_mismatch",
+                )
             view = StoreMemory(self.store, sid)
         else:
             raise StreamNotFound(f"no stream {sid!r}")

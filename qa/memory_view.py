@@ -52,11 +52,13 @@ class StoreMemory:
         """A view of a live stream: what is in Redis plus the encoder's current window.
 
         Chunks already evicted from the window but still queued for Redis would be in neither, so
-        the queue is flushed first (milliseconds unless Redis is struggling).
+        the queue is flushed first (milliseconds unless Redis is struggling), with appends held off
+        until the index is read.
         """
-        rolling.flush()
-        live = window_chunks(rolling.session, rolling.config.chunk_frames)
-        return cls(rolling.store, rolling.sid, live=live, **kwargs)
+        with rolling.lock:  # no append may evict a chunk between the flush and the index read
+            rolling.flush()
+            live = window_chunks(rolling.session, rolling.config.chunk_frames)
+            return cls(rolling.store, rolling.sid, live=live, **kwargs)
 
     def now(self) -> float | None:
         times = [t for t in [self._last_pts, *(c.last_pts for c in self.live.values())] if t is not None]

@@ -65,3 +65,92 @@ def test_a_detached_stream_continues_after_reopen(store, video):
     out = second.append(sid, video[10:14])
     assert out["frames"] == 4 and out["last_pts"] == video[13][0]
     second.close()
+
+
+def test_a_stored_stream_of_another_model_is_refused_not_answered(store, video):
+    from scenekv.errors import UserError
+    from scenekv.vlm import load_backend
+
+    hub = StreamHub(tiny(), store, rolling=RollingConfig(window=12, chunk_frames=4), captions=False)
+    sid = hub.open(carriers="pool:4")["stream_id"]
+    hub.append(sid, video[:6])
+    hub.end(sid)
+    other = StreamHub(load_backend("tiny-random-qwen2.5-vl"), store, captions=False)
+    with pytest.raises(UserError, match="recorded with model tiny-random-llava-onevision") as err:
+        other.ask(sid, "what happened at 0:03?")
+    assert err.value.code == "model_mismatch"
+    list(hub.ask(sid, "what happened at 0:03?", params=SamplingParams(max_new_tokens=2)))  # its own model
+
+
+def test_questions_from_two_threads_never_run_the_model_at_once(store, video):
+    """The engine is shared by every stream's questions: decode steps of concurrent answers take
+    turns (one forward at a time) and each answer is what it would be alone."""
+    import threading
+
+    hub = StreamHub(tiny(), store, rolling=RollingConfig(window=12, chunk_frames=4), captions=False)
+    sid = hub.open(carriers="pool:4")["stream_id"]
+    hub.append(sid, video[:12])
+    params = SamplingParams(max_new_tokens=24)
+    questions = ["what happened at 0:02?", "what happened at 0:09?"]
+    alone = ["".join(hub.ask(sid, q, params=params)) for q in questions]
+
+    backend = hub.backend
+    forward, inside, overlaps = backend.forward, [0], [0]
+    guard = threading.Lock()
+
+    def counted(*args, **kwargs):
+        with guard:
+            inside[0] += 1
+            overlaps[0] += inside[0] > 1
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    backend.forward = counted
+    try:
+        answers = [hub.ask(sid, q, params=params) for q in questions]  # planned; decoded when read
+        texts = [""] * 2
+        threads = [
+            threading.Thread(target=lambda i=i: texts.__setitem__(i, "".join(answers[i]))) for i in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        del backend.forward
+    assert overlaps[0] == 0
+    assert texts == alone
+    hub.end(sid)
+
+
+def test_a_live_view_taken_during_appends_misses_no_frame(store, video):
+    """A question's view of a live stream (stored chunks + device window) is taken while another
+    thread appends and evicts: every frame up to the view's newest is in it exactly once."""
+    import threading
+
+    from scenekv.qa.memory_view import StoreMemory
+
+    hub = StreamHub(tiny(), store, rolling=RollingConfig(window=8, chunk_frames=2), captions=False)
+    sid = hub.open(carriers="pool:4")["stream_id"]
+    mem = hub.streams[sid]
+    done = threading.Event()
+
+    def feed():
+        for i in range(len(video)):
+            hub.append(sid, video[i : i + 1])
+        done.set()
+
+    threading.Thread(target=feed).start()
+    views = 0
+    while not done.is_set():
+        view = StoreMemory.of(mem)
+        frames = [i for m in view._index for i in range(m.first_frame, m.last_frame + 1)]
+        frames += [f.index for c in view.live.values() for f in c.frames]
+        if frames:
+            assert sorted(frames) == list(range(max(frames) + 1)), sorted(frames)
+            views += 1
+    assert views > 3
+    hub.end(sid)

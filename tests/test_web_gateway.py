@@ -22,6 +22,7 @@ from redis_fixtures import REDIS_URL
 
 pytestmark = pytest.mark.slow
 
+
 # -- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def service():
