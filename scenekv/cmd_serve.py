@@ -29,6 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="extra browser Origin allowed to open /ws (repeatable; the server's own origin always is)",
     )
     p.add_argument(
+        "--allow-source-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let clients' URL sources reach this internal host, address or network (repeatable; "
+        "loopback, private and link-local addresses are refused otherwise)",
+    )
+    p.add_argument(
         "--fps", type=float, default=1.0, help="default frames per second of a session (default 1)"
     )
     p.add_argument(
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             token=args.token,
             media_root=media_root,
             allowed_origins=tuple(args.allow_origin),
+            allowed_source_hosts=tuple(args.allow_source_host),
             fps=args.fps,
             carriers=args.carriers,
             max_frame_bytes=int(args.max_frame_mb * MiB),

@@ -198,6 +198,8 @@ def test_sources_are_checked(ws):
     expect("gopher://example.com/x", "forbidden_source")
     expect("/etc/passwd", "bad_request")
     expect("file:nope.mp4", "bad_request")
+    expect("http://127.0.0.1:6379/", "forbidden_source")  # the server's own Redis, say
+    expect("http://169.254.169.254/latest/meta-data/", "forbidden_source")
 
 
 def test_file_source_under_the_media_root(ws):

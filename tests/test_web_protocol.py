@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import struct
 
 import numpy as np
@@ -126,7 +127,7 @@ def test_sources_stay_inside_the_media_root(tmp_path):
     (root / "link.mp4").symlink_to(tmp_path / "secret.mp4")
     assert resolve_source("push", root) == "push"
     assert resolve_source("file:sub/clip.mp4", root) == str((root / "sub" / "clip.mp4").resolve())
-    assert resolve_source("rtsp://cam.local/live", root) == "rtsp://cam.local/live"
+    assert resolve_source("rtsp://93.184.216.34/live", root) == "rtsp://93.184.216.34/live"
     forbidden = [
         "file:../secret.mp4",
         "file:/../../secret.mp4",
@@ -146,6 +147,59 @@ def test_sources_stay_inside_the_media_root(tmp_path):
         resolve_source("file:sub/clip.mp4", None)
     assert info.value.code == "forbidden_source"
     assert list_media(root) == ["sub/clip.mp4"]
+
+
+def dns(table: dict[str, list[str]]):
+    """A name service for the test: host -> addresses, in getaddrinfo's shape."""
+
+    def getaddrinfo(host, port):
+        if host not in table:
+            raise OSError(f"unknown host {host}")
+        return [(0, 0, 0, "", (a, 0)) for a in table[host]]
+
+    return getaddrinfo
+
+
+def test_urls_that_reach_inside_are_refused_unless_allowed():
+    names = dns({
+        "cam.example.com": ["93.184.216.34"],
+        "nas.lan": ["192.168.1.20"],
+        "both.example.com": ["93.184.216.35", "10.1.2.3"],  # one internal answer is enough to refuse
+        "metadata.google.internal": ["169.254.169.254"],
+        "v6.example.com": ["::ffff:127.0.0.1"],
+    })  # fmt: skip
+    ok = ["rtsp://cam.example.com/live", "https://cam.example.com:8443/a.m3u8", "http://93.184.216.36/x.ts"]
+    for url in ok:
+        assert resolve_source(url, None, resolve=names) == url
+    inside = [
+        "http://127.0.0.1:6379/",
+        "http://localhost:8765/",  # through the system resolver: loopback
+        "rtsp://nas.lan/stream",
+        "http://both.example.com/x",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8765/",
+        "http://v6.example.com/",
+        "http://0.0.0.0:80/",
+        "udp://@:1234",
+        "udp://239.1.1.1:5000",
+        "http://100.64.0.1/",
+    ]
+    for url in inside:
+        with pytest.raises(ProtocolError) as info:
+            resolve_source(url, None, resolve=names if "localhost" not in url else socket.getaddrinfo)
+        assert info.value.code == "forbidden_source", url
+        assert "--allow-source-host" in str(info.value)
+    # the operator's allow-list: a host name, an address, a network
+    assert resolve_source("rtsp://nas.lan/stream", None, ["nas.lan"], resolve=names)
+    assert resolve_source("http://127.0.0.1:9/x", None, ["127.0.0.1"], resolve=names)
+    assert resolve_source("http://both.example.com/x", None, ["10.0.0.0/8"], resolve=names)
+    with pytest.raises(ProtocolError) as info:  # allowing one network does not open the others
+        resolve_source("http://nas.lan/x", None, ["10.0.0.0/8"], resolve=names)
+    assert info.value.code == "forbidden_source"
+    with pytest.raises(ProtocolError) as info:
+        resolve_source("rtsp://no-such-host.invalid/x", None, resolve=names)
+    assert info.value.code == "bad_request"
 
 
 def test_token_and_origin():

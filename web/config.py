@@ -15,6 +15,9 @@ class GatewayConfig:
     token: str | None = None  # bearer token for /ws and /metrics; None: open (loopback demo)
     media_root: Path | None = None  # where "file:NAME" sources may come from; None: file sources off
     allowed_origins: tuple[str, ...] = ()  # extra browser origins besides the server's own
+    # hosts (names, addresses or networks) a client's URL source may reach although they are
+    # internal (loopback, private, link-local): none by default
+    allowed_source_hosts: tuple[str, ...] = ()
     fps: float = 1.0  # default sampling rate for sessions that give none
     carriers: str = "pool:16"
     max_frame_bytes: int = 4 * MiB  # one pushed image (binary or base64-decoded)

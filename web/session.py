@@ -170,7 +170,9 @@ class Connection:
             shown_source = info.get("source")
         else:
             assert msg.source is not None
-            source = resolve_source(msg.source, self.cfg.media_root)
+            source = await asyncio.to_thread(
+                resolve_source, msg.source, self.cfg.media_root, self.cfg.allowed_source_hosts
+            )
             info = await asyncio.to_thread(
                 self.service.start_stream,
                 source,
