@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("starting the service (Ray, Redis, model %s) ...", args.model)
     service = service_from_args(args)
     hard = HardStop(args.drain_s + 5.0)  # armed by SIGTERM / Ctrl-C: the stop takes no longer
+    loop = None
     try:
         model = service.model
         log.info("redis: %s", redact_url(str(service.redis_how)))
@@ -116,14 +117,33 @@ def run(args: argparse.Namespace) -> int:
             idle_s=args.idle_s,
         )
         gateway = Gateway(service, config)
-        asyncio.run(gateway.run_until_signal(shutdown_service=False, on_signal=hard.arm))
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(
+            gateway.run_until_signal(shutdown_service=False, on_signal=hard.arm, on_second_signal=hard.now)
+        )
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     finally:
         log.info("shutting the service down")
-        service.shutdown(timeout=hard.left())
+        service.shutdown(timeout=hard.left())  # also unblocks gateway threads still waiting on Ray
+        if loop is not None:
+            _close_loop(loop, hard.left())
         hard.disarm()
     return 0
+
+
+def _close_loop(loop, timeout: float) -> None:
+    """asyncio.run's cleanup with a bound: cancel what is left, wait for the thread pool a while."""
+    import asyncio
+    import contextlib
+
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), timeout))
+    loop.close()
 
 
 def random_weights_banner(model: dict) -> str | None:

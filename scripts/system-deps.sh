@@ -25,4 +25,4 @@ if ! command -v apt-get >/dev/null; then
 fi
 echo "system: installing ${need[*]} (apt-get)"
 "${as_root[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -179,3 +179,30 @@ def test_an_idle_push_stream_is_released_and_continues_on_attach(service, gatewa
         recv_until(conn, of_type("session.ended"), timeout=60)
     info = service.store.info(sid)
     assert info.last_pts == 15.0 and info.next_index == 16
+
+
+def test_reattaching_after_the_encoder_died_keeps_every_acknowledged_frame(service, gateway):
+    """The client pushes, the encoder is killed, the client reconnects and attaches by stream id:
+    the frames that were only on the dead encoder's device are in the stream all the same."""
+    with connect(gateway.ws_url, open_timeout=10, max_size=None) as conn:
+        sid = start_push(conn)
+        pusher = Pusher(conn)
+        pusher.send_up_to(10)
+        pusher.wait_acked(9, timeout=60)
+    stored = service.store.stored_pts(sid)
+    assert stored is None or stored < 9.0  # the newest frames live only on the device
+    os.kill(ray.get(service.encoder.pid.remote()), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    with connect(gateway.ws_url, open_timeout=10, max_size=None) as conn:
+        while True:
+            send(conn, type="session.start", stream_id=sid)
+            reply = recv_until(conn, lambda m: m["type"] in ("session.started", "error"), timeout=60)
+            if reply["type"] == "session.started":
+                break
+            assert reply["code"] == "encoder_unavailable" and time.monotonic() < deadline, reply
+            time.sleep(reply.get("retry_after_ms", 500) / 1000)
+        assert reply["last_pts"] == 9.0  # not the older pts Redis held when the encoder died
+        send(conn, type="session.end")
+        recv_until(conn, of_type("session.ended"), timeout=60)
+    info = service.store.info(sid)
+    assert info.last_pts == 9.0 and info.next_index == 10

@@ -4,6 +4,7 @@ real SceneKVService (tiny random model, local Ray, real Redis under a unique key
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -206,10 +207,23 @@ def test_file_source_under_the_media_root(ws):
     send(ws, type="session.start", source="file:clip.mp4", fps=2)
     started = recv_until(ws, of_type("session.started"), timeout=30)
     assert started["source"] == "file:clip.mp4"  # the server path is not echoed
+    seen: list[dict] = []
     progress = recv_until(
-        ws, lambda m: m["type"] == "ingest.progress" and m.get("status") == "done", timeout=60
+        ws, lambda m: m["type"] == "ingest.progress" and m.get("status") == "done", timeout=60, seen=seen
     )
-    assert progress["frames"] == 12
+    assert progress["frames"] == 12 and progress["scenes"] == 2  # a cut at 3 s
+    # every scene of the finished file closes with a caption, the last one too (as session.end would)
+    deadline = time.monotonic() + 60
+    captions: dict[int, str] = {}
+    while len(captions) < progress["scenes"]:
+        captions.update(
+            (m["scene_id"], m["caption"]) for m in seen if m["type"] == "scene.closed" and m.get("caption")
+        )
+        if len(captions) < progress["scenes"]:
+            seen.append(json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic()))))
+    assert sorted(captions) == [0, 1] and all(captions.values())
+    _, done = ask(ws, "q", "what happens?", at=4.0, max_tokens=3)  # still answerable
+    assert done["type"] == "answer.done"
     send(ws, type="frame.append", pts=99, image=data_url(frame_jpeg(0)))  # the server reads this one
     assert recv_until(ws, of_type("error"))["code"] == "bad_request"
 

@@ -38,7 +38,7 @@ class Gateway:
         self.registry = StreamRegistry(service, self.metrics, self.config.progress_interval_s)
         self.connections: set[Connection] = set()
         self.draining = False
-        self.encoder_away = False  # a pusher saw the encoder dead or restarting; cleared on success
+        self._encoder_down_at: float | None = None  # when a pusher last found the encoder away
         self.server: Server | None = None
         self.port: int | None = None
         self._routes = HttpRoutes(self)
@@ -60,6 +60,17 @@ class Gateway:
         )
         self.port = self.server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.create_task(self._release_idle(), name="release-idle")
+
+    def encoder_down(self) -> None:
+        self._encoder_down_at = time.monotonic()
+
+    def encoder_back(self) -> None:
+        self._encoder_down_at = None
+
+    def encoder_away(self) -> bool:
+        """A pusher found the encoder dead or restarting within the last 3 s (pushers retry every
+        2 s at most while it is away, so this stays true until it is back, and then expires)."""
+        return self._encoder_down_at is not None and time.monotonic() - self._encoder_down_at < 3.0
 
     async def _release_idle(self) -> None:
         """Release push streams nobody feeds or watches (a camera that went away, a closed tab),
@@ -110,11 +121,16 @@ class Gateway:
             log.warning("some connections did not close in time")
 
     async def run_until_signal(
-        self, *, shutdown_service: bool = True, on_signal: Callable[[], None] | None = None
+        self,
+        *,
+        shutdown_service: bool = True,
+        on_signal: Callable[[], None] | None = None,
+        on_second_signal: Callable[[], None] | None = None,
     ) -> None:
         """`scenekv serve`: serve until SIGINT/SIGTERM, drain, then shut the service down.
 
-        ``on_signal`` runs as the signal arrives (serve arms its hard-stop deadline there)."""
+        ``on_signal`` runs as the signal arrives (serve arms its hard-stop deadline there);
+        ``on_second_signal`` on another one during the drain (serve stops its children and exits)."""
         await self.start()
         log.info("serving the demo page on %s (WebSocket %sws)", self.url, self.url.replace("http", "ws", 1))
         stop = asyncio.Event()
@@ -126,6 +142,8 @@ class Gateway:
             on_signal()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)  # a second Ctrl-C now interrupts the drain for real
+            if on_second_signal is not None:
+                loop.add_signal_handler(sig, on_second_signal)
         log.info("draining: go_away to %d client(s), %.1f s for in-flight work", len(self.connections),
                  self.config.drain_s)  # fmt: skip
         await self.drain()

@@ -140,7 +140,7 @@ class Connection:
         except ProtocolError as exc:
             self.send_error(exc.code, str(exc), exc.id, **exc.extra)
         except UserError as exc:
-            self.send_error(*user_error(exc))
+            self.send_error(*user_error(exc), **retry_hint(exc))
         except Exception as exc:
             log.exception("connection %s: handling a message failed", self.id)
             self.send_error(P.INTERNAL, f"internal error: {type(exc).__name__}")
@@ -249,24 +249,26 @@ class Connection:
             )
         if not st.push:
             raise ProtocolError(P.BAD_REQUEST, "this stream reads its own source; frames are not accepted")
-        if st.refused_from is not None and frame.pts > st.refused_from:
-            raise self._refusal(frame.pts, st.refused_from)
-        if st.last_pts is not None and frame.pts <= st.last_pts:
-            self.metrics.frames_dropped.inc(reason="bad_pts")
-            raise ProtocolError(
-                P.BAD_PTS,
-                f"pts {frame.pts:g} is not after the previous frame ({st.last_pts:g})",
-                pts=frame.pts,
-            )
         item = (st, frame, time.monotonic())
-        while True:  # wait for room, but keep reading the socket (keepalive) if the encoder is away
-            try:
-                await asyncio.wait_for(self.frames.put(item), timeout=0.5)
+        while True:
+            # The checks and the put happen in one step of the event loop: a refusal of the queue
+            # (_refuse_queued) between a wait and the put cannot let this frame jump ahead of it.
+            if st.refused_from is not None and frame.pts > st.refused_from:
+                raise self._refusal(frame.pts, st.refused_from)
+            if st.last_pts is not None and frame.pts <= st.last_pts:
+                self.metrics.frames_dropped.inc(reason="bad_pts")
+                raise ProtocolError(
+                    P.BAD_PTS,
+                    f"pts {frame.pts:g} is not after the previous frame ({st.last_pts:g})",
+                    pts=frame.pts,
+                )
+            if not self.frames.full():
+                self.frames.put_nowait(item)
                 break
-            except TimeoutError:
-                if self.gw.encoder_away:
-                    st.refused_from = frame.pts
-                    raise self._refusal(frame.pts, frame.pts) from None
+            if self.gw.encoder_away():  # never block the reader then: keepalive must be answered
+                st.refused_from = frame.pts
+                raise self._refusal(frame.pts, frame.pts)
+            await asyncio.sleep(0.02)  # the encoder is busy: wait for room (backpressure)
         st.refused_from = None  # the client went back to the first refused frame (or before it)
         st.last_pts = frame.pts
         self.frames_queued += 1
@@ -291,7 +293,7 @@ class Connection:
                 t0 = time.perf_counter()
                 result = await self._push_waiting(st, frame, rgb)
                 if result is None:  # the encoder stayed away: this and every queued frame refused
-                    self._refuse_queued(st, frame)
+                    await self._refuse_queued(st, frame)
                     continue
                 self.metrics.encode_seconds.observe(time.perf_counter() - t0)
                 self.metrics.frames.inc()
@@ -322,16 +324,16 @@ class Connection:
         while True:
             try:
                 result = await asyncio.to_thread(self.service.push_frame, st.sid, frame.pts, rgb)
-                self.gw.encoder_away = False
+                self.gw.encoder_back()
                 return result
             except EncoderUnavailable:
-                self.gw.encoder_away = True
+                self.gw.encoder_down()
                 if time.monotonic() > deadline:
                     return None
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
 
-    def _refuse_queued(self, st: StreamState, first: P.FrameAppend) -> None:
+    async def _refuse_queued(self, st: StreamState, first: P.FrameAppend) -> None:
         """Refuse ``first`` and every frame queued after it: the client re-sends from ``first``."""
         refused = [first]
         while not self.frames.empty():
@@ -343,6 +345,8 @@ class Connection:
         for frame in refused:
             exc = self._refusal(frame.pts, first.pts)
             self.send_error(exc.code, str(exc), None, **exc.extra)
+        # the client re-sends these: their copies must not be replayed as well (before the next push)
+        await asyncio.to_thread(self.service.drop_unsent, st.sid, st.encoded_pts)
 
     def _unburn(self, st: StreamState, pts: float) -> None:
         """A frame that failed does not use up its pts: unless newer frames are queued behind it,

@@ -78,8 +78,12 @@ def _check_host(host: str, allowed: Iterable[str], resolve) -> None:
 
 
 def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+        if embedded is not None and _internal(embedded):
+            return True
+        if address.is_site_local:
+            return True
     return (
         address.is_loopback
         or address.is_private

@@ -105,6 +105,8 @@ class EncoderActor:
         is re-opened from Redis first, so its last scene closes all the same."""
         with self._model_lock:
             if sid not in self.hub.streams:
+                if self.store.exists(sid) and self.store.info(sid).status == "ended":
+                    return []  # ended before (and not continued since): nothing to close
                 self._attach(sid)
             return self.hub.end(sid)
 
@@ -188,7 +190,12 @@ class DecoderActor:
         closed: list[dict] = []
         for attempt in range(self.MAX_ENCODER_RESTARTS + 1):
             try:
-                closed += self._feed(encoder, sid, source, fps, batch, after)
+                fed, live = self._feed(encoder, sid, source, fps, batch, after)
+                closed += fed
+                if not self._stop.is_set() and not live:
+                    # A file read to its end closes (and captions) its last scene, as session.end
+                    # would; the stream stays attachable and answerable.
+                    closed += ray.get(encoder.end.remote(sid))
                 self.progress_["status"] = "stopped" if self._stop.is_set() else "done"
                 break
             except (ray.exceptions.RayActorError, StreamResumed) as exc:
@@ -204,7 +211,8 @@ class DecoderActor:
 
     def _feed(
         self, encoder, sid: str, source: str, fps: float, batch: int, after: float | None
-    ) -> list[dict]:
+    ) -> tuple[list[dict], bool]:
+        """Frames after ``after`` into the encoder; (closed scenes, whether the source was live)."""
         from scenekv.ingest import open_source
 
         closed: list[dict] = []
@@ -233,7 +241,7 @@ class DecoderActor:
                 )
             if pending:
                 closed += ray.get(encoder.append.remote(sid, pending))["closed"]
-        return closed
+            return closed, src.live
 
     @staticmethod
     def _resume_point(encoder, sid: str, wait_s: float = 120.0) -> float | None:

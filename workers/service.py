@@ -130,10 +130,23 @@ class SceneKVService:
             self._touched[sid] = time.monotonic()
         with unsaved.lock:
             unsaved.add(float(pts), image)
-            result = self._deliver(sid, unsaved, [(float(pts), image)])
+            try:
+                result = self._deliver(sid, unsaved, [(float(pts), image)])
+            except EncoderUnavailable:
+                raise  # the caller sends it again: keep it
+            except BaseException:
+                unsaved.discard(float(pts))  # refused (bad pts, write failure): never replay it
+                raise
             if len(unsaved) > 8:
                 unsaved.saved_through(self.store.stored_pts(sid))
         return result
+
+    def drop_unsent(self, sid: str, after: float | None) -> None:
+        """The client was told to send the frames after ``after`` again: drop their copies."""
+        unsaved = self._unsaved.get(sid)
+        if unsaved is not None:
+            with unsaved.lock:
+                unsaved.drop_after(after)
 
     def _deliver(self, sid: str, unsaved: UnsavedFrames, batch: list) -> dict:
         """Append ``batch``; first replay what a re-opened stream lost (the caller holds unsaved.lock)."""
@@ -158,7 +171,7 @@ class SceneKVService:
         unsaved = self._unsaved.get(sid)
         if unsaved is None or not len(unsaved):
             return []
-        with unsaved.lock:
+        with unsaved.lock:  # an empty append: a re-opened stream answers StreamResumed -> replay
             return self._deliver(sid, unsaved, [])["closed"]
 
     @staticmethod
@@ -280,22 +293,28 @@ class SceneKVService:
             except ray.exceptions.GetTimeoutError:
                 log.warning("decoder of %s did not stop in 15 s; killing it", sid)
             ray.kill(decoder[0])
-        closed = self._settle(sid)
-        closed += self._call(self.encoder.end.remote(sid))
-        with self._lock:
-            self._unsaved.pop(sid, None)  # end flushed everything to Redis
-            self._touched.pop(sid, None)
+        unsaved = self._unsaved.get(sid)
+        with unsaved.lock if unsaved is not None else contextlib.nullcontext():
+            closed = self._settle(sid)
+            closed += self._call(self.encoder.end.remote(sid))
+            with self._lock:
+                self._unsaved.pop(sid, None)  # end flushed everything to Redis
+                self._touched.pop(sid, None)
         return closed
 
     def attach(self, sid: str) -> dict:
         """Continue a stream by id (another client's, or one from before a restart)."""
         if not self.store.exists(sid):
             raise UnknownStream(f"no stream {sid!r}")
-        info = self._call(self.encoder.attach.remote(sid))
-        with self._lock:
-            self._streams.add(sid)
-            if info.get("source") in ("push", "", None) and sid not in self._decoders:
-                self._touched[sid] = time.monotonic()
+        unsaved = self._unsaved.get(sid)
+        with unsaved.lock if unsaved is not None else contextlib.nullcontext():
+            if unsaved is not None and len(unsaved):
+                self._settle(sid)  # a restarted encoder first gets the frames only its predecessor had
+            info = self._call(self.encoder.attach.remote(sid))
+            with self._lock:
+                self._streams.add(sid)
+                if info.get("source") in ("push", "", None) and sid not in self._decoders:
+                    self._touched[sid] = time.monotonic()
         return info
 
     def release_idle(self, idle_s: float, keep: Collection[str] = ()) -> list[str]:
@@ -304,11 +323,19 @@ class SceneKVService:
         encoder lets go of its device window, lease and writer. ``attach`` continues it later."""
         now = time.monotonic()
         with self._lock:
-            idle = [sid for sid, t in self._touched.items() if now - t >= idle_s and sid not in keep]
+            for sid in keep:  # a watched stream's idle time starts when its last client leaves
+                if sid in self._touched:
+                    self._touched[sid] = now
+            idle = [sid for sid, t in self._touched.items() if now - t >= idle_s]
         released = []
         for sid in idle:
+            unsaved = self._unsaved.get(sid)
             try:
-                self.end_stream(sid)
+                with unsaved.lock if unsaved is not None else contextlib.nullcontext():
+                    touched = self._touched.get(sid)
+                    if touched is None or time.monotonic() - touched < idle_s:
+                        continue  # a frame or a client came meanwhile
+                    self.end_stream(sid)
                 released.append(sid)
                 log.info("stream %s: no client and no frame for %.0f s; released", sid, idle_s)
             except Exception as exc:  # tried again at the next sweep
@@ -334,6 +361,7 @@ class SceneKVService:
     ) -> Iterator[dict]:
         """Stream {"type": "delta"} messages, then one {"type": "done"} (or {"type": "error"})."""
         self._known(sid)
+        self._settle(sid)  # after an encoder restart, the question sees every acknowledged frame
         if not 1 <= int(max_tokens) <= 1024:
             raise UserError("max_tokens must be between 1 and 1024", code="bad_request")
         qid = qid or uuid.uuid4().hex
@@ -397,10 +425,9 @@ class SceneKVService:
                 decoder.stop.remote()
         with contextlib.suppress(Exception):
             ray.wait([run for _, run in decoders], num_returns=len(decoders), timeout=min(15.0, left()))
-        for sid, unsaved in list(self._unsaved.items()):
-            if unsaved.replay:  # a restarted encoder still lacks frames the client was told are in
-                with contextlib.suppress(Exception):
-                    self._settle(sid)
+        for sid in list(self._unsaved):  # a restarted encoder may lack frames the client was told are in
+            with contextlib.suppress(Exception):
+                self._settle(sid)
         try:
             ray.get(self.encoder.shutdown.remote(), timeout=left())
         except ray.exceptions.GetTimeoutError:

@@ -10,10 +10,13 @@ oldest frame is dropped (and counted), which only matters if Redis falls that fa
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class UnsavedFrames:
@@ -24,18 +27,38 @@ class UnsavedFrames:
         self.dropped = 0
         self.replay = False  # the encoder re-opened the stream: send after(replay_after) first
         self.replay_after: float | None = None
-        self.lock = threading.Lock()  # one pusher per stream at a time: frames reach the encoder in order
+        # the stream's lock: one pusher at a time (frames reach the encoder in order), and attach,
+        # end and release of the stream wait for it
+        self.lock = threading.RLock()
 
     def add(self, pts: float, image: np.ndarray) -> None:
         """Remember a frame (a retry of the newest one replaces it rather than adding it twice)."""
-        if self.frames and pts <= self.frames[-1][0]:
-            while self.frames and self.frames[-1][0] >= pts:
-                self.bytes -= self.frames.pop()[1].nbytes
+        if self.frames and pts == self.frames[-1][0]:
+            self.bytes -= self.frames.pop()[1].nbytes
         self.frames.append((pts, image))
         self.bytes += image.nbytes
         while self.bytes > self.max_bytes and len(self.frames) > 1:
             self.bytes -= self.frames.popleft()[1].nbytes
             self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning(
+                    "%d pushed frame(s) not yet in Redis were dropped from the replay copy (over %d MiB): "
+                    "an encoder death now would lose them",
+                    self.dropped,
+                    self.max_bytes >> 20,
+                )
+
+    def discard(self, pts: float) -> None:
+        """The encoder refused this frame: it must never be replayed."""
+        kept = [f for f in self.frames if f[0] != pts]
+        if len(kept) != len(self.frames):
+            self.frames = deque(kept)
+            self.bytes = sum(f[1].nbytes for f in kept)
+
+    def drop_after(self, pts: float | None) -> None:
+        """Frames after ``pts`` were refused to the client (it re-sends them): forget them."""
+        while self.frames and (pts is None or self.frames[-1][0] > pts):
+            self.bytes -= self.frames.pop()[1].nbytes
 
     def saved_through(self, pts: float | None) -> None:
         """Redis holds every frame up to ``pts``: forget those."""
