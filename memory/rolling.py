@@ -334,19 +334,28 @@ class RollingMemory:
         """
         self._finish("detached", timeout)
 
+    def close_last_scene(self) -> list[Scene]:
+        """Close the open scene now (end of stream ahead): it can be captioned before ``end``."""
+        if self.closed:
+            return []
+        with self.lock:
+            try:
+                self._check_usable()
+            except BaseException:
+                self.abandon()
+                raise
+            closed = self.tiler.flush()
+            for scene in closed:
+                self._close_scene(scene, reopen=False)
+            return closed
+
     def end(self, timeout: float | None = 60.0) -> list[Scene]:
         """End of stream: close the last scene, write everything, mark the stream ended."""
         if self.closed:
             return []
-        try:
-            self._check_usable()
-        except BaseException:
-            self.abandon()
-            raise
-        closed = self.tiler.flush()
-        for scene in closed:
-            self._close_scene(scene, reopen=False)
-        self._finish("ended", timeout)
+        closed = self.close_last_scene()
+        if not self.closed:
+            self._finish("ended", timeout)
         return closed
 
     def abandon(self, timeout: float = 1.0) -> None:

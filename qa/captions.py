@@ -224,6 +224,17 @@ def write_jsonl(cues: Iterable[Cue], dest: PathOrFile) -> None:
 
 
 _WRITERS = {"vtt": write_vtt, "srt": write_srt, "jsonl": write_jsonl}
+_RENDERERS = {"vtt": render_vtt, "srt": render_srt, "jsonl": render_jsonl}
+
+
+def render_captions(cues: Iterable[Cue], fmt: str) -> str:
+    """``cues`` as the text of a ``fmt`` file (vtt, srt or jsonl), exactly as write_captions writes it."""
+    return _RENDERERS[parse_format(fmt)](cues)
+
+
+def stream_cues(store, sid: str) -> list[Cue]:
+    """A stored stream's scene captions as cues; an open last scene ends at the newest stored frame."""
+    return cues_from_scenes(store.scenes(sid), video_end=store.info(sid).last_pts)
 
 
 def parse_format(fmt: str) -> str:

@@ -158,13 +158,19 @@ class StreamHub:
         return self.engine.ask(view, question, **kwargs)
 
     def end(self, sid: str) -> list[dict]:
-        """End of stream: close (and caption) the last scene, write everything to Redis."""
+        """End of stream: close and caption the last scene, then write everything to Redis and mark
+        the stream ended, so whoever sees it end already finds every caption."""
         with self._lock:
-            mem = self.streams.pop(sid, None)
+            mem = self.streams.get(sid)
         if mem is None:
             raise StreamNotFound(f"stream {sid!r} is not open here")
-        closed = mem.end()
-        return [self._scene_dict(sid, s) for s in closed]
+        try:
+            closed = [self._scene_dict(sid, s) for s in mem.close_last_scene()]
+        finally:
+            with self._lock:
+                self.streams.pop(sid, None)
+        mem.end()
+        return closed
 
     def forget(self, sid: str) -> None:
         """Drop a stream whose memory failed (deleted, expired, taken over): no write is attempted."""

@@ -46,14 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except UserError as exc:
-        print(f"scenekv {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `scenekv frames x | head` must not print a traceback
         sys.stderr.close()
         return 0
+    except Exception as exc:  # one sentence, never a traceback (unless --verbose asks for it)
+        from scenekv.failures import describe
+
+        if getattr(args, "verbose", False) and not isinstance(exc, UserError):
+            raise
+        message, status = describe(exc)
+        print(f"scenekv {args.command}: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

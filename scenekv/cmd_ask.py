@@ -43,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(item["message"], code=item["code"])
             elif item["type"] == "done":
                 done = item
-        if args.json:
-            keys = ("answer", "evidence", "ttft_ms", "usage")
-            print(json.dumps({k: done.get(k) for k in keys}))
+        if args.json:  # the schema is in README.md ("JSON output"); like answer.done on the WebSocket
+            keys = ("answer", "evidence", "ttft_ms", "usage", "finish_reason")
+            out = {"stream_id": sid, "model": service.model["model"], "question": args.question}
+            print(json.dumps({**out, **{k: done.get(k) for k in keys}}))
         else:
             spans = ", ".join(f"{e['start']:.1f}-{e['end']:.1f}s" for e in done["evidence"]) or "none"
             print(f"\nevidence: {spans}  (ttft {done['ttft_ms']} ms)")

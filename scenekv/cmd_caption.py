@@ -13,6 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--format", default="vtt", help="vtt, srt or jsonl (default vtt)")
     p.add_argument("--out", default=".", help="output directory (default: current directory)")
+    p.add_argument("--json", action="store_true", help="print one JSON line per written file")
     add_service_arguments(p)
 
 
@@ -52,12 +53,13 @@ class Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import sys
     from pathlib import Path
 
     from scenekv.cmd_ingest_common import ingest_file, media_duration, service_from_args, warn_if_random
     from scenekv.errors import UserError
-    from scenekv.qa.captions import cues_from_scenes, output_path, parse_format, write_captions
+    from scenekv.qa.captions import output_path, parse_format, stream_cues, write_captions
 
     fmt = parse_format(args.format)
     missing = [v for v in args.videos if not Path(v).is_file()]
@@ -76,10 +78,13 @@ def run(args: argparse.Namespace) -> int:
             if reused:
                 print(f"{Path(video).name}: reusing memory {sid}", file=sys.stderr)
                 service.caption_missing(sid)  # it may have been ingested without captions (scenekv ask)
-            scenes = service.store.scenes(sid)
-            cues = cues_from_scenes(scenes, video_end=service.store.info(sid).last_pts)
+            cues = stream_cues(service.store, sid)
             path = write_captions(cues, output_path(args.out, video, fmt), fmt)
-            print(path)
+            if args.json:  # one line per written file (schema: README.md, "JSON output")
+                row = {"video": video, "path": str(path), "format": fmt, "stream_id": sid}
+                print(json.dumps({**row, "scenes": len(cues), "reused": reused}), flush=True)
+            else:
+                print(path)
     finally:
         service.shutdown()
     return 0

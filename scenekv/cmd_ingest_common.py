@@ -16,13 +16,22 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--carriers", default="pool:16", help="carrier strategy (default pool:16)")
     p.add_argument("--redis-url", default=None, help="default: REDIS_URL, 127.0.0.1:6379, else a local child")
     p.add_argument("--ray-address", default=None, help="join a Ray cluster (default: local Ray)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show transformers' and Ray's warnings and the actors' output (default: in Ray's logs)",
+    )
 
 
 def service_from_args(args: argparse.Namespace, *, captions: bool = True):
     """A SceneKVService from the common flags (local Ray, Redis found or started, model loaded)."""
     from scenekv.workers.service import SceneKVService
 
+    verbose = bool(getattr(args, "verbose", False))
+    if not verbose:
+        quiet_dependencies()
     return SceneKVService(
+        worker_logs=verbose,
         model=args.model,
         redis_url=args.redis_url,
         ray_address=args.ray_address,
@@ -30,6 +39,18 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
         dtype=args.dtype,
         captions=captions,
     )
+
+
+def quiet_dependencies() -> None:
+    """The terminal shows SceneKV's lines: dependencies' warnings (transformers' deprecations, torch,
+    Ray) are silenced in this process; SceneKV's own warnings (e.g. damaged media) still show."""
+    import logging
+    import warnings
+
+    for module in ("transformers", "torch", "ray", "huggingface_hub", "accelerate"):
+        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
+    for name in ("transformers", "ray", "torch", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def warn_if_random(service) -> None:
@@ -69,18 +90,53 @@ def ingest_file(
     sid = stream_id_for(os.path.abspath(source), service.model["model"], fps, carriers)
     if service.store.exists(sid) and service.store.info(sid).status == "ended":
         return sid, True
-    info = service.start_stream(source, fps=fps, carriers=carriers, sid=sid, decode=False)  # ranges feed it
     duration = media_duration(source)
     if duration is None:
         raise UserError(
             f"{source}: the file declares no duration; cannot split it into ranges", code="bad_media"
         )
     n = parts or max(1, min(os.cpu_count() or 1, int(duration // 60)))
+    try:
+        info = service.start_stream(
+            source, fps=fps, carriers=carriers, sid=sid, decode=False
+        )  # ranges feed it
+        _ingest(service, source, sid, info, duration, fps, n, on_progress)
+    except Exception as exc:
+        raise store_refused(service, source, sid, duration, exc) or exc from None
+    return sid, False
+
+
+def store_refused(service, source: str, sid: str, duration: float, exc: BaseException):
+    """A UserError saying what Redis kept when it refused writes (full, read-only), else None."""
+    from scenekv.errors import UserError
+    from scenekv.failures import first_line, unwrap
+
+    cause = unwrap(exc)
+    text = f"{cause} {getattr(cause, '__cause__', '') or ''}"
+    if getattr(cause, "code", None) not in ("memory_write_failed", "memory_backpressure") and not (
+        type(cause).__module__.startswith("redis") and ("maxmemory" in text or "OOM" in text)
+    ):
+        return None
+    try:
+        info = service.store.info(sid)
+        kept = f"{info.chunks} chunks up to {info.last_pts or 0:.0f} s of {duration:.0f} s are stored"
+    except Exception:  # the stream could not even be created
+        kept = f"nothing of {duration:.0f} s is stored"
+    full = "maxmemory" in text or "OOM" in text
+    why = "Redis is full" if full else f"Redis refused the writes ({first_line(str(cause))})"
+    fix = "free memory or raise maxmemory" if full else "fix Redis"
+    return UserError(
+        f"{why}: {kept} for {os.path.basename(source)}, the rest is not; {fix} and run the same "
+        "command again to resume",
+        code="store_full" if full else "memory_write_failed",
+    )
+
+
+def _ingest(service, source, sid, info, duration, fps, n, on_progress) -> None:
     service.ingest_ranges(
         source, sid, duration=duration, fps=fps, parts=n, after=info["last_pts"], on_batch=on_progress
     )
     service.end_stream(sid)
-    return sid, False
 
 
 def media_duration(path: str) -> float | None:

@@ -8,6 +8,7 @@ Needs the system Chromium (`apt-get install -y chromium`) and `pip install playw
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -39,7 +40,15 @@ SCREENSHOT = (
 
 
 @pytest.fixture(scope="module")
-def gateway():
+def media_root(tmp_path_factory, media):
+    root = tmp_path_factory.mktemp("served")
+    clip = media("served.webm", duration=12.0, size=(320, 240), cuts=[4.0, 8.0])  # VP8: any Chromium plays it
+    (root / "served.webm").write_bytes(clip.read_bytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def gateway(media_root):
     from scenekv.web.config import GatewayConfig
     from scenekv.web.server import GatewayThread
     from scenekv.workers.service import SceneKVService
@@ -53,7 +62,8 @@ def gateway():
         num_cpus=2,
     )
     try:
-        with GatewayThread(service, GatewayConfig(port=0, progress_interval_s=0.5)) as gw:
+        config = GatewayConfig(port=0, progress_interval_s=0.5, media_root=media_root)
+        with GatewayThread(service, config) as gw:
             yield gw
     finally:
         service.shutdown()
@@ -129,5 +139,46 @@ def test_demo_page_file_to_answer(gateway, browser, media):
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
+    assert not console_errors, console_errors
+    page.close()
+
+
+def test_a_server_file_plays_in_the_player_chips_seek_it_and_captions_download(gateway, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1366, "height": 820})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    page.goto(gateway.http_url)
+    page.click(".tab[data-tab=url]")
+    page.fill("#url-input", "file:served.webm")
+    page.fill("#fps", "2")
+    page.click("#start-btn")
+
+    # the player shows the server's file, fetched from /media/ in ranges, while the server ingests it
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#video');"
+        " return v.currentSrc.endsWith('/media/served.webm') && v.readyState >= 1 && v.duration > 11; }",
+        timeout=30_000,
+    )
+    expect(page.locator("#player-placeholder")).to_be_hidden()
+    expect(page.locator("#st-status")).to_have_text(re.compile("done|ended"), timeout=90_000)
+    # every scene of the finished file closes, the last one too, with a caption
+    expect(page.locator("#scene-list li[data-scene]")).to_have_count(3, timeout=60_000)
+
+    page.fill("#question", "What happens around here?")
+    page.fill("#anchor", "0:09")
+    page.click("#ask-btn")
+    chip = page.locator(".answer").first.locator(".chip").first
+    chip.wait_for(timeout=30_000)
+    chip.click()
+    page.wait_for_function("() => !document.querySelector('#video').seeking", timeout=10_000)
+    start = page.evaluate("document.querySelector('#video').currentTime")
+    assert start > 0 and chip.inner_text().startswith(_clock(start)), (chip.inner_text(), start)
+
+    expect(page.locator("#downloads")).to_be_visible()
+    vtt = page.evaluate("fetch(document.querySelector('#dl-vtt').href).then((r) => r.text())")
+    assert vtt.startswith("WEBVTT") and vtt.count(" --> ") == 3
     assert not console_errors, console_errors
     page.close()

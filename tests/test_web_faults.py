@@ -206,3 +206,14 @@ def test_reattaching_after_the_encoder_died_keeps_every_acknowledged_frame(servi
         recv_until(conn, of_type("session.ended"), timeout=60)
     info = service.store.info(sid)
     assert info.last_pts == 9.0 and info.next_index == 10
+
+
+def test_a_frame_that_fails_does_not_use_up_its_pts(gateway):
+    with connect(gateway.ws_url, open_timeout=10, max_size=None) as conn:
+        start_push(conn)
+        push(conn, range(3))
+        conn.send(pack_binary_frame(3.0, b"\xff\xd8 not a jpeg"))
+        refused = recv_until(conn, of_type("error"))
+        assert refused["code"] == "bad_image" and refused["pts"] == 3.0
+        push(conn, [3])  # the same pts with a good image: accepted, not bad_pts
+        recv_until(conn, lambda m: m["type"] == "ingest.progress" and m.get("pts") == 3.0)

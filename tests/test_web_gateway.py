@@ -81,6 +81,15 @@ def http_get(url: str, headers: dict | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def http_bytes(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
 # -- tests ------------------------------------------------------------------------------------------
 def test_push_30_frames_then_ask_at_an_anchor(ws):
     start_push(ws)
@@ -257,6 +266,8 @@ def test_token_is_required_when_set(service):
         assert http_get(gw.http_url + "metrics")[0] == 401
         assert http_get(gw.http_url + "metrics?token=s3cret")[0] == 200
         assert http_get(gw.http_url + "healthz")[0] == 200
+        assert http_get(gw.http_url + "streams/s1/captions.vtt")[0] == 401  # like /ws
+        assert http_get(gw.http_url + "media/clip.mp4")[0] == 401
 
 
 def test_foreign_browser_origin_is_refused(gateway):
@@ -307,3 +318,62 @@ def test_healthz_metrics_and_page(gateway, ws):
     assert http_get(gateway.http_url + "nope")[0] == 404
     config = json.loads(http_get(gateway.http_url + "config.json")[1])
     assert config["random_weights"] is True and config["media"] == ["clip.mp4"]
+
+
+def test_media_files_are_served_in_ranges_inside_the_media_root_only(gateway, media_root, tmp_path):
+    data = (media_root / "clip.mp4").read_bytes()
+    url = gateway.http_url + "media/clip.mp4"
+    status, headers, body = http_bytes(url, {"Range": "bytes=100-1099"})
+    assert status == 206 and body == data[100:1100]
+    assert headers["Content-Range"] == f"bytes 100-1099/{len(data)}" and headers["Accept-Ranges"] == "bytes"
+    assert headers["Content-Type"] == "video/mp4"
+    status, headers, body = http_bytes(url, {"Range": "bytes=1000-"})  # open: to the end (small file)
+    assert status == 206 and body == data[1000:]
+    status, _, body = http_bytes(url, {"Range": "bytes=-500"})  # the last 500 bytes
+    assert status == 206 and body == data[-500:]
+    status, _, body = http_bytes(url)  # no Range: the whole (small) file
+    assert status == 200 and body == data
+    status, headers, _ = http_bytes(url, {"Range": f"bytes={len(data)}-"})
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(data)}"
+    (tmp_path / "secret.mp4").write_bytes(b"secret")
+    (media_root / "out.mp4").symlink_to(tmp_path / "secret.mp4")
+    try:
+        for name, code in [
+            ("..%2Fsecret.mp4", 403),
+            ("%2Fetc%2Fpasswd", 403),
+            ("out.mp4", 403),
+            ("nope.mp4", 404),
+        ]:
+            assert http_bytes(gateway.http_url + "media/" + name)[0] == code, name
+    finally:
+        (media_root / "out.mp4").unlink()
+
+
+def test_caption_downloads_parse_and_match_the_scenes(ws, gateway, service):
+    import io
+
+    import srt
+    import webvtt
+
+    sid = start_push(ws)
+    push(ws, range(30))  # cuts at 10 s and 20 s
+    send(ws, type="session.end")
+    recv_until(ws, of_type("session.ended"), timeout=60)
+    scenes = service.scenes(sid)
+    assert len(scenes) == 3 and all(s["caption"] for s in scenes)
+    base = gateway.http_url + f"streams/{sid}/captions."
+    status, headers, vtt = http_bytes(base + "vtt")
+    assert status == 200 and headers["Content-Type"].startswith("text/vtt")
+    assert f'filename="{sid}.vtt"' in headers["Content-Disposition"]
+    cues = webvtt.from_buffer(io.StringIO(vtt.decode()))
+    assert [round(c.start_in_seconds) for c in cues] == [round(s["start"]) for s in scenes]
+    assert vtt.decode() == service.caption_track(sid, "vtt")  # what `scenekv caption` writes
+    status, _, body = http_bytes(base + "srt")
+    subs = list(srt.parse(body.decode()))
+    assert status == 200 and [round(s.start.total_seconds()) for s in subs] == [
+        round(s["start"]) for s in scenes
+    ]
+    status, _, body = http_bytes(base + "jsonl")
+    rows = [json.loads(line) for line in body.decode().splitlines()]
+    assert status == 200 and [r["scene"] for r in rows] == [s["scene_id"] for s in scenes]
+    assert http_bytes(gateway.http_url + "streams/nope/captions.vtt")[0] == 404

@@ -157,3 +157,32 @@ def test_a_file_split_into_ranges_decoded_in_parallel_matches_one_pass(service, 
     for a, b in zip(service.store.load_chunks(sid, cids), service.store.load_chunks(one, cids1), strict=True):
         torch.testing.assert_close(a.keys, b.keys, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(a.values, b.values, atol=1e-4, rtol=1e-4)
+
+
+def test_end_after_the_encoder_died_closes_the_last_scene_and_keeps_every_frame(service, video):
+    """A push stream, then SIGKILL of the encoder, then end with no frame in between: the new
+    encoder re-opens the stream, gets the frames only the dead one had, and closes its last scene."""
+    import os
+    import signal
+
+    from scenekv.ingest import open_source
+
+    with open_source(video, fps=1.0) as src:
+        frames = [(f.pts, f.image) for f in src][:14]  # a cut at 10.5 s: scene 1 stays open
+    sid = service.start_stream("push", fps=1.0, carriers="pool:4")["stream_id"]
+    for pts, image in frames:
+        service.push_frame(sid, pts, image)
+    os.kill(ray.get(service.encoder.pid.remote()), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            closed = service.end_stream(sid)
+            break
+        except Exception as exc:  # EncoderUnavailable while it restarts
+            assert type(exc).__name__ == "EncoderUnavailable" and time.monotonic() < deadline, exc
+            time.sleep(0.5)
+    assert [c["scene_id"] for c in closed][-1] == 1 and all(c["caption"] for c in closed)
+    scenes = service.scenes(sid)
+    assert len(scenes) == 2 and all(s["closed"] for s in scenes)
+    info = service.store.info(sid)
+    assert info.last_pts == frames[-1][0] and info.next_index == len(frames)

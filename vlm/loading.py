@@ -86,14 +86,19 @@ def world_model_path() -> Path:
     return Path(__file__).resolve().parent / "checkpoints" / WORLD_MODEL_DIR
 
 
+def resolve_auto() -> str:
+    """What ``--model auto`` means here: the default checkpoint, or offline the world model."""
+    if _is_cached(DEFAULT_CHECKPOINT) or hub_reachable():
+        return DEFAULT_CHECKPOINT
+    fallback = WORLD_MODEL if (world_model_path() / "model.safetensors").is_file() else TINY_MODEL
+    log.warning("the hub is unreachable and %s is not cached: using %s", DEFAULT_CHECKPOINT, fallback)
+    return fallback
+
+
 def resolve_model(model: str) -> str:
     """``auto`` and aliases -> what load_backend loads (a hub id, a path or a built-in name)."""
     if model == AUTO_MODEL:
-        if _is_cached(DEFAULT_CHECKPOINT) or hub_reachable():
-            return DEFAULT_CHECKPOINT
-        fallback = WORLD_MODEL if (world_model_path() / "model.safetensors").is_file() else TINY_MODEL
-        log.warning("the hub is unreachable and %s is not cached: using %s", DEFAULT_CHECKPOINT, fallback)
-        model = fallback
+        model = resolve_auto()
     if model == WORLD_MODEL:
         path = world_model_path()
         if not (path / "model.safetensors").is_file():

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import mimetypes
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -17,8 +18,12 @@ from urllib.parse import unquote, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from scenekv.errors import UserError
+
 from .auth import origin_ok, redact_url, token_ok
-from .sources import list_media
+from .media import MAX_WHOLE, RangeError, byte_range, content_type, read_part, size_of
+from .protocol import FORBIDDEN_SOURCE, ProtocolError
+from .sources import list_media, media_file
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -34,11 +39,21 @@ CONTENT_SECURITY_POLICY = (
 )
 REASONS = {
     200: "OK",
+    206: "Partial Content",
+    400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    413: "Content Too Large",
+    416: "Range Not Satisfiable",
     503: "Service Unavailable",
 }
+CAPTION_TYPES = {
+    "vtt": "text/vtt; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "jsonl": "application/jsonl; charset=utf-8",
+}
+_CAPTIONS_PATH = re.compile(r"^/streams/([A-Za-z0-9_-]{1,128})/captions\.(vtt|srt|jsonl)$")
 
 
 def response(status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Response:
@@ -101,7 +116,53 @@ class HttpRoutes:
             )
         if path == "/config.json":
             return json_response(200, self._page_config(authorized))
+        if path.startswith("/media/") or _CAPTIONS_PATH.match(path):
+            if not authorized:  # the same token rule as /ws
+                return error_response(401, "unauthorized", "missing or wrong token")
+            if path.startswith("/media/"):
+                name = unquote(path[len("/media/") :])
+                return await asyncio.to_thread(self._media, name, request.headers.get("Range"))
+            sid, fmt = _CAPTIONS_PATH.match(path).groups()
+            return await asyncio.to_thread(self._captions, sid, fmt)
         return self._static(path)
+
+    def _media(self, name: str, range_header: str | None) -> Response:
+        """A file under --media-root for the player: 206 for a Range, 200 for a whole small file."""
+        try:
+            path = media_file(name, self.gw.config.media_root)
+        except ProtocolError as exc:
+            status = 403 if exc.code == FORBIDDEN_SOURCE else 404
+            return error_response(status, exc.code, str(exc))
+        size = size_of(path)
+        extra = {"Accept-Ranges": "bytes"}
+        try:
+            span = byte_range(range_header, size)
+        except RangeError as exc:
+            return error_response(416, "bad_range", str(exc), {**extra, "Content-Range": f"bytes */{size}"})
+        if span is None:
+            if size > MAX_WHOLE:
+                return error_response(
+                    413, "too_large", f"{size} bytes: ask for it in ranges (Range: bytes=0-)", extra
+                )
+            return response(200, read_part(path, 0, size - 1) if size else b"", content_type(path), extra)
+        first, last = span
+        extra["Content-Range"] = f"bytes {first}-{last}/{size}"
+        return response(206, read_part(path, first, last), content_type(path), extra)
+
+    def _captions(self, sid: str, fmt: str) -> Response:
+        """The stream's scene captions as `scenekv caption` writes them (same cues, same normalising)."""
+        try:
+            text = self.gw.service.caption_track(sid, fmt)
+        except UserError as exc:
+            status = 404 if exc.code in ("unknown_stream", "stream_not_found") else 400
+            return error_response(status, exc.code, str(exc))
+        name = f"{sid}{'.' + fmt}"
+        return response(
+            200,
+            text.encode(),
+            CAPTION_TYPES[fmt],
+            {"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     async def _healthz(self) -> Response:
         try:
@@ -153,7 +214,7 @@ class HttpRoutes:
         )
 
 
-_KNOWN_PATHS = {"/", "/ws", "/healthz", "/metrics", "/config.json", "/index.html"}
+_KNOWN_PATHS = {"/", "/ws", "/healthz", "/metrics", "/config.json", "/index.html"}  # metric labels
 
 
 def _content_type(path: Path) -> str:

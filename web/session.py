@@ -243,12 +243,12 @@ class Connection:
             )
         self._check_open()
         st = self._session()
+        if not st.push:
+            raise ProtocolError(P.BAD_REQUEST, "this stream reads its own source; frames are not accepted")
         if st.ended:
             raise ProtocolError(
                 P.NO_SESSION, "the stream has ended; session.start {stream_id} continues it", pts=frame.pts
             )
-        if not st.push:
-            raise ProtocolError(P.BAD_REQUEST, "this stream reads its own source; frames are not accepted")
         item = (st, frame, time.monotonic())
         while True:
             # The checks and the put happen in one step of the event loop: a refusal of the queue

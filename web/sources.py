@@ -30,7 +30,7 @@ def resolve_source(
     if source == "push":
         return source
     if source.startswith("file:"):
-        return str(_media_file(source[len("file:") :], media_root))
+        return str(media_file(source[len("file:") :], media_root))
     parts = urlsplit(source)
     scheme = parts.scheme.lower()
     if scheme in URL_SCHEMES:
@@ -98,7 +98,8 @@ def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: inside someone's network
 
 
-def _media_file(name: str, media_root: Path | None) -> Path:
+def media_file(name: str, media_root: Path | None) -> Path:
+    """The file ``name`` under the media root (ProtocolError: forbidden_source / bad_request)."""
     if media_root is None:
         raise ProtocolError(
             FORBIDDEN_SOURCE, "file sources are disabled (start the server with --media-root)"

@@ -171,7 +171,8 @@ class StreamRegistry:
             frames, pts, lag = st.frames, st.encoded_pts, st.lag_s
         else:
             frames, pts, lag = p.get("frames"), p.get("pts"), p.get("lag_s")
-        status = "ended" if st.ended else p.get("status")
+        # a file read to its end ends its stream itself (its last scene closes): it stays "done"
+        status = "ended" if st.ended and p.get("status") != "done" else p.get("status")
         payload = {
             "frames": frames,
             "pts": pts,

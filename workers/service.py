@@ -46,14 +46,17 @@ class SceneKVService:
         rolling: dict | None = None,
         captions: bool = True,
         num_cpus: int | None = None,
+        worker_logs: bool = True,
     ) -> None:
+        """``worker_logs`` off: the actors' output (transformers' warnings, "(EncoderActor pid=…)"
+        lines) stays in Ray's session logs instead of this process's terminal."""
         self.redis_url, self.redis_how, self._redis_child = ensure_redis(redis_url)
         log.info(self.redis_how)
         self.ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             if self.ray_address:
-                ray.init(address=self.ray_address, logging_level="ERROR")
+                ray.init(address=self.ray_address, logging_level="ERROR", log_to_driver=worker_logs)
             else:
                 ray.init(
                     num_cpus=num_cpus or os.cpu_count() or 2,
@@ -61,8 +64,13 @@ class SceneKVService:
                     object_store_memory=512 * 2**20,
                     _node_ip_address="127.0.0.1",
                     logging_level="ERROR",
+                    log_to_driver=worker_logs,
                 )
         self.store = MemoryStore(self.redis_url, prefix)
+        if model == "auto":  # decided here, so the caller's log says which model it got and why
+            from scenekv.vlm.loading import resolve_auto
+
+            model = resolve_auto()
         options = {
             "device": device,
             "dtype": dtype,
@@ -393,6 +401,13 @@ class SceneKVService:
             {"scene_id": s.index, "start": s.start, "end": s.end, "caption": s.caption, "closed": s.closed}
             for s in self.store.scenes(sid)
         ]
+
+    def caption_track(self, sid: str, fmt: str) -> str:
+        """The stream's scene captions as a VTT / SRT / JSONL file's text, as `scenekv caption` writes."""
+        from scenekv.qa.captions import render_captions, stream_cues
+
+        self._known(sid)
+        return render_captions(stream_cues(self.store, sid), fmt)
 
     def events(self, sid: str, after: str = "$", block_ms: int = 1000) -> list[tuple[str, str, dict]]:
         return self.store.wait_events(sid, after=after, block_ms=block_ms)

@@ -88,7 +88,14 @@ async function startSession() {
     const url = $("url-input").value.trim();
     if (!url) throw new Error("enter a URL or file:NAME");
     start = { type: "session.start", source: url, fps, carriers: ui.carriers.value };
-    if (/^https?:/i.test(url)) { ui.video.srcObject = null; ui.video.src = url; ui.placeholder.hidden = true; }
+    const served = url.startsWith("file:") ? mediaUrl(url.slice(5)) : /^https?:/i.test(url) ? url : null;
+    if (served) {
+      // the server reads the file itself; the player shows the same file (HTTP Range from /media/)
+      ui.video.srcObject = null;
+      ui.video.src = served;
+      ui.placeholder.hidden = true;
+      ui.video.play().catch(() => {});
+    }
   } else if (state.tab === "webcam") {
     state.webcam = await navigator.mediaDevices.getUserMedia({ video: { width: 640 }, audio: false });
     ui.video.src = "";
@@ -115,7 +122,10 @@ async function connect() {
   client.addEventListener("state", (e) => setConn(e.detail.state, e.detail.detail));
   client.addEventListener("session.started", (e) => onStarted(e.detail));
   client.addEventListener("ingest.progress", (e) => onProgress(e.detail));
-  client.addEventListener("scene.closed", (e) => timeline.upsert(e.detail));
+  client.addEventListener("scene.closed", (e) => {
+    timeline.upsert(e.detail);
+    $("downloads").hidden = false; // captions exist once a scene has closed
+  });
   client.addEventListener("answer.delta", (e) => onDelta(e.detail));
   client.addEventListener("answer.done", (e) => onDone(e.detail));
   client.addEventListener("session.ended", () => onEnded());
@@ -126,9 +136,23 @@ async function connect() {
   return client;
 }
 
+function mediaUrl(name) {
+  return withToken(`/media/${name.split("/").map(encodeURIComponent).join("/")}`);
+}
+
+function offerDownloads(sid) {
+  for (const fmt of ["vtt", "srt", "jsonl"]) {
+    const link = $(`dl-${fmt}`);
+    link.href = withToken(`/streams/${encodeURIComponent(sid)}/captions.${fmt}`);
+    link.download = `${sid}.${fmt}`;
+  }
+}
+
 function onStarted(msg) {
   $("stream-pill").hidden = false;
   $("stream-pill").textContent = msg.stream_id;
+  state.sid = msg.stream_id;
+  offerDownloads(msg.stream_id);
   showModel(msg.model, msg.random_weights, msg.world_only);
   ui.stop.disabled = false;
   ui.ask.disabled = false;
@@ -177,6 +201,7 @@ function resetView() {
   stopCapture();
   if (state.client) { state.client.close(); state.client = null; }
   timeline.reset();
+  $("downloads").hidden = true;
   ui.answers.replaceChildren();
   answers.clear();
   for (const id of ["st-frames", "st-pts", "st-lag", "st-mem", "st-scenes", "st-status"]) $(id).textContent = "–";

@@ -1,0 +1,89 @@
+"""What a user sees in the terminal: `scenekv ask` / `caption` as real processes, their stderr
+(SceneKV's lines only), their --json output, and a failure as one sentence with the right status."""
+
+# ruff: noqa: F811  (pytest fixtures imported from redis_fixtures are redefined as parameters)
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from scenekv.ingest import make_video
+
+from redis_fixtures import REDIS_URL, free_port, own_redis  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--model", "tiny-random-llava-onevision"]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return str(make_video(tmp_path_factory.mktemp("cli") / "clip.mp4", duration=24, fps=2, cuts=[8.0, 16.0]))
+
+
+def scenekv(*args: str, redis_url: str = REDIS_URL, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REDIS_URL": redis_url}
+    return subprocess.run(
+        [sys.executable, "-m", "scenekv.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def noise(stderr: str) -> list[str]:
+    """Lines of stderr that are not SceneKV's: Python warnings, Ray's prefixes, tracebacks."""
+    bad = ("Warning", "warnings.warn", "(EncoderActor", "(raylet)", "(pid=", "Traceback", "outputs = func")
+    return [line for line in stderr.splitlines() if any(b in line for b in bad)]
+
+
+def test_ask_prints_only_scenekv_lines_and_json_has_what_answer_done_has(video):
+    run = scenekv("ask", video, "What happens at 0:10?", *TINY, "--json", "--max-tokens", "4")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert noise(run.stderr) == [], run.stderr
+    assert "RANDOM WEIGHTS" in run.stderr and "memory: file-" in run.stderr
+    out = json.loads(run.stdout)
+    assert set(out) >= {"answer", "evidence", "ttft_ms", "usage", "finish_reason", "stream_id", "model"}
+    assert out["finish_reason"] in ("stop", "length") and out["usage"]["generated_tokens"] <= 4
+    assert out["model"] == "tiny-random-llava-onevision" and out["stream_id"].startswith("file-")
+    verbose = scenekv("ask", video, "What happens at 0:10?", *TINY, "--max-tokens", "2", "--verbose")
+    assert verbose.returncode == 0 and "(EncoderActor" in verbose.stderr  # --verbose shows them
+
+
+def test_caption_json_is_one_line_per_written_file(video, tmp_path):
+    run = scenekv("caption", video, "--out", str(tmp_path), "--format", "srt", "--json", *TINY)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert noise(run.stderr) == [], run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["format"] == "srt" and rows[0]["scenes"] == 3
+    assert os.path.isfile(rows[0]["path"]) and rows[0]["video"] == video
+
+
+def test_a_full_redis_is_one_sentence_saying_what_was_kept(video, own_redis):
+    client = redis.Redis.from_url(own_redis.url)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", used + 200_000)  # room for a few chunks, not for 24 s of video
+    client.close()
+    run = scenekv("ask", video, "What happens?", *TINY, "--redis-url", own_redis.url)
+    assert run.returncode == 1, (run.returncode, run.stderr[-2000:])
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("scenekv ask: error: Redis is full"), run.stderr[-2000:]
+    assert "stored" in last and "run the same command again to resume" in last
+    assert "Traceback" not in run.stderr and noise(run.stderr) == [], run.stderr
+
+
+def test_no_redis_at_an_explicit_url_is_one_sentence_and_status_2(video):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    run = scenekv("ask", video, "What happens?", *TINY, "--redis-url", url)
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith(
+        "scenekv ask: error: no Redis"
+    )
