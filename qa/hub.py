@@ -166,6 +166,9 @@ class StreamHub:
             raise StreamNotFound(f"stream {sid!r} is not open here")
         try:
             closed = [self._scene_dict(sid, s) for s in mem.close_last_scene()]
+        except BaseException:
+            mem.abandon()  # its lease and writer go; what Redis holds stays (attach continues it)
+            raise
         finally:
             with self._lock:
                 self.streams.pop(sid, None)

@@ -27,11 +27,11 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
     """A SceneKVService from the common flags (local Ray, Redis found or started, model loaded)."""
     from scenekv.workers.service import SceneKVService
 
-    verbose = bool(getattr(args, "verbose", False))
-    if not verbose:
+    quiet = getattr(args, "verbose", None) is False  # ask / caption; serve keeps every log line
+    if quiet:
         quiet_dependencies()
     return SceneKVService(
-        worker_logs=verbose,
+        worker_logs=not quiet,
         model=args.model,
         redis_url=args.redis_url,
         ray_address=args.ray_address,
@@ -118,12 +118,20 @@ def store_refused(service, source: str, sid: str, duration: float, exc: BaseExce
     ):
         return None
     try:
-        info = service.store.info(sid)
-        kept = f"{info.chunks} chunks up to {info.last_pts or 0:.0f} s of {duration:.0f} s are stored"
-    except Exception:  # the stream could not even be created
-        kept = f"nothing of {duration:.0f} s is stored"
+        if service.store.exists(sid):
+            info = service.store.info(sid)
+            kept = f"{info.chunks} chunks up to {info.last_pts or 0:.0f} s of {duration:.0f} s are stored"
+        else:  # the stream could not even be created
+            kept = f"nothing of {duration:.0f} s is stored"
+    except Exception:
+        kept = "what is stored could not be checked"
     full = "maxmemory" in text or "OOM" in text
-    why = "Redis is full" if full else f"Redis refused the writes ({first_line(str(cause))})"
+    if full:
+        why = "Redis is full"
+    elif getattr(cause, "code", None) == "memory_backpressure":
+        why = f"Redis is too slow to take the writes ({first_line(str(cause))})"
+    else:
+        why = f"Redis refused the writes ({first_line(str(cause))})"
     fix = "free memory or raise maxmemory" if full else "fix Redis"
     return UserError(
         f"{why}: {kept} for {os.path.basename(source)}, the rest is not; {fix} and run the same "

@@ -11,7 +11,15 @@ from __future__ import annotations
 from scenekv.errors import UserError
 
 # codes of failures that happen during a run, not because of how it was started
-RUNTIME_CODES = {"memory_write_failed", "memory_backpressure", "store_full", "source_lost", "internal"}
+RUNTIME_CODES = {
+    "memory_write_failed",
+    "memory_backpressure",
+    "store_full",
+    "source_lost",
+    "internal",
+    "encoder_unavailable",
+    "stream_resumed",
+}
 
 
 def unwrap(exc: BaseException) -> BaseException:

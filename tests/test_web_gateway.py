@@ -335,6 +335,9 @@ def test_media_files_are_served_in_ranges_inside_the_media_root_only(gateway, me
     assert status == 200 and body == data
     status, headers, _ = http_bytes(url, {"Range": f"bytes={len(data)}-"})
     assert status == 416 and headers["Content-Range"] == f"bytes */{len(data)}"
+    assert http_bytes(url, {"Range": "bytes=500-100"})[0] == 200  # invalid: ignored (RFC 9110)
+    assert http_bytes(url, {"Range": "items=0-1"})[0] == 200
+    (media_root / ".hidden.mp4").write_bytes(b"x")
     (tmp_path / "secret.mp4").write_bytes(b"secret")
     (media_root / "out.mp4").symlink_to(tmp_path / "secret.mp4")
     try:
@@ -343,10 +346,12 @@ def test_media_files_are_served_in_ranges_inside_the_media_root_only(gateway, me
             ("%2Fetc%2Fpasswd", 403),
             ("out.mp4", 403),
             ("nope.mp4", 404),
+            (".hidden.mp4", 404),  # as hidden as in the page's list
         ]:
             assert http_bytes(gateway.http_url + "media/" + name)[0] == code, name
     finally:
         (media_root / "out.mp4").unlink()
+        (media_root / ".hidden.mp4").unlink()
 
 
 def test_caption_downloads_parse_and_match_the_scenes(ws, gateway, service):

@@ -128,6 +128,8 @@ class HttpRoutes:
 
     def _media(self, name: str, range_header: str | None) -> Response:
         """A file under --media-root for the player: 206 for a Range, 200 for a whole small file."""
+        if any(p.startswith(".") and p not in (".", "..") for p in name.split("/")):  # hidden files
+            return error_response(404, "not_found", f"no file {name!r} in the media root")
         try:
             path = media_file(name, self.gw.config.media_root)
         except ProtocolError as exc:
@@ -137,17 +139,19 @@ class HttpRoutes:
         extra = {"Accept-Ranges": "bytes"}
         try:
             span = byte_range(range_header, size)
+            if span is None:
+                if size > MAX_WHOLE:
+                    return error_response(
+                        413, "too_large", f"{size} bytes: ask for it in ranges (Range: bytes=0-)", extra
+                    )
+                body = read_part(path, 0, size - 1) if size else b""
+                return response(200, body, content_type(path), extra)
+            first, last = span
+            body = read_part(path, first, last)
         except RangeError as exc:
             return error_response(416, "bad_range", str(exc), {**extra, "Content-Range": f"bytes */{size}"})
-        if span is None:
-            if size > MAX_WHOLE:
-                return error_response(
-                    413, "too_large", f"{size} bytes: ask for it in ranges (Range: bytes=0-)", extra
-                )
-            return response(200, read_part(path, 0, size - 1) if size else b"", content_type(path), extra)
-        first, last = span
         extra["Content-Range"] = f"bytes {first}-{last}/{size}"
-        return response(206, read_part(path, first, last), content_type(path), extra)
+        return response(206, body, content_type(path), extra)
 
     def _captions(self, sid: str, fmt: str) -> Response:
         """The stream's scene captions as `scenekv caption` writes them (same cues, same normalising)."""

@@ -38,7 +38,12 @@ class EncoderActor:
         from scenekv.qa.hub import StreamHub
         from scenekv.vlm import load_backend
 
-        self.backend = load_backend(model, device=options.get("device"), dtype=options.get("dtype"))
+        self.load_error: BaseException | None = None
+        try:
+            self.backend = load_backend(model, device=options.get("device"), dtype=options.get("dtype"))
+        except Exception as exc:  # kept for describe_model: Ray's creation-task error loses the message
+            self.load_error = exc
+            return
         self.store = MemoryStore(redis_url, options.get("prefix", "skv:"))
         rolling = RollingConfig(**options.get("rolling", {}))
         self.hub = StreamHub(
@@ -53,6 +58,8 @@ class EncoderActor:
         self.started = time.time()
 
     def describe_model(self) -> dict:
+        if self.load_error is not None:
+            raise self.load_error
         return {
             "model": self.backend.model_id,
             "random_weights": self.backend.is_random,
@@ -274,18 +281,28 @@ class RangeDecoder:
     range that is far ahead of the encoder from holding more than a few batches of frames.
     """
 
-    def run(self, source: str, fps: float, start: float, end: float | None, queue, batch: int = 8) -> int:
+    def run(self, source: str, fps: float, start: float, end: float | None, queue, batch: int = 8) -> dict:
+        """Returns {"frames", "warnings"}: ingest's warnings (damaged packets, ...) go back to the
+        caller, whose terminal shows them (this actor's output stays in Ray's logs)."""
+        import os
+        import warnings
+
+        from scenekv import ingest
         from scenekv.ingest import open_source
 
         frames, pending = 0, []
-        with open_source(source, fps=fps, max_side=VISION_MAX_SIDE, start=start, end=end) as src:
-            for frame in src:
-                pending.append((frame.pts, frame.image))
-                frames += 1
-                if len(pending) >= batch:
-                    queue.put(pending)
-                    pending = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with open_source(source, fps=fps, max_side=VISION_MAX_SIDE, start=start, end=end) as src:
+                for frame in src:
+                    pending.append((frame.pts, frame.image))
+                    frames += 1
+                    if len(pending) >= batch:
+                        queue.put(pending)
+                        pending = []
         if pending:
             queue.put(pending)
         queue.put(None)  # this range is complete
-        return frames
+        here = os.path.dirname(ingest.__file__) + os.sep  # ingest's own warnings, not its dependencies
+        own = [str(w.message) for w in caught if (w.filename or "").startswith(here)]
+        return {"frames": frames, "warnings": list(dict.fromkeys(own))}

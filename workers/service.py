@@ -67,7 +67,7 @@ class SceneKVService:
                     log_to_driver=worker_logs,
                 )
         self.store = MemoryStore(self.redis_url, prefix)
-        if model == "auto":  # decided here, so the caller's log says which model it got and why
+        if model == "auto" and not self.ray_address:  # decided here: the caller's log says which and why
             from scenekv.vlm.loading import resolve_auto
 
             model = resolve_auto()
@@ -79,9 +79,15 @@ class SceneKVService:
             "captions": captions,
         }
         self.encoder = EncoderActor.remote(model, self.redis_url, options)
-        self.model = ray.get(
-            self.encoder.describe_model.remote()
-        )  # fails here, loudly, if the model cannot load
+        try:  # fails here, loudly, if the model cannot load (the actor's own error, e.g. UserError)
+            self.model = ray.get(self.encoder.describe_model.remote())
+        except Exception:
+            ray.kill(self.encoder, no_restart=True)
+            if self._owns_ray:
+                ray.shutdown()
+            if self._redis_child is not None:
+                self._redis_child.stop()
+            raise
         self._decoders: dict[str, tuple] = {}  # sid -> (actor, run ref)
         self._streams: set[str] = set()
         self._unsaved: dict[str, UnsavedFrames] = {}  # push streams: encoded, not yet in Redis
@@ -245,6 +251,8 @@ class SceneKVService:
                             ) from None
                         continue
                     if batch is None:
+                        for text in ray.get(run).get("warnings", []):
+                            log.warning("%s", text)
                         break
                     pending += batch
                     while len(pending) >= 8:
@@ -321,7 +329,7 @@ class SceneKVService:
             info = self._call(self.encoder.attach.remote(sid))
             with self._lock:
                 self._streams.add(sid)
-                if info.get("source") in ("push", "", None) and sid not in self._decoders:
+                if sid not in self._decoders:  # push, or a file read to its end: released when idle
                     self._touched[sid] = time.monotonic()
         return info
 
