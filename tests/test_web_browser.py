@@ -11,13 +11,10 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
-import redis
-
-from redis_fixtures import REDIS_URL
+from ws_helpers import tiny_service
 
 pytestmark = pytest.mark.slow
 
@@ -51,27 +48,10 @@ def media_root(tmp_path_factory, media):
 def gateway(media_root):
     from scenekv.web.config import GatewayConfig
     from scenekv.web.server import GatewayThread
-    from scenekv.workers.service import SceneKVService
 
-    prefix = f"skvtest:webui:{uuid.uuid4().hex[:10]}:"
-    service = SceneKVService(
-        model="tiny-random-llava-onevision",
-        redis_url=REDIS_URL,
-        rolling={"window": 12, "chunk_frames": 4},
-        prefix=prefix,
-        num_cpus=2,
-    )
-    try:
-        config = GatewayConfig(port=0, progress_interval_s=0.5, media_root=media_root)
-        with GatewayThread(service, config) as gw:
-            yield gw
-    finally:
-        service.shutdown()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    config = GatewayConfig(port=0, progress_interval_s=0.5, media_root=media_root)
+    with tiny_service("webui") as service, GatewayThread(service, config) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,15 @@ import json
 import os
 import signal
 import time
-import uuid
 
 import pytest
 import ray
-import redis
 from websockets.sync.client import ClientConnection, connect
-from ws_helpers import ask, frame_jpeg, of_type, push, recv_until, send, start_push
+from ws_helpers import ask, frame_jpeg, of_type, push, recv_until, send, start_push, tiny_service
 
 from scenekv.web.config import GatewayConfig
 from scenekv.web.protocol import pack_binary_frame
 from scenekv.web.server import GatewayThread
-
-from redis_fixtures import REDIS_URL
 
 pytestmark = pytest.mark.slow
 
@@ -29,27 +25,8 @@ IDLE_S = 2.0
 
 @pytest.fixture(scope="module")
 def service():
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh")
-    from scenekv.workers.service import SceneKVService
-
-    prefix = f"skvtest:faults:{uuid.uuid4().hex[:10]}:"
-    svc = SceneKVService(
-        model="tiny-random-llava-onevision",
-        redis_url=REDIS_URL,
-        rolling={"window": 12, "chunk_frames": 4},
-        prefix=prefix,
-        num_cpus=2,
-    )
-    yield svc
-    svc.shutdown()
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with tiny_service("faults") as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import time
@@ -76,3 +77,39 @@ def ask(conn: ClientConnection, qid: str, text: str = "What happens?", **kw) -> 
         conn, lambda m: m.get("id") == qid and m["type"] in ("answer.done", "error"), seen=deltas
     )
     return [d for d in deltas if d["type"] == "answer.delta" and d["id"] == qid], end
+
+
+@contextlib.contextmanager
+def tiny_service(tag: str):
+    """A SceneKVService on the tiny random model, local Ray and the real Redis under a fresh key
+    prefix; every key under it is deleted afterwards."""
+    import uuid
+
+    import redis
+
+    from scenekv.workers.service import SceneKVService
+
+    from redis_fixtures import REDIS_URL
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        raise AssertionError(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh") from None
+    prefix = f"skvtest:{tag}:{uuid.uuid4().hex[:10]}:"
+    svc = SceneKVService(
+        model="tiny-random-llava-onevision",
+        redis_url=REDIS_URL,
+        rolling={"window": 12, "chunk_frames": 4},
+        prefix=prefix,
+        num_cpus=2,
+    )
+    try:
+        yield svc
+    finally:
+        svc.shutdown()
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        assert not list(client.scan_iter(match=f"{prefix}*", count=1000))
+        client.close()
