@@ -117,14 +117,18 @@ def store_refused(service, source: str, sid: str, duration: float, exc: BaseExce
         type(cause).__module__.startswith("redis") and ("maxmemory" in text or "OOM" in text)
     ):
         return None
+    name = os.path.basename(source)
     try:
-        if service.store.exists(sid):
-            info = service.store.info(sid)
-            kept = f"{info.chunks} chunks up to {info.last_pts or 0:.0f} s of {duration:.0f} s are stored"
-        else:  # the stream could not even be created
-            kept = f"nothing of {duration:.0f} s is stored"
+        info = service.store.info(sid) if service.store.exists(sid) else None
+        if info is not None and info.chunks:
+            kept = (
+                f"{info.chunks} chunks up to {info.last_pts or 0:.0f} s of {name} ({duration:.0f} s) are "
+                "stored, the rest is not"
+            )
+        else:  # not even the first chunk (or the stream itself) could be written
+            kept = f"nothing of {name} ({duration:.0f} s) could be stored"
     except Exception:
-        kept = "what is stored could not be checked"
+        kept = f"what is stored of {name} could not be checked"
     full = "maxmemory" in text or "OOM" in text
     if full:
         why = "Redis is full"
@@ -134,8 +138,7 @@ def store_refused(service, source: str, sid: str, duration: float, exc: BaseExce
         why = f"Redis refused the writes ({first_line(str(cause))})"
     fix = "free memory or raise maxmemory" if full else "fix Redis"
     return UserError(
-        f"{why}: {kept} for {os.path.basename(source)}, the rest is not; {fix} and run the same "
-        "command again to resume",
+        f"{why}: {kept}; {fix} and run the same command again to resume",
         code="store_full" if full else "memory_write_failed",
     )
 

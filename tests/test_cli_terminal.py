@@ -71,7 +71,7 @@ def test_a_full_redis_is_one_sentence_saying_what_was_kept(video, own_redis):
     client = redis.Redis.from_url(own_redis.url)
     used = int(client.info("memory")["used_memory"])
     client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", used + 200_000)  # room for a few chunks, not for 24 s of video
+    client.config_set("maxmemory", used + 700_000)  # room for a few chunks, not for 24 s of video
     client.close()
     run = scenekv("ask", video, "What happens?", *TINY, "--redis-url", own_redis.url)
     assert run.returncode == 1, (run.returncode, run.stderr[-2000:])
@@ -79,6 +79,13 @@ def test_a_full_redis_is_one_sentence_saying_what_was_kept(video, own_redis):
     assert last.startswith("scenekv ask: error: Redis is full"), run.stderr[-2000:]
     assert "stored" in last and "run the same command again to resume" in last
     assert "Traceback" not in run.stderr and noise(run.stderr) == [], run.stderr
+    # ... and it is true: with room again, the same command finishes the stream and answers
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory", 0)
+    client.close()
+    again = scenekv("ask", video, "What happens?", *TINY, "--redis-url", own_redis.url, "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["answer"] is not None
 
 
 def test_no_redis_at_an_explicit_url_is_one_sentence_and_status_2(video):
