@@ -108,13 +108,14 @@ def ingest_file(
 
 def store_refused(service, source: str, sid: str, duration: float, exc: BaseException):
     """A UserError saying what Redis kept when it refused writes (full, read-only), else None."""
-    from scenekv.errors import UserError
-    from scenekv.failures import first_line, unwrap
+    from scenekv.errors import UserError, unwrap
+    from scenekv.failures import first_line, redis_full
 
     cause = unwrap(exc)
     text = f"{cause} {getattr(cause, '__cause__', '') or ''}"
+    full = redis_full(text)
     if getattr(cause, "code", None) not in ("memory_write_failed", "memory_backpressure") and not (
-        type(cause).__module__.startswith("redis") and ("maxmemory" in text or "OOM" in text)
+        type(cause).__module__.startswith("redis") and full
     ):
         return None
     name = os.path.basename(source)
@@ -129,7 +130,6 @@ def store_refused(service, source: str, sid: str, duration: float, exc: BaseExce
             kept = f"nothing of {name} ({duration:.0f} s) could be stored"
     except Exception:
         kept = f"what is stored of {name} could not be checked"
-    full = "maxmemory" in text or "OOM" in text
     if full:
         why = "Redis is full"
     elif getattr(cause, "code", None) == "memory_backpressure":

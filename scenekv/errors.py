@@ -8,6 +8,13 @@ the web layer turns it into an ``error`` message. Anything else is a bug and kee
 from __future__ import annotations
 
 
+def unwrap(exc: BaseException) -> BaseException:
+    """The exception an actor raised, not Ray's wrapper (RayTaskError carries it as ``cause``)."""
+    while getattr(exc, "cause", None) is not None and exc.cause is not exc:
+        exc = exc.cause
+    return exc
+
+
 class UserError(Exception):
     """Bad input or environment that the user can fix; ``code`` is a stable machine-readable tag."""
 

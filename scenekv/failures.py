@@ -8,7 +8,7 @@ only the cause's own message is shown.
 
 from __future__ import annotations
 
-from scenekv.errors import UserError
+from scenekv.errors import UserError, unwrap
 
 # codes of failures that happen during a run, not because of how it was started
 RUNTIME_CODES = {
@@ -22,11 +22,9 @@ RUNTIME_CODES = {
 }
 
 
-def unwrap(exc: BaseException) -> BaseException:
-    """The exception an actor raised, not Ray's wrapper (RayTaskError carries it as ``cause``)."""
-    while getattr(exc, "cause", None) is not None and exc.cause is not exc:
-        exc = exc.cause
-    return exc
+def redis_full(text: str) -> bool:
+    """Redis's own words for a write refused at ``maxmemory`` (noeviction)."""
+    return "maxmemory" in text or "OOM" in text
 
 
 def first_line(text: str) -> str:
@@ -42,7 +40,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     name = type(exc).__module__.split(".")[0]
     text = first_line(str(exc)) or type(exc).__name__
     if name == "redis":
-        if "maxmemory" in text or "OOM" in text:
+        if redis_full(text):
             return f"Redis is full ({text}); free memory or raise maxmemory, then run again", 1
         return f"Redis failed: {text} (is it running? REDIS_URL / --redis-url)", 1
     if name == "ray":

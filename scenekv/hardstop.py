@@ -44,19 +44,22 @@ class HardStop:
 
     def now(self) -> None:
         """A second SIGTERM / Ctrl-C: stop every child and exit at once."""
-        log.error("stopping now: every child process is stopped")
-        kill_children()
-        logging.shutdown()
-        os._exit(1)
+        _exit_hard("stopping now: every child process is stopped")
 
     def _watch(self) -> None:
         assert self.deadline is not None
         if self._done.wait(max(0.0, self.deadline - time.monotonic() - 1.2)):  # kill_children <= 1 s
             return
-        log.error("the orderly shutdown did not finish in %.1f s: stopping every child process", self.seconds)
-        kill_children()
-        logging.shutdown()
-        os._exit(1)
+        _exit_hard(
+            f"the orderly shutdown did not finish in {self.seconds:.1f} s: stopping every child process"
+        )
+
+
+def _exit_hard(why: str) -> None:
+    log.error("%s", why)
+    kill_children()
+    logging.shutdown()
+    os._exit(1)
 
 
 def kill_children(grace_s: float = 0.5) -> None:

@@ -116,14 +116,14 @@ class HttpRoutes:
             )
         if path == "/config.json":
             return json_response(200, self._page_config(authorized))
-        if path.startswith("/media/") or _CAPTIONS_PATH.match(path):
+        captions = _CAPTIONS_PATH.match(path)
+        if path.startswith("/media/") or captions:
             if not authorized:  # the same token rule as /ws
                 return error_response(401, "unauthorized", "missing or wrong token")
-            if path.startswith("/media/"):
-                name = unquote(path[len("/media/") :])
-                return await asyncio.to_thread(self._media, name, request.headers.get("Range"))
-            sid, fmt = _CAPTIONS_PATH.match(path).groups()
-            return await asyncio.to_thread(self._captions, sid, fmt)
+            if captions:
+                return await asyncio.to_thread(self._captions, *captions.groups())
+            name = unquote(path[len("/media/") :])
+            return await asyncio.to_thread(self._media, name, request.headers.get("Range"))
         return self._static(path)
 
     def _media(self, name: str, range_header: str | None) -> Response:
@@ -160,13 +160,8 @@ class HttpRoutes:
         except UserError as exc:
             status = 404 if exc.code in ("unknown_stream", "stream_not_found") else 400
             return error_response(status, exc.code, str(exc))
-        name = f"{sid}{'.' + fmt}"
-        return response(
-            200,
-            text.encode(),
-            CAPTION_TYPES[fmt],
-            {"Content-Disposition": f'attachment; filename="{name}"'},
-        )
+        disposition = {"Content-Disposition": f'attachment; filename="{sid}.{fmt}"'}
+        return response(200, text.encode(), CAPTION_TYPES[fmt], disposition)
 
     async def _healthz(self) -> Response:
         try:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed
 
-from scenekv.errors import UserError
-from scenekv.workers.errors import EncoderUnavailable, cause_of
+from scenekv.errors import UserError, unwrap
+from scenekv.workers.errors import EncoderUnavailable
 
 from . import protocol as P
 from .imaging import decode_image
@@ -464,7 +464,7 @@ def user_error(exc: UserError) -> tuple[str, str]:
 
 def retry_hint(exc: BaseException) -> dict:
     """``retry_after_ms`` for errors that go away by themselves (the encoder restarting)."""
-    cause = cause_of(exc)
+    cause = unwrap(exc)
     return {"retry_after_ms": cause.retry_after_ms} if isinstance(cause, EncoderUnavailable) else {}
 
 

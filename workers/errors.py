@@ -25,8 +25,3 @@ class EncoderUnavailable(UserError):
     def __init__(self, message: str, retry_after_ms: int = 1000) -> None:
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
-
-
-def cause_of(exc: BaseException) -> BaseException:
-    """The exception an actor raised, unwrapped from Ray's RayTaskError."""
-    return getattr(exc, "cause", None) or exc

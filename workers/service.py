@@ -18,12 +18,12 @@ from collections.abc import Collection, Iterator
 import numpy as np
 import ray
 
-from scenekv.errors import UserError
+from scenekv.errors import UserError, unwrap
 from scenekv.memory import MemoryStore
 from scenekv.memory.local_redis import ensure_redis
 
 from .actors import DecoderActor, EncoderActor, RangeDecoder
-from .errors import EncoderUnavailable, StreamResumed, cause_of
+from .errors import EncoderUnavailable, StreamResumed
 from .unsaved import UnsavedFrames
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,6 @@ class SceneKVService:
         """Append ``batch``; first replay what a re-opened stream lost (the caller holds unsaved.lock)."""
         if unsaved.replay:
             batch = unsaved.after(unsaved.replay_after)
-        result: dict = {"frames": 0, "closed": []}
         for _ in range(3):  # the encoder can die again while frames are replayed
             try:
                 closed: list = []
@@ -176,7 +175,7 @@ class SceneKVService:
                 unsaved.replay = False
                 return {**result, "closed": closed}
             except StreamResumed as exc:  # replay, in order, everything newer than Redis holds
-                unsaved.replay, unsaved.replay_after = True, cause_of(exc).last_pts
+                unsaved.replay, unsaved.replay_after = True, unwrap(exc).last_pts
                 batch = unsaved.after(unsaved.replay_after)
         raise EncoderUnavailable("the encoder keeps restarting; send the frame again")
 
@@ -188,13 +187,18 @@ class SceneKVService:
         with unsaved.lock:  # an empty append: a re-opened stream answers StreamResumed -> replay
             return self._deliver(sid, unsaved, [])["closed"]
 
+    def _stream_lock(self, sid: str):
+        """The push stream's lock (see UnsavedFrames.lock); nothing to hold for other streams."""
+        unsaved = self._unsaved.get(sid)
+        return unsaved.lock if unsaved is not None else contextlib.nullcontext()
+
     @staticmethod
     def _call(ref):
         """ray.get, with a dead or restarting encoder turned into EncoderUnavailable."""
         try:
             return ray.get(ref)
         except ray.exceptions.RayActorError as exc:
-            raise EncoderUnavailable(f"the encoder is restarting ({type(exc).__name__})") from None
+            raise _unavailable(exc) from None
 
     def ingest_ranges(
         self,
@@ -309,8 +313,7 @@ class SceneKVService:
             except ray.exceptions.GetTimeoutError:
                 log.warning("decoder of %s did not stop in 15 s; killing it", sid)
             ray.kill(decoder[0])
-        unsaved = self._unsaved.get(sid)
-        with unsaved.lock if unsaved is not None else contextlib.nullcontext():
+        with self._stream_lock(sid):
             closed = self._settle(sid)
             closed += self._call(self.encoder.end.remote(sid))
             with self._lock:
@@ -322,10 +325,8 @@ class SceneKVService:
         """Continue a stream by id (another client's, or one from before a restart)."""
         if not self.store.exists(sid):
             raise UnknownStream(f"no stream {sid!r}")
-        unsaved = self._unsaved.get(sid)
-        with unsaved.lock if unsaved is not None else contextlib.nullcontext():
-            if unsaved is not None and len(unsaved):
-                self._settle(sid)  # a restarted encoder first gets the frames only its predecessor had
+        with self._stream_lock(sid):
+            self._settle(sid)  # a restarted encoder first gets the frames only its predecessor had
             info = self._call(self.encoder.attach.remote(sid))
             with self._lock:
                 self._streams.add(sid)
@@ -345,9 +346,8 @@ class SceneKVService:
             idle = [sid for sid, t in self._touched.items() if now - t >= idle_s]
         released = []
         for sid in idle:
-            unsaved = self._unsaved.get(sid)
             try:
-                with unsaved.lock if unsaved is not None else contextlib.nullcontext():
+                with self._stream_lock(sid):
                     touched = self._touched.get(sid)
                     if touched is None or time.monotonic() - touched < idle_s:
                         continue  # a frame or a client came meanwhile
@@ -393,7 +393,7 @@ class SceneKVService:
                 if item.get("type") != "delta":
                     return  # the answer is complete: never wait on the actor for the stream's end
         except ray.exceptions.RayActorError as exc:
-            raise EncoderUnavailable(f"the encoder is restarting ({type(exc).__name__})") from None
+            raise _unavailable(exc) from None
 
     def caption_missing(self, sid: str) -> int:
         self._known(sid)
@@ -464,3 +464,7 @@ class SceneKVService:
             ray.shutdown()
         if self._redis_child is not None:
             self._redis_child.stop(timeout=left())
+
+
+def _unavailable(exc: BaseException) -> EncoderUnavailable:
+    return EncoderUnavailable(f"the encoder is restarting ({type(exc).__name__})")
