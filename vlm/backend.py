@@ -9,6 +9,7 @@ second architecture (Qwen2.5-VL) is a new subclass, not a fork of the pipeline.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -26,9 +27,22 @@ class VisionFeatures:
     tokens: torch.Tensor  # [F, h*w, D]: projected tokens in the LLM's embedding space, raster order
     grid: tuple[int, int]  # (h, w) of the token grid (27x27 for SigLIP at 384 px, patch 14)
     importance: torch.Tensor | None = None  # [F, h*w]: attention each token receives
+    # [F, h*w, L*D]: per-token features for the first L decoder layers (Qwen3-VL's DeepStack), or None
+    deepstack: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    @property
+    def carrier_source(self) -> torch.Tensor:
+        """What carriers are cut from: the tokens, with each token's DeepStack features beside it.
+
+        Pooling, means and top-k picks act per channel, so compressing the two side by side gives
+        each carrier the DeepStack features of exactly the tokens it stands for.
+        """
+        if self.deepstack is None:
+            return self.tokens
+        return torch.cat([self.tokens, self.deepstack], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,11 @@ class VLMBackend(ABC):
     def native_tokens_per_frame(self) -> int: ...
 
     @property
+    def token_grid(self) -> tuple[int, int] | None:
+        """The (h, w) grid carriers are cut from, where it does not depend on the frame (else None)."""
+        return None
+
+    @property
     def supports_importance(self) -> bool:
         """Whether encode_frames can return attention importance (needed by topk carriers)."""
         return True
@@ -106,6 +125,20 @@ class VLMBackend(ABC):
     def _position_ids(self, positions: torch.Tensor) -> torch.Tensor:
         return positions.view(1, -1)
 
+    def _lm_inputs(self, embeds: torch.Tensor) -> dict:
+        """Keyword inputs of the language model for ``embeds`` (a backend with side inputs adds them)."""
+        return {"inputs_embeds": embeds.unsqueeze(0).to(self.dtype)}
+
+    @property
+    def _cache_kwarg(self) -> str:
+        """``cache`` where the language model takes it (transformers renames ``past_key_values`` model
+        by model from 5.2x on and warns on the old name), else ``past_key_values``."""
+        name = self.__dict__.get("_cache_name")
+        if name is None:
+            params = inspect.signature(self._lm.forward).parameters
+            name = self.__dict__["_cache_name"] = "cache" if "cache" in params else "past_key_values"
+        return name
+
     @torch.inference_mode()
     def forward(
         self, embeds: torch.Tensor, cache: DynamicCache, positions: torch.Tensor, *, logits: bool
@@ -116,9 +149,9 @@ class VLMBackend(ABC):
         Returns the logits of the last position when ``logits`` is set (prefill of video needs none).
         """
         out = self._lm(
-            inputs_embeds=embeds.unsqueeze(0).to(self.dtype),
+            **self._lm_inputs(embeds),
             position_ids=self._position_ids(positions).to(self.device),
-            past_key_values=cache,
+            **{self._cache_kwarg: cache},
             use_cache=True,
         )
         if not logits:
@@ -161,8 +194,12 @@ class VLMBackend(ABC):
         """
         geo = self.geometry
         captured: list[torch.Tensor] = []
+        # The query as keys are cached before RoPE: after the per-head norm where the model has one
+        # (Qwen3), so questions and content keys are compared in the same space.
         hooks = [
-            layer.self_attn.q_proj.register_forward_hook(lambda _m, _i, out: captured.append(out[0].float()))
+            getattr(layer.self_attn, "q_norm", layer.self_attn.q_proj).register_forward_hook(
+                lambda _m, _i, out: captured.append(out[0].float().reshape(out.shape[1], -1))
+            )
             for layer in self._lm.layers
         ]
         try:
@@ -177,8 +214,10 @@ class VLMBackend(ABC):
 
     @property
     def eos_token_ids(self) -> set[int]:
+        """The tokenizer's EOS and the chat turn ends the families use (ChatML's, SmolVLM2's)."""
         ids = {self.tokenizer.eos_token_id}
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
-            ids.add(im_end)
+        for end in ("<|im_end|>", "<end_of_utterance>"):
+            tid = self.tokenizer.convert_tokens_to_ids(end)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
         return {i for i in ids if i is not None}

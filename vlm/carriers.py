@@ -108,7 +108,7 @@ def compress(
 ) -> tuple[torch.Tensor, tuple[int, int] | None]:
     """Carriers for every frame of the batch, [F, tokens_per_frame, D], and their spatial grid
     (None for topk, whose tokens are a set, not a grid)."""
-    tokens = features.tokens
+    tokens = features.carrier_source
     if spec.kind == "native":
         return backend.native_carriers(features)
     if spec.kind == "mean":

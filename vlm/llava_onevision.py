@@ -48,6 +48,10 @@ class LlavaOnevisionBackend(VLMBackend):
         side = (self.grid + 1) // 2  # apply_pooling: ceil(27 / 2) = 14
         return side * side
 
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        return (self.grid, self.grid)
+
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         """RGB uint8 HxWx3 -> normalised [F, 3, S, S], as the checkpoint's video processor does."""
         batch = np.stack(

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,13 +26,45 @@ from .configs import RANDOM_ARCHITECTURES
 from .llava_onevision import LlavaOnevisionBackend
 from .prompt import FORMAT_FILE, PromptFormat
 from .qwen2_5_vl import Qwen25VLBackend
-from .tokenizer import build_tiny_tokenizer
+from .qwen3_vl import Qwen3VLBackend
+from .smolvlm import SmolVLMBackend
+from .tokenizer import SMOLVLM_TOKENS, build_tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
 RANDOM_SEED = 1234
 SIGLIP_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # Qwen2.5-VL
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: its transformers class (by name: imported when used), its backend, and the
+    image normalisation its checkpoints publish (used for random builds and as the fallback)."""
+
+    model_class: str
+    backend: type[VLMBackend]
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]]
+    tokenizer_extra: tuple[str, ...] = ()  # special tokens the tiny tokenizer lacks
+
+
+# Dispatch on config.model_type: what --model loads, by hub id, path or built-in name.
+FAMILIES = {
+    "llava_onevision": Family(
+        "LlavaOnevisionForConditionalGeneration", LlavaOnevisionBackend, SIGLIP_MEAN_STD
+    ),
+    "qwen2_5_vl": Family("Qwen2_5_VLForConditionalGeneration", Qwen25VLBackend, CLIP_MEAN_STD),
+    "qwen3_vl": Family("Qwen3VLForConditionalGeneration", Qwen3VLBackend, SIGLIP_MEAN_STD),
+    "smolvlm": Family("SmolVLMForConditionalGeneration", SmolVLMBackend, SIGLIP_MEAN_STD, SMOLVLM_TOKENS),
+}
+
+
+def _model_class(family: Family):
+    import transformers
+
+    return getattr(transformers, family.model_class)
+
+
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -119,31 +152,20 @@ def load_backend(model: str, *, device: str | None = None, dtype: str | None = N
 
 
 def build_random_backend(name: str, *, device: torch.device, dtype: torch.dtype) -> VLMBackend:
-    from transformers import LlavaOnevisionForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
-
     config = RANDOM_ARCHITECTURES[name]()
-    qwen = config.model_type == "qwen2_5_vl"
-    cls = Qwen2_5_VLForConditionalGeneration if qwen else LlavaOnevisionForConditionalGeneration
+    family = FAMILIES[config.model_type]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         # Built in fp32 then cast, so the weights are the same whatever dtype is asked for.
-        net = cls._from_config(config, dtype=torch.float32)
+        net = _model_class(family)._from_config(config, dtype=torch.float32)
     net = net.to(device=device, dtype=dtype)
-    backend_cls, (mean, std) = (
-        (Qwen25VLBackend, CLIP_MEAN_STD) if qwen else (LlavaOnevisionBackend, SIGLIP_MEAN_STD)
-    )
-    return backend_cls(
-        net, build_tiny_tokenizer(), model_id=name, image_mean=mean, image_std=std, is_random=True
-    )
+    mean, std = family.mean_std
+    tokenizer = build_tiny_tokenizer(512, family.tokenizer_extra)
+    return family.backend(net, tokenizer, model_id=name, image_mean=mean, image_std=std, is_random=True)
 
 
 def _load_pretrained(model: str, device: torch.device, dtype: torch.dtype) -> VLMBackend:
-    from transformers import (
-        AutoConfig,
-        AutoTokenizer,
-        LlavaOnevisionForConditionalGeneration,
-        Qwen2_5_VLForConditionalGeneration,
-    )
+    from transformers import AutoConfig, AutoTokenizer
 
     if not Path(model).exists() and not _is_cached(model) and not hub_reachable():
         raise UserError(
@@ -162,20 +184,18 @@ def _load_pretrained(model: str, device: torch.device, dtype: torch.dtype) -> VL
             f"cannot load model {model!r} as a {where}: {str(exc).splitlines()[0]}. "
             f"Offline, use --model tiny-random-llava-onevision or one of {sorted(RANDOM_ARCHITECTURES)}"
         ) from exc
-    classes = {
-        "llava_onevision": (LlavaOnevisionForConditionalGeneration, LlavaOnevisionBackend),
-        "qwen2_5_vl": (Qwen2_5_VLForConditionalGeneration, Qwen25VLBackend),
-    }
-    if config.model_type not in classes:
+    if config.model_type not in FAMILIES:
         raise UserError(
-            f"model {model!r} is a {config.model_type!r}; supported: {', '.join(classes)} checkpoints"
+            f"model {model!r} is a {config.model_type!r}; supported: {', '.join(FAMILIES)} checkpoints"
         )
-    model_cls, backend_cls = classes[config.model_type]
-    net = model_cls.from_pretrained(model, dtype=dtype).to(device)
+    family = FAMILIES[config.model_type]
+    net = _model_class(family).from_pretrained(model, dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(model)
-    mean, std = _image_normalisation(model)
+    mean, std = _image_normalisation(model, family.mean_std)
     model_id = WORLD_MODEL if Path(model).resolve() == world_model_path() else model
-    backend = backend_cls(net, tokenizer, model_id=model_id, image_mean=mean, image_std=std, is_random=False)
+    backend = family.backend(
+        net, tokenizer, model_id=model_id, image_mean=mean, image_std=std, is_random=False
+    )
     _apply_format(backend, model)
     return backend
 
@@ -214,7 +234,9 @@ def _is_cached(model: str) -> bool:
         return False
 
 
-def _image_normalisation(model: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _image_normalisation(
+    model: str, fallback: tuple[tuple[float, ...], tuple[float, ...]] = SIGLIP_MEAN_STD
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The checkpoint's own mean/std: transformers' class default is CLIP's, SigLIP checkpoints use 0.5."""
     from transformers.utils import cached_file
 
@@ -227,5 +249,5 @@ def _image_normalisation(model: str) -> tuple[tuple[float, ...], tuple[float, ..
             cfg = json.loads(Path(path).read_text())
             if "image_mean" in cfg and "image_std" in cfg:
                 return tuple(cfg["image_mean"]), tuple(cfg["image_std"])
-    log.warning("no preprocessor config in %s; assuming SigLIP normalisation (0.5, 0.5)", model)
-    return SIGLIP_MEAN_STD
+    log.warning("no preprocessor config in %s; assuming the family's normalisation %s", model, fallback)
+    return fallback

@@ -6,7 +6,10 @@ layout as data, so a checkpoint trained in another one (SceneKV's world model, `
 folder) is fed exactly what it was trained on:
 
 - ``time_format``: ``seconds`` writes ``<t=83.0s>``; ``clock`` writes ``<01:23>`` (``<1:01:23>`` past an
-  hour), so a model can copy a frame's time straight into an answer such as ``at 01:23``.
+  hour), so a model can copy a frame's time straight into an answer such as ``at 01:23``. Two
+  formats are checkpoints' own, written as their processors write them before each video frame:
+  ``qwen3`` (Qwen3-VL: ``<83.0 seconds>``) and ``frame_from`` (SmolVLM2: ``\nFrame from 01:23:``,
+  minutes not wrapped at the hour), so a real checkpoint reads the time the way it was trained to.
 - ``tag_after``: the tag follows the carriers instead of preceding them. Attention is causal, so a
   tag written after its frame can see the frame: one token then carries both the time and the
   content, which is what a small model learns to look up.
@@ -31,7 +34,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 FORMAT_FILE = "scenekv.json"  # beside a checkpoint's config.json: the layout it was trained on
 _MARK = "\x00QUESTION\x00"
-TIME_FORMATS = ("seconds", "clock")
+TIME_FORMATS = ("seconds", "clock", "qwen3", "frame_from")
 
 
 def clock(seconds: float) -> str:
@@ -55,7 +58,14 @@ class PromptFormat:
             raise ValueError(f"time_format must be one of {TIME_FORMATS}, got {self.time_format!r}")
 
     def time_tag(self, pts: float) -> str:
-        return f"<{clock(pts)}>" if self.time_format == "clock" else f"<t={pts:.1f}s>"
+        if self.time_format == "clock":
+            return f"<{clock(pts)}>"
+        if self.time_format == "qwen3":
+            return f"<{pts:.1f} seconds>"
+        if self.time_format == "frame_from":
+            minutes, seconds = divmod(max(0, math.floor(pts + 1e-6)), 60)
+            return f"\nFrame from {minutes:02d}:{seconds:02d}:"
+        return f"<t={pts:.1f}s>"
 
     def question(self, text: str, anchor_pts: float | None = None) -> str:
         """The user's question as the model reads it (with the anchor's frame tag where it wants one)."""
@@ -82,6 +92,12 @@ class PromptFormat:
         return cls.from_dict(json.loads(path.read_text()).get("prompt", {}))
 
 
+def system_prompt_for(time_format: str) -> str:
+    """The default system prompt, with an example tag in ``time_format`` (what the frames carry)."""
+    example = PromptFormat(time_format=time_format).time_tag(12.0).strip().rstrip(":")
+    return DEFAULT_SYSTEM_PROMPT.replace("in seconds, like <t=12.0s>", f"like {example}")
+
+
 def time_tag(pts: float) -> str:
     """The default format's tag (kept for callers that have no backend at hand)."""
     return PromptFormat().time_tag(pts)
@@ -91,11 +107,18 @@ class PromptTemplate:
     """Splits the checkpoint's chat template into the sink (before the video) and the question part."""
 
     def __init__(self, tokenizer, system_prompt: str) -> None:
-        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": _MARK}]
-        try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception:  # a template that wants list content or has none: fall back to ChatML
-            text = None
+        text = None
+        for content in (lambda t: t, lambda t: [{"type": "text", "text": t}]):  # plain, then list content
+            messages = [
+                {"role": "system", "content": content(system_prompt)},
+                {"role": "user", "content": content(_MARK)},
+            ]
+            try:
+                text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except Exception:  # a template that wants the other content form, or none: try the next
+                continue
+            if isinstance(text, str) and _MARK in text:
+                break
         if not isinstance(text, str) or _MARK not in text:
             text = f"<|im_start|>system\n{system_prompt}<|im_end|>\n<|im_start|>user\n{_MARK}<|im_end|>\n"
             text += "<|im_start|>assistant\n"

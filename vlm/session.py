@@ -32,6 +32,7 @@ from .prompt import time_tag
 
 __all__ = ["FrameRecord", "ResumePoint", "StreamSession", "time_tag"]
 
+
 @dataclass
 class FrameRecord:
     index: int
@@ -75,6 +76,13 @@ class StreamSession:
         if self.spec.needs_importance and not backend.supports_importance:
             raise UserError(
                 f"{self.spec} carriers need vision attention, which {backend.model_id} does not expose"
+            )
+        grid = backend.token_grid
+        if self.spec.kind == "pool" and grid is not None and self.spec.k > grid[0] * grid[1]:
+            n = grid[0] * grid[1]
+            raise UserError(
+                f"pool:{self.spec.k} asks for more carriers than {backend.model_id} has tokens a frame "
+                f"({n}, a {grid[0]}x{grid[1]} grid): use pool:K with K <= {n}"
             )
         self.prompter = backend.prompter  # sink, tags and questions in the checkpoint's layout
         self.frames: list[FrameRecord] = []  # recent frames only: evict() forgets the old ones

@@ -47,14 +47,23 @@ user assistant system video frame scene time start end question answer caption s
 """
 
 
-@lru_cache(maxsize=1)
-def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE of ``vocab_size`` entries on the fixed corpus (deterministic, ~10 ms)."""
+# SmolVLM2's image and turn markers: added after the trained vocabulary (ids 512-514) for the tiny
+# SmolVLM2 only, so the other tiny models' tokenizer stays exactly as it was.
+SMOLVLM_TOKENS = ("<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
+
+
+@lru_cache(maxsize=4)
+def build_tiny_tokenizer(vocab_size: int = 512, extra: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE of ``vocab_size`` entries on the fixed corpus (deterministic, ~10 ms);
+    ``extra`` special tokens get the ids from ``vocab_size`` on."""
     from tokenizers import pre_tokenizers
 
-    return train_chat_tokenizer(
+    tok = train_chat_tokenizer(
         [_CORPUS] * 4, vocab_size=vocab_size, pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False)
     )
+    if extra:
+        tok.add_tokens(list(extra), special_tokens=True)
+    return tok
 
 
 def train_chat_tokenizer(texts: list[str], *, vocab_size: int, pre_tokenizer) -> PreTrainedTokenizerFast:
