@@ -119,3 +119,25 @@ def test_smolvlm_segments_use_its_frame_prompt_and_exact_budgets():
 def test_smolvlm_pool_larger_than_its_grid_is_refused():
     with pytest.raises(UserError, match="64"):
         StreamSession(smolvlm(), "pool:100")
+
+
+@pytest.mark.parametrize("name", ["tiny-random-smolvlm2", "tiny-random-qwen3-vl"])
+def test_smolvlm_and_qwen3_checkpoints_load_by_path_as_their_family(tmp_path, name):
+    """A saved checkpoint (weights, tokenizer, image processor) loads by path: dispatched on its
+    model_type to the same backend, with the same answers as the built architecture."""
+    built = load_backend(name)
+    built.model.save_pretrained(tmp_path)
+    built.tokenizer.save_pretrained(tmp_path)
+    built.processor.save_pretrained(tmp_path)
+    loaded = load_backend(str(tmp_path), dtype="float32")  # as built: this CPU may default to bf16
+    assert type(loaded) is type(built) and not loaded.is_random
+    assert loaded.prompt_format == built.prompt_format
+    answers = []
+    for backend in (built, loaded):
+        sess = StreamSession(backend, "pool:4")
+        sess.append(frames(2))
+        gen = sess.ask(QUESTION, params=SamplingParams(max_new_tokens=3), record_logits=True)
+        list(gen)
+        answers.append(gen)
+    assert answers[0].token_ids == answers[1].token_ids
+    assert torch.allclose(answers[0].logits[0], answers[1].logits[0], atol=ATOL)

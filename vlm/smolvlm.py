@@ -40,6 +40,11 @@ class SmolVLMBackend(VLMBackend):
         is_random: bool,
     ) -> None:
         self.model = model.eval()
+        if getattr(tokenizer, "chat_template", None) is None:
+            # SmolVLM2 ships its template with the processor, not the tokenizer: use transformers' copy
+            from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+
+            tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.is_random = is_random
