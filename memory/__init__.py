@@ -28,6 +28,7 @@ Public API (qa/ and workers/ build on exactly these)::
 
 from .codec import ChunkKeys, CorruptBlob, chunk_keys, decode_chunk, decode_keys, encode_chunk, encode_keys
 from .lru import DeviceLRU
+from .quant import DEFAULT_KV_DTYPE, KV_DTYPES
 from .retention import Retention, RetentionReport, enforce, representative
 from .rolling import Appended, RollingConfig, RollingMemory, StreamBusy
 from .scenetiling import Scene, SceneTiler, offline_scenes
@@ -46,6 +47,8 @@ from .store import (
 from .writer import ChunkWriter, WriteFailed, WriterBusy
 
 __all__ = [
+    "DEFAULT_KV_DTYPE",
+    "KV_DTYPES",
     "DEFAULT_PREFIX",
     "Appended",
     "ChunkKeys",

@@ -2,12 +2,18 @@
 
 Chunk blob::
 
-    b"SKVC" | u16 version | u32 header length | JSON header | raw keys | raw values
+    b"SKVC" | u16 version | u32 header length | JSON header | payload
 
 The header says everything needed to rebuild the tensors and to use them (model id, layers, kv heads,
-head dim, dtype, tokens, position range and span, frame spans, carriers, pts range) plus a CRC32 of the
-payload, so a truncated or foreign blob fails loudly instead of becoming garbage KV. Tensors are
-written as their raw little-endian bytes (bf16 through a uint8 view), so a round trip is bit-exact.
+head dim, dtype, tokens, position range and span, frame spans, carriers, pts range, codec) plus a
+CRC32 of the payload, so a truncated or foreign blob fails loudly instead of becoming garbage KV.
+The payload depends on the ``codec`` (version 2; version 1 blobs, always ``float``, still load):
+
+- ``float``: raw keys | raw values, little-endian (bf16 through a uint8 view): a round trip is
+  bit-exact in the stored dtype (the model's own with ``--kv-dtype exact``, else a cast).
+- ``int8`` / ``int4`` (memory/quant.py): key codes | key scales | key offsets | value codes | value
+  scales | value offsets; keys per channel (fp32 scales), values per token (fp16 scales); int4 packs
+  two codes a byte. Decoded into ``dtype``, the dtype the model computed them in.
 
 Retrieval keys blob (``b"SKVK"``, same framing): the chunk's mean key per layer and kv head
 [layers, kv_heads, head_dim] and its pooled visual feature (mean of the frames' unit signatures,
@@ -29,9 +35,12 @@ import torch
 from scenekv.errors import UserError
 from scenekv.vlm import FrameSpan, KVChunk
 
+from .quant import BITS, FLOAT_CASTS, QuantizedTensor, check_kv_dtype, dequantize, quantize_kv
+
 CHUNK_MAGIC = b"SKVC"
 KEYS_MAGIC = b"SKVK"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # version 1: float payloads only, no codec field
 _FRAME = struct.Struct(">4sHI")  # magic, version, header length
 
 DTYPES: dict[str, torch.dtype] = {
@@ -62,9 +71,9 @@ def _raw(t: torch.Tensor) -> memoryview:
     return memoryview(t.view(torch.uint8).numpy()).cast("B")
 
 
-def _frame(magic: bytes, header: dict, payload: list[memoryview]) -> bytes:
+def _frame(magic: bytes, header: dict, payload: list[memoryview], version: int = VERSION) -> bytes:
     head = json.dumps(header, separators=(",", ":")).encode()
-    return b"".join([_FRAME.pack(magic, VERSION, len(head)), head, *payload])
+    return b"".join([_FRAME.pack(magic, version, len(head)), head, *payload])
 
 
 def _unframe(blob: bytes | bytearray | memoryview, magic: bytes) -> tuple[dict, memoryview]:
@@ -74,7 +83,7 @@ def _unframe(blob: bytes | bytearray | memoryview, magic: bytes) -> tuple[dict, 
     got, version, hlen = _FRAME.unpack_from(view)
     if got != magic:
         raise CorruptBlob(f"not a SceneKV record (magic {bytes(got)!r}, expected {magic!r})")
-    if version != VERSION:
+    if version not in READABLE:
         raise CorruptBlob(f"SceneKV record version {version} is not readable by this version ({VERSION})")
     start = _FRAME.size + hlen
     try:
@@ -91,13 +100,25 @@ def _tensor(data: memoryview, dtype: torch.dtype, shape: list[int]) -> torch.Ten
     return torch.from_numpy(arr).view(dtype).reshape(shape)
 
 
-def encode_chunk(chunk: KVChunk) -> bytes:
+def encode_chunk(chunk: KVChunk, kv_dtype: str = "exact") -> bytes:
+    """The chunk as a blob, its KV stored as ``kv_dtype`` (memory/quant.py KV_DTYPES)."""
     if chunk.keys.shape != chunk.values.shape or chunk.keys.dim() != 4:
         raise ValueError(f"keys {tuple(chunk.keys.shape)} and values {tuple(chunk.values.shape)} differ")
     if chunk.keys.dtype not in DTYPE_NAMES or chunk.values.dtype != chunk.keys.dtype:
         raise ValueError(f"unsupported KV dtype {chunk.keys.dtype}")
-    keys, values = _raw(chunk.keys), _raw(chunk.values)
+    kv_dtype = check_kv_dtype(kv_dtype)
+    if kv_dtype in BITS:
+        qk, qv = quantize_kv(chunk.keys, chunk.values, BITS[kv_dtype])
+        payload = [_raw(t) for q in (qk, qv) for t in (q.codes, q.scale, q.low)]
+        codec, dtype = kv_dtype, chunk.keys.dtype
+    else:
+        cast = FLOAT_CASTS.get(kv_dtype, chunk.keys.dtype)
+        payload = [_raw(chunk.keys.to(cast)), _raw(chunk.values.to(cast))]
+        codec, dtype = "float", cast
     layers, kv_heads, tokens, head_dim = chunk.keys.shape
+    crc = 0
+    for part in payload:
+        crc = zlib.crc32(part, crc)
     header = {
         "model": chunk.model_id,
         "carriers": chunk.carriers,
@@ -105,7 +126,8 @@ def encode_chunk(chunk: KVChunk) -> bytes:
         "kv_heads": kv_heads,
         "tokens": tokens,
         "head_dim": head_dim,
-        "dtype": DTYPE_NAMES[chunk.keys.dtype],
+        "codec": codec,
+        "dtype": DTYPE_NAMES[dtype],
         "byteorder": sys.byteorder,
         "position": chunk.position,
         "span": chunk.span,  # RoPE positions covered (< tokens under M-RoPE)
@@ -113,9 +135,9 @@ def encode_chunk(chunk: KVChunk) -> bytes:
         "first_pts": chunk.first_pts if chunk.frames else None,
         "last_pts": chunk.last_pts if chunk.frames else None,
         "frames": [[f.index, f.pts, f.offset, f.tokens] for f in chunk.frames],
-        "crc32": zlib.crc32(values, zlib.crc32(keys)),
+        "crc32": crc,
     }
-    return _frame(CHUNK_MAGIC, header, [keys, values])
+    return _frame(CHUNK_MAGIC, header, payload)
 
 
 def chunk_header(blob: bytes) -> dict:
@@ -123,22 +145,64 @@ def chunk_header(blob: bytes) -> dict:
     return _unframe(blob, CHUNK_MAGIC)[0]
 
 
+def _layout(codec: str, dtype: torch.dtype, shape: list[int]) -> list[tuple[str, torch.dtype, list[int]]]:
+    """(name, dtype, shape) of each payload part, in order."""
+    if codec == "float":
+        return [("keys", dtype, shape), ("values", dtype, shape)]
+    if codec not in BITS:
+        raise CorruptBlob(f"unknown chunk codec {codec!r}")
+    layers, heads, tokens, dim = shape
+    packed = [layers, heads, tokens, dim if BITS[codec] == 8 else (dim + 1) // 2]
+    per_channel, per_token = [layers, heads, 1, dim], [layers, heads, tokens, 1]
+    return [
+        ("key_codes", torch.uint8, packed),
+        ("key_scale", torch.float32, per_channel),
+        ("key_low", torch.float32, per_channel),
+        ("value_codes", torch.uint8, packed),
+        ("value_scale", torch.float16, per_token),
+        ("value_low", torch.float16, per_token),
+    ]
+
+
 def decode_chunk(blob: bytes | bytearray | memoryview, *, verify: bool = True) -> KVChunk:
     h, payload = _unframe(blob, CHUNK_MAGIC)
     try:
         dtype = DTYPES[h["dtype"]]
+        codec = h.get("codec", "float")
         shape = [h["layers"], h["kv_heads"], h["tokens"], h["head_dim"]]
         if h.get("byteorder", "little") != sys.byteorder:
             raise CorruptBlob(f"chunk written on a {h['byteorder']}-endian machine")
-        half = int(np.prod(shape)) * torch.finfo(dtype).bits // 8
-        if len(payload) != 2 * half:
-            raise CorruptBlob(f"chunk payload is {len(payload)} bytes, header says {2 * half}")
+        layout = _layout(codec, dtype, shape)
+        sizes = [
+            int(np.prod(s)) * torch.finfo(d).bits // 8 if d.is_floating_point else int(np.prod(s))
+            for _, d, s in layout
+        ]
+        if len(payload) != sum(sizes):
+            raise CorruptBlob(f"chunk payload is {len(payload)} bytes, header says {sum(sizes)}")
         if verify and zlib.crc32(payload) != h["crc32"]:
             raise CorruptBlob("chunk payload fails its CRC32: the blob is damaged")
+        parts, at = {}, 0
+        for (name, d, s), n in zip(layout, sizes, strict=True):
+            parts[name] = _tensor(payload[at : at + n], d, s)
+            at += n
+        if codec == "float":
+            keys, values = parts["keys"], parts["values"]
+        else:
+            bits = BITS[codec]
+            keys = dequantize(
+                QuantizedTensor(parts["key_codes"], parts["key_scale"], parts["key_low"], bits, shape[3]),
+                dtype,
+            )
+            values = dequantize(
+                QuantizedTensor(
+                    parts["value_codes"], parts["value_scale"], parts["value_low"], bits, shape[3]
+                ),
+                dtype,
+            )
         frames = [FrameSpan(int(i), float(p), int(o), int(t)) for i, p, o, t in h["frames"]]
         return KVChunk(
-            keys=_tensor(payload[:half], dtype, shape),
-            values=_tensor(payload[half:], dtype, shape),
+            keys=keys,
+            values=values,
             position=int(h["position"]),
             frames=frames,
             model_id=h["model"],

@@ -46,6 +46,7 @@ from scenekv.vlm import FrameRecord, StreamSession, VLMBackend
 from scenekv.vlm.session import ResumePoint
 
 from .codec import chunk_keys, encode_chunk
+from .quant import DEFAULT_KV_DTYPE, check_kv_dtype
 from .retention import Retention, RetentionReport, enforce
 from .scenetiling import Scene, SceneTiler
 from .store import MemoryStore, StreamBusy, StreamInfo
@@ -66,8 +67,10 @@ class RollingConfig:
     writer_max_bytes: int = 64 << 20
     put_timeout: float = 60.0  # how long append may block on a full write queue before WriterBusy
     lease_s: float = 30.0  # writer lease: another process may not append while it is held
+    kv_dtype: str = DEFAULT_KV_DTYPE  # how chunks' KV is stored in Redis (memory/quant.py)
 
     def check(self, lookahead: int) -> None:
+        check_kv_dtype(self.kv_dtype)
         if self.chunk_frames < 1:
             raise UserError("chunk_frames must be >= 1")
         if self.window < self.chunk_frames + lookahead:
@@ -445,14 +448,20 @@ class RollingMemory:
             keys = chunk_keys(chunk, torch.stack(sigs) if sigs else None)
             scene = self._scene_of(take[0])
             state = self._state_after(take[-1], chunk)
-            sid, owner = self.sid, self.token
+            sid, owner, kv_dtype = self.sid, self.token, self.config.kv_dtype
 
             def write(
-                st: MemoryStore, sid=sid, chunk=chunk, keys=keys, scene=scene, state=state, owner=owner
-            ) -> int:
-                return st.write_chunk(
-                    sid, chunk, keys, scene=scene, state=state, blob=encode_chunk(chunk), owner=owner
-                )
+                st: MemoryStore,
+                sid=sid,
+                chunk=chunk,
+                keys=keys,
+                scene=scene,
+                state=state,
+                owner=owner,
+                kv_dtype=kv_dtype,
+            ) -> int:  # encoded (and quantized) here, on the writer's thread: off the append path
+                blob = encode_chunk(chunk, kv_dtype)
+                return st.write_chunk(sid, chunk, keys, scene=scene, state=state, blob=blob, owner=owner)
 
             self._submit(write, nbytes=chunk.nbytes, label=f"chunk {take[0]}")
             self.session.evict(take[-1])

@@ -27,7 +27,7 @@ from scenekv.errors import UserError
 from scenekv.vlm import KVChunk
 
 from . import scripts
-from .codec import ChunkKeys, decode_chunk, decode_keys, encode_chunk, encode_keys
+from .codec import ChunkKeys, chunk_header, decode_chunk, decode_keys, encode_chunk, encode_keys
 from .lru import DeviceLRU
 from .schema import DEFAULT_PREFIX, StreamKeys, check_sid, keys_for, new_sid
 
@@ -101,6 +101,7 @@ class ChunkMeta:
     frames: int
     scene: int | None
     bytes: int
+    codec: str = "float"  # how its KV is stored (memory/quant.py); chunks written before codecs: float
 
 
 @dataclass
@@ -411,6 +412,7 @@ class MemoryStore:
             "frames": len(chunk.frames),
             "scene": scene,
             "bytes": len(blob) + len(key_blob),
+            "codec": chunk_header(blob).get("codec", "float"),
         }
         scene_key = k.scene(scene if scene is not None else "none")
         return int(
@@ -452,7 +454,11 @@ class MemoryStore:
     def chunk_index(self, sid: str) -> list[ChunkMeta]:
         """Metadata of every stored chunk (one round trip), oldest first: for time-anchored selection."""
         raw = self.client.hgetall(self.keys(sid).chunkmeta)
-        metas = [ChunkMeta(cid=_s(c), **json.loads(v)) for c, v in raw.items()]
+        known = set(ChunkMeta.__dataclass_fields__)
+        metas = [
+            ChunkMeta(cid=_s(c), **{k: v for k, v in json.loads(v).items() if k in known})
+            for c, v in raw.items()
+        ]
         return sorted(metas, key=lambda m: m.first_pts)
 
     def load_chunks(

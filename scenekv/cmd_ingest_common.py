@@ -9,9 +9,23 @@ from pathlib import Path
 
 from scenekv.cmd_inspect import add_model_arguments
 
+KV_DTYPE_CHOICES = ("int8", "int4", "bf16", "fp16", "fp32", "exact")  # memory/quant.py KV_DTYPES
+
+
+def add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    """How stream memory is kept in Redis (ask, caption and serve share these)."""
+    p.add_argument(
+        "--kv-dtype",
+        default="int8",
+        choices=KV_DTYPE_CHOICES,
+        help="how chunks' KV is stored in Redis: int8 (default; keys per channel, values per token), "
+        "int4, bf16, fp16, fp32, or exact (the model's own tensors, bit for bit)",
+    )
+
 
 def add_service_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
+    add_storage_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
     p.add_argument("--carriers", default="pool:16", help="carrier strategy (default pool:16)")
     p.add_argument("--redis-url", default=None, help="default: REDIS_URL, 127.0.0.1:6379, else a local child")
@@ -38,6 +52,7 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
         device=args.device,
         dtype=args.dtype,
         captions=captions,
+        rolling={"kv_dtype": args.kv_dtype},
     )
 
 

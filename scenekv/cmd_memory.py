@@ -56,12 +56,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'stream':<24} {'status':<9} {'last_pts':>10} {'chunks':>7} {'scenes':>7} {'MB':>10}  model")
     for sid in sids:
         info = store.info(sid)
+        row = info.as_dict()
+        if args.action == "info":  # one stream: what its chunks hold, by how their KV is stored
+            row["kv_dtypes"] = kv_dtypes(store.chunk_index(sid))
         if args.json:
-            print(json.dumps(info.as_dict()))
-        else:
-            last = "-" if info.last_pts is None else f"{info.last_pts:.1f}"
-            print(
-                f"{sid:<24} {info.status:<9} {last:>10} {info.chunks:>7} {info.scenes:>7} "
-                f"{info.bytes / 1e6:>10.2f}  {info.model} {info.carriers}"
-            )
+            print(json.dumps(row))
+            continue
+        last = "-" if info.last_pts is None else f"{info.last_pts:.1f}"
+        print(
+            f"{sid:<24} {info.status:<9} {last:>10} {info.chunks:>7} {info.scenes:>7} "
+            f"{info.bytes / 1e6:>10.2f}  {info.model} {info.carriers}"
+        )
+        if args.action == "info":
+            for codec, c in row["kv_dtypes"].items():
+                print(f"  KV stored as {codec}: {c['chunks']} chunks, {c['bytes'] / 1e6:.2f} MB")
     return 0
+
+
+def kv_dtypes(metas) -> dict[str, dict[str, int]]:
+    """Chunks and bytes per KV storage codec (int8, int4, float)."""
+    out: dict[str, dict[str, int]] = {}
+    for m in metas:
+        c = out.setdefault(m.codec, {"chunks": 0, "bytes": 0})
+        c["chunks"] += 1
+        c["bytes"] += m.bytes
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from scenekv.cmd_ingest_common import add_storage_arguments
 from scenekv.cmd_inspect import add_model_arguments
 
 HELP = "serve the WebSocket API and the demo page (http://127.0.0.1:8765/)"
@@ -13,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port for HTTP and WebSocket (default 8765)")
     add_model_arguments(p)
+    add_storage_arguments(p)
     p.add_argument(
         "--redis-url", default=None, help="Redis URL (default: REDIS_URL, 127.0.0.1:6379, or a child)"
     )
