@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -233,14 +234,21 @@ def test_attach_refuses_another_model_and_unknown_streams(store):
         RollingMemory.attach(store, tiny(), "nope")
 
 
-def test_stored_chunk_decodes_to_the_exported_kv(store, video_frames):
-    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=SMALL, sid="exact")
+@pytest.mark.parametrize("kv_dtype", ["exact", "int8"])
+def test_stored_chunk_decodes_to_the_exported_kv(store, video_frames, kv_dtype):
+    """``exact`` storage is bit for bit; the int8 default is within 1 % of the largest entry."""
+    config = dataclasses.replace(SMALL, kv_dtype=kv_dtype)
+    memory = RollingMemory.create(store, tiny(), carriers="pool:4", config=config, sid=kv_dtype)
     memory.append(video_frames[:6])
     expected = memory.session.export(0, 3)
     memory.detach()
-    blob = store.client.get(store.keys("exact").chunk("0"))
-    got = decode_chunk(blob)
-    assert torch.equal(got.keys, expected.keys) and torch.equal(got.values, expected.values)
+    got = decode_chunk(store.client.get(store.keys(kv_dtype).chunk("0")))
+    if kv_dtype == "exact":
+        assert torch.equal(got.keys, expected.keys) and torch.equal(got.values, expected.values)
+        return
+    for mine, theirs in ((got.keys, expected.keys), (got.values, expected.values)):
+        assert not torch.equal(mine, theirs)  # really quantized
+        assert (mine - theirs).abs().max() <= 0.01 * theirs.abs().max()
 
 
 def crash(memory: RollingMemory) -> None:
