@@ -25,7 +25,8 @@ make every later run rescan the whole stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -48,6 +49,25 @@ class Retention:
     @property
     def active(self) -> bool:
         return any(v is not None for v in (self.keep_s, self.keep_bytes, self.max_s, self.max_bytes))
+
+    @classmethod
+    def tiers(
+        cls, keep_full: float | None, keep_compact: float | None, max_stream_bytes: int | None
+    ) -> Retention:
+        """The user's three knobs: full KV for the last ``keep_full`` s of stream time, older scenes
+        compacted and kept until ``keep_compact`` s old, and never more than ``max_stream_bytes``."""
+        return cls(keep_s=keep_full, max_s=keep_compact, max_bytes=max_stream_bytes)
+
+    def as_fields(self) -> dict:
+        """How a stream's policy is kept in its hash, so a restarted encoder applies the same one."""
+        return {"retention": json.dumps(asdict(self))}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> Retention | None:
+        raw = fields.get("retention")
+        if not raw:
+            return None
+        return cls(**json.loads(raw))
 
 
 @dataclass
@@ -122,9 +142,13 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
         if done is not None and done != through:
             store.update_stream(sid, {"compacted_through": repr(float(done))}, owner=owner)
 
-    # 2. hard caps: drop the oldest chunks
+    # 2. hard caps: drop the oldest chunks. Under the byte cap a closed scene still in full detail is
+    # compacted before any of its chunks is dropped (the cap wins over keep_s, and says so).
     order = sorted(metas.values(), key=lambda m: m.first_pts)
+    by_index = {s.index: s for s in scenes}
     remaining = {s.index: set(s.chunks) for s in scenes}
+    newest_chunk = max((m.first_pts for m in metas.values()), default=None)
+    capped = None
     for meta in order:
         if meta.cid not in metas:  # removed by compaction above
             continue
@@ -132,11 +156,24 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
         over_age = policy.max_s is not None and newest is not None and meta.last_pts < newest - policy.max_s
         if not (over_bytes or over_age):
             break
+        scene = by_index.get(meta.scene)
+        if not over_age and scene is not None and _compactable(scene, info.status, newest_chunk):
+            freed = _compact(store, sid, scene, metas, owner)
+            scene.compacted = True
+            if freed:
+                used -= freed
+                report.compacted.append(scene.index)
+                capped = scene.end
+                remaining[scene.index] = {c for c in remaining.get(scene.index, ()) if c in metas}
+            if meta.cid not in metas or used <= policy.max_bytes:
+                continue
         used -= store.drop_chunk(sid, meta.cid, meta.scene, owner=owner)
         del metas[meta.cid]
         report.dropped_chunks.append(meta.cid)
         if meta.scene in remaining:
             remaining[meta.scene].discard(meta.cid)
+    if capped is not None:  # `memory info` says that the cap, not keep_s, set where full KV starts
+        store.update_stream(sid, {"cap_compacted_through": repr(float(capped))}, owner=owner)
     for scene in scenes:
         if scene.closed and scene.chunks and not remaining.get(scene.index):
             data = {"scene": scene.index, "start": scene.start, "end": scene.end}
@@ -144,6 +181,15 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
             report.dropped_scenes.append(scene.index)
     report.bytes_after = used
     return report
+
+
+def _compactable(scene: SceneInfo, status: str, newest_chunk: float | None) -> bool:
+    """A closed scene whose chunks are all written (a later chunk exists, or the stream ended), not
+    compacted yet, with more than its representative to give up."""
+    complete = status == "ended" or (
+        newest_chunk is not None and scene.end is not None and newest_chunk >= scene.end
+    )
+    return scene.closed and complete and not scene.compacted and len(scene.chunks) >= 2
 
 
 def _float(value) -> float | None:

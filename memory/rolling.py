@@ -27,6 +27,7 @@ background timer renews the lease while the memory is open (also when no frames 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -151,6 +152,7 @@ class RollingMemory:
         self._scene_starts: list[tuple[int, int]] = [(open_scene[1], open_scene[0])] if open_scene else []
         self._last_touch = time.monotonic()
         self.retention_reports: list[RetentionReport] = []
+        self.retention_failures = 0  # runs that failed (the writer and the stream carry on)
         self.chunks_written = 0
         self.closed = False
         self._failed: BaseException | None = None
@@ -188,6 +190,7 @@ class RollingMemory:
                 "next_pos": session.next_position,
                 "sink_len": session.sink_len,
                 "tiler": json.dumps(tiler.state()),
+                **config.retention.as_fields(),
             },
         )
         token = secrets.token_hex(8)
@@ -237,6 +240,9 @@ class RollingMemory:
             session.next_position = session.sink_len
         tiler_state = h.get("tiler")
         tiler = SceneTiler.from_state(json.loads(tiler_state)) if tiler_state else SceneTiler(**config.tiler)
+        stored = Retention.from_fields({k: v.decode() for k, v in h.items() if k == "retention"})
+        if stored is not None:  # the policy the stream was started with, whoever continues it
+            config = dataclasses.replace(config, retention=stored)
         store.touch(sid)  # every key of the stream starts a fresh TTL, as any activity does
         memory = cls(store, session, sid, tiler=tiler, config=config, writer=writer, token=token)
         store.update_stream(
@@ -468,8 +474,10 @@ class RollingMemory:
             self.chunks_written += 1
             if self.config.retention.active:
                 policy = self.config.retention
-                future = self._submit(
-                    lambda st, sid=sid, p=policy, o=owner: enforce(st, sid, p, owner=o), label="retention"
+                future = self._submit(  # a failed run is logged; the next chunk's run tries again
+                    lambda st, sid=sid, p=policy, o=owner: enforce(st, sid, p, owner=o),
+                    label="retention",
+                    fatal=False,
                 )
                 future.add_done_callback(self._retention_done)
             resident = self.session.resident_frames
@@ -479,10 +487,12 @@ class RollingMemory:
             self._scene_starts = [s for s in self._scene_starts if s[1] >= keep_from]
 
     def _retention_done(self, future: Future) -> None:
-        if future.exception() is None:
-            report = future.result()
-            if report.compacted or report.dropped_chunks:
-                self.retention_reports = [*self.retention_reports[-99:], report]
+        if future.exception() is not None:  # logged by the writer; the stream goes on
+            self.retention_failures += 1
+            return
+        report = future.result()
+        if report.compacted or report.dropped_chunks:
+            self.retention_reports = [*self.retention_reports[-99:], report]
 
     def _state_after(self, last: int, chunk) -> dict:
         """Resume state as of kept frame ``last``, the last frame of ``chunk`` (see the module doc)."""
@@ -516,8 +526,8 @@ class RollingMemory:
             "tiler": json.dumps(self.tiler.state()),
         }
 
-    def _submit(self, fn, *, nbytes: int = 0, label: str = "") -> Future:
-        return self.writer.submit(fn, nbytes=nbytes, label=label)
+    def _submit(self, fn, *, nbytes: int = 0, label: str = "", fatal: bool = True) -> Future:
+        return self.writer.submit(fn, nbytes=nbytes, label=label, fatal=fatal)
 
     def _housekeeping(self) -> None:
         # the writer lease is renewed by self._lease on its own timer, not behind queued writes
@@ -526,7 +536,7 @@ class RollingMemory:
         ttl = self.store.ttl_s
         if ttl is not None and now - self._last_touch > ttl / 4:
             self._last_touch = now
-            self._submit(lambda st: st.touch(sid), label="touch")
+            self._submit(lambda st: st.touch(sid), label="touch", fatal=False)
 
     def _finish(self, status: str, timeout: float | None) -> None:
         if self.closed:

@@ -10,6 +10,9 @@ A job is acknowledged (its Future resolves) only after Redis has executed it. Co
 seconds; every step of MemoryStore is idempotent, so re-running one whose reply was lost is safe.
 A job that still fails, or fails for another reason, makes the writer *failed*: that job and every
 later one raise WriteFailed, and so do ``flush`` and ``check``. Nothing is ever dropped silently.
+Housekeeping jobs (retention, TTL refreshes) are submitted with ``fatal=False``: their failure is
+logged, counted (``stats["housekeeping_failed"]``) and set on their own Future, and the writer goes
+on, because losing queued chunks for a missed compaction would trade memory for data.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class ChunkWriter:
             "submitted": 0,
             "acknowledged": 0,
             "failed": 0,
+            "housekeeping_failed": 0,
             "retries": 0,
             "blocked_s": 0.0,
             "max_pending_bytes": 0,
@@ -98,8 +102,11 @@ class ChunkWriter:
         nbytes: int = 0,
         timeout: float | None | str = "default",
         label: str = "",
+        fatal: bool = True,
     ) -> Future[T]:
-        """Queue ``fn(store)``; blocks while the queue is full (at most ``timeout`` s, then WriterBusy)."""
+        """Queue ``fn(store)``; blocks while the queue is full (at most ``timeout`` s, then WriterBusy).
+
+        ``fatal=False``: a failure of this job fails only its Future, not the writer."""
         timeout = self.put_timeout if timeout == "default" else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         start = time.monotonic()
@@ -120,7 +127,7 @@ class ChunkWriter:
                 self._cond.wait(left)
             self.stats["blocked_s"] += time.monotonic() - start
             future: Future[T] = Future()
-            self._jobs.append((fn, nbytes, future, label))
+            self._jobs.append((fn, nbytes, future, label, fatal))
             self._pending_jobs += 1
             self._pending_bytes += nbytes
             self.stats["submitted"] += 1
@@ -174,7 +181,7 @@ class ChunkWriter:
                     self._cond.wait()
                 if not self._jobs:
                     return
-                fn, nbytes, future, label = self._jobs.popleft()
+                fn, nbytes, future, label, fatal = self._jobs.popleft()
             if self._error is not None:
                 exc: BaseException | None = WriteFailed(f"skipped after an earlier failure: {self._error}")
                 result = None
@@ -186,6 +193,8 @@ class ChunkWriter:
                 if exc is None:
                     self.stats["acknowledged"] += 1
                     self.stats["bytes_written"] += nbytes
+                elif not fatal and self._error is None:
+                    self.stats["housekeeping_failed"] += 1
                 else:
                     self.stats["failed"] += 1
                     if self._error is None:

@@ -10,6 +10,7 @@ the stream's memory, live window included.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from scenekv.errors import UserError
-from scenekv.memory import MemoryStore, RollingConfig, RollingMemory, Scene, StreamNotFound
+from scenekv.memory import MemoryStore, Retention, RollingConfig, RollingMemory, Scene, StreamNotFound
 from scenekv.vlm import SamplingParams, VLMBackend
 
 from .engine import Answer, QAEngine
@@ -57,11 +58,16 @@ class StreamHub:
         fps: float = 1.0,
         carriers: str = "pool:16",
         takeover: bool = False,
+        retention: dict | None = None,
     ) -> dict:
         """Start a stream, or continue ``sid`` where it stopped (after a restart too).
 
         ``takeover`` attaches even if another writer's lease is still live (a crashed predecessor).
+        ``retention``: memory.Retention fields for a new stream (a stored stream keeps its own).
         """
+        config = self.rolling_config
+        if retention is not None:
+            config = dataclasses.replace(config, retention=Retention(**retention))
         with self._lock:
             if sid is not None and sid in self.streams:
                 return self.describe(sid)
@@ -73,7 +79,7 @@ class StreamHub:
                     carriers=carriers,
                     source=source,
                     fps=fps,
-                    config=self.rolling_config,
+                    config=config,
                     takeover=takeover,
                 )
             else:
@@ -83,7 +89,7 @@ class StreamHub:
                     carriers=carriers,
                     source=source,
                     fps=fps,
-                    config=self.rolling_config,
+                    config=config,
                 )
             self.streams[mem.sid] = mem
             return self.describe(mem.sid)

@@ -53,7 +53,22 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
         dtype=args.dtype,
         captions=captions,
         rolling={"kv_dtype": args.kv_dtype},
+        live_retention=live_retention(args),
     )
+
+
+def live_retention(args: argparse.Namespace) -> dict | None:
+    """serve's --keep-full / --keep-compact / --max-stream-bytes as Retention fields (None elsewhere)."""
+    from scenekv.units import parse_duration, parse_size
+
+    if not hasattr(args, "keep_full"):
+        return None
+    cap = getattr(args, "max_stream_bytes", None)
+    return {
+        "keep_s": parse_duration(args.keep_full),
+        "max_s": parse_duration(args.keep_compact),
+        "max_bytes": parse_size(cap) if cap is not None else None,
+    }
 
 
 def quiet_dependencies() -> None:

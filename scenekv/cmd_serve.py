@@ -54,6 +54,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=300.0,
         help="release a push stream after this long with no client and no frame (default 300)",
     )
+    p.add_argument(
+        "--keep-full",
+        default="1h",
+        help="live and push streams keep full KV for this much of the newest stream time (default 1h)",
+    )
+    p.add_argument(
+        "--keep-compact",
+        default="24h",
+        help="older scenes are compacted to one chunk + caption and kept until this old (default 24h)",
+    )
+    p.add_argument(
+        "--max-stream-bytes",
+        default=None,
+        help="hard cap per live or push stream in Redis, e.g. 2GB or 512MiB (default: none); oldest "
+        "compacted scenes go first, then full scenes are compacted",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 

@@ -57,6 +57,8 @@ class SessionStart:
     stream_id: str | None
     fps: float | None
     carriers: str | None
+    # retention of a live or push stream, each at most the server's (memory.Retention field names)
+    retention: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -169,8 +171,34 @@ def _session_start(msg: dict, _limit: int) -> SessionStart:
     if carriers is not None and (not isinstance(carriers, str) or not 0 < len(carriers) <= 64):
         raise ProtocolError(BAD_REQUEST, "'carriers' must be a string like 'pool:16'")
     return SessionStart(
-        source=source, stream_id=None, fps=float(fps) if fps is not None else None, carriers=carriers
+        source=source,
+        stream_id=None,
+        fps=float(fps) if fps is not None else None,
+        carriers=carriers,
+        retention=_retention(msg),
     )
+
+
+def _retention(msg: dict) -> dict | None:
+    """keep_full / keep_compact (seconds or "30m", "1h30m") and max_stream_bytes (bytes or "2MB",
+    "2MiB") as Retention fields; the server lowers its own limits to them, never raises them."""
+    from scenekv.errors import UserError
+    from scenekv.units import parse_duration, parse_size
+
+    fields = {"keep_full": ("keep_s", parse_duration), "keep_compact": ("max_s", parse_duration)}
+    fields["max_stream_bytes"] = ("max_bytes", parse_size)
+    out = {}
+    for name, (field, parse) in fields.items():
+        value = msg.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ProtocolError(BAD_REQUEST, f"'{name}' must be a number or a string like 30m / 2MB")
+        try:
+            out[field] = parse(value)
+        except UserError as exc:
+            raise ProtocolError(BAD_REQUEST, f"'{name}': {exc}") from None
+    return out or None
 
 
 def _frame_append(msg: dict, max_frame_bytes: int) -> FrameAppend:

@@ -178,6 +178,7 @@ class Connection:
                 source,
                 fps=msg.fps or self.cfg.fps,
                 carriers=msg.carriers or self.cfg.carriers,
+                retention=msg.retention,
             )
             push = source == "push"
             shown_source = msg.source  # never echo the server-side path of a file:NAME source

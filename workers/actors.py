@@ -68,10 +68,14 @@ class EncoderActor:
             "dtype": str(self.backend.dtype).replace("torch.", ""),
         }
 
-    def open(self, sid: str | None, source: str, fps: float, carriers: str) -> dict:
+    def open(
+        self, sid: str | None, source: str, fps: float, carriers: str, retention: dict | None = None
+    ) -> dict:
         with self._model_lock:
             # This actor is the streams' only writer: after a crash its predecessor's lease is stale.
-            return self.hub.open(sid=sid, source=source, fps=fps, carriers=carriers, takeover=True)
+            return self.hub.open(
+                sid=sid, source=source, fps=fps, carriers=carriers, takeover=True, retention=retention
+            )
 
     def open_streams(self) -> list[str]:
         """Streams this actor holds a device window, lease and writer for (after any end in progress)."""

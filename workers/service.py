@@ -47,9 +47,15 @@ class SceneKVService:
         captions: bool = True,
         num_cpus: int | None = None,
         worker_logs: bool = True,
+        live_retention: dict | None = None,
     ) -> None:
         """``worker_logs`` off: the actors' output (transformers' warnings, "(EncoderActor pid=…)"
-        lines) stays in Ray's session logs instead of this process's terminal."""
+        lines) stays in Ray's session logs instead of this process's terminal.
+
+        ``live_retention``: the retention policy (memory.Retention fields) of live and push streams,
+        which never end; file streams keep everything. A session may ask for less (``start_stream``).
+        """
+        self.live_retention = dict(live_retention or {})
         self.redis_url, self.redis_how, self._redis_child = ensure_redis(redis_url)
         log.info(self.redis_how)
         self.ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
@@ -103,14 +109,18 @@ class SceneKVService:
         carriers: str = "pool:16",
         sid: str | None = None,
         decode: bool = True,
+        retention: dict | None = None,
     ) -> dict:
         """Open a stream; ``source`` is "push" (frames come from push_frame) or a file path / URL that
-        a DecoderActor starts reading at once (unless ``decode`` is off: ingest_ranges feeds it)."""
+        a DecoderActor starts reading at once (unless ``decode`` is off: ingest_ranges feeds it).
+
+        ``retention``: Retention fields for this stream, each at most the server's (``live_retention``);
+        live and push streams get the server's policy where a field is not given, files keep all."""
         if not 0 < fps <= 30:
             raise UserError(f"fps must be in (0, 30], got {fps:g}", code="bad_request")
-        if source != "push":
-            self._check_source(source)
-        info = ray.get(self.encoder.open.remote(sid, source, fps, carriers))
+        live = source == "push" or (self._check_source(source) is True)
+        policy = self._retention(retention or {}) if live else None
+        info = ray.get(self.encoder.open.remote(sid, source, fps, carriers, policy))
         sid = info["stream_id"]
         with self._lock:
             self._streams.add(sid)
@@ -123,12 +133,27 @@ class SceneKVService:
         return info
 
     @staticmethod
-    def _check_source(source: str) -> None:
-        """Open-and-close once here so a bad file or URL is one clear error now, not a dead actor later."""
+    def _check_source(source: str) -> bool:
+        """Open-and-close once here so a bad file or URL is one clear error now, not a dead actor
+        later; returns whether the source is live (a camera or stream, not a file)."""
         from scenekv.ingest import open_source
 
-        with open_source(source, fps=1.0, max_side=64):
-            pass
+        with open_source(source, fps=1.0, max_side=64) as opened:
+            return bool(opened.live)
+
+    def _retention(self, asked: dict) -> dict:
+        """The server's live policy, each field lowered to what the session asked (never raised)."""
+        policy = dict(self.live_retention)
+        for name, value in asked.items():
+            if name not in ("keep_s", "max_s", "max_bytes", "keep_bytes"):
+                raise UserError(f"unknown retention field {name!r}", code="bad_request")
+            if value is None:
+                continue
+            if value < 0:
+                raise UserError(f"retention {name} must be >= 0, got {value}", code="bad_request")
+            limit = policy.get(name)
+            policy[name] = value if limit is None else min(value, limit)
+        return policy
 
     def push_frame(self, sid: str, pts: float, image: np.ndarray) -> dict:
         """Append one pushed frame (blocks while the encoder is busy: that is the backpressure).
