@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from scenekv.errors import UserError
+
 from .store import ChunkMeta, MemoryStore, SceneInfo
 
 
@@ -78,6 +80,22 @@ class RetentionReport:
     bytes_before: int = 0
     bytes_after: int = 0
     scanned: bool = False  # whether chunks and scenes were listed (the cheap test said "over")
+
+
+def narrowed(server: dict, asked: dict) -> dict:
+    """The server's policy (Retention fields), each field lowered to what a session asked for, never
+    raised: a client may keep less than the operator allows, not more."""
+    policy = dict(server)
+    for name, value in asked.items():
+        if name not in Retention.__dataclass_fields__:
+            raise UserError(f"unknown retention field {name!r}", code="bad_request")
+        if value is None:
+            continue
+        if value < 0:
+            raise UserError(f"retention {name} must be >= 0, got {value}", code="bad_request")
+        limit = policy.get(name)
+        policy[name] = value if limit is None else min(value, limit)
+    return policy
 
 
 def representative(metas: list[ChunkMeta], features: dict[str, torch.Tensor]) -> str:

@@ -57,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     for sid in sids:
         info = store.info(sid)
         row = info.as_dict()
-        if args.action == "info":  # one stream: what its chunks hold, by how their KV is stored
-            row["kv_dtypes"] = kv_dtypes(store.chunk_index(sid))
+        if args.action == "info":  # one stream: its tiers, and how their KV is stored
+            metas = store.chunk_index(sid)
+            row["kv_dtypes"] = kv_dtypes(metas)
+            row["tiers"] = tiers(metas, store.scenes(sid), info.extra)
         if args.json:
             print(json.dumps(row))
             continue
@@ -68,9 +70,45 @@ def run(args: argparse.Namespace) -> int:
             f"{info.bytes / 1e6:>10.2f}  {info.model} {info.carriers}"
         )
         if args.action == "info":
+            t = row["tiers"]
+            full, compact = t["full"], t["compacted"]
+            since = "-" if full["from_pts"] is None else f"{full['from_pts']:.1f}"
+            print(f"  full KV: {full['chunks']} chunks, {full['bytes'] / 1e6:.2f} MB, from pts {since} s")
+            print(
+                f"  compacted: {compact['scenes']} scenes, {compact['chunks']} chunks, "
+                f"{compact['bytes'] / 1e6:.2f} MB"
+            )
+            if t["retention"]:
+                print(f"  retention: {t['retention']}")
+            if t["cap_compacted_through"] is not None:
+                print(
+                    f"  the byte cap compacted full scenes up to {t['cap_compacted_through']:.1f} s "
+                    "(full KV is shorter than keep_full)"
+                )
             for codec, c in row["kv_dtypes"].items():
                 print(f"  KV stored as {codec}: {c['chunks']} chunks, {c['bytes'] / 1e6:.2f} MB")
     return 0
+
+
+def tiers(metas, scenes, extra: dict) -> dict:
+    """What a stream keeps in full detail and what is compacted to one chunk a scene."""
+    import json
+
+    compacted = {s.index for s in scenes if s.compacted}
+    full = [m for m in metas if m.scene not in compacted]
+    small = [m for m in metas if m.scene in compacted]
+    cap = extra.get("cap_compacted_through")
+    policy = json.loads(extra["retention"]) if extra.get("retention") else {}
+    return {
+        "full": {
+            "chunks": len(full),
+            "bytes": sum(m.bytes for m in full),
+            "from_pts": min((m.first_pts for m in full), default=None),
+        },
+        "compacted": {"scenes": len(compacted), "chunks": len(small), "bytes": sum(m.bytes for m in small)},
+        "retention": {k: v for k, v in policy.items() if v is not None},
+        "cap_compacted_through": float(cap) if cap else None,
+    }
 
 
 def kv_dtypes(metas) -> dict[str, dict[str, int]]:

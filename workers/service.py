@@ -142,18 +142,9 @@ class SceneKVService:
             return bool(opened.live)
 
     def _retention(self, asked: dict) -> dict:
-        """The server's live policy, each field lowered to what the session asked (never raised)."""
-        policy = dict(self.live_retention)
-        for name, value in asked.items():
-            if name not in ("keep_s", "max_s", "max_bytes", "keep_bytes"):
-                raise UserError(f"unknown retention field {name!r}", code="bad_request")
-            if value is None:
-                continue
-            if value < 0:
-                raise UserError(f"retention {name} must be >= 0, got {value}", code="bad_request")
-            limit = policy.get(name)
-            policy[name] = value if limit is None else min(value, limit)
-        return policy
+        from scenekv.memory.retention import narrowed
+
+        return narrowed(self.live_retention, asked)
 
     def push_frame(self, sid: str, pts: float, image: np.ndarray) -> dict:
         """Append one pushed frame (blocks while the encoder is busy: that is the backpressure).

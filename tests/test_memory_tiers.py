@@ -1,0 +1,143 @@
+"""Bounded storage: the byte cap, the tiers `memory info` shows, retention faults, units."""
+
+# ruff: noqa: F811  (pytest fixtures imported from redis_fixtures are redefined as parameters)
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from scenekv.errors import UserError
+from scenekv.memory import MemoryStore, Retention, RollingConfig, RollingMemory
+from scenekv.memory.retention import narrowed
+from scenekv.units import parse_duration, parse_size
+from scenekv.vlm import load_backend
+
+from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
+from tiny_model import tiny
+
+PALETTE = [(220, 40, 40), (40, 180, 70), (40, 80, 220), (240, 210, 40), (240, 240, 240), (20, 20, 20)]
+
+
+@lru_cache(maxsize=1)
+def world():
+    """The trained world model: SceneTiling splits its scenes where the background changes (the tiny
+    random model sees one scene in anything), and compaction is about scenes."""
+    return load_backend("scenekv-world")
+
+
+def scenes_video(n_scenes: int, per_scene: int):
+    """Scenes of ``per_scene`` frames of one palette background each, 1 s apart."""
+    out = []
+    for j in range(n_scenes):
+        img = np.zeros((96, 128, 3), np.uint8)
+        img[:] = PALETTE[j % len(PALETTE)]
+        for _ in range(per_scene):
+            out.append((float(len(out)), img.copy()))
+    return out
+
+
+def capped(store: MemoryStore, policy: Retention) -> RollingMemory:
+    config = RollingConfig(window=6, chunk_frames=2, retention=policy)
+    return RollingMemory.create(store, world(), carriers="pool:4", config=config)
+
+
+def memory_info(sid: str, redis_url: str, prefix: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scenekv.cli", "memory", "info", sid, "--json", "--prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "REDIS_URL": redis_url},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("cap", [250_000, 60_000])
+def test_a_capped_stream_never_exceeds_its_cap_and_memory_info_shows_the_tiers(
+    store: MemoryStore, redis_url, prefix, cap
+):
+    """250 kB hold the last keep_full in full plus compacted older scenes; at 60 kB the cap wins over
+    keep_full (full scenes are compacted, then dropped) and `memory info` says so."""
+    mem = capped(store, Retention.tiers(keep_full=12.0, keep_compact=None, max_stream_bytes=cap))
+    video = scenes_video(12, 6)
+    peak = 0
+    for i in range(0, len(video), 6):
+        mem.append(video[i : i + 6])
+        mem.flush()
+        peak = max(peak, store.stored_bytes(mem.sid))
+    assert peak <= cap, f"{peak} bytes stored with a cap of {cap}"
+    assert mem.retention_reports and mem.writer.failed is None
+    info = memory_info(mem.sid, redis_url, prefix)
+    tiers = info["tiers"]
+    assert tiers["retention"] == {"keep_s": 12.0, "max_bytes": cap}
+    assert tiers["full"]["bytes"] + tiers["compacted"]["bytes"] == info["bytes"] <= cap
+    newest = store.chunk_index(mem.sid)[-1]
+    assert newest.last_pts >= video[-1][0] - 8  # the newest frames are stored (the window holds 6)
+    if cap == 250_000:
+        assert tiers["compacted"]["scenes"] >= 2 and tiers["cap_compacted_through"] is None
+        # full KV covers at least the last keep_full seconds of what is stored
+        assert tiers["full"]["from_pts"] <= newest.last_pts - 12.0
+    else:
+        assert tiers["cap_compacted_through"] is not None
+
+
+def test_the_policy_a_stream_started_with_survives_a_restart(store: MemoryStore):
+    policy = Retention.tiers(keep_full=30.0, keep_compact=3600.0, max_stream_bytes=10**6)
+    mem = RollingMemory.create(
+        store, tiny(), carriers="pool:4", config=RollingConfig(window=6, chunk_frames=2, retention=policy)
+    )
+    mem.append(scenes_video(1, 3))
+    mem.detach()
+    again = RollingMemory.attach(store, tiny(), mem.sid, config=RollingConfig(window=6, chunk_frames=2))
+    assert again.config.retention == policy
+    again.detach()
+
+
+def test_a_failing_retention_run_leaves_the_writer_and_the_stream_alive(store: MemoryStore):
+    """A damaged retrieval-key blob in Redis makes compaction fail (CorruptBlob, not retryable).
+    Before, that failed the writer and every queued chunk with it; now the run is counted and the
+    stream goes on writing."""
+    mem = capped(store, Retention(keep_s=4.0))
+    video = scenes_video(6, 6)
+    mem.append(video[:12])
+    mem.flush()
+    keys = store.keys(mem.sid)
+    for cid in store.chunk_ids(mem.sid):
+        store.client.set(keys.chunk_key(cid), b"SKVK garbage")
+    mem.append(video[12:])
+    mem.flush()  # raises WriteFailed if the writer failed
+    assert mem.retention_failures >= 1 and mem.writer.failed is None
+    assert mem.writer.stats["housekeeping_failed"] >= 1
+    assert store.info(mem.sid).last_pts >= video[-1][0] - 6  # later chunks were written
+    mem.end()
+
+
+def test_sizes_and_durations_parse_as_people_write_them():
+    assert parse_size("2MB") == 2_000_000 and parse_size("2MiB") == 2_097_152
+    assert parse_size("512 KiB") == 524_288 and parse_size(1000) == 1000 and parse_size("1.5GB") == 1.5e9
+    assert parse_duration("1h30m") == 5400.0 and parse_duration(90) == 90.0 and parse_duration("7d") == 604800
+    for bad in ("2 megabytes", "-1", "MB"):
+        with pytest.raises(UserError, match="bad size"):
+            parse_size(bad)
+    with pytest.raises(UserError, match="bad duration"):
+        parse_duration("1 hour")
+
+
+def test_a_session_may_keep_less_than_the_server_allows_never_more():
+    server = {"keep_s": 3600.0, "max_s": 86400.0, "max_bytes": 2_000_000}
+    assert narrowed(server, {"keep_s": 60.0, "max_bytes": 10**9}) == {
+        "keep_s": 60.0,
+        "max_s": 86400.0,
+        "max_bytes": 2_000_000,
+    }
+    assert narrowed({"keep_s": None}, {"keep_s": 5.0}) == {"keep_s": 5.0}
+    with pytest.raises(UserError, match="unknown retention field"):
+        narrowed(server, {"forever": 1})
