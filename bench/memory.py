@@ -34,6 +34,7 @@ import torch
 from transformers import DynamicCache
 
 from scenekv.memory import ChunkWriter, MemoryStore, RollingConfig, RollingMemory, chunk_keys, encode_chunk
+from scenekv.memory.allocator import fix_mmap_threshold
 from scenekv.vlm import FrameSpan, KVChunk, KVGeometry, VisionFeatures, VLMBackend
 from scenekv.vlm.configs import full_llava_onevision_05b_config
 from scenekv.vlm.tokenizer import build_tiny_tokenizer
@@ -191,11 +192,11 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def hour(url: str, frames: int) -> dict:
+def hour(url: str, frames: int, kv_dtype: str = "int8") -> dict:
     store = MemoryStore(url, "bench:", ttl_s=None)
     backend = SyntheticBackend()
     memory = RollingMemory.create(
-        store, backend, carriers="pool:16", config=RollingConfig(window=32, chunk_frames=8)
+        store, backend, carriers="pool:16", config=RollingConfig(window=32, chunk_frames=8, kv_dtype=kv_dtype)
     )
     image = np.zeros((384, 384, 3), np.uint8)
     marks = {1, 32, 60, 300, 600, 1200, 1800, 2400, 3000, frames}
@@ -229,15 +230,29 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=3600, help="stream length in frames at 1 fps (3600)")
     parser.add_argument("--chunks", type=int, default=64, help="chunks per throughput repeat (64)")
     parser.add_argument("--repeats", type=int, default=5, help="throughput repeats; medians are quoted (5)")
+    parser.add_argument("--kv-dtype", default="int8", help="storage dtype of the simulated stream (int8)")
+    parser.add_argument(
+        "--allocator",
+        choices=("service", "glibc-default"),
+        default="service",
+        help="service: the encoder actor's fixed mmap threshold (memory/allocator.py); glibc-default: none",
+    )
+    parser.add_argument("--stream-only", action="store_true", help="skip the throughput part")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.allocator == "service":
+        fix_mmap_threshold()  # what EncoderActor does at start
     server = Server()
     try:
-        tp = throughput(server.url, args.chunks, args.repeats)
-        rb = redis_benchmark(server.port, tp["blob_bytes"], args.chunks, args.repeats)
-        run = hour(server.url, args.frames)
+        if not args.stream_only:
+            tp = throughput(server.url, args.chunks, args.repeats)
+            rb = redis_benchmark(server.port, tp["blob_bytes"], args.chunks, args.repeats)
+        run = hour(server.url, args.frames, args.kv_dtype)
     finally:
         server.stop()
+    if args.stream_only:
+        _stream_table(args, run)
+        return 0
     med = statistics.median
     w, r, s, g = med(tp["write_MBps"]), med(tp["read_MBps"]), med(rb["set_MBps"]), med(rb["get_MBps"])
     print(
@@ -252,13 +267,20 @@ def main() -> int:
     print(f"| redis-benchmark GET, same size | {g:.0f} | {_runs(rb['get_MBps'])} |")
     print(f"write / SET = {w / s:.2f}, read / GET = {r / g:.2f}")
     print()
-    print(f"simulated stream: {args.frames} frames in {run['elapsed_s']:.0f}s, {run['chunks']} chunks")
+    _stream_table(args, run)
+    return 0
+
+
+def _stream_table(args: argparse.Namespace, run: dict) -> None:
+    print(
+        f"simulated stream: {args.frames} frames in {run['elapsed_s']:.0f}s, {run['chunks']} chunks, "
+        f"KV stored as {args.kv_dtype}, allocator: {args.allocator}"
+    )
     print("| frames | process RSS MB | device KV MB | Redis stream MB |")
     print("|---|---|---|---|")
     for x in run["samples"]:
         print(f"| {x['frame']} | {x['rss_MB']} | {x['device_KV_MB']} | {x['redis_MB']} |")
     print(f"writer: {run['writer']}")
-    return 0
 
 
 def _runs(values: list[float]) -> str:

@@ -454,12 +454,24 @@ class MemoryStore:
     def chunk_index(self, sid: str) -> list[ChunkMeta]:
         """Metadata of every stored chunk (one round trip), oldest first: for time-anchored selection."""
         raw = self.client.hgetall(self.keys(sid).chunkmeta)
-        known = set(ChunkMeta.__dataclass_fields__)
-        metas = [
-            ChunkMeta(cid=_s(c), **{k: v for k, v in json.loads(v).items() if k in known})
-            for c, v in raw.items()
-        ]
+        metas = [_meta(_s(c), v) for c, v in raw.items()]
         return sorted(metas, key=lambda m: m.first_pts)
+
+    def chunk_ids_and_generation(self, sid: str) -> tuple[list[str], bytes | None]:
+        """Every stored chunk id (oldest first) and the stream's ``created_at``, in one round trip: the
+        cheap part of a retrieval index refresh (qa/key_index.py)."""
+        k = self.keys(sid)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(k.chunks, 0, -1).hget(k.stream, "created_at")
+        ids, generation = pipe.execute()
+        return [_s(c) for c in ids], generation
+
+    def chunk_metas(self, sid: str, cids: list[str]) -> dict[str, ChunkMeta]:
+        """Metadata of ``cids`` (one HMGET); chunks gone meanwhile are left out."""
+        if not cids:
+            return {}
+        raw = self.client.hmget(self.keys(sid).chunkmeta, cids)
+        return {c: _meta(c, v) for c, v in zip(cids, raw, strict=True) if v is not None}
 
     def load_chunks(
         self,
@@ -660,6 +672,12 @@ def _moved(chunk: KVChunk, device: torch.device) -> KVChunk:
 def chunk_id(chunk: KVChunk) -> str:
     """A chunk is named by its first frame's index: unique in a stream, stable across retries."""
     return str(chunk.frames[0].index)
+
+
+def _meta(cid: str, raw: bytes) -> ChunkMeta:
+    """A chunkmeta entry; fields a newer version added are ignored, ones it lacks take defaults."""
+    fields = json.loads(raw)
+    return ChunkMeta(cid=cid, **{k: v for k, v in fields.items() if k in ChunkMeta.__dataclass_fields__})
 
 
 def _scene_info(raw: dict) -> SceneInfo:

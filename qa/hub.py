@@ -18,10 +18,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from scenekv.errors import UserError
-from scenekv.memory import MemoryStore, Retention, RollingConfig, RollingMemory, Scene, StreamNotFound
+from scenekv.memory import (
+    DeviceLRU,
+    MemoryStore,
+    Retention,
+    RollingConfig,
+    RollingMemory,
+    Scene,
+    StreamNotFound,
+)
 from scenekv.vlm import SamplingParams, VLMBackend
 
 from .engine import Answer, QAEngine
+from .key_index import KeyIndex
 from .memory_view import StoreMemory
 
 log = logging.getLogger(__name__)
@@ -40,12 +49,19 @@ class StreamHub:
         caption_tokens: int = 32,
         budget_tokens: int = 4096,
         top_k: int = 4,
+        lru_bytes: int = 256 << 20,
     ) -> None:
         self.backend, self.store = backend, store
         self.rolling_config = rolling or RollingConfig()
         self.captions = captions
         self.caption_params = SamplingParams(max_new_tokens=caption_tokens)
         self.engine = QAEngine(backend, budget_tokens=budget_tokens, top_k=top_k)
+        # Retrieval keys and chunk metadata kept between questions: a question reads the chunk ids
+        # and what was written since, not the whole stream (cost flat in stream length).
+        self.index = KeyIndex()
+        # Decoded chunks recently answered from, on the model's device: repeated questions about the
+        # same moments do not read their KV from Redis again.
+        self.lru = DeviceLRU(lru_bytes)
         self.streams: dict[str, RollingMemory] = {}
         self._lock = threading.RLock()
 
@@ -121,6 +137,11 @@ class StreamHub:
         closed = [self._scene_dict(sid, s) for s in appended.closed]
         return {"frames": len(appended.records), "last_pts": mem.last_pts, "closed": closed}
 
+    def _view(self, mem: RollingMemory | None, sid: str) -> StoreMemory:
+        """What a question reads: Redis through the kept index and LRU, plus a live stream's window."""
+        kwargs = {"index": self.index, "lru": self.lru, "device": self.backend.device}
+        return StoreMemory.of(mem, **kwargs) if mem is not None else StoreMemory(self.store, sid, **kwargs)
+
     def _scene_dict(self, sid: str, scene: Scene) -> dict:
         out = {"scene_id": scene.index, "start": scene.start, "end": scene.end, "frames": scene.frames}
         if self.captions:
@@ -130,7 +151,7 @@ class StreamHub:
     def caption(self, sid: str, start: float, end: float, index: int | None = None) -> str:
         """A caption from the chunks of [start, end] alone (no retrieval), stored with the scene."""
         mem = self.streams.get(sid)
-        view = StoreMemory.of(mem) if mem is not None else StoreMemory(self.store, sid)
+        view = self._view(mem, sid)
         last = max(start, end - 1e-3)  # a scene's end is the next scene's start: exclusive
         now = view.now()
         if now is not None:
@@ -149,7 +170,7 @@ class StreamHub:
         """Answer on a stream open here (live window included) or on any stored stream."""
         mem = self.streams.get(sid)
         if mem is not None:
-            view = StoreMemory.of(mem)
+            view = self._view(mem, sid)
         elif self.store.exists(sid):
             recorded = self.store.info(sid).model
             if recorded != self.backend.model_id:  # another model's KV reads as noise to this one
@@ -158,7 +179,7 @@ class StreamHub:
                     f"{self.backend.model_id} and cannot read its memory",
                     code="model_mismatch",
                 )
-            view = StoreMemory(self.store, sid)
+            view = self._view(None, sid)
         else:
             raise StreamNotFound(f"no stream {sid!r}")
         return self.engine.ask(view, question, **kwargs)

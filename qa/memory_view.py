@@ -16,6 +16,7 @@ from scenekv.memory import DeviceLRU, MemoryStore, RollingMemory, chunk_id
 from scenekv.vlm import KVChunk, StreamSession
 
 from .context import ChunkRef
+from .key_index import KeyIndex
 
 LIVE_PREFIX = "live:"
 
@@ -39,10 +40,16 @@ class StoreMemory:
         live: Sequence[KVChunk] = (),
         lru: DeviceLRU | None = None,
         device: torch.device | str | None = None,
+        index: KeyIndex | None = None,
     ) -> None:
+        """``index``: the retrieval index kept between questions (qa/key_index.py); without one the
+        view reads every chunk's metadata and keys (a question then costs O(stream length))."""
         self.store, self.sid, self.lru, self.device = store, sid, lru, device
         self.live = {f"{LIVE_PREFIX}{c.frames[0].index}-{c.frames[-1].index}": c for c in live}
-        self._index = store.chunk_index(sid)  # one round trip; the view is a snapshot per question
+        if index is not None:  # a snapshot per question: ids from Redis, the rest kept from before
+            self._index, self._keys = index.refresh(store, sid)
+        else:
+            self._index, self._keys = store.chunk_index(sid), None
         # The stream's own clock (newest frame seen), not the newest frame stored: "the last 30 s" and
         # future-anchor checks follow the stream even while its newest frames are still on an encoder.
         self._last_pts = store.info(sid).newest_pts
@@ -76,9 +83,12 @@ class StoreMemory:
 
     def content_keys(self, cids: Sequence[str]) -> dict[str, torch.Tensor]:
         stored = [c for c in cids if not c.startswith(LIVE_PREFIX)]
-        keys = (
-            {cid: k.mean_keys for cid, k in self.store.load_keys(self.sid, stored).items()} if stored else {}
-        )
+        if self._keys is not None:
+            keys = {c: self._keys[c].float() for c in stored if c in self._keys}
+        elif stored:
+            keys = {cid: k.mean_keys for cid, k in self.store.load_keys(self.sid, stored).items()}
+        else:
+            keys = {}
         for cid in cids:
             chunk = self.live.get(cid)
             if chunk is not None and chunk.content_keys is not None:

@@ -73,7 +73,8 @@ def test_a_full_redis_is_one_sentence_saying_what_was_kept(video, own_redis):
     client.config_set("maxmemory-policy", "noeviction")
     client.config_set("maxmemory", used + 700_000)  # room for a few chunks, not for 24 s of video
     client.close()
-    run = scenekv("ask", video, "What happens?", *TINY, "--redis-url", own_redis.url)
+    full_size = ("--kv-dtype", "exact")  # fp32 chunks: int8 ones would all fit in the room left
+    run = scenekv("ask", video, "What happens?", *TINY, *full_size, "--redis-url", own_redis.url)
     assert run.returncode == 1, (run.returncode, run.stderr[-2000:])
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("scenekv ask: error: Redis is full"), run.stderr[-2000:]
@@ -83,7 +84,7 @@ def test_a_full_redis_is_one_sentence_saying_what_was_kept(video, own_redis):
     client = redis.Redis.from_url(own_redis.url)
     client.config_set("maxmemory", 0)
     client.close()
-    again = scenekv("ask", video, "What happens?", *TINY, "--redis-url", own_redis.url, "--json")
+    again = scenekv("ask", video, "What happens?", *TINY, *full_size, "--redis-url", own_redis.url, "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["answer"] is not None
 

@@ -1,0 +1,67 @@
+"""What retrieval knows about a stream's stored chunks, kept between questions and extended.
+
+Scoring a question needs every stored chunk's metadata and retrieval keys. Reading them all per
+question made its cost grow with the stream (a day at 1 fps: ~130 MB a question). A ``KeyIndex`` keeps
+them in memory per stream and, per question, reads only the chunk ids (one ZRANGE, a few bytes a
+chunk) plus the metadata and keys of chunks written since the last question; chunks that retention
+dropped leave the index. A stream deleted and created again under the same id (a new ``created_at``)
+starts a new index. Keys are kept in float16: scores only rank chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+
+from scenekv.memory import ChunkMeta, MemoryStore
+
+
+@dataclass
+class StreamIndex:
+    generation: bytes | None
+    metas: dict[str, ChunkMeta] = field(default_factory=dict)
+    keys: dict[str, torch.Tensor] = field(default_factory=dict)  # cid -> mean keys, float16
+
+
+class KeyIndex:
+    """Per-stream chunk metadata and retrieval keys, for the ``streams`` most recently asked about."""
+
+    def __init__(self, streams: int = 256) -> None:
+        self.streams = streams
+        self._by_stream: OrderedDict[tuple[str, str], StreamIndex] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = {"refreshes": 0, "metas_read": 0, "keys_read": 0}
+
+    def refresh(self, store: MemoryStore, sid: str) -> tuple[list[ChunkMeta], dict[str, torch.Tensor]]:
+        """The stream's chunk metadata (oldest first) and retrieval keys, brought up to date with
+        Redis (reading only what changed); a snapshot the caller may keep."""
+        cids, generation = store.chunk_ids_and_generation(sid)
+        key = (store.prefix, sid)
+        with self._lock:
+            index = self._by_stream.get(key)
+            if index is None or index.generation != generation:
+                index = StreamIndex(generation)
+            self._by_stream[key] = index
+            self._by_stream.move_to_end(key)
+            while len(self._by_stream) > self.streams:
+                self._by_stream.popitem(last=False)
+            present = set(cids)
+            for gone in [c for c in index.metas if c not in present]:
+                index.metas.pop(gone, None)
+                index.keys.pop(gone, None)
+            new = [c for c in cids if c not in index.metas]
+        if new:
+            metas = store.chunk_metas(sid, new)
+            keys = store.load_keys(sid, list(metas))
+            with self._lock:
+                index.metas.update(metas)
+                index.keys.update((c, k.mean_keys.to(torch.float16)) for c, k in keys.items())
+                self.stats["metas_read"] += len(metas)
+                self.stats["keys_read"] += len(keys)
+        with self._lock:
+            self.stats["refreshes"] += 1
+            metas_now = sorted(index.metas.values(), key=lambda m: m.first_pts)
+            return metas_now, dict(index.keys)
