@@ -86,30 +86,36 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         print(
             "| stream | chunks | Redis MB | first question: bytes read "
-            "| later questions: bytes read (median) | later: TTFT ms (median) |"
+            "| later questions: bytes read (median) | later: TTFT ms (median) "
+            "| without the kept index: bytes read (median) | without: TTFT ms (median) |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for hours in (float(h) for h in args.hours.split(",")):
             t = time.perf_counter()
             sid = fill(store, backend, hours)
             fill_s = time.perf_counter() - t
             info = store.info(sid)
             index = KeyIndex()
-            reads, ttfts = [], []
-            for q in range(args.questions + 1):
-                at = (q + 1) * hours * 3600 / (args.questions + 2)
-                before = sent(client)
-                memory = StoreMemory(store, sid, index=index)
-                question = (
-                    f"What happened at {int(at // 3600)}:{int(at % 3600 // 60):02d}:{int(at % 60):02d}?"
-                )
-                answer = engine.ask(memory, question, params=SamplingParams(max_new_tokens=4))
-                list(answer)
-                reads.append(sent(client) - before)
-                ttfts.append(answer.ttft_ms or 0.0)
+            runs = {}
+            for kept in (True, False):
+                reads, ttfts = [], []
+                for q in range(args.questions + 1):
+                    at = (q + 1) * hours * 3600 / (args.questions + 2)
+                    before = sent(client)
+                    memory = StoreMemory(store, sid, index=index if kept else None)
+                    clock = f"{int(at // 3600)}:{int(at % 3600 // 60):02d}:{int(at % 60):02d}"
+                    params = SamplingParams(max_new_tokens=4)
+                    answer = engine.ask(memory, f"What happened at {clock}?", params=params)
+                    list(answer)
+                    reads.append(sent(client) - before)
+                    ttfts.append(answer.ttft_ms or 0.0)
+                runs[kept] = reads, ttfts
+            (reads, ttfts), (plain, plain_ttft) = runs[True], runs[False]
+            med = statistics.median
             print(
                 f"| {hours:g} h | {info.chunks} | {info.bytes / 1e6:.0f} | {reads[0] / 1e6:.2f} MB "
-                f"| {statistics.median(reads[1:]) / 1e6:.3f} MB | {statistics.median(ttfts[1:]):.0f} |",
+                f"| {med(reads[1:]) / 1e6:.3f} MB | {med(ttfts[1:]):.0f} "
+                f"| {med(plain[1:]) / 1e6:.2f} MB | {med(plain_ttft[1:]):.0f} |",
                 flush=True,
             )
             print(f"  (written in {fill_s:.0f} s; index stats {index.stats})", flush=True)
