@@ -457,14 +457,16 @@ class MemoryStore:
         metas = [_meta(_s(c), v) for c, v in raw.items()]
         return sorted(metas, key=lambda m: m.first_pts)
 
-    def chunk_ids_and_generation(self, sid: str) -> tuple[list[str], bytes | None]:
-        """Every stored chunk id (oldest first) and the stream's ``created_at``, in one round trip: the
-        cheap part of a retrieval index refresh (qa/key_index.py)."""
+    def chunks_after(self, sid: str, after: float | None) -> tuple[list[str], int, bytes | None]:
+        """Ids of chunks whose first pts is after ``after`` (all when None), oldest first, with the
+        number of chunks stored and the stream's ``created_at``, in one round trip: the cheap part of
+        a retrieval index refresh (qa/key_index.py)."""
         k = self.keys(sid)
+        lo = "-inf" if after is None else f"({after!r}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrange(k.chunks, 0, -1).hget(k.stream, "created_at")
-        ids, generation = pipe.execute()
-        return [_s(c) for c in ids], generation
+        pipe.zrangebyscore(k.chunks, lo, "+inf").zcard(k.chunks).hget(k.stream, "created_at")
+        ids, count, generation = pipe.execute()
+        return [_s(c) for c in ids], int(count), generation
 
     def chunk_metas(self, sid: str, cids: list[str]) -> dict[str, ChunkMeta]:
         """Metadata of ``cids`` (one HMGET); chunks gone meanwhile are left out."""

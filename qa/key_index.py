@@ -2,10 +2,11 @@
 
 Scoring a question needs every stored chunk's metadata and retrieval keys. Reading them all per
 question made its cost grow with the stream (a day at 1 fps: ~130 MB a question). A ``KeyIndex`` keeps
-them in memory per stream and, per question, reads only the chunk ids (one ZRANGE, a few bytes a
-chunk) plus the metadata and keys of chunks written since the last question; chunks that retention
-dropped leave the index. A stream deleted and created again under the same id (a new ``created_at``)
-starts a new index. Keys are kept in float16: scores only rank chunks.
+them in memory per stream and, per question, reads the ids of chunks newer than the newest it knows
+and the chunk count (one round trip), then the metadata and keys of just those chunks. When the
+count says chunks were dropped meanwhile (retention), the ids are read once in full to forget them
+(a few bytes a chunk, never their keys again). A stream deleted and created again under the same id
+(a new ``created_at``) starts a new index. Keys are kept in float16: scores only rank chunks.
 """
 
 from __future__ import annotations
@@ -33,26 +34,34 @@ class KeyIndex:
         self.streams = streams
         self._by_stream: OrderedDict[tuple[str, str], StreamIndex] = OrderedDict()
         self._lock = threading.Lock()
-        self.stats = {"refreshes": 0, "metas_read": 0, "keys_read": 0}
+        self.stats = {"refreshes": 0, "metas_read": 0, "keys_read": 0, "resyncs": 0}
 
     def refresh(self, store: MemoryStore, sid: str) -> tuple[list[ChunkMeta], dict[str, torch.Tensor]]:
         """The stream's chunk metadata (oldest first) and retrieval keys, brought up to date with
         Redis (reading only what changed); a snapshot the caller may keep."""
-        cids, generation = store.chunk_ids_and_generation(sid)
         key = (store.prefix, sid)
         with self._lock:
             index = self._by_stream.get(key)
+            newest = max((m.first_pts for m in index.metas.values()), default=None) if index else None
+        cids, count, generation = store.chunks_after(sid, newest)
+        with self._lock:
             if index is None or index.generation != generation:
+                if newest is not None:  # another stream under the same id: start over, from the first
+                    cids, count, generation = store.chunks_after(sid, None)
                 index = StreamIndex(generation)
             self._by_stream[key] = index
             self._by_stream.move_to_end(key)
             while len(self._by_stream) > self.streams:
                 self._by_stream.popitem(last=False)
-            present = set(cids)
-            for gone in [c for c in index.metas if c not in present]:
-                index.metas.pop(gone, None)
-                index.keys.pop(gone, None)
             new = [c for c in cids if c not in index.metas]
+            known = len(index.metas) + len(new)
+        if count < known:  # some were dropped since: one full id read to forget them
+            present = set(store.chunks_after(sid, None)[0])
+            with self._lock:
+                for gone in [c for c in index.metas if c not in present]:
+                    index.metas.pop(gone, None)
+                    index.keys.pop(gone, None)
+                self.stats["resyncs"] += 1
         if new:
             metas = store.chunk_metas(sid, new)
             keys = store.load_keys(sid, list(metas))
