@@ -1,8 +1,11 @@
 """Redis key names of one stream (DESIGN §3), in one place so nothing else spells them.
 
-Every key of stream ``sid`` starts with ``{prefix}stream:{sid}``; a stream id may not contain ``:``,
-``*``, ``?``, ``[`` or braces, so one stream's prefix is never a prefix of another's keys and a
-glob over it matches only that stream. Layout (``S = {prefix}stream:{sid}``)::
+Every key of stream ``sid`` starts with ``{prefix}stream:{{sid}}``: the braces are a Redis Cluster
+hash tag, so all of a stream's keys live in one slot and every Lua step on them runs on one node.
+A stream id may not contain ``:``, ``*``, ``?``, ``[`` or braces, so one stream's prefix is never a
+prefix of another's keys, a glob over it matches only that stream, and the tag is exactly the id.
+The registry of streams is its own key (another slot) and no per-stream step touches it. Layout
+(``S = {prefix}stream:{{sid}}``)::
 
     S                     hash   source, model, fps, carriers, status, created_at, last_pts,
                                  next_pos + resume state (next_index, last_kept, last_signature,
@@ -58,6 +61,11 @@ class StreamKeys:
 
     @property
     def base(self) -> str:
+        return f"{self.prefix}stream:{{{self.sid}}}"
+
+    @property
+    def untagged_base(self) -> str:
+        """Where a stream's keys lived before the hash tag (version 0.1 layouts; see migrate)."""
         return f"{self.prefix}stream:{self.sid}"
 
     @property

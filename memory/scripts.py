@@ -147,21 +147,21 @@ return n
 """
 )
 
-# KEYS: stream hash, registry, events; ARGV: sid, ttl_ms, event data, maxlen, field/value...
+# KEYS: stream hash, events; ARGV: sid, ttl_ms, event data, maxlen, field/value...
+# (the registry is updated by the caller, outside the stream's slot: store.create_stream)
 CREATE_STREAM = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'stream.created', 'data', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'stream.created', 'data', ARGV[3])
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 return 1
 """
 
-# KEYS: stream hash, chunks, chunkmeta, scenes, events, registry; ARGV: key base, sid
+# KEYS: stream hash, chunks, chunkmeta, scenes, events; ARGV: key base, sid
 DELETE_STREAM = """
 local base = ARGV[1]
 local n = 0
@@ -173,7 +173,6 @@ for _, sc in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
 end
 n = n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], base .. ':owner',
                    base .. ':eventmarks')
-redis.call('SREM', KEYS[6], ARGV[2])
 return n
 """
 

@@ -29,7 +29,7 @@ from scenekv.vlm import KVChunk
 from . import scripts
 from .codec import ChunkKeys, chunk_header, decode_chunk, decode_keys, encode_chunk, encode_keys
 from .lru import DeviceLRU
-from .schema import DEFAULT_PREFIX, StreamKeys, check_sid, keys_for, new_sid
+from .schema import DEFAULT_PREFIX, StreamKeys, _escape_glob, check_sid, keys_for, new_sid
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TTL_S = 7 * 24 * 3600.0
@@ -37,8 +37,28 @@ EVENTS_MAXLEN = 10_000
 TTL_GRACE = 1.25
 
 
+CLUSTER_SCHEME = "redis+cluster://"
+
+
 def redis_url_default() -> str:
     return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def connect(url: str, socket_timeout: float = 10.0) -> redis.Redis | redis.RedisCluster:
+    """A client for ``url``: redis-py's RedisCluster for ``redis+cluster://`` and for a plain
+    ``redis://`` URL that turns out to be a cluster node (``INFO cluster``), else a plain client."""
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": min(5.0, socket_timeout)}
+    if url.startswith(CLUSTER_SCHEME):
+        return redis.RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME) :], **timeouts)
+    client = redis.Redis.from_url(url, **timeouts)
+    try:
+        clustered = bool(client.info("cluster").get("cluster_enabled"))
+    except redis.RedisError:  # not up yet, or INFO refused: a plain client, errors come as before
+        return client
+    if not clustered:
+        return client
+    client.close()
+    return redis.RedisCluster.from_url(url, **timeouts)
 
 
 class StreamNotFound(UserError):
@@ -155,9 +175,8 @@ class MemoryStore:
         self.prefix = keys_for(prefix, "x").prefix
         self.ttl_s = ttl_s
         self.events_maxlen = events_maxlen
-        self.client = client or redis.Redis.from_url(
-            self.url, socket_timeout=socket_timeout, socket_connect_timeout=min(5.0, socket_timeout)
-        )
+        self.client = client or connect(self.url, socket_timeout)
+        self.cluster = isinstance(self.client, redis.RedisCluster)
         self._scripts = {
             name: self.client.register_script(getattr(scripts, name))
             for name in (
@@ -241,9 +260,11 @@ class MemoryStore:
             **(fields or {}),
         }
         data = json.dumps({"sid": sid, "source": source, "model": model, "carriers": carriers})
+        # Registered first, in its own slot: an id whose stream was never made is pruned by listing.
+        self.client.sadd(k.registry, sid)
         created = self._run(
             "CREATE_STREAM",
-            [k.stream, k.registry, k.events],
+            [k.stream, k.events],
             [sid, self._ttl_ms, data, self.events_maxlen, *_fields(base)],
         )
         if not created:
@@ -344,14 +365,32 @@ class MemoryStore:
             self.client.srem(registry, *gone)
         return [sid for sid, ok in zip(sids, alive, strict=True) if ok]
 
+    def migrate_untagged(self) -> list[str]:
+        """Move streams written before the hash-tagged layout (``stream:SID`` -> ``stream:{SID}``,
+        schema.py) to it, key by key with RENAME (TTLs kept); returns the ids moved. Cheap when there
+        is nothing to do: one SMEMBERS and one EXISTS per registered stream. A plain Redis only (a
+        cluster never held the old layout: its multi-key steps could not run there)."""
+        if self.cluster:
+            return []
+        moved = []
+        registry = self.keys("x").registry
+        for sid in sorted(_s(x) for x in self.client.smembers(registry)):
+            k = self.keys(sid)
+            old = k.untagged_base
+            if self.client.exists(k.stream) or not self.client.exists(old):
+                continue
+            names = [old.encode(), *self.client.scan_iter(match=f"{_escape_glob(old)}:*", count=1000)]
+            for name in names:
+                rest = (name.decode() if isinstance(name, bytes) else name)[len(old) :]
+                self.client.rename(name, k.base + rest)
+            moved.append(sid)
+        return moved
+
     def delete_stream(self, sid: str) -> int:
         """Remove every key of the stream; returns how many keys were deleted (0: there was none)."""
         k = self.keys(sid)
-        n = self._run(
-            "DELETE_STREAM",
-            [k.stream, k.chunks, k.chunkmeta, k.scenes, k.events, k.registry],
-            [k.base, sid],
-        )
+        n = self._run("DELETE_STREAM", [k.stream, k.chunks, k.chunkmeta, k.scenes, k.events], [k.base, sid])
+        self.client.srem(k.registry, sid)
         # belt and braces: anything under the stream's prefix that no index references
         stray = list(self.client.scan_iter(match=k.glob, count=1000))
         if stray:
@@ -505,11 +544,11 @@ class MemoryStore:
         pipe = self.client.pipeline(transaction=False)  # one round trip
         if lru is not None:
             pipe.hget(k.stream, "created_at")
-        if missing:
-            pipe.mget([k.chunk(c) for c in missing])
+        for c in missing:  # GETs, not MGET: a cluster pipeline refuses MGET (one slot or not)
+            pipe.get(k.chunk(c))
         replies = pipe.execute() if (lru is not None or missing) else []
         generation = replies.pop(0) if lru is not None else None
-        blobs = replies[0] if missing else []
+        blobs = replies
         if lru is not None:
             if generation != guess and found:  # the stream was recreated: the hits are another's KV
                 found.clear()

@@ -334,7 +334,7 @@ def test_attach_refreshes_the_ttl_of_every_key(redis_url, prefix, redis_client, 
     memory.detach()
     time.sleep(1.2)
     again = RollingMemory.attach(ttl_store, tiny(), "ttl", config=SMALL)
-    keys = [k for k in redis_client.scan_iter(match=f"{prefix}stream:ttl*") if not k.endswith(b":owner")]
+    keys = [k for k in redis_client.scan_iter(match=f"{prefix}stream:{{ttl}}*") if not k.endswith(b":owner")]
     assert len(keys) > 8  # hash, chunks, blobs and keys, meta, scenes, events ...
     ttls = {k.decode(): redis_client.pttl(k) for k in keys}
     assert min(ttls.values()) > 2000, ttls

@@ -165,12 +165,12 @@ def test_delete_removes_every_key_of_the_stream_in_one_call(store, tiny_chunks, 
     store.put_scene(sid, 0, 10.0, {"closed": 1, "end": 22.0}, event="scene.closed")
     store.claim(sid, "me", 30)
     store.write_chunk(keep, tiny_chunks[0][0], chunk_keys(*tiny_chunks[0]))
-    assert len(keys_under(redis_client, f"{prefix}stream:doomed")) >= 10
+    assert len(keys_under(redis_client, f"{prefix}stream:{{doomed}}")) >= 10
     n = store.delete_stream(sid)
     assert n >= 10
     left = keys_under(redis_client, prefix)
-    assert not [k for k in left if k.startswith(f"{prefix}stream:doomed")]
-    assert any(k.startswith(f"{prefix}stream:kept") for k in left)
+    assert not [k for k in left if k.startswith(f"{prefix}stream:{{doomed}}")]
+    assert any(k.startswith(f"{prefix}stream:{{kept}}") for k in left)
     assert store.list_streams() == ["kept"]
     with pytest.raises(StreamNotFound):
         store.info(sid)
@@ -203,7 +203,7 @@ def test_idle_streams_expire_and_activity_keeps_them(redis_url, prefix, tiny_chu
     for _ in range(5):  # busy keeps being touched, idle does not
         time.sleep(0.3)
         store.touch(busy)
-    assert not keys_under(redis_client, f"{prefix}stream:idle")
+    assert not keys_under(redis_client, f"{prefix}stream:{{idle}}")
     assert store.exists(busy) and store.chunk_ids(busy) == ["0"]
     assert store.list_streams() == ["busy"]
     assert 0 < store.info(busy).ttl_s <= 1.0
@@ -266,7 +266,7 @@ def test_repeated_writes_add_each_event_once(store, tiny_chunks):
     assert types == ["stream.created", "stream.detached", "scene.dropped"]
     store.touch(sid)  # the dedup marks are a key of the stream like any other: touched, then deleted
     store.delete_stream(sid)
-    assert not keys_under(store.client, f"{store.prefix}stream:ev")
+    assert not keys_under(store.client, f"{store.prefix}stream:{{ev}}")
 
 
 def _synthetic(first: int, seed: int) -> KVChunk:

@@ -73,6 +73,9 @@ class SceneKVService:
                     log_to_driver=worker_logs,
                 )
         self.store = MemoryStore(self.redis_url, prefix)
+        moved = self.store.migrate_untagged()
+        if moved:
+            log.info("moved %d streams to the hash-tagged key layout (Redis Cluster ready)", len(moved))
         if model == "auto" and not self.ray_address:  # decided here: the caller's log says which and why
             from scenekv.vlm.loading import resolve_auto
 
