@@ -111,10 +111,12 @@ def encode_chunk(chunk: KVChunk, kv_dtype: str = "exact") -> bytes:
         qk, qv = quantize_kv(chunk.keys, chunk.values, BITS[kv_dtype])
         payload = [_raw(t) for q in (qk, qv) for t in (q.codes, q.scale, q.low)]
         codec, dtype = kv_dtype, chunk.keys.dtype
+        value_scales = DTYPE_NAMES[qv.scale.dtype]
     else:
         cast = FLOAT_CASTS.get(kv_dtype, chunk.keys.dtype)
         payload = [_raw(chunk.keys.to(cast)), _raw(chunk.values.to(cast))]
         codec, dtype = "float", cast
+        value_scales = None
     layers, kv_heads, tokens, head_dim = chunk.keys.shape
     crc = 0
     for part in payload:
@@ -128,6 +130,7 @@ def encode_chunk(chunk: KVChunk, kv_dtype: str = "exact") -> bytes:
         "head_dim": head_dim,
         "codec": codec,
         "dtype": DTYPE_NAMES[dtype],
+        **({"value_scales": value_scales} if value_scales else {}),
         "byteorder": sys.byteorder,
         "position": chunk.position,
         "span": chunk.span,  # RoPE positions covered (< tokens under M-RoPE)
@@ -145,7 +148,9 @@ def chunk_header(blob: bytes) -> dict:
     return _unframe(blob, CHUNK_MAGIC)[0]
 
 
-def _layout(codec: str, dtype: torch.dtype, shape: list[int]) -> list[tuple[str, torch.dtype, list[int]]]:
+def _layout(
+    codec: str, dtype: torch.dtype, shape: list[int], value_scales: torch.dtype = torch.float16
+) -> list[tuple[str, torch.dtype, list[int]]]:
     """(name, dtype, shape) of each payload part, in order."""
     if codec == "float":
         return [("keys", dtype, shape), ("values", dtype, shape)]
@@ -159,8 +164,8 @@ def _layout(codec: str, dtype: torch.dtype, shape: list[int]) -> list[tuple[str,
         ("key_scale", torch.float32, per_channel),
         ("key_low", torch.float32, per_channel),
         ("value_codes", torch.uint8, packed),
-        ("value_scale", torch.float16, per_token),
-        ("value_low", torch.float16, per_token),
+        ("value_scale", value_scales, per_token),
+        ("value_low", value_scales, per_token),
     ]
 
 
@@ -172,7 +177,7 @@ def decode_chunk(blob: bytes | bytearray | memoryview, *, verify: bool = True) -
         shape = [h["layers"], h["kv_heads"], h["tokens"], h["head_dim"]]
         if h.get("byteorder", "little") != sys.byteorder:
             raise CorruptBlob(f"chunk written on a {h['byteorder']}-endian machine")
-        layout = _layout(codec, dtype, shape)
+        layout = _layout(codec, dtype, shape, DTYPES[h.get("value_scales", "float16")])
         sizes = [
             int(np.prod(s)) * torch.finfo(d).bits // 8 if d.is_floating_point else int(np.prod(s))
             for _, d, s in layout

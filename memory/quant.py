@@ -69,10 +69,18 @@ def dequantize(q: QuantizedTensor, dtype: torch.dtype) -> torch.Tensor:
     return (codes.float() * q.scale.float() + q.low.float()).to(dtype)
 
 
+FP16_SAFE = 6.0e4  # value scales and offsets go to fp16 below this magnitude (fp16 tops out at 65504)
+
+
+def value_scale_dtype(values: torch.Tensor) -> torch.dtype:
+    """fp16 for the per-token value scales (half their bytes), fp32 where values are too large for it."""
+    return torch.float16 if float(values.abs().max()) < FP16_SAFE else torch.float32
+
+
 def quantize_kv(
     keys: torch.Tensor, values: torch.Tensor, bits: int
 ) -> tuple[QuantizedTensor, QuantizedTensor]:
     """Keys [L, H, T, D] per channel (over tokens), values per token (over channels)."""
     return quantize(keys, bits, axis=2, scale_dtype=torch.float32), quantize(
-        values, bits, axis=3, scale_dtype=torch.float16
+        values, bits, axis=3, scale_dtype=value_scale_dtype(values)
     )

@@ -26,6 +26,7 @@ make every later run rescan the whole stream.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -45,8 +46,8 @@ class Retention:
     def __post_init__(self) -> None:
         for name in ("keep_s", "keep_bytes", "max_s", "max_bytes"):
             value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"retention {name} must be >= 0")
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise ValueError(f"retention {name} must be a finite number >= 0")
 
     @property
     def active(self) -> bool:
@@ -69,7 +70,8 @@ class Retention:
         raw = fields.get("retention")
         if not raw:
             return None
-        return cls(**json.loads(raw))
+        stored = json.loads(raw)  # fields a newer version added are ignored
+        return cls(**{k: v for k, v in stored.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -91,8 +93,8 @@ def narrowed(server: dict, asked: dict) -> dict:
             raise UserError(f"unknown retention field {name!r}", code="bad_request")
         if value is None:
             continue
-        if value < 0:
-            raise UserError(f"retention {name} must be >= 0, got {value}", code="bad_request")
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"retention {name} must be a finite number >= 0, got {value}", code="bad_request")
         limit = policy.get(name)
         policy[name] = value if limit is None else min(value, limit)
     return policy
@@ -155,41 +157,56 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
             if not (too_old or too_big):
                 break
             used -= _compact(store, sid, scene, metas, owner)
+            scene.compacted = True
             report.compacted.append(scene.index)
             done = scene.end
         if done is not None and done != through:
             store.update_stream(sid, {"compacted_through": repr(float(done))}, owner=owner)
 
-    # 2. hard caps: drop the oldest chunks. Under the byte cap a closed scene still in full detail is
-    # compacted before any of its chunks is dropped (the cap wins over keep_s, and says so).
+    # 2. hard caps. Past max_s every older chunk goes. Over max_bytes, in this order: the oldest
+    # compacted scenes (history already reduced), then full scenes compacted oldest first (the cap
+    # wins over keep_s, and says so), then whatever is oldest (an endless open scene included).
     order = sorted(metas.values(), key=lambda m: m.first_pts)
     by_index = {s.index: s for s in scenes}
     remaining = {s.index: set(s.chunks) for s in scenes}
-    newest_chunk = max((m.first_pts for m in metas.values()), default=None)
     capped = None
-    for meta in order:
-        if meta.cid not in metas:  # removed by compaction above
-            continue
-        over_bytes = policy.max_bytes is not None and used > policy.max_bytes
-        over_age = policy.max_s is not None and newest is not None and meta.last_pts < newest - policy.max_s
-        if not (over_bytes or over_age):
-            break
-        scene = by_index.get(meta.scene)
-        if not over_age and scene is not None and _compactable(scene, info.status, newest_chunk):
-            freed = _compact(store, sid, scene, metas, owner)
-            scene.compacted = True
-            if freed:
-                used -= freed
-                report.compacted.append(scene.index)
-                capped = scene.end
-                remaining[scene.index] = {c for c in remaining.get(scene.index, ()) if c in metas}
-            if meta.cid not in metas or used <= policy.max_bytes:
-                continue
+
+    def drop(meta: ChunkMeta) -> None:
+        nonlocal used
         used -= store.drop_chunk(sid, meta.cid, meta.scene, owner=owner)
         del metas[meta.cid]
         report.dropped_chunks.append(meta.cid)
         if meta.scene in remaining:
             remaining[meta.scene].discard(meta.cid)
+
+    def over() -> bool:
+        return policy.max_bytes is not None and used > policy.max_bytes
+
+    if policy.max_s is not None and newest is not None:
+        for meta in order:
+            if meta.last_pts >= newest - policy.max_s:
+                break
+            drop(meta)
+    for meta in [m for m in order if m.cid in metas]:  # A: compacted history, oldest first
+        if not over():
+            break
+        scene = by_index.get(meta.scene)
+        if scene is not None and scene.compacted:
+            drop(meta)
+    newest_chunk = max((m.first_pts for m in metas.values()), default=None)
+    for scene in scenes:  # B: detail of full scenes, oldest first
+        if not over():
+            break
+        if _compactable(scene, info.status, newest_chunk):
+            used -= _compact(store, sid, scene, metas, owner)
+            scene.compacted = True
+            report.compacted.append(scene.index)
+            capped = scene.end
+            remaining[scene.index] = {c for c in remaining.get(scene.index, ()) if c in metas}
+    for meta in [m for m in order if m.cid in metas]:  # C: the oldest, whatever it is
+        if not over():
+            break
+        drop(meta)
     if capped is not None:  # `memory info` says that the cap, not keep_s, set where full KV starts
         store.update_stream(sid, {"cap_compacted_through": repr(float(capped))}, owner=owner)
     for scene in scenes:

@@ -544,11 +544,14 @@ class MemoryStore:
         pipe = self.client.pipeline(transaction=False)  # one round trip
         if lru is not None:
             pipe.hget(k.stream, "created_at")
-        for c in missing:  # GETs, not MGET: a cluster pipeline refuses MGET (one slot or not)
-            pipe.get(k.chunk(c))
+        if self.cluster:  # a cluster pipeline refuses MGET (one slot or not): pipelined GETs
+            for c in missing:
+                pipe.get(k.chunk(c))
+        elif missing:
+            pipe.mget([k.chunk(c) for c in missing])
         replies = pipe.execute() if (lru is not None or missing) else []
         generation = replies.pop(0) if lru is not None else None
-        blobs = replies
+        blobs = replies if self.cluster else (replies[0] if missing else [])
         if lru is not None:
             if generation != guess and found:  # the stream was recreated: the hits are another's KV
                 found.clear()

@@ -19,7 +19,6 @@ from scenekv.vlm import Answerer, Generation, KVChunk, SamplingParams, VLMBacken
 
 from .anchors import TimeAnchor, resolve_anchor
 from .context import ChunkRef, ContextPlan, plan_context
-from .retrieval import score_chunks
 
 
 class StreamMemory(Protocol):
@@ -29,7 +28,7 @@ class StreamMemory(Protocol):
 
     def refs(self) -> list[ChunkRef]: ...
 
-    def content_keys(self, cids: Sequence[str]) -> dict[str, torch.Tensor]: ...
+    def scores(self, queries: torch.Tensor, cids: Sequence[str]) -> dict[str, float]: ...
 
     def load(self, cids: Sequence[str]) -> dict[str, KVChunk]: ...
 
@@ -180,10 +179,7 @@ class QAEngine:
     ) -> dict[str, float]:
         if not refs:
             return {}
-        keys = memory.content_keys([r.cid for r in refs])
-        if not keys:
-            return {}
-        return score_chunks(self.answerer.queries(question_ids), keys)
+        return memory.scores(self.answerer.queries(question_ids), [r.cid for r in refs])
 
 
 def _cut(refs: list[ChunkRef], chunks: list[KVChunk], pts: float) -> tuple[list[ChunkRef], list[KVChunk]]:

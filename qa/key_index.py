@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from scenekv.memory import ChunkMeta, MemoryStore
 
@@ -25,6 +26,40 @@ class StreamIndex:
     generation: bytes | None
     metas: dict[str, ChunkMeta] = field(default_factory=dict)
     keys: dict[str, torch.Tensor] = field(default_factory=dict)  # cid -> mean keys, float16
+    # every key unit-normalised per (layer, head) and stacked [N, L, H, D], rows in ``order``: a
+    # question scores the whole stream with one product instead of stacking N tensors each time
+    order: list[str] = field(default_factory=list)
+    matrix: torch.Tensor | None = None
+
+    def restack(self) -> None:
+        self.order = sorted(self.keys, key=lambda c: self.metas[c].first_pts if c in self.metas else 0.0)
+        if not self.order:
+            self.matrix = None
+            return
+        stacked = torch.stack([self.keys[c].float() for c in self.order])
+        self.matrix = F.normalize(stacked, dim=-1).to(torch.float16)
+
+
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """What one question sees of the index: metadata oldest first, and the scorer over its keys."""
+
+    metas: list[ChunkMeta]
+    order: list[str]
+    matrix: torch.Tensor | None
+
+    def scores(self, queries: torch.Tensor) -> dict[str, float]:
+        """Cosine of ``queries`` [L, H, D] with every indexed chunk's key, mean over layers and heads
+        (qa/retrieval.py's score, on the kept matrix)."""
+        if self.matrix is None:
+            return {}
+        if self.matrix.shape[1:] != queries.shape:
+            raise ValueError(
+                f"query shape {tuple(queries.shape)} does not match keys {tuple(self.matrix.shape[1:])}"
+            )
+        q = F.normalize(queries.float(), dim=-1)
+        sims = torch.einsum("nlhd,lhd->n", self.matrix.float(), q) / (q.shape[0] * q.shape[1])
+        return dict(zip(self.order, sims.tolist(), strict=True))
 
 
 class KeyIndex:
@@ -36,8 +71,8 @@ class KeyIndex:
         self._lock = threading.Lock()
         self.stats = {"refreshes": 0, "metas_read": 0, "keys_read": 0, "resyncs": 0}
 
-    def refresh(self, store: MemoryStore, sid: str) -> tuple[list[ChunkMeta], dict[str, torch.Tensor]]:
-        """The stream's chunk metadata (oldest first) and retrieval keys, brought up to date with
+    def refresh(self, store: MemoryStore, sid: str) -> IndexSnapshot:
+        """The stream's chunk metadata (oldest first) and retrieval scorer, brought up to date with
         Redis (reading only what changed); a snapshot the caller may keep."""
         key = (store.prefix, sid)
         with self._lock:
@@ -61,6 +96,7 @@ class KeyIndex:
                 for gone in [c for c in index.metas if c not in present]:
                     index.metas.pop(gone, None)
                     index.keys.pop(gone, None)
+                index.matrix = None  # rows moved: stacked again below
                 self.stats["resyncs"] += 1
         if new:
             metas = store.chunk_metas(sid, new)
@@ -68,9 +104,19 @@ class KeyIndex:
             with self._lock:
                 index.metas.update(metas)
                 index.keys.update((c, k.mean_keys.to(torch.float16)) for c, k in keys.items())
+                fresh = [c for c in new if c in keys]
+                if index.matrix is not None and fresh:  # newer than every row: appended in order
+                    rows = torch.stack([index.keys[c].float() for c in fresh])
+                    rows = F.normalize(rows, dim=-1).to(torch.float16)
+                    index.matrix = torch.cat([index.matrix, rows])
+                    index.order = [*index.order, *fresh]
+                elif fresh:
+                    index.matrix = None
                 self.stats["metas_read"] += len(metas)
                 self.stats["keys_read"] += len(keys)
         with self._lock:
             self.stats["refreshes"] += 1
+            if index.matrix is None and index.keys:
+                index.restack()
             metas_now = sorted(index.metas.values(), key=lambda m: m.first_pts)
-            return metas_now, dict(index.keys)
+            return IndexSnapshot(metas_now, index.order, index.matrix)

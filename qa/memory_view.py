@@ -17,6 +17,7 @@ from scenekv.vlm import KVChunk, StreamSession
 
 from .context import ChunkRef
 from .key_index import KeyIndex
+from .retrieval import score_chunks
 
 LIVE_PREFIX = "live:"
 
@@ -46,10 +47,9 @@ class StoreMemory:
         view reads every chunk's metadata and keys (a question then costs O(stream length))."""
         self.store, self.sid, self.lru, self.device = store, sid, lru, device
         self.live = {f"{LIVE_PREFIX}{c.frames[0].index}-{c.frames[-1].index}": c for c in live}
-        if index is not None:  # a snapshot per question: ids from Redis, the rest kept from before
-            self._index, self._keys = index.refresh(store, sid)
-        else:
-            self._index, self._keys = store.chunk_index(sid), None
+        self._snapshot = index.refresh(store, sid) if index is not None else None
+        # a snapshot per question: ids from Redis, the rest kept from before (or all read now)
+        self._index = self._snapshot.metas if self._snapshot is not None else store.chunk_index(sid)
         # The stream's own clock (newest frame seen), not the newest frame stored: "the last 30 s" and
         # future-anchor checks follow the stream even while its newest frames are still on an encoder.
         self._last_pts = store.info(sid).newest_pts
@@ -81,19 +81,26 @@ class StoreMemory:
         live = [ChunkRef(cid, c.first_pts, c.last_pts, c.tokens) for cid, c in self.live.items()]
         return stored + live
 
-    def content_keys(self, cids: Sequence[str]) -> dict[str, torch.Tensor]:
+    def scores(self, queries: torch.Tensor, cids: Sequence[str]) -> dict[str, float]:
+        """Retrieval scores of ``cids`` for a question's ``queries`` (qa/retrieval.py)."""
+        wanted = set(cids)
         stored = [c for c in cids if not c.startswith(LIVE_PREFIX)]
-        if self._keys is not None:
-            keys = {c: self._keys[c].float() for c in stored if c in self._keys}
-        elif stored:
-            keys = {cid: k.mean_keys for cid, k in self.store.load_keys(self.sid, stored).items()}
+        if self._snapshot is not None:
+            out = {c: v for c, v in self._snapshot.scores(queries).items() if c in wanted}
         else:
-            keys = {}
-        for cid in cids:
-            chunk = self.live.get(cid)
-            if chunk is not None and chunk.content_keys is not None:
-                keys[cid] = chunk.content_keys
-        return keys
+            keys = (
+                {cid: k.mean_keys for cid, k in self.store.load_keys(self.sid, stored).items()}
+                if stored
+                else {}
+            )
+            out = score_chunks(queries, keys)
+        live = {
+            c: self.live[c].content_keys
+            for c in cids
+            if c in self.live and self.live[c].content_keys is not None
+        }
+        out.update(score_chunks(queries, live))
+        return out
 
     def load(self, cids: Sequence[str]) -> dict[str, KVChunk]:
         """The chunks still there (one MGET): retention may drop one between planning and loading."""

@@ -8,6 +8,7 @@ or IEC (``KiB``, ``MiB``, ``GiB``, ``TiB``: powers of 1024) suffixes, so ``2MB``
 
 from __future__ import annotations
 
+import math
 import re
 
 from scenekv.errors import UserError
@@ -45,8 +46,8 @@ def parse_duration(text: str | float | int) -> float:
                     f"bad duration {text!r}: use seconds or amounts with s, m, h, d (e.g. 90, 30m, 1h30m)"
                 ) from None
             value = sum(float(a) * _SECONDS[u] for a, u in parts)
-    if value < 0:
-        raise UserError(f"bad duration {text!r}: it must not be negative")
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"bad duration {text!r}: it must be a finite number, not negative")
     return value
 
 
@@ -62,6 +63,8 @@ def parse_size(text: str | int) -> int:
                 "KiB, MiB, GiB, TiB (powers of 1024), e.g. 2MB or 512MiB"
             )
         value = int(float(m[1]) * _FACTORS[m[2] or "B"])
+    if not isinstance(value, int):
+        raise UserError(f"bad size {text!r}: use a whole number of bytes or a number with a suffix")
     if value < 0:
         raise UserError(f"bad size {text!r}: it must not be negative")
     return value

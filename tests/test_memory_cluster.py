@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import time
 
@@ -15,8 +17,21 @@ from scenekv.qa.key_index import KeyIndex
 from scenekv.qa.memory_view import StoreMemory
 from scenekv.vlm import SamplingParams
 
-from redis_fixtures import free_port
 from tiny_model import frames, tiny
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 30000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +42,11 @@ def cluster(tmp_path_factory):
         pytest.fail(
             "redis-server and redis-cli are needed for the cluster test (apt-get install redis-server)"
         )
-    ports = [free_port() for _ in range(3)]
+    ports: list[int] = []
+    while len(ports) < 3:
+        port = _cluster_port()
+        if all(abs(port - p) not in (0, 10000) for p in ports):
+            ports.append(port)
     procs = []
     for port in ports:
         d = tmp_path_factory.mktemp(f"node{port}")

@@ -48,12 +48,13 @@ def test_a_question_reads_only_the_chunks_written_since_the_last_one(store: Memo
     assert index.stats["keys_read"] == first["keys_read"]  # nothing new: nothing read
     mem.append(frames(8, seed=4, start=40.0))
     mem.flush()
-    metas, keys = index.refresh(store, mem.sid)
-    assert index.stats["keys_read"] == len(store.chunk_ids(mem.sid)) == len(keys) == len(metas)
-    gone = metas[0].cid
-    store.drop_chunk(mem.sid, gone, metas[0].scene)
-    metas, keys = index.refresh(store, mem.sid)
-    assert gone not in keys and gone not in {m.cid for m in metas}
+    snap = index.refresh(store, mem.sid)
+    assert index.stats["keys_read"] == len(store.chunk_ids(mem.sid)) == len(snap.order) == len(snap.metas)
+    gone = snap.metas[0].cid
+    store.drop_chunk(mem.sid, gone, snap.metas[0].scene)
+    snap = index.refresh(store, mem.sid)
+    assert gone not in snap.order and gone not in {m.cid for m in snap.metas}
+    assert index.stats["resyncs"] == 1 and snap.matrix.shape[0] == len(snap.order)
     mem.detach()
 
 

@@ -79,6 +79,12 @@ class Qwen3VLBackend(Qwen25VLBackend):
         self, start: int, tag_ids: list[int], carriers: torch.Tensor, grid: tuple[int, int] | None
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Qwen2.5-VL's segment, each row widened by its DeepStack features (zeros for text rows)."""
+        width = self.hidden * (1 + self.deepstack_layers)
+        if carriers.shape[-1] != width:
+            raise ValueError(
+                f"Qwen3-VL carriers are {width} wide (embedding + {self.deepstack_layers} DeepStack "
+                f"levels), got {carriers.shape[-1]}: build them with encode_frames + compress"
+            )
         main, deep = carriers[:, : self.hidden], carriers[:, self.hidden :]
         embeds, positions, end = super().frame_segment(start, tag_ids, main, grid)
         if not self.deepstack_layers:
