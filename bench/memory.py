@@ -34,6 +34,7 @@ import torch
 from transformers import DynamicCache
 
 from scenekv.memory import ChunkWriter, MemoryStore, RollingConfig, RollingMemory, chunk_keys, encode_chunk
+from scenekv.memory import rolling as rolling_module
 from scenekv.memory.allocator import fix_mmap_threshold
 from scenekv.vlm import FrameSpan, KVChunk, KVGeometry, VisionFeatures, VLMBackend
 from scenekv.vlm.configs import full_llava_onevision_05b_config
@@ -233,15 +234,19 @@ def main() -> int:
     parser.add_argument("--kv-dtype", default="int8", help="storage dtype of the simulated stream (int8)")
     parser.add_argument(
         "--allocator",
-        choices=("service", "glibc-default"),
+        choices=("service", "fixed-threshold", "glibc-default"),
         default="service",
-        help="service: the encoder actor's fixed mmap threshold (memory/allocator.py); glibc-default: none",
+        help="service: the heap trimmed after each chunk write, as the encoder does (memory/allocator.py); "
+        "fixed-threshold: mallopt(M_MMAP_THRESHOLD, --mmap-threshold) instead; glibc-default: neither",
     )
+    parser.add_argument("--mmap-threshold", type=int, default=1 << 20, help="bytes, for fixed-threshold")
     parser.add_argument("--stream-only", action="store_true", help="skip the throughput part")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    if args.allocator == "service":
-        fix_mmap_threshold()  # what EncoderActor does at start
+    if args.allocator == "fixed-threshold":
+        fix_mmap_threshold(args.mmap_threshold)
+    if args.allocator == "glibc-default":
+        rolling_module.trim_heap = lambda: False  # the service's trim, switched off for comparison
     server = Server()
     try:
         if not args.stream_only:

@@ -46,6 +46,7 @@ from scenekv.errors import UserError
 from scenekv.vlm import FrameRecord, StreamSession, VLMBackend
 from scenekv.vlm.session import ResumePoint
 
+from .allocator import trim_heap
 from .codec import chunk_keys, encode_chunk
 from .quant import DEFAULT_KV_DTYPE, check_kv_dtype
 from .retention import Retention, RetentionReport, enforce
@@ -467,7 +468,10 @@ class RollingMemory:
                 kv_dtype=kv_dtype,
             ) -> int:  # encoded (and quantized) here, on the writer's thread: off the append path
                 blob = encode_chunk(chunk, kv_dtype)
-                return st.write_chunk(sid, chunk, keys, scene=scene, state=state, blob=blob, owner=owner)
+                n = st.write_chunk(sid, chunk, keys, scene=scene, state=state, blob=blob, owner=owner)
+                del blob
+                trim_heap()  # the blob's pages back to the OS: RSS stays flat (memory/allocator.py)
+                return n
 
             self._submit(write, nbytes=chunk.nbytes, label=f"chunk {take[0]}")
             self.session.evict(take[-1])

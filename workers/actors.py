@@ -35,11 +35,8 @@ def _error_dict(exc: BaseException) -> dict:
 class EncoderActor:
     def __init__(self, model: str, redis_url: str, options: dict) -> None:
         from scenekv.memory import MemoryStore, RollingConfig
-        from scenekv.memory.allocator import fix_mmap_threshold
         from scenekv.qa.hub import StreamHub
         from scenekv.vlm import load_backend
-
-        fix_mmap_threshold()  # chunk-sized buffers on mmap: RSS stays flat over a long stream
 
         self.load_error: BaseException | None = None
         try:
