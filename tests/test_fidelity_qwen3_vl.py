@@ -11,7 +11,7 @@ import torch
 from scenekv.errors import UserError
 from scenekv.vlm import SamplingParams, StreamSession, load_backend
 
-from tiny_model import frames
+from tiny_model import assert_moved_chunk_answers_identically, frames
 
 QUESTION = "What happened at 00:02?"
 ATOL = 1e-4
@@ -96,15 +96,7 @@ def test_fidelity_qwen3_chunk_moved_away_and_back_answers_identically():
     sess.append(frames(4))
     chunk = sess.export(0, 3)
     assert chunk.span < chunk.tokens  # a frame's 2x2 grid shares positions under M-RoPE
-    params = SamplingParams(max_new_tokens=4)
-    direct = sess.ask(QUESTION, chunks=[chunk], params=params, record_logits=True)
-    list(direct)
-    far = chunk.moved_to(chunk.position + 777, qwen3().rope_inv_freq())
-    moved = sess.ask(QUESTION, chunks=[far], params=params, record_logits=True)
-    list(moved)
-    assert moved.token_ids == direct.token_ids
-    for a, c in zip(moved.logits, direct.logits, strict=True):
-        assert torch.allclose(a, c, atol=ATOL)
+    assert_moved_chunk_answers_identically(qwen3(), "pool:4", QUESTION)
 
 
 def test_fidelity_qwen3_content_keys_undo_interleaved_mrope():

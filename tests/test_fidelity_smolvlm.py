@@ -12,7 +12,7 @@ from transformers.models.smolvlm.processing_smolvlm import FRAME_TIMESTAMP_MESSA
 from scenekv.errors import UserError
 from scenekv.vlm import CarrierSpec, SamplingParams, StreamSession, load_backend
 
-from tiny_model import frames
+from tiny_model import assert_moved_chunk_answers_identically, frames
 
 QUESTION = "What happened at 00:02?"
 ATOL = 1e-4
@@ -93,15 +93,7 @@ def test_fidelity_smolvlm_chunk_moved_away_and_back_answers_identically():
     sess.append(frames(4))
     chunk = sess.export(0, 3)
     assert chunk.span == chunk.tokens  # 1-D RoPE: one position a token
-    params = SamplingParams(max_new_tokens=4)
-    direct = sess.ask(QUESTION, chunks=[chunk], params=params, record_logits=True)
-    list(direct)
-    far = chunk.moved_to(chunk.position + 4321, smolvlm().rope_inv_freq())
-    moved = sess.ask(QUESTION, chunks=[far], params=params, record_logits=True)
-    list(moved)
-    assert moved.token_ids == direct.token_ids
-    for a, c in zip(moved.logits, direct.logits, strict=True):
-        assert torch.allclose(a, c, atol=ATOL)
+    assert_moved_chunk_answers_identically(smolvlm(), "pool:16", QUESTION)
 
 
 def test_smolvlm_segments_use_its_frame_prompt_and_exact_budgets():
