@@ -31,7 +31,7 @@ from .lru import DeviceLRU
 from .quant import DEFAULT_KV_DTYPE, KV_DTYPES
 from .retention import Retention, RetentionReport, enforce, representative
 from .rolling import Appended, RollingConfig, RollingMemory, StreamBusy
-from .scenetiling import Scene, SceneTiler, offline_scenes
+from .scenetiling import Scene, SceneTiler, TilingParams, offline_scenes
 from .schema import DEFAULT_PREFIX, StreamKeys, new_sid
 from .store import (
     ChunkMeta,
@@ -47,6 +47,7 @@ from .store import (
 from .writer import ChunkWriter, WriteFailed, WriterBusy
 
 __all__ = [
+    "TilingParams",
     "DEFAULT_KV_DTYPE",
     "KV_DTYPES",
     "DEFAULT_PREFIX",

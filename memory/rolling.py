@@ -39,18 +39,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
-import redis
 import torch
 
 from scenekv.errors import UserError
 from scenekv.vlm import FrameRecord, StreamSession, VLMBackend
-from scenekv.vlm.session import ResumePoint
 
 from .allocator import trim_heap
+from .chunk_cuts import ChunkCut, plan_cuts, scene_of
 from .codec import chunk_keys, encode_chunk
+from .lease import LeaseKeeper
 from .quant import DEFAULT_KV_DTYPE, check_kv_dtype
+from .resume import StreamResume
 from .retention import Retention, RetentionReport, enforce
-from .scenetiling import Scene, SceneTiler
+from .scenetiling import Scene, SceneTiler, TilingParams
 from .store import MemoryStore, StreamBusy, StreamInfo
 from .writer import ChunkWriter, WriteFailed
 
@@ -64,12 +65,18 @@ class RollingConfig:
     window: int = 32  # kept frames resident on the device (at most)
     chunk_frames: int = 8  # kept frames per Redis chunk (fewer at scene boundaries and on detach)
     retention: Retention = field(default_factory=Retention)
-    tiler: dict = field(default_factory=dict)  # SceneTiler parameters (new streams only)
+    tiler: TilingParams = field(default_factory=TilingParams)  # SceneTiler's (new streams only)
     writer_max_jobs: int = 16
     writer_max_bytes: int = 64 << 20
     put_timeout: float = 60.0  # how long append may block on a full write queue before WriterBusy
     lease_s: float = 30.0  # writer lease: another process may not append while it is held
     kv_dtype: str = DEFAULT_KV_DTYPE  # how chunks' KV is stored in Redis (memory/quant.py)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tiler, dict):  # options that crossed a process boundary as JSON-ish dicts
+            object.__setattr__(self, "tiler", TilingParams(**self.tiler))
+        if isinstance(self.retention, dict):
+            object.__setattr__(self, "retention", Retention(**self.retention))
 
     def check(self, lookahead: int) -> None:
         check_kv_dtype(self.kv_dtype)
@@ -86,36 +93,6 @@ class RollingConfig:
 class Appended:
     records: list[FrameRecord]
     closed: list[Scene]  # scenes that closed during this append
-
-
-class _LeaseKeeper:
-    """Renews a stream's writer lease every lease_s / 3 on its own thread, independent of frames.
-
-    It stops when told to, when the RollingMemory that started it is garbage collected, or when the
-    lease turns out to be held by another token (``lost`` says why).
-    """
-
-    def __init__(self, store: MemoryStore, sid: str, token: str, lease_s: float) -> None:
-        self.store, self.sid, self.token, self.lease_s = store, sid, token, lease_s
-        self.lost: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"scenekv-lease-{sid}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
-            try:
-                if not self.store.claim(self.sid, self.token, self.lease_s):
-                    self.lost = f"stream {self.sid!r}: another process took over this stream"
-                    log.error("%s", self.lost)
-                    return
-            except (redis.RedisError, OSError) as exc:  # Redis down for a moment: try again next tick
-                log.warning("stream %s: renewing the writer lease failed: %s", self.sid, exc)
-
-    def stop(self, timeout: float | None = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
 
 
 class RollingMemory:
@@ -157,7 +134,7 @@ class RollingMemory:
         self.chunks_written = 0
         self.closed = False
         self._failed: BaseException | None = None
-        self._lease = _LeaseKeeper(store, sid, self.token, self.config.lease_s)
+        self._lease = LeaseKeeper(store, sid, self.token, self.config.lease_s)
         weakref.finalize(self, self._lease.stop, 0)
 
     # -- construction ---------------------------------------------------------------------------
@@ -176,7 +153,7 @@ class RollingMemory:
     ) -> RollingMemory:
         """Start a new stream (raises StreamExists if ``sid`` is taken)."""
         config = config or RollingConfig()
-        tiler = SceneTiler(**config.tiler)
+        tiler = SceneTiler(config.tiler)
         config.check(tiler.lookahead)
         session = StreamSession(backend, carriers)
         sid = store.create_stream(
@@ -228,19 +205,12 @@ class RollingMemory:
                 f"stream {sid!r} is being written by another process (lease {config.lease_s:.0f}s); "
                 "wait for it to stop, or take it over"
             )
-        sig = h.get("last_signature") or b""
-        resume = ResumePoint(
-            next_index=int(h.get("next_index") or 0),
-            next_position=int(h.get("next_pos") or 0),
-            last_pts=float(h["last_pts"]) if h.get("last_pts") else None,
-            last_kept_index=int(h.get("last_kept") or 0),
-            last_signature=torch.from_numpy(np.frombuffer(sig, dtype=np.float32).copy()) if sig else None,
-        )
+        stored_state = StreamResume.from_fields(h)
+        resume = stored_state.point()
         session = StreamSession(backend, h["carriers"].decode(), resume=resume if resume.next_index else None)
         if session.next_position < session.sink_len:  # a stream that never wrote a frame
             session.next_position = session.sink_len
-        tiler_state = h.get("tiler")
-        tiler = SceneTiler.from_state(json.loads(tiler_state)) if tiler_state else SceneTiler(**config.tiler)
+        tiler = SceneTiler.from_state(stored_state.tiler) if stored_state.tiler else SceneTiler(config.tiler)
         stored = Retention.from_fields({k: v.decode() for k, v in h.items() if k == "retention"})
         if stored is not None:  # the policy the stream was started with, whoever continues it
             config = dataclasses.replace(config, retention=stored)
@@ -400,19 +370,6 @@ class RollingMemory:
         return info
 
     # -- internals ------------------------------------------------------------------------------
-    def _scene_of(self, index: int) -> int:
-        scene = self._scene_starts[0][1] if self._scene_starts else 0
-        for first, sc in self._scene_starts:
-            if first <= index:
-                scene = sc
-        return scene
-
-    def _next_start_after(self, index: int) -> int | None:
-        for first, _ in self._scene_starts:
-            if first > index:
-                return first
-        return None
-
     def _close_scene(self, scene: Scene, *, reopen: bool = True) -> None:
         sid, owner = self.sid, self.token
         fields = {
@@ -445,50 +402,44 @@ class RollingMemory:
         )
 
     def _export(self, keep: int) -> None:
+        cuts = plan_cuts(
+            self.session.resident_frames,
+            keep=keep,
+            chunk_frames=self.config.chunk_frames,
+            starts=self._scene_starts,
+        )
+        for cut in cuts:
+            self._write(cut)
         resident = self.session.resident_frames
-        while len(resident) > keep:
-            first = resident[0]
-            boundary = self._next_start_after(first)
-            take = [f for f in resident[: self.config.chunk_frames] if boundary is None or f < boundary]
-            chunk = self.session.export(take[0], take[-1])
-            sigs = [s for f in take for s in self._sigs.pop(f, [])]
-            keys = chunk_keys(chunk, torch.stack(sigs) if sigs else None)
-            scene = self._scene_of(take[0])
-            state = self._state_after(take[-1], chunk)
-            sid, owner, kv_dtype = self.sid, self.token, self.config.kv_dtype
-
-            def write(
-                st: MemoryStore,
-                sid=sid,
-                chunk=chunk,
-                keys=keys,
-                scene=scene,
-                state=state,
-                owner=owner,
-                kv_dtype=kv_dtype,
-            ) -> int:  # encoded (and quantized) here, on the writer's thread: off the append path
-                blob = encode_chunk(chunk, kv_dtype)
-                n = st.write_chunk(sid, chunk, keys, scene=scene, state=state, blob=blob, owner=owner)
-                del blob
-                trim_heap()  # the blob's pages back to the OS: RSS stays flat (memory/allocator.py)
-                return n
-
-            self._submit(write, nbytes=chunk.nbytes, label=f"chunk {take[0]}")
-            self.session.evict(take[-1])
-            self.chunks_written += 1
-            if self.config.retention.active:
-                policy = self.config.retention
-                future = self._submit(  # a failed run is logged; the next chunk's run tries again
-                    lambda st, sid=sid, p=policy, o=owner: enforce(st, sid, p, owner=o),
-                    label="retention",
-                    fatal=False,
-                )
-                future.add_done_callback(self._retention_done)
-            resident = self.session.resident_frames
         # forget scene starts no resident frame needs any more
         if resident and len(self._scene_starts) > 1:
-            keep_from = self._scene_of(resident[0])
+            keep_from = scene_of(self._scene_starts, resident[0])
             self._scene_starts = [s for s in self._scene_starts if s[1] >= keep_from]
+
+    def _write(self, cut: ChunkCut) -> None:
+        """Export ``cut`` from the device, queue its write (and a retention run), evict it."""
+        chunk = self.session.export(cut.first, cut.last)
+        sigs = [s for f in cut.frames for s in self._sigs.pop(f, [])]
+        keys = chunk_keys(chunk, torch.stack(sigs) if sigs else None)
+        state = self._state_after(cut.last, chunk)
+        sid, owner, kv_dtype, scene = self.sid, self.token, self.config.kv_dtype, cut.scene
+
+        def write(st: MemoryStore) -> int:  # encoded (and quantized) here, on the writer's thread
+            blob = encode_chunk(chunk, kv_dtype)
+            n = st.write_chunk(sid, chunk, keys, scene=scene, state=state, blob=blob, owner=owner)
+            del blob
+            trim_heap()  # the blob's pages back to the OS: RSS stays flat (memory/allocator.py)
+            return n
+
+        self._submit(write, nbytes=chunk.nbytes, label=f"chunk {cut.first}")
+        self.session.evict(cut.last)
+        self.chunks_written += 1
+        if self.config.retention.active:
+            policy = self.config.retention
+            future = self._submit(  # a failed run is logged; the next chunk's run tries again
+                lambda st: enforce(st, sid, policy, owner=owner), label="retention", fatal=False
+            )
+            future.add_done_callback(self._retention_done)
 
     def _retention_done(self, future: Future) -> None:
         if future.exception() is not None:  # logged by the writer; the stream goes on
@@ -506,29 +457,21 @@ class RollingMemory:
         if snapshot is None:  # not appended by this process (cannot happen): the newest state
             return self._state()
         pts, sig, tiler = snapshot
-        return {
-            "next_index": last + 1,
-            "next_pos": chunk.position + chunk.span,
-            "last_pts": repr(float(pts)),
-            "newest_pts": "" if self.session.last_pts is None else repr(float(self.session.last_pts)),
-            "last_kept": last,
-            "last_signature": b"" if sig is None else sig.detach().float().cpu().numpy().tobytes(),
-            "tiler": json.dumps(tiler),
-        }
+        newest = self.session.last_pts
+        return StreamResume(last + 1, chunk.position + chunk.span, pts, newest, last, sig, tiler).to_fields()
 
     def _state(self) -> dict:
         """Resume state as of the newest frame (written on detach/end, after the whole window)."""
         rp = self.session.resume_point()
-        sig = rp.last_signature
-        return {
-            "next_index": rp.next_index,
-            "next_pos": rp.next_position,
-            "last_pts": "" if rp.last_pts is None else repr(float(rp.last_pts)),
-            "newest_pts": "" if rp.last_pts is None else repr(float(rp.last_pts)),
-            "last_kept": rp.last_kept_index,
-            "last_signature": b"" if sig is None else sig.detach().float().cpu().numpy().tobytes(),
-            "tiler": json.dumps(self.tiler.state()),
-        }
+        return StreamResume(
+            rp.next_index,
+            rp.next_position,
+            rp.last_pts,
+            rp.last_pts,
+            rp.last_kept_index,
+            rp.last_signature,
+            self.tiler.state(),
+        ).to_fields()
 
     def _submit(self, fn, *, nbytes: int = 0, label: str = "", fatal: bool = True) -> Future:
         return self.writer.submit(fn, nbytes=nbytes, label=label, fatal=fatal)

@@ -38,6 +38,7 @@ first frame (scenes tile the timeline), or for the last scene its last pts plus 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -146,28 +147,37 @@ def _end_of(pts: Sequence[float]) -> float:
     return float(pts[-1] + (pts[-1] - pts[-2] if len(pts) > 1 else 0.0))
 
 
+@dataclass(frozen=True)
+class TilingParams:
+    """SceneTiler's parameters, as one frozen value (stored with a stream's tiler state)."""
+
+    alpha: float = ALPHA  # a boundary is deeper than mean + alpha * std of the depths seen
+    lookahead: int = LOOKAHEAD  # frames seen after a gap before it is decided
+    min_scene_s: float = MIN_SCENE_S  # no scene shorter than this (seconds)
+    max_similarity: float = MAX_SIMILARITY  # a gap more similar than this is never a boundary
+    min_depth: float = MIN_DEPTH  # nor one shallower than this
+    warmup: int = WARMUP  # gaps decided by the absolute guards alone, before the statistics count
+    history: int = HISTORY  # how far back the streaming left-peak walk may go
+
+    def __post_init__(self) -> None:
+        if self.lookahead < 1:
+            raise ValueError("lookahead must be >= 1 frame")
+
+
 class SceneTiler:
     """Causal SceneTiling: ``push`` each frame, get the scenes that closed; ``flush`` at end of stream."""
 
-    def __init__(
-        self,
-        *,
-        alpha: float = ALPHA,
-        lookahead: int = LOOKAHEAD,
-        min_scene_s: float = MIN_SCENE_S,
-        max_similarity: float = MAX_SIMILARITY,
-        min_depth: float = MIN_DEPTH,
-        warmup: int = WARMUP,
-        history: int = HISTORY,
-    ) -> None:
-        if lookahead < 1:
-            raise ValueError("lookahead must be >= 1 frame")
-        self.alpha, self.lookahead, self.min_scene_s = alpha, lookahead, min_scene_s
+    def __init__(self, params: TilingParams | None = None, **fields) -> None:
+        """``params``, or its fields by name (``SceneTiler(lookahead=4)``); names given override it."""
+        base = params or TilingParams()
+        self.params = dataclasses.replace(base, **fields) if fields else base
+        p = self.params
+        self.alpha, self.lookahead, self.min_scene_s = p.alpha, p.lookahead, p.min_scene_s
         self.max_similarity, self.min_depth, self.warmup, self.history = (
-            max_similarity,
-            min_depth,
-            warmup,
-            history,
+            p.max_similarity,
+            p.min_depth,
+            p.warmup,
+            p.history,
         )
         self._frames: deque[tuple[int, float]] = deque()  # (index, pts) of recent frames
         self._sims: deque[float] = deque()  # sims[k] is the gap after frames[k]
@@ -237,15 +247,7 @@ class SceneTiler:
         """JSON-serialisable state; :meth:`from_state` continues exactly from here."""
         last = None if self._last is None else base64.b64encode(self._last.astype(np.float32)).decode()
         return {
-            "params": {
-                "alpha": self.alpha,
-                "lookahead": self.lookahead,
-                "min_scene_s": self.min_scene_s,
-                "max_similarity": self.max_similarity,
-                "min_depth": self.min_depth,
-                "warmup": self.warmup,
-                "history": self.history,
-            },
+            "params": dataclasses.asdict(self.params),
             "frames": [list(f) for f in self._frames],
             "sims": list(self._sims),
             "count": self._count,
@@ -259,7 +261,7 @@ class SceneTiler:
 
     @classmethod
     def from_state(cls, state: dict) -> SceneTiler:
-        tiler = cls(**state["params"])
+        tiler = cls(TilingParams(**state["params"]))
         tiler._frames = deque((int(i), float(p)) for i, p in state["frames"])
         tiler._sims = deque(float(s) for s in state["sims"])
         tiler._count, tiler._next_gap = int(state["count"]), int(state["next_gap"])
@@ -271,10 +273,6 @@ class SceneTiler:
         tiler._scene_start = (int(start[0]), float(start[1])) if start else None
         tiler._step = float(state["step"])
         return tiler
-
-    @property
-    def params(self) -> dict:
-        return self.state()["params"]
 
     # -- internals --------------------------------------------------------------------------------
     def _frame_at(self, number: int) -> tuple[int, float]:
