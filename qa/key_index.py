@@ -71,15 +71,22 @@ class KeyIndex:
         self._lock = threading.Lock()
         self.stats = {"refreshes": 0, "metas_read": 0, "keys_read": 0, "resyncs": 0}
 
-    def refresh(self, store: MemoryStore, sid: str) -> IndexSnapshot:
+    def listing(self, store: MemoryStore, sid: str) -> tuple[float | None, list[str], int, bytes | None]:
+        """The cheap, consistent part of a refresh (one round trip: ids newer than the index knows,
+        the count, the generation), for a caller that must read it while holding its stream's lock;
+        ``refresh`` then reads the rest outside it."""
+        with self._lock:
+            index = self._by_stream.get((store.prefix, sid))
+            newest = max((m.first_pts for m in index.metas.values()), default=None) if index else None
+        return (newest, *store.chunks_after(sid, newest))
+
+    def refresh(self, store: MemoryStore, sid: str, listing: tuple | None = None) -> IndexSnapshot:
         """The stream's chunk metadata (oldest first) and retrieval scorer, brought up to date with
         Redis (reading only what changed); a snapshot the caller may keep."""
         key = (store.prefix, sid)
+        newest, cids, count, generation = listing if listing is not None else self.listing(store, sid)
         with self._lock:
             index = self._by_stream.get(key)
-            newest = max((m.first_pts for m in index.metas.values()), default=None) if index else None
-        cids, count, generation = store.chunks_after(sid, newest)
-        with self._lock:
             if index is None or index.generation != generation:
                 if newest is not None:  # another stream under the same id: start over, from the first
                     cids, count, generation = store.chunks_after(sid, None)

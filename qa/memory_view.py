@@ -42,12 +42,14 @@ class StoreMemory:
         lru: DeviceLRU | None = None,
         device: torch.device | str | None = None,
         index: KeyIndex | None = None,
+        listing: tuple | None = None,
     ) -> None:
         """``index``: the retrieval index kept between questions (qa/key_index.py); without one the
-        view reads every chunk's metadata and keys (a question then costs O(stream length))."""
+        view reads every chunk's metadata and keys (a question then costs O(stream length)).
+        ``listing``: the index's listing, read earlier under the stream's lock (``of``)."""
         self.store, self.sid, self.lru, self.device = store, sid, lru, device
         self.live = {f"{LIVE_PREFIX}{c.frames[0].index}-{c.frames[-1].index}": c for c in live}
-        self._snapshot = index.refresh(store, sid) if index is not None else None
+        self._snapshot = index.refresh(store, sid, listing) if index is not None else None
         # a snapshot per question: ids from Redis, the rest kept from before (or all read now)
         self._index = self._snapshot.metas if self._snapshot is not None else store.chunk_index(sid)
         # The stream's own clock (newest frame seen), not the newest frame stored: "the last 30 s" and
@@ -62,10 +64,15 @@ class StoreMemory:
         the queue is flushed first (milliseconds unless Redis is struggling), with appends held off
         until the index is read.
         """
+        index = kwargs.get("index")
         with rolling.lock:  # no append may evict a chunk between the flush and the index read
             rolling.flush()
             live = window_chunks(rolling.session, rolling.config.chunk_frames)
-            return cls(rolling.store, rolling.sid, live=live, **kwargs)
+            if index is None:
+                return cls(rolling.store, rolling.sid, live=live, **kwargs)
+            # under the lock only the ids (one round trip); new keys are read after appends resume
+            listing = index.listing(rolling.store, rolling.sid)
+        return cls(rolling.store, rolling.sid, live=live, listing=listing, **kwargs)
 
     def now(self) -> float | None:
         times = [t for t in [self._last_pts, *(c.last_pts for c in self.live.values())] if t is not None]
