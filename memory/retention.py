@@ -132,22 +132,17 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
     if not over_keep and not _over(policy.max_s, policy.max_bytes, info.bytes, info.oldest_pts, newest):
         return report
     report.scanned = True
-    metas = {m.cid: m for m in store.chunk_index(sid)}
-    scenes = store.scenes(sid)
     used = info.bytes
+    newest_chunk = store.newest_chunk_pts(sid)
+    dropped_from: set[int] = set()  # scenes that lost chunks: dropped too once they have none left
 
-    # 1. compaction of the oldest closed scenes (those before `through` are done already)
+    # 1. compaction of the oldest closed scenes, walking forward from `through` (done before it)
     if policy.keep_s is not None or policy.keep_bytes is not None:
-        newest_chunk = max((m.first_pts for m in metas.values()), default=None)
         done = through
-        for scene in scenes:
+        for scene in _scenes_from(store, sid, through):
             if through is not None and scene.end is not None and scene.end <= through:
                 continue
-            # complete = every chunk of the scene is written: a later chunk exists, or the stream ended
-            complete = info.status == "ended" or (
-                newest_chunk is not None and scene.end is not None and newest_chunk >= scene.end
-            )
-            if not scene.closed or not complete:
+            if not scene.closed or not _complete(scene, info.status, newest_chunk):
                 break
             if scene.compacted or len(scene.chunks) < 2:
                 done = scene.end
@@ -156,61 +151,70 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
             too_big = policy.keep_bytes is not None and used > policy.keep_bytes
             if not (too_old or too_big):
                 break
-            used -= _compact(store, sid, scene, metas, owner)
-            scene.compacted = True
+            used -= _compact(store, sid, scene, owner)
             report.compacted.append(scene.index)
             done = scene.end
         if done is not None and done != through:
             store.update_stream(sid, {"compacted_through": repr(float(done))}, owner=owner)
 
-    # 2. hard caps. Past max_s every older chunk goes. Over max_bytes, in this order: the oldest
-    # compacted scenes (history already reduced), then full scenes compacted oldest first (the cap
+    # 2. hard caps, each a walk from the oldest chunk that stops at the first one it keeps: past
+    # max_s every older chunk goes; over max_bytes, in this order, the oldest history (compacted
+    # scenes, and closed ones of a single chunk), then full scenes compacted oldest first (the cap
     # wins over keep_s, and says so), then whatever is oldest (an endless open scene included).
-    order = sorted(metas.values(), key=lambda m: m.first_pts)
-    by_index = {s.index: s for s in scenes}
-    remaining = {s.index: set(s.chunks) for s in scenes}
-    capped = None
-
-    def drop(meta: ChunkMeta) -> None:
-        nonlocal used
-        used -= store.drop_chunk(sid, meta.cid, meta.scene, owner=owner)
-        del metas[meta.cid]
-        report.dropped_chunks.append(meta.cid)
-        if meta.scene in remaining:
-            remaining[meta.scene].discard(meta.cid)
-
     def over() -> bool:
         return policy.max_bytes is not None and used > policy.max_bytes
 
+    def drop_while(keep_going) -> None:
+        nonlocal used
+        while True:
+            head = store.oldest_chunks(sid, RETENTION_PAGE)
+            gone = 0
+            for meta in head:
+                if not keep_going(meta):
+                    return
+                used -= store.drop_chunk(sid, meta.cid, meta.scene, owner=owner)
+                report.dropped_chunks.append(meta.cid)
+                if meta.scene is not None:
+                    dropped_from.add(meta.scene)
+                gone += 1
+            if len(head) < RETENTION_PAGE or not gone:
+                return
+
+    scene_cache: dict[int, SceneInfo | None] = {}
+
+    def scene_of(meta: ChunkMeta) -> SceneInfo | None:
+        if meta.scene not in scene_cache:
+            scene_cache[meta.scene] = store.scene_or_none(sid, meta.scene) if meta.scene is not None else None
+        return scene_cache[meta.scene]
+
+    def history(meta: ChunkMeta) -> bool:
+        scene = scene_of(meta)
+        return scene is not None and (scene.compacted or (scene.closed and len(scene.chunks) < 2))
+
     if policy.max_s is not None and newest is not None:
-        for meta in order:
-            if meta.last_pts >= newest - policy.max_s:
+        drop_while(lambda m: m.last_pts < newest - policy.max_s)
+    capped = None
+    if over():
+        drop_while(lambda m: over() and history(m))  # A
+    if over():  # B: from the scene of the oldest chunk left, forward
+        head = store.oldest_chunks(sid, 1)
+        first = scene_of(head[0]) if head else None
+        for scene in _scenes_from(store, sid, first.start if first is not None else None):
+            if not over():
                 break
-            drop(meta)
-    for meta in [m for m in order if m.cid in metas]:  # A: compacted history, oldest first
-        if not over():
-            break
-        scene = by_index.get(meta.scene)
-        if scene is not None and scene.compacted:
-            drop(meta)
-    newest_chunk = max((m.first_pts for m in metas.values()), default=None)
-    for scene in scenes:  # B: detail of full scenes, oldest first
-        if not over():
-            break
-        if _compactable(scene, info.status, newest_chunk):
-            used -= _compact(store, sid, scene, metas, owner)
-            scene.compacted = True
-            report.compacted.append(scene.index)
-            capped = scene.end
-            remaining[scene.index] = {c for c in remaining.get(scene.index, ()) if c in metas}
-    for meta in [m for m in order if m.cid in metas]:  # C: the oldest, whatever it is
-        if not over():
-            break
-        drop(meta)
+            if _compactable(scene, info.status, newest_chunk):
+                used -= _compact(store, sid, scene, owner)
+                report.compacted.append(scene.index)
+                capped = scene.end
+            elif not scene.closed:
+                break  # the open scene and what follows it cannot be compacted
+    if over():
+        drop_while(lambda m: over())  # C
     if capped is not None:  # `memory info` says that the cap, not keep_s, set where full KV starts
         store.update_stream(sid, {"cap_compacted_through": repr(float(capped))}, owner=owner)
-    for scene in scenes:
-        if scene.closed and scene.chunks and not remaining.get(scene.index):
+    for index in sorted(dropped_from):
+        scene = store.scene_or_none(sid, index)
+        if scene is not None and scene.closed and not scene.chunks:
             data = {"scene": scene.index, "start": scene.start, "end": scene.end}
             store.drop_scene(sid, scene.index, event="scene.dropped", data=data, owner=owner)
             report.dropped_scenes.append(scene.index)
@@ -218,13 +222,38 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
     return report
 
 
-def _compactable(scene: SceneInfo, status: str, newest_chunk: float | None) -> bool:
-    """A closed scene whose chunks are all written (a later chunk exists, or the stream ended), not
-    compacted yet, with more than its representative to give up."""
-    complete = status == "ended" or (
+RETENTION_PAGE = 64  # chunks or scenes read per round trip by a retention walk
+
+
+def _scenes_from(store: MemoryStore, sid: str, start: float | None):
+    """Scenes in time order from ``start`` (inclusive), a page at a time, as the walk goes."""
+    seen: set[int] = set()
+    while True:
+        page = [s for s in store.scenes(sid, start=start, limit=RETENTION_PAGE) if s.index not in seen]
+        if not page:
+            return
+        for scene in page:
+            seen.add(scene.index)
+            yield scene
+        start = page[-1].start
+
+
+def _complete(scene: SceneInfo, status: str, newest_chunk: float | None) -> bool:
+    """Every chunk of the scene is written: a later chunk exists, or the stream ended."""
+    return status == "ended" or (
         newest_chunk is not None and scene.end is not None and newest_chunk >= scene.end
     )
-    return scene.closed and complete and not scene.compacted and len(scene.chunks) >= 2
+
+
+def _compactable(scene: SceneInfo, status: str, newest_chunk: float | None) -> bool:
+    """A closed scene whose chunks are all written, not compacted yet, with more than its
+    representative to give up."""
+    return (
+        scene.closed
+        and _complete(scene, status, newest_chunk)
+        and not scene.compacted
+        and len(scene.chunks) >= 2
+    )
 
 
 def _float(value) -> float | None:
@@ -237,10 +266,9 @@ def _over(limit_s: float | None, limit_bytes: int | None, used: int, oldest, new
     return limit_s is not None and oldest is not None and newest is not None and oldest < newest - limit_s
 
 
-def _compact(
-    store: MemoryStore, sid: str, scene: SceneInfo, metas: dict[str, ChunkMeta], owner: str | None
-) -> int:
-    present = [metas[c] for c in scene.chunks if c in metas]
+def _compact(store: MemoryStore, sid: str, scene: SceneInfo, owner: str | None) -> int:
+    present = list(store.chunk_metas(sid, scene.chunks).values())
+    scene.compacted = True
     if len(present) < 2:
         return 0
     keys = store.load_keys(sid, [m.cid for m in present])
@@ -249,7 +277,6 @@ def _compact(
     for meta in present:
         if meta.cid != keep:
             freed += store.drop_chunk(sid, meta.cid, scene.index, owner=owner)
-            del metas[meta.cid]
     store.put_scene(
         sid,
         scene.index,

@@ -507,6 +507,17 @@ class MemoryStore:
         ids, count, generation = pipe.execute()
         return [_s(c) for c in ids], int(count), generation
 
+    def oldest_chunks(self, sid: str, n: int) -> list[ChunkMeta]:
+        """Metadata of the ``n`` oldest stored chunks, oldest first (two round trips, O(n))."""
+        cids = [_s(c) for c in self.client.zrange(self.keys(sid).chunks, 0, n - 1)]
+        metas = self.chunk_metas(sid, cids)
+        return [metas[c] for c in cids if c in metas]
+
+    def newest_chunk_pts(self, sid: str) -> float | None:
+        """First pts of the newest stored chunk (one ZRANGE)."""
+        top = self.client.zrange(self.keys(sid).chunks, -1, -1, withscores=True)
+        return float(top[0][1]) if top else None
+
     def chunk_metas(self, sid: str, cids: list[str]) -> dict[str, ChunkMeta]:
         """Metadata of ``cids`` (one HMGET); chunks gone meanwhile are left out."""
         if not cids:
@@ -651,6 +662,10 @@ class MemoryStore:
         self.put_scene(
             sid, index, scene.start, {"caption": caption}, event="scene.captioned", data={"caption": caption}
         )
+
+    def scene_or_none(self, sid: str, index: int) -> SceneInfo | None:
+        raw = self.client.hgetall(self.keys(sid).scene(index))
+        return _scene_info(raw) if raw else None
 
     def scene(self, sid: str, index: int) -> SceneInfo:
         raw = self.client.hgetall(self.keys(sid).scene(index))

@@ -15,11 +15,11 @@ import pytest
 
 from scenekv.errors import UserError
 from scenekv.memory import MemoryStore, Retention, RollingConfig, RollingMemory
-from scenekv.memory.retention import narrowed
+from scenekv.memory.retention import enforce, narrowed
 from scenekv.units import parse_duration, parse_size
 from scenekv.vlm import load_backend
 
-from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
+from redis_fixtures import own_redis, prefix, redis_client, redis_url, store  # noqa: F401
 from tiny_model import tiny
 
 PALETTE = [(220, 40, 40), (40, 180, 70), (40, 80, 220), (240, 210, 40), (240, 240, 240), (20, 20, 20)]
@@ -141,3 +141,40 @@ def test_a_session_may_keep_less_than_the_server_allows_never_more():
     assert narrowed({"keep_s": None}, {"keep_s": 5.0}) == {"keep_s": 5.0}
     with pytest.raises(UserError, match="unknown retention field"):
         narrowed(server, {"forever": 1})
+
+
+def _synthetic_stream(store: MemoryStore, chunks: int) -> str:
+    """``chunks`` small chunks written straight to Redis, two to a closed scene (no model run)."""
+    import torch
+
+    from scenekv.memory import chunk_keys
+    from scenekv.vlm import FrameSpan, KVChunk
+
+    sid = store.create_stream(source="push", model="m")
+    g = torch.Generator().manual_seed(0)
+    for i in range(chunks):
+        kv = torch.randn(2, 2, 16, 16, generator=g)
+        chunk = KVChunk(kv, kv.clone(), 20 + 16 * i, [FrameSpan(i, float(i), 0, 16)], "m")
+        if i % 2 == 0:
+            store.put_scene(sid, i // 2, float(i), {"closed": 1, "end": float(i + 2)})
+        store.write_chunk(sid, chunk, chunk_keys(chunk, None), scene=i // 2, state={"last_pts": float(i)})
+    return sid
+
+
+def test_a_retention_run_reads_what_it_changes_not_the_whole_stream(own_redis):
+    """Redis's own count of bytes sent during one capped run, on a stream of 100 and of 800 chunks,
+    each a little over its cap: the run walks from the oldest chunk and stops, it does not list the
+    stream (before, every run over a limit read every chunk's metadata and every scene)."""
+    import redis
+
+    store = MemoryStore(own_redis.url, "rscan:", ttl_s=None)
+    client = redis.Redis.from_url(own_redis.url)
+    sent = {}
+    for n in (100, 800):
+        sid = _synthetic_stream(store, n)
+        enforce_cap = Retention(max_bytes=store.info(sid).bytes - 1)  # one chunk too many
+        before = int(client.info("stats")["total_net_output_bytes"])
+        report = enforce(store, sid, enforce_cap)
+        sent[n] = int(client.info("stats")["total_net_output_bytes"]) - before
+        assert report.compacted == [0] and store.info(sid).bytes <= enforce_cap.max_bytes  # detail first
+    assert sent[800] < 1.5 * sent[100], sent
