@@ -161,9 +161,17 @@ class SyntheticBackend(VLMBackend):
     def native_tokens_per_frame(self) -> int:
         return 196
 
+    scene_frames = 0  # > 0: frames come in scenes of this many (a shared base plus noise), else noise
+
     def encode_frames(self, images, *, need_importance: bool = False) -> VisionFeatures:
-        tokens = torch.randn(len(images), 729, self.hidden, generator=self.gen).to(torch.bfloat16)
-        return VisionFeatures(tokens=tokens, grid=(27, 27))
+        tokens = torch.randn(len(images), 729, self.hidden, generator=self.gen)
+        if self.scene_frames:
+            for i in range(len(images)):
+                scene = (self.frames_encoded + i) // self.scene_frames
+                base = torch.randn(729, self.hidden, generator=torch.Generator().manual_seed(scene))
+                tokens[i] = base + 0.05 * tokens[i]
+        self.frames_encoded += len(images)
+        return VisionFeatures(tokens=tokens.to(torch.bfloat16), grid=(27, 27))
 
     def native_carriers(self, features):
         raise NotImplementedError
@@ -226,6 +234,58 @@ def hour(url: str, frames: int, kv_dtype: str = "int8") -> dict:
     return {"samples": samples, "elapsed_s": elapsed, "chunks": info.chunks, "writer": stats}
 
 
+def capped_day(
+    url: str, hours: float, step: float, keep_full: float, cap: int, kv_dtype: str, scene_s: float = 120.0
+) -> dict:
+    """A live stream of ``hours`` of stream time (a frame every ``step`` s, scenes of ``scene_s``) under the
+    serve defaults' tiers and a byte cap: Redis bytes and the full tier sampled as it runs."""
+    from scenekv.cmd_memory import tiers
+    from scenekv.memory import Retention
+
+    store = MemoryStore(url, "bench:", ttl_s=None)
+    backend = SyntheticBackend()
+    backend.scene_frames = max(1, round(scene_s / step))
+    policy = Retention.tiers(keep_full=keep_full, keep_compact=24 * 3600.0, max_stream_bytes=cap)
+    config = RollingConfig(window=32, chunk_frames=8, kv_dtype=kv_dtype, retention=policy)
+    memory = RollingMemory.create(store, backend, carriers="pool:16", config=config)
+    image = np.zeros((384, 384, 3), np.uint8)
+    frames = int(hours * 3600 / step)
+    every = max(1, frames // 24)
+    peak, samples, start = 0, [], time.perf_counter()
+    for i in range(frames):
+        memory.append([(i * step, image)])
+        if (i + 1) % 32 == 0 or i + 1 == frames:
+            memory.flush()
+            peak = max(peak, store.info(memory.sid).bytes)
+        if (i + 1) % every == 0 or i + 1 == frames:
+            memory.flush()
+            info = store.info(memory.sid)
+            t = tiers(store.chunk_index(memory.sid), store.scenes(memory.sid), info.extra)
+            samples.append(
+                {
+                    "stream_h": round((i + 1) * step / 3600, 2),
+                    "redis_MB": round(info.bytes / 1e6, 2),
+                    "full_from_h": None
+                    if t["full"]["from_pts"] is None
+                    else round(t["full"]["from_pts"] / 3600, 2),
+                    "newest_h": round((info.last_pts or 0) / 3600, 2),
+                    "compacted_scenes": t["compacted"]["scenes"],
+                    "cap_cut": t["cap_compacted_through"] is not None,
+                }
+            )
+            print(samples[-1], file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - start
+    memory.end()
+    store.delete_stream(memory.sid)
+    return {
+        "samples": samples,
+        "peak": peak,
+        "elapsed_s": elapsed,
+        "frames": frames,
+        "failures": memory.retention_failures,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=3600, help="stream length in frames at 1 fps (3600)")
@@ -241,12 +301,44 @@ def main() -> int:
     )
     parser.add_argument("--mmap-threshold", type=int, default=1 << 20, help="bytes, for fixed-threshold")
     parser.add_argument("--stream-only", action="store_true", help="skip the throughput part")
+    parser.add_argument("--capped-hours", type=float, default=0, help="run a capped live stream this long")
+    parser.add_argument("--pts-step", type=float, default=4.0, help="stream seconds between frames (capped)")
+    parser.add_argument("--keep-full", type=float, default=3600.0, help="seconds of full KV (capped run)")
+    parser.add_argument("--max-stream-bytes", type=int, default=200_000_000, help="the cap (capped run)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     if args.allocator == "fixed-threshold":
         fix_mmap_threshold(args.mmap_threshold)
     if args.allocator == "glibc-default":
         rolling_module.trim_heap = lambda: False  # the service's trim, switched off for comparison
+    if args.capped_hours:
+        server = Server()
+        try:
+            run = capped_day(
+                server.url,
+                args.capped_hours,
+                args.pts_step,
+                args.keep_full,
+                args.max_stream_bytes,
+                args.kv_dtype,
+            )
+        finally:
+            server.stop()
+        cap = args.max_stream_bytes
+        print(
+            f"capped stream: {args.capped_hours:g} h of stream time, a frame every {args.pts_step:g} s "
+            f"({run['frames']} frames in {run['elapsed_s']:.0f} s), keep_full {args.keep_full:g} s, "
+            f"cap {cap} bytes, KV {args.kv_dtype}; peak {run['peak']} bytes = {run['peak'] / cap:.4f} x cap; "
+            f"retention failures {run['failures']}"
+        )
+        print("| stream h | Redis MB | full KV from h | newest h | compacted scenes | cap cut full KV |")
+        print("|---|---|---|---|---|---|")
+        for x in run["samples"]:
+            print(
+                f"| {x['stream_h']} | {x['redis_MB']} | {x['full_from_h']} | {x['newest_h']} "
+                f"| {x['compacted_scenes']} | {x['cap_cut']} |"
+            )
+        return 0
     server = Server()
     try:
         if not args.stream_only:
