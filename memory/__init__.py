@@ -3,9 +3,11 @@
 Public API (qa/ and workers/ build on exactly these)::
 
     store = MemoryStore(redis_url=None, prefix="skv:", ttl_s=7 * 86400)   # REDIS_URL or 127.0.0.1:6379
+                                            # (redis+cluster://, or a cluster node: RedisCluster)
     mem = RollingMemory.create(store, backend, carriers="pool:16", sid=None, source="", fps=1.0,
-                               config=RollingConfig(window=32, chunk_frames=8,
-                                                    retention=Retention(keep_s=..., max_bytes=...)))
+                               config=RollingConfig(window=32, chunk_frames=8, kv_dtype="int8",
+                                                    retention=Retention.tiers(3600, 86400, None),
+                                                    tiler=TilingParams(lookahead=4)))
     mem = RollingMemory.attach(store, backend, sid)          # after a restart: everything continues
     mem.append([(pts, rgb), ...]) -> Appended(records, closed)   # closed: list[Scene]
     mem.flush(); mem.detach(); mem.end(); mem.abandon(); mem.info() -> StreamInfo
@@ -19,11 +21,11 @@ Public API (qa/ and workers/ build on exactly these)::
     store.list_streams(); store.delete_stream(sid)   # every key of the stream, one call
 
     ChunkWriter(store, max_jobs=16, max_bytes=64 MiB)   # write-behind queue with backpressure
-    encode_chunk / decode_chunk / encode_keys / decode_keys   # versioned binary format, no pickle
-    SceneTiler(alpha=0.5, lookahead=4, min_scene_s=2.0, max_similarity=0.9, min_depth=0.1)
+    encode_chunk(chunk, kv_dtype) / decode_chunk / encode_keys / decode_keys   # versioned, no pickle
+    SceneTiler(TilingParams(alpha=0.5, lookahead=4, ...)) or SceneTiler(lookahead=4)
         .push(pts, signature) -> list[Scene]; .flush() -> list[Scene]
     offline_scenes(pts, signatures, ...) -> list[Scene]
-    Retention(keep_s, keep_bytes, max_s, max_bytes); enforce(store, sid, policy)
+    Retention(keep_s, keep_bytes, max_s, max_bytes); enforce(store, sid, policy)   # incremental walks
 """
 
 from .codec import ChunkKeys, CorruptBlob, chunk_keys, decode_chunk, decode_keys, encode_chunk, encode_keys

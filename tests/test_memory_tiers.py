@@ -178,3 +178,34 @@ def test_a_retention_run_reads_what_it_changes_not_the_whole_stream(own_redis):
         sent[n] = int(client.info("stats")["total_net_output_bytes"]) - before
         assert report.compacted == [0] and store.info(sid).bytes <= enforce_cap.max_bytes  # detail first
     assert sent[800] < 1.5 * sent[100], sent
+
+
+def test_answers_about_the_last_keep_full_are_exactly_those_of_an_uncapped_stream(store: MemoryStore):
+    """Retention only ever touches what is older than keep_full (here the cap leaves room for it):
+    a question anchored inside the last keep_full gets the same tokens as on a stream kept whole."""
+    from scenekv.qa.engine import QAEngine
+    from scenekv.qa.memory_view import StoreMemory
+    from scenekv.vlm import SamplingParams
+
+    video = scenes_video(10, 6)
+    kept = capped(store, Retention.tiers(keep_full=15.0, keep_compact=None, max_stream_bytes=400_000))
+    whole = capped(store, Retention())
+    for mem in (kept, whole):
+        for i in range(0, len(video), 6):
+            mem.append(video[i : i + 6])
+        mem.end()
+    assert kept.retention_reports and store.info(kept.sid).bytes < store.info(whole.sid).bytes
+    engine = QAEngine(world())
+    for at in (50.0, 55.0):  # inside the last 15 s of a 60 s stream
+        answers = [
+            engine.ask(
+                StoreMemory(store, m.sid),
+                "What colour is the background?",
+                at=at,
+                top_k=0,
+                params=SamplingParams(max_new_tokens=6),
+            )
+            for m in (kept, whole)
+        ]
+        texts = ["".join(a) for a in answers]
+        assert texts[0] == texts[1] and answers[0].evidence == answers[1].evidence
