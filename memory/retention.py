@@ -189,7 +189,10 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
 
     def history(meta: ChunkMeta) -> bool:
         scene = scene_of(meta)
-        return scene is not None and (scene.compacted or (scene.closed and len(scene.chunks) < 2))
+        if scene is None:
+            return False
+        single = scene.closed and len(scene.chunks) < 2 and _complete(scene, info.status, newest_chunk)
+        return scene.compacted or single
 
     if policy.max_s is not None and newest is not None:
         drop_while(lambda m: m.last_pts < newest - policy.max_s)
@@ -203,9 +206,11 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
             if not over():
                 break
             if _compactable(scene, info.status, newest_chunk):
-                used -= _compact(store, sid, scene, owner)
-                report.compacted.append(scene.index)
-                capped = scene.end
+                freed = _compact(store, sid, scene, owner)
+                if freed:
+                    used -= freed
+                    report.compacted.append(scene.index)
+                    capped = scene.end
             elif not scene.closed:
                 break  # the open scene and what follows it cannot be compacted
     if over():

@@ -74,7 +74,7 @@ class RollingConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.tiler, dict):  # options that crossed a process boundary as JSON-ish dicts
-            object.__setattr__(self, "tiler", TilingParams(**self.tiler))
+            object.__setattr__(self, "tiler", TilingParams.from_dict(self.tiler))
         if isinstance(self.retention, dict):
             object.__setattr__(self, "retention", Retention(**self.retention))
 

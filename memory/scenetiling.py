@@ -163,6 +163,11 @@ class TilingParams:
         if self.lookahead < 1:
             raise ValueError("lookahead must be >= 1 frame")
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> TilingParams:
+        """From stored state; fields a newer version added are ignored."""
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
 
 class SceneTiler:
     """Causal SceneTiling: ``push`` each frame, get the scenes that closed; ``flush`` at end of stream."""
@@ -261,7 +266,7 @@ class SceneTiler:
 
     @classmethod
     def from_state(cls, state: dict) -> SceneTiler:
-        tiler = cls(TilingParams(**state["params"]))
+        tiler = cls(TilingParams.from_dict(state["params"]))
         tiler._frames = deque((int(i), float(p)) for i, p in state["frames"])
         tiler._sims = deque(float(s) for s in state["sims"])
         tiler._count, tiler._next_gap = int(state["count"]), int(state["next_gap"])

@@ -379,10 +379,15 @@ class MemoryStore:
             old = k.untagged_base
             if self.client.exists(k.stream) or not self.client.exists(old):
                 continue
-            names = [old.encode(), *self.client.scan_iter(match=f"{_escape_glob(old)}:*", count=1000)]
+            # the hash last: a start that dies half way finds the stream still untagged, and goes on
+            names = [*self.client.scan_iter(match=f"{_escape_glob(old)}:*", count=1000), old.encode()]
             for name in names:
                 rest = (name.decode() if isinstance(name, bytes) else name)[len(old) :]
-                self.client.rename(name, k.base + rest)
+                try:
+                    self.client.rename(name, k.base + rest)
+                except redis.ResponseError as exc:  # expired since the scan: nothing to move
+                    if "no such key" not in str(exc).lower():
+                        raise
             moved.append(sid)
         return moved
 

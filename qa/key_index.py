@@ -57,7 +57,7 @@ class IndexSnapshot:
             raise ValueError(
                 f"query shape {tuple(queries.shape)} does not match keys {tuple(self.matrix.shape[1:])}"
             )
-        q = F.normalize(queries.float(), dim=-1)
+        q = F.normalize(queries.float().to(self.matrix.device), dim=-1)  # queries live on the model's device
         sims = torch.einsum("nlhd,lhd->n", self.matrix.float(), q) / (q.shape[0] * q.shape[1])
         return dict(zip(self.order, sims.tolist(), strict=True))
 
@@ -111,7 +111,8 @@ class KeyIndex:
             with self._lock:
                 index.metas.update(metas)
                 index.keys.update((c, k.mean_keys.to(torch.float16)) for c, k in keys.items())
-                fresh = [c for c in new if c in keys]
+                stacked = set(index.order)  # another refresh may have appended some meanwhile
+                fresh = [c for c in new if c in keys and c not in stacked]
                 if index.matrix is not None and fresh:  # newer than every row: appended in order
                     rows = torch.stack([index.keys[c].float() for c in fresh])
                     rows = F.normalize(rows, dim=-1).to(torch.float16)

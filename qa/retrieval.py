@@ -22,5 +22,6 @@ def score_chunks(queries: torch.Tensor, keys: dict[str, torch.Tensor]) -> dict[s
         raise ValueError(
             f"query shape {tuple(queries.shape)} does not match chunk keys {tuple(stacked.shape[1:])}"
         )
-    sims = (F.normalize(stacked, dim=-1) * F.normalize(queries.float(), dim=-1)).sum(-1)  # [N, L, H]
+    queries = queries.float().to(stacked.device)  # stored keys are on the CPU, queries on the model's device
+    sims = (F.normalize(stacked, dim=-1) * F.normalize(queries, dim=-1)).sum(-1)  # [N, L, H]
     return dict(zip(cids, sims.mean(dim=(1, 2)).tolist(), strict=True))
