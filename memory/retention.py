@@ -67,6 +67,7 @@ class Retention:
 
     @classmethod
     def from_fields(cls, fields: dict) -> Retention | None:
+        """From the stream hash (str or bytes values); None for a stream stored without a policy."""
         raw = fields.get("retention")
         if not raw:
             return None

@@ -211,7 +211,7 @@ class RollingMemory:
         if session.next_position < session.sink_len:  # a stream that never wrote a frame
             session.next_position = session.sink_len
         tiler = SceneTiler.from_state(stored_state.tiler) if stored_state.tiler else SceneTiler(config.tiler)
-        stored = Retention.from_fields({k: v.decode() for k, v in h.items() if k == "retention"})
+        stored = Retention.from_fields(h)
         if stored is not None:  # the policy the stream was started with, whoever continues it
             config = dataclasses.replace(config, retention=stored)
         store.touch(sid)  # every key of the stream starts a fresh TTL, as any activity does

@@ -21,7 +21,6 @@ from scenekv.errors import UserError
 from scenekv.memory import (
     DeviceLRU,
     MemoryStore,
-    Retention,
     RollingConfig,
     RollingMemory,
     Scene,
@@ -83,7 +82,7 @@ class StreamHub:
         """
         config = self.rolling_config
         if retention is not None:
-            config = dataclasses.replace(config, retention=Retention(**retention))
+            config = dataclasses.replace(config, retention=retention)  # RollingConfig makes it a Retention
         with self._lock:
             if sid is not None and sid in self.streams:
                 return self.describe(sid)

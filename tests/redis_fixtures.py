@@ -118,3 +118,21 @@ def own_redis(tmp_path):
     server.start()
     yield server
     server.kill()
+
+
+def memory_info(sid: str, redis_url: str, prefix: str) -> dict:
+    """`scenekv memory info SID --json`, as a user runs it (a real process against the real Redis)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "scenekv.cli", "memory", "info", sid, "--json", "--prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "REDIS_URL": redis_url},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
 import sys
 import zlib
 
@@ -18,7 +16,7 @@ from scenekv.memory import CorruptBlob, MemoryStore, RollingConfig, RollingMemor
 from scenekv.memory.quant import KV_DTYPES, quantize
 from scenekv.vlm import FrameSpan, KVChunk
 
-from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
+from redis_fixtures import memory_info, prefix, redis_client, redis_url, store  # noqa: F401
 from tiny_model import frames, tiny
 
 
@@ -102,18 +100,7 @@ def test_streams_store_int8_by_default_and_memory_info_says_so(store: MemoryStor
     )
     exact.append(frames(10))
     exact.end()
-    out = {}
-    for sid in (mem.sid, exact.sid):
-        proc = subprocess.run(
-            [sys.executable, "-m", "scenekv.cli", "memory", "info", sid, "--json", "--prefix", prefix],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "REDIS_URL": redis_url},
-        )
-        assert proc.returncode == 0, proc.stderr
-        out[sid] = json.loads(proc.stdout)
-    quantized, full = out[mem.sid], out[exact.sid]
+    quantized, full = (memory_info(sid, redis_url, prefix) for sid in (mem.sid, exact.sid))
     assert set(quantized["kv_dtypes"]) == {"int8"} and set(full["kv_dtypes"]) == {"float"}
     assert quantized["kv_dtypes"]["int8"]["chunks"] == full["kv_dtypes"]["float"]["chunks"] > 0
     assert quantized["bytes"] < 0.5 * full["bytes"]  # fp32 on the CPU; head_dim 16: scales cost 25 %

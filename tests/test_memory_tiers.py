@@ -4,10 +4,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from functools import lru_cache
 
 import numpy as np
@@ -19,7 +15,7 @@ from scenekv.memory.retention import enforce, narrowed
 from scenekv.units import parse_duration, parse_size
 from scenekv.vlm import load_backend
 
-from redis_fixtures import own_redis, prefix, redis_client, redis_url, store  # noqa: F401
+from redis_fixtures import memory_info, own_redis, prefix, redis_client, redis_url, store  # noqa: F401
 from tiny_model import tiny
 
 PALETTE = [(220, 40, 40), (40, 180, 70), (40, 80, 220), (240, 210, 40), (240, 240, 240), (20, 20, 20)]
@@ -46,18 +42,6 @@ def scenes_video(n_scenes: int, per_scene: int):
 def capped(store: MemoryStore, policy: Retention) -> RollingMemory:
     config = RollingConfig(window=6, chunk_frames=2, retention=policy)
     return RollingMemory.create(store, world(), carriers="pool:4", config=config)
-
-
-def memory_info(sid: str, redis_url: str, prefix: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "scenekv.cli", "memory", "info", sid, "--json", "--prefix", prefix],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "REDIS_URL": redis_url},
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 @pytest.mark.parametrize("cap", [250_000, 60_000])
