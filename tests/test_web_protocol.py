@@ -49,6 +49,12 @@ def test_every_client_message_parses():
     assert ask.range == (1, "00:02") and ask.max_tokens == 128
     assert parse_text('{"type": "question.cancel", "id": 7}', **LIMITS) == P.QuestionCancel(id="7")
     assert isinstance(parse_text('{"type": "session.end"}', **LIMITS), P.SessionEnd)
+    kept = parse_text(
+        '{"type": "session.start", "source": "push", "keep_full": "30m", "keep_compact": 7200,'
+        ' "max_stream_bytes": "2MiB"}',
+        **LIMITS,
+    )
+    assert kept.retention == {"keep_s": 1800.0, "max_s": 7200.0, "max_bytes": 2_097_152}
 
 
 @pytest.mark.parametrize(
@@ -61,6 +67,11 @@ def test_every_client_message_parses():
         ('{"type": "session.start"}', "bad_request"),
         ('{"type": "session.start", "source": "push", "fps": 0}', "bad_request"),
         ('{"type": "session.start", "source": "push", "stream_id": "s"}', "bad_request"),
+        ('{"type": "session.start", "source": "push", "keep_full": "1 hour"}', "bad_request"),
+        ('{"type": "session.start", "source": "push", "keep_full": NaN}', "bad_request"),
+        ('{"type": "session.start", "source": "push", "keep_compact": -5}', "bad_request"),
+        ('{"type": "session.start", "source": "push", "max_stream_bytes": "2 megabytes"}', "bad_request"),
+        ('{"type": "session.start", "source": "push", "max_stream_bytes": true}', "bad_request"),
         ('{"type": "frame.append", "image": "data:image/jpeg;base64,AAAA"}', "bad_request"),
         ('{"type": "frame.append", "pts": -1, "image": "data:image/jpeg;base64,AAAA"}', "bad_request"),
         ('{"type": "frame.append", "pts": 1, "image": "http://x/y.jpg"}', "bad_request"),
