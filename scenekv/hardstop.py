@@ -19,6 +19,10 @@ import psutil
 
 log = logging.getLogger(__name__)
 
+KILL_GRACE_S = 0.5  # SIGTERM to SIGKILL, and SIGKILL to giving up, per kill_children
+# kill_children's worst case (2 x grace) plus listing the children and exiting on a loaded machine
+KILL_BUDGET_S = 2 * KILL_GRACE_S + 0.7
+
 
 class HardStop:
     def __init__(self, seconds: float) -> None:
@@ -37,7 +41,8 @@ class HardStop:
         """Seconds until the deadline (at least ``floor``): a budget for the next shutdown step."""
         if self.deadline is None:
             return self.seconds
-        return max(floor, self.deadline - time.monotonic() - 2.0)  # ends before the watchdog fires
+        # ends before the watchdog fires (KILL_BUDGET_S before the deadline)
+        return max(floor, self.deadline - time.monotonic() - KILL_BUDGET_S - 0.3)
 
     def disarm(self) -> None:
         self._done.set()
@@ -48,7 +53,8 @@ class HardStop:
 
     def _watch(self) -> None:
         assert self.deadline is not None
-        if self._done.wait(max(0.0, self.deadline - time.monotonic() - 1.2)):  # kill_children <= 1 s
+        # fire early enough that stopping the children and exiting fit before the deadline too
+        if self._done.wait(max(0.0, self.deadline - time.monotonic() - KILL_BUDGET_S)):
             return
         _exit_hard(
             f"the orderly shutdown did not finish in {self.seconds:.1f} s: stopping every child process"
@@ -62,7 +68,7 @@ def _exit_hard(why: str) -> None:
     os._exit(1)
 
 
-def kill_children(grace_s: float = 0.5) -> None:
+def kill_children(grace_s: float = KILL_GRACE_S) -> None:
     """SIGTERM every descendant of this process, then SIGKILL whatever is still there."""
     try:
         children = psutil.Process().children(recursive=True)
