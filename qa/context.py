@@ -20,6 +20,7 @@ class ChunkRef:
     first_pts: float
     last_pts: float
     tokens: int
+    frames: int = 0  # frames the chunk spans (0: not known)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from scenekv.vlm import Answerer, Generation, KVChunk, SamplingParams, VLMBacken
 
 from .anchors import TimeAnchor, resolve_anchor
 from .context import ChunkRef, ContextPlan, plan_context
+from .scene_heads import heads_plan, is_when_question, scene_heads
 
 
 class StreamMemory(Protocol):
@@ -29,6 +30,8 @@ class StreamMemory(Protocol):
     def refs(self) -> list[ChunkRef]: ...
 
     def scores(self, queries: torch.Tensor, cids: Sequence[str]) -> dict[str, float]: ...
+
+    def scene_starts(self) -> list[float]: ...
 
     def load(self, cids: Sequence[str]) -> dict[str, KVChunk]: ...
 
@@ -143,6 +146,14 @@ class QAEngine:
         with self._lock:
             question_ids = self.answerer.question_ids(question)
             scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
+            when = self._when_context(memory, question, anchor, now, refs, scores)
+            if when is not None:
+                plan, chunks = when
+                generation = OneAtATime(
+                    self.answerer.ask(question, chunks, params=params, cancel=cancel), self._lock
+                )
+                prompt_tokens = self.answerer.sink_len + plan.tokens + len(question_ids)
+                return Answer(generation, plan, anchor, prompt_tokens, started)
             plan = plan_context(
                 refs,
                 window=anchor.window(now) if anchor is not None and now is not None else None,
@@ -173,6 +184,39 @@ class QAEngine:
             )
         prompt_tokens = self.answerer.sink_len + plan.tokens + len(question_ids)
         return Answer(generation, plan, anchor, prompt_tokens, started)
+
+    def _when_context(
+        self,
+        memory: StreamMemory,
+        question: str,
+        anchor: TimeAnchor | None,
+        now: float | None,
+        refs: list[ChunkRef],
+        scores: dict[str, float],
+    ) -> tuple[ContextPlan, list[KVChunk]] | None:
+        """A `when` question's context: each scene's first frame (qa/scene_heads.py). None where it
+        does not apply: another question, a model without a per-frame layout (M-RoPE frames cannot
+        be sliced), or a stream with no scenes yet."""
+        if not is_when_question(question):
+            return None
+        starts = memory.scene_starts()
+        window = anchor.window(now) if anchor is not None and now is not None else None
+        heads = scene_heads(starts, refs, window=window, scores=scores, budget_tokens=self.budget_tokens)
+        if not heads:
+            return None
+        loaded = memory.load(sorted({h.ref.cid for h in heads}))
+        kept, chunks = [], []
+        if any(c.span != c.tokens for c in loaded.values()):
+            return None  # M-RoPE: a frame's positions are not its token count, so it cannot be cut
+        for h in heads:
+            frame = loaded[h.ref.cid].frame_at(h.pts) if h.ref.cid in loaded else None
+            if frame is not None and frame.first_pts < h.pts + 1.0 + 1e-6:
+                kept.append(h)
+                chunks.append(frame)
+        if not chunks:
+            return None
+        plan = heads_plan(kept, [c.tokens for c in chunks], [c.first_pts for c in chunks])
+        return plan, chunks
 
     def _scores(
         self, memory: StreamMemory, refs: list[ChunkRef], question_ids: list[int]

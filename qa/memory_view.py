@@ -81,12 +81,18 @@ class StoreMemory:
     def refs(self) -> list[ChunkRef]:
         live_frames = {f.index for c in self.live.values() for f in c.frames}
         stored = [
-            ChunkRef(m.cid, m.first_pts, m.last_pts, m.tokens)
+            ChunkRef(m.cid, m.first_pts, m.last_pts, m.tokens, m.last_frame - m.first_frame + 1)
             for m in self._index
             if not (m.first_frame in live_frames or m.last_frame in live_frames)  # written while we looked
         ]
-        live = [ChunkRef(cid, c.first_pts, c.last_pts, c.tokens) for cid, c in self.live.items()]
+        live = [
+            ChunkRef(cid, c.first_pts, c.last_pts, c.tokens, len(c.frames)) for cid, c in self.live.items()
+        ]
         return stored + live
+
+    def scene_starts(self) -> list[float]:
+        """Where each scene SceneTiling found begins (the open one included): `when` contexts."""
+        return [s.start for s in self.store.scenes(self.sid)]
 
     def scores(self, queries: torch.Tensor, cids: Sequence[str]) -> dict[str, float]:
         """Retrieval scores of ``cids`` for a question's ``queries`` (qa/retrieval.py)."""

@@ -140,3 +140,34 @@ def test_a_chunk_dropped_by_retention_mid_question_is_left_out_not_fatal(store, 
     list(answer)
     assert view.dropped not in [c.cid for c in answer.plan.chunks]
     assert answer.usage["chunks"] == len(answer.plan.chunks)
+
+
+def test_a_when_question_reads_one_frame_per_scene(store, video, engine):
+    """ "When …?" is answered from each scene's first frame (qa/scene_heads.py): the evidence is the
+    scene starts SceneTiling found, each a single frame, not chunks around the present."""
+    mem = RollingMemory.create(
+        store, tiny(), carriers="pool:4", source="v.mp4", config=RollingConfig(window=12, chunk_frames=4)
+    )
+    try:
+        for i in range(0, len(video), 8):
+            mem.append(video[i : i + 8])
+        mem.flush()
+        starts = [s.start for s in store.scenes(mem.sid)]
+        assert len(starts) == 3  # the video cuts at 13.5 s and 27.5 s
+        answer = engine.ask(StoreMemory.of(mem), "When was the background red?")
+        list(answer)
+        assert answer.evidence == [{"start": s, "end": s} for s in starts]
+        view = StoreMemory.of(mem)
+        tokens = {f.pts: f.tokens for c in view.load([r.cid for r in view.refs()]).values() for f in c.frames}
+        assert answer.usage["memory_tokens"] == sum(tokens[s] for s in starts)
+        assert answer.usage["chunks"] == 3
+        # over a budget of two frames, two heads stay; an ordinary question still reads chunks
+        small = QAEngine(tiny(), budget_tokens=max(tokens.values()) * 2, top_k=2)
+        two = small.ask(StoreMemory.of(mem), "At what time did it turn blue?")
+        list(two)
+        assert len(two.evidence) == 2 and two.usage["memory_tokens"] <= max(tokens.values()) * 2
+        other = engine.ask(StoreMemory.of(mem), "What is on screen?", params=SamplingParams(max_new_tokens=2))
+        list(other)
+        assert other.usage["memory_tokens"] > answer.usage["memory_tokens"]
+    finally:
+        mem.detach()

@@ -35,6 +35,21 @@ def test_a_chunk_cut_by_time_is_exactly_the_export_of_its_first_frames():
     assert whole.through(10.0) is whole and whole.through(1.9) is None
 
 
+def test_one_frame_sliced_from_a_chunk_is_exactly_its_own_export():
+    """A `when` context holds single frames cut from stored chunks: the cut must be the frame's own
+    KV at its own position, so moving it anywhere equals moving the frame's export there."""
+    sess = session("pool:4")
+    sess.append(frames(4, start=2.0))
+    whole, third = sess.export(0, 3), sess.export(2, 2)
+    cut = whole.frame_at(3.5)  # the first frame at or after it: the one at 4.0
+    assert [f.index for f in cut.frames] == [2] and cut.frames[0].offset == 0
+    assert cut.position == third.position and cut.span == cut.tokens == third.tokens
+    assert torch.equal(cut.keys, third.keys) and torch.equal(cut.values, third.values)
+    inv_freq = sess.backend.rope_inv_freq()
+    assert torch.equal(cut.moved_to(100, inv_freq).keys, third.moved_to(100, inv_freq).keys)
+    assert whole.frame_at(5.5) is None and third.frame_at(0.0) is third
+
+
 def test_export_carries_positions_times_and_bytes():
     sess = session("pool:16")
     recs = sess.append(frames(4, start=2.0, step=0.5))

@@ -81,6 +81,28 @@ class KVChunk:
             content_keys=None,
         )
 
+    def frame_at(self, pts: float) -> KVChunk | None:
+        """Just the chunk's first frame at or after ``pts`` (None if none is), at its own original
+        position: its keys and values are the ones it was prefilled with, so the slice is exact.
+        1-D RoPE only, as for :meth:`through`."""
+        frame = next((f for f in self.frames if f.pts >= pts - 1e-6), None)
+        if frame is None:
+            return None
+        if len(self.frames) == 1:
+            return self
+        if self.span != self.tokens:
+            raise ValueError("only chunks with 1-D RoPE positions can be cut by time")
+        a, b = frame.offset, frame.offset + frame.tokens
+        return replace(
+            self,
+            keys=self.keys[:, :, a:b],
+            values=self.values[:, :, a:b],
+            position=self.position + a,
+            frames=[replace(frame, offset=0)],
+            span=frame.tokens,
+            content_keys=None,
+        )
+
     def moved_to(self, position: int, inv_freq: torch.Tensor) -> KVChunk:
         """The same chunk as if it had been prefilled at ``position`` (values do not depend on it)."""
         if position == self.position:
