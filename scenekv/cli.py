@@ -43,7 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from scenekv.env_flags import apply_env_defaults
+
+    parser = build_parser()
+    try:
+        for sub in parser._subparsers._group_actions[0].choices.values():
+            apply_env_defaults(sub)  # SCENEKV_<FLAG> sets --<flag>'s default; the flag still wins
+    except UserError as exc:
+        print(f"scenekv: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ real SceneKVService (tiny random model, local Ray, real Redis under a unique key
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -224,7 +225,7 @@ def test_rate_limits(service):
         assert done["type"] == "answer.done"
         _, refused = ask(conn, "two")
         assert refused["code"] == "rate_limited"
-    assert gw.gateway.metrics.errors.get(code="rate_limited") == 3
+    assert gw.gateway.metrics.value("scenekv_errors_total", code="rate_limited") == 3
 
 
 def test_token_is_required_when_set(service):
@@ -274,8 +275,13 @@ def test_healthz_metrics_and_page(gateway, ws):
     health = json.loads(body)
     assert status == 200 and health["ok"] and health["redis"]["ok"] and health["ray"]["ok"]
     assert health["model"]["random_weights"] is True
+    (encoder,) = health["encoders"]
+    assert encoder["streams"] >= 1 and encoder["pid"] > 0 and encoder["node"] and encoder["device"] == "cpu"
     status, text = http_get(gateway.http_url + "metrics")
     assert status == 200
+    encoded = re.search(r'scenekv_encoder_frames_encoded_total\{encoder="0",node="[^"]+"\} (\S+)', text)
+    assert encoded and float(encoded.group(1)) >= 3, text[-2000:]
+    assert 'scenekv_encoder_up{encoder="0"} 1.0' in text
     for name in [
         "scenekv_frames_ingested_total",
         "scenekv_encode_seconds_bucket",

@@ -238,17 +238,28 @@ def test_token_bucket():
 def test_metrics_text_format():
     m = GatewayMetrics()
     m.frames.inc(3)
-    m.errors.inc(code="bad_json")
-    m.memory.set(1024, stream="s1")
+    m.errors.labels(code="bad_json").inc()
+    m.memory.labels(stream="s1").set(1024)
     m.ttft.observe(0.02)
-    text = m.render()
+    m.encoders.snapshot = [
+        {"node": "10.0.0.1", "streams": 2, "frames_encoded": 40, "lock_wait_seconds": 0.5},
+        {"error": "ActorDiedError"},
+    ]
+    text = m.render().decode()
     assert "# TYPE scenekv_frames_ingested_total counter" in text
-    assert "scenekv_frames_ingested_total 3" in text
-    assert 'scenekv_errors_total{code="bad_json"} 1' in text
-    assert 'scenekv_stream_memory_bytes{stream="s1"} 1024' in text
-    assert 'scenekv_answer_ttft_seconds_bucket{le="0.025"} 1' in text
-    assert 'scenekv_answer_ttft_seconds_bucket{le="+Inf"} 1' in text
-    assert "scenekv_answer_ttft_seconds_count 1" in text
+    assert "scenekv_frames_ingested_total 3.0" in text
+    assert 'scenekv_errors_total{code="bad_json"} 1.0' in text
+    assert 'scenekv_stream_memory_bytes{stream="s1"} 1024.0' in text
+    assert 'scenekv_answer_ttft_seconds_bucket{le="0.025"} 1.0' in text
+    assert 'scenekv_answer_ttft_seconds_bucket{le="+Inf"} 1.0' in text
+    assert "scenekv_answer_ttft_seconds_count 1.0" in text
+    assert "_created" not in text  # one series per figure, as Prometheus users expect of a gateway
+    # the encoders' figures, one series per encoder; one that did not answer is down, not missing
+    assert 'scenekv_encoder_streams{encoder="0",node="10.0.0.1"} 2.0' in text
+    assert 'scenekv_encoder_frames_encoded_total{encoder="0",node="10.0.0.1"} 40.0' in text
+    assert 'scenekv_encoder_up{encoder="0"} 1.0' in text and 'scenekv_encoder_up{encoder="1"} 0.0' in text
+    assert m.value("scenekv_errors_total", code="bad_json") == 1.0
+    assert m.value("scenekv_errors_total", code="other") == 0.0
 
 
 def test_serve_command_is_light_and_parses_its_flags():

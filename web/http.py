@@ -22,6 +22,7 @@ from scenekv.errors import UserError
 
 from .auth import origin_ok, redact_url, token_ok
 from .media import MAX_WHOLE, RangeError, byte_range, content_type, read_part, size_of
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .protocol import FORBIDDEN_SOURCE, ProtocolError
 from .sources import list_media, media_file
 
@@ -84,7 +85,7 @@ class HttpRoutes:
         path = urlsplit(request.path).path
         result = await self._route(path, request)
         status = result.status_code if result is not None else 101
-        self.gw.metrics.http.inc(path=path if path in _KNOWN_PATHS else "other", status=str(status))
+        self.gw.metrics.http.labels(path=path if path in _KNOWN_PATHS else "other", status=str(status)).inc()
         return result
 
     async def _route(self, path: str, request: Request) -> Response | None:
@@ -93,10 +94,10 @@ class HttpRoutes:
         if path == "/ws":
             host = request.headers.get("Host")
             if not origin_ok(request.headers.get("Origin"), host, cfg.allowed_origins):
-                self.gw.metrics.errors.inc(code="forbidden_origin")
+                self.gw.metrics.errors.labels(code="forbidden_origin").inc()
                 return error_response(403, "forbidden_origin", "this Origin may not open the WebSocket")
             if not authorized:
-                self.gw.metrics.errors.inc(code="unauthorized")
+                self.gw.metrics.errors.labels(code="unauthorized").inc()
                 return error_response(
                     401,
                     "unauthorized",
@@ -111,9 +112,8 @@ class HttpRoutes:
         if path == "/metrics":
             if not authorized:
                 return error_response(401, "unauthorized", "missing or wrong token")
-            return response(
-                200, self.gw.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
-            )
+            await self._refresh_encoder_figures()
+            return response(200, self.gw.metrics.render(), METRICS_CONTENT_TYPE)
         if path == "/config.json":
             return json_response(200, self._page_config(authorized))
         captions = _CAPTIONS_PATH.match(path)
@@ -163,11 +163,20 @@ class HttpRoutes:
         disposition = {"Content-Disposition": f'attachment; filename="{sid}.{fmt}"'}
         return response(200, text.encode(), CAPTION_TYPES[fmt], disposition)
 
+    async def _refresh_encoder_figures(self) -> None:
+        """The encoders' figures for this scrape; one that does not answer shows as down."""
+        try:
+            snapshot = await asyncio.wait_for(asyncio.to_thread(self.gw.service.encoder_stats), timeout=5)
+        except Exception as exc:
+            snapshot = [{"error": f"{type(exc).__name__}: {exc}"}]
+        self.gw.metrics.encoders.snapshot = snapshot
+
     async def _healthz(self) -> Response:
         try:
             health = await asyncio.wait_for(asyncio.to_thread(self.gw.service.health), timeout=5)
         except Exception as exc:
-            health = {"redis": {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, "ray": {"ok": False}}
+            error = f"{type(exc).__name__}: {exc}"
+            health = {"redis": {"ok": False, "error": error}, "ray": {"ok": False}, "encoders": []}
         if isinstance(health.get("redis"), dict) and health["redis"].get("url"):
             health["redis"] = {**health["redis"], "url": redact_url(health["redis"]["url"])}
         ok = all(bool(health.get(part, {}).get("ok")) for part in ("redis", "ray")) and not self.gw.draining

@@ -1,134 +1,126 @@
-"""Prometheus text exposition (format 0.0.4), hand-written: counters, gauges and histograms.
+"""What /metrics shows, through prometheus_client: the gateway's own figures and the encoders'.
 
-A few dozen lines instead of a dependency: the gateway only needs labelled counters/gauges and
-fixed-bucket histograms, all updated from the event loop thread (no locking needed).
+Each gateway has its own registry (several gateways in one process, as in tests, never share a
+series). The encoders' figures live in their actors; /metrics reads a snapshot of them
+(``Service.encoder_stats``) just before rendering, and ``EncoderCollector`` turns it into series
+labelled by encoder, so a scrape shows what every encoder is doing without the gateway keeping any
+state of its own about them.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 
-LabelKey = tuple[tuple[str, str], ...]
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-
-def _labels(key: LabelKey, extra: tuple[tuple[str, str], ...] = ()) -> str:
-    pairs = key + extra
-    if not pairs:
-        return ""
-    body = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
-    return "{" + body + "}"
-
-
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _num(x: float) -> str:
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    return repr(float(x)) if not float(x).is_integer() else str(int(x))
-
-
-class _Metric:
-    kind = ""
-
-    def __init__(self, name: str, help: str) -> None:
-        self.name, self.help = name, help
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help: str) -> None:
-        super().__init__(name, help)
-        self.values: dict[LabelKey, float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        self.values[key] = self.values.get(key, 0.0) + amount
-
-    def get(self, **labels: str) -> float:
-        return self.values.get(tuple(sorted(labels.items())), 0.0)
-
-    def render(self) -> list[str]:
-        values = self.values or {(): 0.0}
-        return self.header() + [f"{self.name}{_labels(k)} {_num(v)}" for k, v in sorted(values.items())]
-
-
-class Gauge(Counter):
-    kind = "gauge"
-
-    def set(self, value: float, **labels: str) -> None:
-        self.values[tuple(sorted(labels.items()))] = float(value)
-
-    def remove(self, **labels: str) -> None:
-        self.values.pop(tuple(sorted(labels.items())), None)
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(self, name: str, help: str, buckets: tuple[float, ...]) -> None:
-        super().__init__(name, help)
-        self.buckets = tuple(sorted(buckets))
-        self.counts = [0] * len(self.buckets)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.sum += value
-        self.count += 1
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-
-    def render(self) -> list[str]:
-        lines = self.header()
-        for bound, n in zip(self.buckets, self.counts, strict=True):
-            lines.append(f'{self.name}_bucket{{le="{_num(bound)}"}} {n}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{self.name}_sum {_num(self.sum)}")
-        lines.append(f"{self.name}_count {self.count}")
-        return lines
-
+# No `_created` twin per counter and histogram: one series per figure (process-wide setting).
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# encoder figure -> (kind, help); what EncoderActor.stats() reports beside node / pid / device
+ENCODER_FIGURES = {
+    "streams": ("gauge", "Streams open on the encoder"),
+    "frames_encoded": ("counter", "Frames encoded (vision tower + prefill)"),
+    "append_calls": ("counter", "Append calls served (each one batch of one stream's frames)"),
+    "lock_wait_seconds": ("counter", "Time calls waited for the model lock"),
+    "lock_held_seconds": ("counter", "Time the model lock was held"),
+    "decode_tokens": ("counter", "Answer tokens decoded"),
+    "questions": ("counter", "Questions started"),
+}
+
+
+class EncoderCollector(Collector):
+    """The encoders' last snapshot as series ``scenekv_encoder_<figure>{encoder, node}``."""
+
+    def __init__(self) -> None:
+        self.snapshot: list[dict] = []
+
+    def collect(self) -> Iterator:
+        up = GaugeMetricFamily(
+            "scenekv_encoder_up", "Whether the encoder answered the last scrape", labels=["encoder"]
+        )
+        families = {}
+        for name, (kind, help_) in ENCODER_FIGURES.items():
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            families[name] = family(f"scenekv_encoder_{name}", help_, labels=["encoder", "node"])
+        for i, enc in enumerate(self.snapshot):
+            up.add_metric([str(i)], 0.0 if enc.get("error") else 1.0)
+            for name, family in families.items():
+                if enc.get(name) is not None:
+                    family.add_metric([str(i), str(enc.get("node", ""))], float(enc[name]))
+        yield up
+        yield from families.values()
 
 
 class GatewayMetrics:
     """Everything /metrics shows; attribute names say what each one counts."""
 
     def __init__(self) -> None:
-        self.connections = Gauge("scenekv_ws_connections", "Open WebSocket connections")
-        self.streams = Gauge("scenekv_streams_watched", "Streams with at least one connected client")
-        self.frames = Counter("scenekv_frames_ingested_total", "Frames pushed by clients and encoded")
+        self.registry = reg = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge("scenekv_ws_connections", "Open WebSocket connections", registry=reg)
+        self.streams = Gauge(
+            "scenekv_streams_watched", "Streams with at least one connected client", registry=reg
+        )
+        self.frames = Counter("scenekv_frames_ingested", "Frames pushed by clients and encoded", registry=reg)
         self.frames_dropped = Counter(
-            "scenekv_frames_rejected_total", "Pushed frames refused (rate limit, bad image, bad pts)"
+            "scenekv_frames_rejected",
+            "Pushed frames refused (rate limit, bad image, bad pts)",
+            ["reason"],
+            registry=reg,
         )
         self.encode_seconds = Histogram(
-            "scenekv_encode_seconds", "Time to encode one pushed frame (service.push_frame)", LATENCY_BUCKETS
+            "scenekv_encode_seconds",
+            "Time to encode one pushed frame (service.push_frame)",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
         )
-        self.frame_queue = Gauge("scenekv_frame_queue_depth", "Pushed frames waiting for the encoder")
-        self.questions_in_flight = Gauge("scenekv_questions_in_flight", "Questions being answered")
-        self.outbox = Gauge("scenekv_outbox_depth", "Server messages queued for slow clients")
-        self.lag = Gauge("scenekv_ingest_lag_seconds", "Ingest lag per stream")
-        self.memory = Gauge("scenekv_stream_memory_bytes", "KV bytes stored in Redis per stream")
-        self.stream_frames = Gauge("scenekv_stream_frames", "Frames ingested per stream (this gateway)")
-        self.answers = Counter("scenekv_answers_total", "Answers finished, by finish reason")
+        self.frame_queue = Gauge(
+            "scenekv_frame_queue_depth", "Pushed frames waiting for the encoder", registry=reg
+        )
+        self.questions_in_flight = Gauge(
+            "scenekv_questions_in_flight", "Questions being answered", registry=reg
+        )
+        self.outbox = Gauge("scenekv_outbox_depth", "Server messages queued for slow clients", registry=reg)
+        self.lag = Gauge("scenekv_ingest_lag_seconds", "Ingest lag per stream", ["stream"], registry=reg)
+        self.memory = Gauge(
+            "scenekv_stream_memory_bytes", "KV bytes stored in Redis per stream", ["stream"], registry=reg
+        )
+        self.stream_frames = Gauge(
+            "scenekv_stream_frames", "Frames ingested per stream (this gateway)", ["stream"], registry=reg
+        )
+        self.answers = Counter(
+            "scenekv_answers", "Answers finished, by finish reason", ["finish_reason"], registry=reg
+        )
         self.ttft = Histogram(
-            "scenekv_answer_ttft_seconds", "Time to first answer token (model side)", LATENCY_BUCKETS
+            "scenekv_answer_ttft_seconds",
+            "Time to first answer token (model side)",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
         )
-        self.errors = Counter("scenekv_errors_total", "Error messages sent to clients, by code")
-        self.http = Counter("scenekv_http_requests_total", "HTTP requests, by path and status")
+        self.errors = Counter(
+            "scenekv_errors", "Error messages sent to clients, by code", ["code"], registry=reg
+        )
+        self.http = Counter(
+            "scenekv_http_requests", "HTTP requests, by path and status", ["path", "status"], registry=reg
+        )
+        self.encoders = EncoderCollector()
+        reg.register(self.encoders)
 
-    def all(self) -> list[_Metric]:
-        return [v for v in vars(self).values() if isinstance(v, _Metric)]
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value, 0 before its first event (``value("scenekv_errors_total", code=c)``)."""
+        return self.registry.get_sample_value(name, labels) or 0.0
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in self.all():
-            lines += metric.render()
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -85,12 +85,12 @@ class Connection:
             self._spawn(asyncio.to_thread(self.service.cancel, q.qid))
         for task in (pusher, *self._tasks):
             task.cancel()
-        self.metrics.frame_queue.inc(-self.frames.qsize())
+        self.metrics.frame_queue.dec(self.frames.qsize())
         if self.stream is not None:
             self.gw.registry.unsubscribe(self.stream, self)
             self.stream = None
         writer.cancel()
-        self.metrics.outbox.inc(-self.outbox.qsize())
+        self.metrics.outbox.dec(self.outbox.qsize())
 
     def busy(self) -> bool:
         """Work a drain should wait for: queued frames or answers still streaming."""
@@ -109,13 +109,13 @@ class Connection:
             self._spawn(self.ws.close(1008, "client too slow"))
 
     def send_error(self, code: str, message: str, id: str | None = None, **extra) -> None:
-        self.metrics.errors.inc(code=code)
+        self.metrics.errors.labels(code=code).inc()
         self.deliver(error_message(code, message, id, **extra))
 
     async def _write_loop(self) -> None:
         while True:
             message = await self.outbox.get()
-            self.metrics.outbox.inc(-1)
+            self.metrics.outbox.dec()
             try:
                 await self.ws.send(message)
             except ConnectionClosed:
@@ -238,7 +238,7 @@ class Connection:
     # -- frames -----------------------------------------------------------------------------------
     async def _frame(self, frame: P.FrameAppend) -> None:
         if not self.frame_bucket.take():
-            self.metrics.frames_dropped.inc(reason="rate_limited")
+            self.metrics.frames_dropped.labels(reason="rate_limited").inc()
             raise ProtocolError(
                 P.RATE_LIMITED, f"more than {self.cfg.frames_per_s:g} frames/s", pts=frame.pts
             )
@@ -257,7 +257,7 @@ class Connection:
             if st.refused_from is not None and frame.pts > st.refused_from:
                 raise self._refusal(frame.pts, st.refused_from)
             if st.last_pts is not None and frame.pts <= st.last_pts:
-                self.metrics.frames_dropped.inc(reason="bad_pts")
+                self.metrics.frames_dropped.labels(reason="bad_pts").inc()
                 raise ProtocolError(
                     P.BAD_PTS,
                     f"pts {frame.pts:g} is not after the previous frame ({st.last_pts:g})",
@@ -276,7 +276,7 @@ class Connection:
         self.metrics.frame_queue.inc()
 
     def _refusal(self, pts: float, resend_from: float) -> ProtocolError:
-        self.metrics.frames_dropped.inc(reason=P.ENCODER_UNAVAILABLE)
+        self.metrics.frames_dropped.labels(reason=P.ENCODER_UNAVAILABLE).inc()
         return ProtocolError(
             P.ENCODER_UNAVAILABLE,
             f"the encoder is restarting; send the frames from pts {resend_from:g} again",
@@ -288,7 +288,7 @@ class Connection:
     async def _push_loop(self) -> None:
         while True:
             st, frame, received = await self.frames.get()
-            self.metrics.frame_queue.inc(-1)
+            self.metrics.frame_queue.dec()
             try:
                 rgb = await asyncio.to_thread(decode_image, frame.image)
                 t0 = time.perf_counter()
@@ -306,7 +306,7 @@ class Connection:
             except UserError as exc:
                 self._unburn(st, frame.pts)
                 code, message = user_error(exc)
-                self.metrics.frames_dropped.inc(reason=code)
+                self.metrics.frames_dropped.labels(reason=code).inc()
                 self.send_error(code, message, pts=frame.pts)
             except Exception as exc:
                 self._unburn(st, frame.pts)
@@ -339,7 +339,7 @@ class Connection:
         refused = [first]
         while not self.frames.empty():
             refused.append(self.frames.get_nowait()[1])
-            self.metrics.frame_queue.inc(-1)
+            self.metrics.frame_queue.dec()
             self.frames_done += 1
         st.refused_from = first.pts
         st.last_pts = st.encoded_pts
@@ -428,11 +428,11 @@ class Connection:
     def _finish(self, qid: str, pending: _Question) -> None:
         if self.questions.get(qid) is pending:
             del self.questions[qid]
-            self.metrics.questions_in_flight.inc(-1)
+            self.metrics.questions_in_flight.dec()
 
     def _done(self, qid: str, item: dict, pending: _Question) -> None:
         reason = item.get("finish_reason") or "stop"  # the engine's: a late cancel does not rewrite it
-        self.metrics.answers.inc(finish_reason=reason)
+        self.metrics.answers.labels(finish_reason=reason).inc()
         if item.get("ttft_ms") is not None:
             self.metrics.ttft.observe(float(item["ttft_ms"]) / 1000.0)
         self.deliver(

@@ -9,6 +9,7 @@ and again from the event log (which also carries scenes closed by other gateways
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -109,7 +110,8 @@ class StreamRegistry:
         del self.streams[st.sid]
         self.metrics.streams.set(len(self.streams))
         for gauge in (self.metrics.lag, self.metrics.memory, self.metrics.stream_frames):
-            gauge.remove(stream=st.sid)
+            with contextlib.suppress(KeyError):  # no sample yet: nothing to remove
+                gauge.remove(st.sid)
 
     async def close(self) -> None:
         tasks = [t for st in self.streams.values() for t in st.tasks]
@@ -183,9 +185,9 @@ class StreamRegistry:
             "dropped": p.get("dropped"),
             "status": status,
         }
-        self.metrics.lag.set(payload["lag_s"], stream=st.sid)
-        self.metrics.memory.set(float(p.get("memory_bytes") or 0), stream=st.sid)
-        self.metrics.stream_frames.set(float(frames or 0), stream=st.sid)
+        self.metrics.lag.labels(stream=st.sid).set(payload["lag_s"])
+        self.metrics.memory.labels(stream=st.sid).set(float(p.get("memory_bytes") or 0))
+        self.metrics.stream_frames.labels(stream=st.sid).set(float(frames or 0))
         error = p.get("error")
         if p.get("status") == "error" and error and not st.decoder_error_sent:
             st.decoder_error_sent = True

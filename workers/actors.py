@@ -21,6 +21,7 @@ from scenekv.errors import UserError
 from scenekv.memory import StreamBusy, StreamNotFound, WriteFailed, WriterBusy
 
 from .errors import StreamResumed
+from .timed_lock import TimedLock
 
 
 def _error_dict(exc: BaseException) -> dict:
@@ -39,6 +40,10 @@ class EncoderActor:
         from scenekv.vlm import load_backend
 
         self.load_error: BaseException | None = None
+        self._model_lock = TimedLock()  # one forward at a time on the model
+        self._cancels: dict[str, threading.Event] = {}
+        self.started = time.time()
+        self.counts = {"frames_encoded": 0, "append_calls": 0, "decode_tokens": 0, "questions": 0}
         try:
             self.backend = load_backend(model, device=options.get("device"), dtype=options.get("dtype"))
         except Exception as exc:  # kept for describe_model: Ray's creation-task error loses the message
@@ -53,9 +58,22 @@ class EncoderActor:
             captions=options.get("captions", True),
             budget_tokens=options.get("budget_tokens", 4096),
         )
-        self._model_lock = threading.Lock()  # one forward at a time on the model
-        self._cancels: dict[str, threading.Event] = {}
-        self.started = time.time()
+
+    def stats(self) -> dict:
+        """Where this encoder runs and what it has done since it started (/metrics, /healthz).
+        Read without the model lock: a status call never waits for a long append."""
+        import os
+
+        return {
+            "node": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "device": str(self.backend.device) if self.load_error is None else None,
+            "streams": len(self.hub.streams) if self.load_error is None else 0,
+            "lock_wait_seconds": round(self._model_lock.wait_s, 6),
+            "lock_held_seconds": round(self._model_lock.held_s, 6),
+            "uptime_s": round(time.time() - self.started, 3),
+            **self.counts,
+        }
 
     def describe_model(self) -> dict:
         if self.load_error is not None:
@@ -106,7 +124,10 @@ class EncoderActor:
                 last = self._attach(sid)["last_pts"]
                 raise StreamResumed(f"stream {sid!r} was re-opened from Redis; resend after {last}", last)
             try:
-                return self.hub.append(sid, frames)
+                out = self.hub.append(sid, frames)
+                self.counts["frames_encoded"] += out["frames"]
+                self.counts["append_calls"] += 1
+                return out
             except (WriteFailed, WriterBusy, StreamBusy, StreamNotFound):
                 self.hub.forget(sid)  # its memory is unusable here: drop the device window and writer
                 raise
@@ -151,6 +172,7 @@ class EncoderActor:
         from scenekv.vlm import SamplingParams
 
         cancel = self._cancels.setdefault(qid, threading.Event())
+        self.counts["questions"] += 1
         try:
             with self._model_lock:  # planning and loading; then the lock is taken per decode step
                 answer = self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
@@ -160,6 +182,7 @@ class EncoderActor:
                     delta = next(it, None)
                 if delta is None:
                     break
+                self.counts["decode_tokens"] += 1
                 yield {"type": "delta", "text": delta}
             yield {"type": "done", "text": answer.text, **answer.result()}
         except Exception as exc:  # the client gets the error; the actor keeps serving

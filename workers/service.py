@@ -439,16 +439,26 @@ class SceneKVService:
     def events(self, sid: str, after: str = "$", block_ms: int = 1000) -> list[tuple[str, str, dict]]:
         return self.store.wait_events(sid, after=after, block_ms=block_ms)
 
+    def encoder_stats(self, timeout: float = 2.0) -> list[dict]:
+        """One dict per encoder: its node, pid, device, open streams and work counts
+        (EncoderActor.stats); an encoder that does not answer in ``timeout`` has ``error`` instead."""
+        try:
+            return [ray.get(self.encoder.stats.remote(), timeout=timeout)]
+        except Exception as exc:
+            return [{"error": f"{type(exc).__name__}: {exc}"}]
+
     def health(self) -> dict:
         redis_ok = True
         try:
             self.store.ping()
         except Exception:
             redis_ok = False
+        keep = ("node", "device", "pid", "streams", "error")
         return {
             "redis": {"ok": redis_ok, "url": self.redis_url},
             "ray": {"ok": ray.is_initialized()},
             "model": self.model,
+            "encoders": [{k: e[k] for k in keep if k in e} for e in self.encoder_stats()],
         }
 
     def shutdown(self, timeout: float = 60.0) -> None:
