@@ -35,6 +35,7 @@ from .memory_view import StoreMemory
 log = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "Describe what happens in this part of the video in one short sentence."
+CAPTION_TRIES = 5  # a scene's caption is tried this often (on the next appends) before it is left out
 
 
 class StreamHub:
@@ -63,6 +64,9 @@ class StreamHub:
         self.lru = DeviceLRU(lru_bytes)
         self.streams: dict[str, RollingMemory] = {}
         self._lock = threading.RLock()
+        # Scenes whose caption failed (e.g. Redis refused the write): retried on the stream's next
+        # appends and at its end, never failing the frames that closed them.
+        self.pending_captions: dict[str, dict[int, tuple[Scene, int]]] = {}
 
     # -- streams ------------------------------------------------------------------------------
     def open(
@@ -134,6 +138,7 @@ class StreamHub:
         mem = self._stream(sid)
         appended = mem.append(frames)
         closed = [self._scene_dict(sid, s) for s in appended.closed]
+        closed += self.retry_captions(sid, skip={s.index for s in appended.closed})
         return {"frames": len(appended.records), "last_pts": mem.last_pts, "closed": closed}
 
     def _view(self, mem: RollingMemory | None, sid: str) -> StoreMemory:
@@ -144,8 +149,37 @@ class StreamHub:
     def _scene_dict(self, sid: str, scene: Scene) -> dict:
         out = {"scene_id": scene.index, "start": scene.start, "end": scene.end, "frames": scene.frames}
         if self.captions:
-            out["caption"] = self.caption(sid, scene.start, scene.end, scene.index)
+            try:
+                out["caption"] = self.caption(sid, scene.start, scene.end, scene.index)
+            except Exception as exc:  # the scene is stored and closed; only its caption waits
+                tries = self.pending_captions.get(sid, {}).get(scene.index, (scene, 0))[1] + 1
+                if tries < CAPTION_TRIES:
+                    self.pending_captions.setdefault(sid, {})[scene.index] = (scene, tries)
+                log.warning(
+                    "caption of scene %d of %s failed (try %d of %d): %s: %s",
+                    scene.index,
+                    sid,
+                    tries,
+                    CAPTION_TRIES,
+                    type(exc).__name__,
+                    exc,
+                )
+                out["caption"], out["caption_pending"] = "", tries < CAPTION_TRIES
         return out
+
+    def retry_captions(self, sid: str, skip: set[int] = frozenset()) -> list[dict]:
+        """Caption again the scenes of ``sid`` whose caption failed; the ones now captioned."""
+        done = []
+        for index, (scene, _) in sorted(self.pending_captions.get(sid, {}).items()):
+            if index in skip:
+                continue
+            self.pending_captions[sid].pop(index, None)
+            out = self._scene_dict(sid, scene)
+            if not out.get("caption_pending"):
+                done.append(out)
+        if not self.pending_captions.get(sid):
+            self.pending_captions.pop(sid, None)
+        return done
 
     def caption(self, sid: str, start: float, end: float, index: int | None = None) -> str:
         """A caption from the chunks of [start, end] alone (no retrieval), stored with the scene."""
@@ -191,13 +225,16 @@ class StreamHub:
         if mem is None:
             raise StreamNotFound(f"stream {sid!r} is not open here")
         try:
-            closed = [self._scene_dict(sid, s) for s in mem.close_last_scene()]
+            last = mem.close_last_scene()
+            closed = [self._scene_dict(sid, s) for s in last]
+            closed += self.retry_captions(sid, skip={s.index for s in last})
         except BaseException:
             mem.abandon()  # its lease and writer go; what Redis holds stays (attach continues it)
             raise
         finally:
             with self._lock:
                 self.streams.pop(sid, None)
+                self.pending_captions.pop(sid, None)  # `caption_missing` can still fill them in
         mem.end()
         return closed
 
@@ -205,6 +242,7 @@ class StreamHub:
         """Drop a stream whose memory failed (deleted, expired, taken over): no write is attempted."""
         with self._lock:
             mem = self.streams.pop(sid, None)
+            self.pending_captions.pop(sid, None)
         if mem is not None:
             with contextlib.suppress(Exception):  # its writes are failing already; do not wait on them
                 mem.abandon()
@@ -212,6 +250,7 @@ class StreamHub:
     def detach(self, sid: str) -> None:
         with self._lock:
             mem = self.streams.pop(sid, None)
+            self.pending_captions.pop(sid, None)
         if mem is not None:
             mem.detach()
 

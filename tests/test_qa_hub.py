@@ -156,3 +156,33 @@ def test_a_live_view_taken_during_appends_misses_no_frame(store, video):
             views += 1
     assert views >= 3  # views really were taken while frames were being appended and evicted
     hub.end(sid)
+
+
+def test_a_failed_caption_never_fails_its_frames_and_is_retried(redis_url, prefix, video):
+    """The store refuses the first two caption writes (as Redis does under OOM or a failover):
+    the appends that closed the scene still succeed, and the caption lands on a later append."""
+    import redis
+
+    from scenekv.memory import MemoryStore
+
+    class FlakyCaptions(MemoryStore):
+        refusals = 2
+
+        def set_caption(self, sid, index, caption):
+            if FlakyCaptions.refusals:
+                FlakyCaptions.refusals -= 1
+                raise redis.ConnectionError("Connection reset by peer")
+            super().set_caption(sid, index, caption)
+
+    store = FlakyCaptions(redis_url, prefix)
+    hub = StreamHub(tiny(), store, rolling=RollingConfig(window=12, chunk_frames=4), caption_tokens=4)
+    sid = hub.open(source="v.mp4", carriers="pool:4")["stream_id"]
+    results = [hub.append(sid, video[i : i + 6]) for i in range(0, len(video), 6)]
+    assert sum(r["frames"] for r in results) == len(video)  # every frame went in
+    closed = [c for r in results for c in r["closed"]]
+    first = [c for c in closed if c["scene_id"] == 0]
+    assert first[0]["caption"] == "" and first[0]["caption_pending"] is True
+    assert first[-1]["caption"] and not first[-1].get("caption_pending")  # retried, then stored
+    hub.end(sid)
+    assert FlakyCaptions.refusals == 0
+    assert all(s.caption for s in store.scenes(sid)), [s.caption for s in store.scenes(sid)]
