@@ -245,14 +245,15 @@ class RollingMemory:
         """
         return self.session.last_pts
 
-    def append(self, frames: Sequence[tuple[float, np.ndarray]]) -> Appended:
-        """Encode and prefill frames, tile scenes, move what left the window to Redis (write-behind)."""
+    def append(self, frames: Sequence[tuple[float, np.ndarray]], features=None) -> Appended:
+        """Encode and prefill frames, tile scenes, move what left the window to Redis (write-behind).
+        ``features``: the frames' vision features, when a batch across streams computed them."""
         with self.lock:
-            return self._append(frames)
+            return self._append(frames, features)
 
-    def _append(self, frames: Sequence[tuple[float, np.ndarray]]) -> Appended:
+    def _append(self, frames: Sequence[tuple[float, np.ndarray]], features=None) -> Appended:
         self._check_usable()
-        records = self.session.append(frames)
+        records = self.session.append(frames, features)
         # From here the session has the frames: every one must reach the tiler, and if a write
         # cannot be queued the memory is marked failed rather than left half-updated.
         closed: list[Scene] = []

@@ -24,7 +24,10 @@ from scenekv.memory import (
     RollingConfig,
     RollingMemory,
     Scene,
+    StreamBusy,
     StreamNotFound,
+    WriteFailed,
+    WriterBusy,
 )
 from scenekv.vlm import SamplingParams, VLMBackend
 
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "Describe what happens in this part of the video in one short sentence."
 CAPTION_TRIES = 5  # a scene's caption is tried this often (on the next appends) before it is left out
+MEMORY_FAILURES = (WriteFailed, WriterBusy, StreamBusy, StreamNotFound)
 
 
 class StreamHub:
@@ -135,24 +139,63 @@ class StreamHub:
 
     def append(self, sid: str, frames: Sequence[tuple[float, np.ndarray]]) -> dict:
         """Encode frames into the stream; returns progress and the scenes this closed (captioned)."""
-        mem = self._stream(sid)
-        appended = mem.append(frames)
-        closed = [self._scene_dict(sid, s) for s in appended.closed]
-        closed += self.retry_captions(sid, skip={s.index for s in appended.closed})
-        return {"frames": len(appended.records), "last_pts": mem.last_pts, "closed": closed}
+        (result,) = self.append_batch([(sid, frames)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def append_batch(self, requests: Sequence[tuple[str, Sequence[tuple[float, np.ndarray]]]]) -> list:
+        """Several streams' frames with one vision forward: the tower runs once on all of them, then
+        each stream prefills its own carriers (its KV is what a lone append would have made).
+        Returns, per request, its ``append`` result or the exception it raised; one stream's error
+        never fails another's frames."""
+        mems, out = [], []
+        for sid, _ in requests:
+            mem = self.streams.get(sid)
+            mems.append(mem)
+            out.append(None if mem is not None else StreamNotFound(f"stream {sid!r} is not open here"))
+        live = [i for i, mem in enumerate(mems) if mem is not None and requests[i][1]]
+        features = {}
+        for group in _same_size(live, requests):  # a processor may resize a call to its first frame's size
+            images = [img for i in group for _, img in requests[i][1]]
+            need = any(mems[i].session.spec.needs_importance for i in group)
+            feats = self.backend.encode_frames(images, need_importance=need)
+            features.update(zip(group, feats.split([len(requests[i][1]) for i in group]), strict=True))
+        for i, f in features.items():
+            sid, frames = requests[i]
+            try:
+                appended = mems[i].append(frames, f)
+                closed = [self._scene_dict(sid, s) for s in appended.closed]
+                closed += self.retry_captions(sid, skip={s.index for s in appended.closed})
+                out[i] = {"frames": len(appended.records), "last_pts": mems[i].last_pts, "closed": closed}
+            except Exception as exc:
+                out[i] = exc
+        for i, mem in enumerate(mems):
+            if mem is not None and not requests[i][1]:
+                try:
+                    mem.append([])  # nothing to encode, but a failed memory still says so
+                    out[i] = {"frames": 0, "last_pts": mem.last_pts, "closed": []}
+                except Exception as exc:
+                    out[i] = exc
+        return out
 
     def _view(self, mem: RollingMemory | None, sid: str) -> StoreMemory:
         """What a question reads: Redis through the kept index and LRU, plus a live stream's window."""
         kwargs = {"index": self.index, "lru": self.lru, "device": self.backend.device}
         return StoreMemory.of(mem, **kwargs) if mem is not None else StoreMemory(self.store, sid, **kwargs)
 
-    def _scene_dict(self, sid: str, scene: Scene) -> dict:
+    def _scene_dict(self, sid: str, scene: Scene, tried: int = 0, *, last_try: bool = False) -> dict:
+        """The closed scene as the caller reports it, captioned. ``tried``: earlier failed tries."""
         out = {"scene_id": scene.index, "start": scene.start, "end": scene.end, "frames": scene.frames}
         if self.captions:
             try:
                 out["caption"] = self.caption(sid, scene.start, scene.end, scene.index)
+            except MEMORY_FAILURES:
+                raise  # the stream's memory is unusable: that is the append's failure, not the caption's
             except Exception as exc:  # the scene is stored and closed; only its caption waits
-                tries = self.pending_captions.get(sid, {}).get(scene.index, (scene, 0))[1] + 1
+                tries = tried + 1
+                if last_try:
+                    tries = CAPTION_TRIES
                 if tries < CAPTION_TRIES:
                     self.pending_captions.setdefault(sid, {})[scene.index] = (scene, tries)
                 log.warning(
@@ -164,17 +207,17 @@ class StreamHub:
                     type(exc).__name__,
                     exc,
                 )
-                out["caption"], out["caption_pending"] = "", tries < CAPTION_TRIES
+                out["caption"], out["caption_pending"] = None, tries < CAPTION_TRIES  # None: no caption yet
         return out
 
-    def retry_captions(self, sid: str, skip: set[int] = frozenset()) -> list[dict]:
+    def retry_captions(self, sid: str, skip: set[int] = frozenset(), *, last_try: bool = False) -> list[dict]:
         """Caption again the scenes of ``sid`` whose caption failed; the ones now captioned."""
         done = []
-        for index, (scene, _) in sorted(self.pending_captions.get(sid, {}).items()):
+        for index, (scene, tried) in sorted(self.pending_captions.get(sid, {}).items()):
             if index in skip:
                 continue
             self.pending_captions[sid].pop(index, None)
-            out = self._scene_dict(sid, scene)
+            out = self._scene_dict(sid, scene, tried, last_try=last_try)
             if not out.get("caption_pending"):
                 done.append(out)
         if not self.pending_captions.get(sid):
@@ -226,8 +269,8 @@ class StreamHub:
             raise StreamNotFound(f"stream {sid!r} is not open here")
         try:
             last = mem.close_last_scene()
-            closed = [self._scene_dict(sid, s) for s in last]
-            closed += self.retry_captions(sid, skip={s.index for s in last})
+            closed = [self._scene_dict(sid, s, last_try=True) for s in last]
+            closed += self.retry_captions(sid, skip={s.index for s in last}, last_try=True)
         except BaseException:
             mem.abandon()  # its lease and writer go; what Redis holds stays (attach continues it)
             raise
@@ -260,3 +303,13 @@ class StreamHub:
                 self.detach(sid)
             except Exception:  # keep closing the others; the error is logged
                 log.exception("detaching stream %s failed", sid)
+
+
+def _same_size(indices: list[int], requests) -> list[list[int]]:
+    """``indices`` grouped so that one vision call only sees frames of one size (in order)."""
+    groups: dict = {}
+    for i in indices:
+        shapes = {np.shape(img) for _, img in requests[i][1]}
+        key = shapes.pop() if len(shapes) == 1 else ("alone", i)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())

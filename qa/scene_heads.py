@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .context import ChunkRef, ContextPlan
 
-_WHEN = re.compile(r"^\s*(?:when\b|at what (?:time|point|moment)\b|what time\b)", re.IGNORECASE)
+_WHEN = re.compile(r"^\s*(?:when\b|at what (?:time|point|moment)\b)", re.IGNORECASE)
 
 
 def is_when_question(question: str) -> bool:

@@ -30,6 +30,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# the service commands read SCENEKV_<FLAG> variables (scenekv/env_flags.py); the others, whose flags
+# mean other things (make-video's --fps is its output rate), do not
+ENV_COMMANDS = ("serve", "ask", "caption")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scenekv", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"scenekv {__version__}")
@@ -46,9 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scenekv.env_flags import apply_env_defaults
 
     parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)
     try:
-        for sub in parser._subparsers._group_actions[0].choices.values():
-            apply_env_defaults(sub)  # SCENEKV_<FLAG> sets --<flag>'s default; the flag still wins
+        if command in ENV_COMMANDS:  # SCENEKV_<FLAG> sets --<flag>'s default; the flag still wins
+            apply_env_defaults(parser._subparsers._group_actions[0].choices[command])
     except UserError as exc:
         print(f"scenekv: error: {exc}", file=sys.stderr)
         return 2

@@ -32,9 +32,21 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, st
         longs = [o for o in action.option_strings if o.startswith("--")]
         if not longs or action.dest in ("help", "version") or env_name(longs[0]) not in environ:
             continue
-        name, raw = env_name(longs[0]), environ[env_name(longs[0])]
+        name, raw = env_name(longs[0]), environ[env_name(longs[0])].strip()
         action.default = _value(action, name, raw)
         action.required = False
+        if isinstance(action, argparse._AppendAction):
+            action.__class__ = _ReplacingAppend  # the command line's values replace the variable's
+
+
+class _ReplacingAppend(argparse._AppendAction):
+    """A repeatable flag whose default came from the environment: given on the command line, its
+    values replace the variable's instead of adding to them (the command line wins)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is self.default:
+            setattr(namespace, self.dest, [])
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _value(action: argparse.Action, name: str, raw: str):

@@ -30,8 +30,10 @@ def test_environment_sets_defaults_and_flags_override_them():
     args = _serve(env, [])
     assert (args.token, args.port, args.kv_dtype, args.max_frame_mb) == ("s3cret", 9001, "int4", 2.5)
     assert args.allow_origin == ["https://a.example", "https://b.example"]
-    args = _serve(env, ["--port", "9002", "--token", "other"])
+    args = _serve(env, ["--port", "9002", "--token", "other", "--allow-origin", "https://c.example"])
     assert (args.port, args.token) == (9002, "other")
+    assert args.allow_origin == ["https://c.example"]  # replaced, not added to: the command line wins
+    assert _serve({"SCENEKV_TOKEN": "s3cret\n"}, []).token == "s3cret"  # a secret file's newline
     assert _serve({}, []).token is None  # nothing set: the usual defaults
 
 

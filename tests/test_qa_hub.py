@@ -181,8 +181,34 @@ def test_a_failed_caption_never_fails_its_frames_and_is_retried(redis_url, prefi
     assert sum(r["frames"] for r in results) == len(video)  # every frame went in
     closed = [c for r in results for c in r["closed"]]
     first = [c for c in closed if c["scene_id"] == 0]
-    assert first[0]["caption"] == "" and first[0]["caption_pending"] is True
+    assert first[0]["caption"] is None and first[0]["caption_pending"] is True
     assert first[-1]["caption"] and not first[-1].get("caption_pending")  # retried, then stored
     hub.end(sid)
     assert FlakyCaptions.refusals == 0
     assert all(s.caption for s in store.scenes(sid)), [s.caption for s in store.scenes(sid)]
+
+
+def test_a_caption_that_keeps_failing_is_given_up_after_its_tries(redis_url, prefix, video):
+    import redis
+
+    from scenekv.memory import MemoryStore
+    from scenekv.qa.hub import CAPTION_TRIES
+
+    attempts: dict[int, int] = {}
+
+    class NoCaptions(MemoryStore):
+        def set_caption(self, sid, index, caption):
+            attempts[index] = attempts.get(index, 0) + 1
+            raise redis.ConnectionError("Connection reset by peer")
+
+    store = NoCaptions(redis_url, prefix)
+    hub = StreamHub(tiny(), store, rolling=RollingConfig(window=12, chunk_frames=4), caption_tokens=2)
+    sid = hub.open(source="v.mp4", carriers="pool:4")["stream_id"]
+    for _ in range(3):  # the same clip three times over: many appends after the first scene closed
+        for i in range(0, len(video), 4):
+            base = (hub.streams[sid].last_pts or -1.0) + 1.0
+            assert hub.append(sid, [(base + k, img) for k, (_, img) in enumerate(video[i : i + 4])])["frames"]
+    hub.end(sid)
+    # the first scene closed early, with a dozen appends after it: tried exactly CAPTION_TRIES times
+    assert attempts[0] == CAPTION_TRIES and max(attempts.values()) <= CAPTION_TRIES, attempts
+    assert len(attempts) >= 3 and not hub.pending_captions

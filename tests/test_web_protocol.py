@@ -242,7 +242,13 @@ def test_metrics_text_format():
     m.memory.labels(stream="s1").set(1024)
     m.ttft.observe(0.02)
     m.encoders.snapshot = [
-        {"node": "10.0.0.1", "streams": 2, "frames_encoded": 40, "lock_wait_seconds": 0.5},
+        {
+            "node": "10.0.0.1",
+            "streams": 2,
+            "frames_encoded": 40,
+            "lock_wait_seconds": 0.5,
+            "batch_streams": {"buckets": [1, 2, 4], "counts": [3, 1, 0, 0], "sum": 5.0, "count": 4},
+        },
         {"error": "ActorDiedError"},
     ]
     text = m.render().decode()
@@ -258,6 +264,9 @@ def test_metrics_text_format():
     assert 'scenekv_encoder_streams{encoder="0",node="10.0.0.1"} 2.0' in text
     assert 'scenekv_encoder_frames_encoded_total{encoder="0",node="10.0.0.1"} 40.0' in text
     assert 'scenekv_encoder_up{encoder="0"} 1.0' in text and 'scenekv_encoder_up{encoder="1"} 0.0' in text
+    labels = 'encoder="0",le="2.0",node="10.0.0.1"'
+    assert "scenekv_encoder_batch_streams_bucket{" + labels + "} 4.0" in text  # cumulative: 3 + 1
+    assert 'scenekv_encoder_batch_streams_count{encoder="0",node="10.0.0.1"} 4.0' in text
     assert m.value("scenekv_errors_total", code="bad_json") == 1.0
     assert m.value("scenekv_errors_total", code="other") == 0.0
 

@@ -33,6 +33,22 @@ class VisionFeatures:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def split(self, sizes: list[int]) -> list[VisionFeatures]:
+        """One batch's features cut back into the callers' frames (``sizes`` frames each, in order)."""
+        out, start = [], 0
+        for n in sizes:
+            part = slice(start, start + n)
+            out.append(
+                VisionFeatures(
+                    self.tokens[part],
+                    self.grid,
+                    None if self.importance is None else self.importance[part],
+                    None if self.deepstack is None else self.deepstack[part],
+                )
+            )
+            start += n
+        return out
+
     @property
     def carrier_source(self) -> torch.Tensor:
         """What carriers are cut from: the tokens, with each token's DeepStack features beside it.

@@ -24,7 +24,7 @@ from transformers import DynamicCache
 from scenekv.errors import UserError
 
 from .answer import Answerer
-from .backend import VLMBackend
+from .backend import VisionFeatures, VLMBackend
 from .carriers import CarrierSpec, Deduper, compress, frame_signature
 from .generate import Generation, SamplingParams
 from .kv import FrameSpan, KVChunk, cache_tensors, rotate
@@ -123,8 +123,13 @@ class StreamSession:
         return self.spec.tokens_per_frame(self.backend)
 
     @torch.inference_mode()
-    def append(self, frames: Sequence[tuple[float, np.ndarray]]) -> list[FrameRecord]:
-        """Encode a batch of (pts, RGB frame) in one vision forward and prefill the kept ones once."""
+    def append(
+        self, frames: Sequence[tuple[float, np.ndarray]], features: VisionFeatures | None = None
+    ) -> list[FrameRecord]:
+        """Encode a batch of (pts, RGB frame) in one vision forward and prefill the kept ones once.
+
+        ``features``: the frames' vision features when a scheduler already ran the tower on them in
+        a batch with other streams' frames (the tower sees each frame alone, so they are the same)."""
         if not frames:
             return []
         with self.lock:
@@ -134,9 +139,14 @@ class StreamSession:
                     raise UserError(f"frame pts {pts:.3f}s is not after the previous frame ({last:.3f}s)")
                 last = pts
             backend = self.backend
-            features = backend.encode_frames(
-                [img for _, img in frames], need_importance=self.spec.needs_importance
-            )
+            if features is None:
+                features = backend.encode_frames(
+                    [img for _, img in frames], need_importance=self.spec.needs_importance
+                )
+            elif len(features) != len(frames) or (self.spec.needs_importance and features.importance is None):
+                raise ValueError(
+                    "features must be the frames' own, with importance where the carriers need it"
+                )
             carriers, grid = compress(self.spec, features, backend)
             signatures = frame_signature(features)
             pieces: list[torch.Tensor] = []

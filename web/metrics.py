@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -20,14 +19,16 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # No `_created` twin per counter and histogram: one series per figure (process-wide setting).
 disable_created_metrics()
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
 
 # encoder figure -> (kind, help); what EncoderActor.stats() reports beside node / pid / device
 ENCODER_FIGURES = {
@@ -38,6 +39,12 @@ ENCODER_FIGURES = {
     "lock_held_seconds": ("counter", "Time the model lock was held"),
     "decode_tokens": ("counter", "Answer tokens decoded"),
     "questions": ("counter", "Questions started"),
+    "queue_depth": ("gauge", "Append calls waiting for the next vision batch"),
+    "queue_wait_seconds": ("counter", "Time append calls waited for their batch, summed"),
+}
+ENCODER_HISTOGRAMS = {
+    "batch_streams": "Distinct streams in each vision batch",
+    "batch_frames": "Frames in each vision batch",
 }
 
 
@@ -55,13 +62,27 @@ class EncoderCollector(Collector):
         for name, (kind, help_) in ENCODER_FIGURES.items():
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             families[name] = family(f"scenekv_encoder_{name}", help_, labels=["encoder", "node"])
+        histograms = {
+            name: HistogramMetricFamily(f"scenekv_encoder_{name}", help_, labels=["encoder", "node"])
+            for name, help_ in ENCODER_HISTOGRAMS.items()
+        }
         for i, enc in enumerate(self.snapshot):
             up.add_metric([str(i)], 0.0 if enc.get("error") else 1.0)
+            labels = [str(i), str(enc.get("node", ""))]
             for name, family in families.items():
                 if enc.get(name) is not None:
-                    family.add_metric([str(i), str(enc.get("node", ""))], float(enc[name]))
+                    family.add_metric(labels, float(enc[name]))
+            for name, family in histograms.items():
+                h = enc.get(name)
+                if h:  # per-bucket counts -> cumulative, as the exposition format has them
+                    cumulative, total = [], 0
+                    for bound, n in zip([*h["buckets"], float("inf")], h["counts"], strict=True):
+                        total += n
+                        cumulative.append((floatToGoString(bound), total))
+                    family.add_metric(labels, cumulative, sum_value=h["sum"])
         yield up
         yield from families.values()
+        yield from histograms.values()
 
 
 class GatewayMetrics:

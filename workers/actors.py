@@ -21,6 +21,7 @@ from scenekv.errors import UserError
 from scenekv.memory import StreamBusy, StreamNotFound, WriteFailed, WriterBusy
 
 from .errors import StreamResumed
+from .frame_batcher import FrameBatcher
 from .timed_lock import TimedLock
 
 
@@ -32,7 +33,7 @@ def _error_dict(exc: BaseException) -> dict:
 
 # Restarts without limit: a camera runs for weeks and every restart resumes from Redis. A model
 # that cannot load fails in __init__, which Ray does not restart.
-@ray.remote(max_concurrency=8, max_restarts=-1, max_task_retries=0)
+@ray.remote(max_concurrency=64, max_restarts=-1, max_task_retries=0)
 class EncoderActor:
     def __init__(self, model: str, redis_url: str, options: dict) -> None:
         from scenekv.memory import MemoryStore, RollingConfig
@@ -58,6 +59,7 @@ class EncoderActor:
             captions=options.get("captions", True),
             budget_tokens=options.get("budget_tokens", 4096),
         )
+        self.batcher = FrameBatcher(self._append_batch, max_frames=options.get("batch_frames", 32))
 
     def stats(self) -> dict:
         """Where this encoder runs and what it has done since it started (/metrics, /healthz).
@@ -73,6 +75,18 @@ class EncoderActor:
             "lock_held_seconds": round(self._model_lock.held_s, 6),
             "uptime_s": round(time.time() - self.started, 3),
             **self.counts,
+            **self._batch_figures(),
+        }
+
+    def _batch_figures(self) -> dict:
+        batcher = getattr(self, "batcher", None)
+        if batcher is None:  # the model did not load
+            return {}
+        return {
+            "queue_depth": batcher.depth,
+            "queue_wait_seconds": round(batcher.queue_wait_s, 6),
+            "batch_streams": batcher.batch_streams.as_dict(),
+            "batch_frames": batcher.batch_frames.as_dict(),
         }
 
     def describe_model(self) -> dict:
@@ -116,21 +130,48 @@ class EncoderActor:
         return self.hub.open(sid=sid, takeover=True)
 
     def append(self, sid: str, frames: list) -> dict:
-        """Encode ``frames`` into an open stream. A stream that is not open here (this actor restarted,
-        or dropped it after a write failure) is re-opened from Redis and StreamResumed is raised with
-        its stored last pts: the caller re-sends from there, so no frame lands after a silent gap."""
+        """Encode ``frames`` into an open stream, in a vision batch with whatever other streams'
+        frames are pending (workers/frame_batcher.py). A stream that is not open here (this actor
+        restarted, or dropped it after a write failure) is re-opened from Redis and StreamResumed is
+        raised with its stored last pts: the caller re-sends from there, so no frame lands after a
+        silent gap."""
+        return self.batcher.submit(sid, frames)
+
+    def _append_batch(self, requests: list[tuple[str, list]]) -> list:
+        """One batch of the frame batcher: each request's result, or the exception it raises."""
         with self._model_lock:
-            if sid not in self.hub.streams:
-                last = self._attach(sid)["last_pts"]
-                raise StreamResumed(f"stream {sid!r} was re-opened from Redis; resend after {last}", last)
+            results: list = [None] * len(requests)
+            todo = []
+            for i, (sid, _) in enumerate(requests):
+                if sid in self.hub.streams:
+                    todo.append(i)
+                    continue
+                try:
+                    last = self._attach(sid)["last_pts"]
+                    results[i] = StreamResumed(
+                        f"stream {sid!r} was re-opened from Redis; resend after {last}", last
+                    )
+                except Exception as exc:
+                    results[i] = exc
+            # never raise from here: a stream re-opened above must get its StreamResumed, not a
+            # retry of its frames after the gap; a batch that fails as a whole runs stream by stream
             try:
-                out = self.hub.append(sid, frames)
-                self.counts["frames_encoded"] += out["frames"]
-                self.counts["append_calls"] += 1
-                return out
-            except (WriteFailed, WriterBusy, StreamBusy, StreamNotFound):
-                self.hub.forget(sid)  # its memory is unusable here: drop the device window and writer
-                raise
+                done = self.hub.append_batch([requests[i] for i in todo]) if todo else []
+            except Exception:
+                done = []
+                for i in todo:
+                    try:
+                        done.append(self.hub.append_batch([requests[i]])[0])
+                    except Exception as exc:
+                        done.append(exc)
+            for i, out in zip(todo, done, strict=True):
+                if isinstance(out, WriteFailed | WriterBusy | StreamBusy | StreamNotFound):
+                    self.hub.forget(requests[i][0])  # its memory is unusable here: drop window and writer
+                elif isinstance(out, dict):
+                    self.counts["frames_encoded"] += out["frames"]
+                    self.counts["append_calls"] += 1
+                results[i] = out
+            return results
 
     def end(self, sid: str) -> list[dict]:
         """Close (and caption) the last scene; a stream this actor does not have open (it restarted)
@@ -191,6 +232,7 @@ class EncoderActor:
             self._cancels.pop(qid, None)
 
     def shutdown(self) -> None:
+        self.batcher.close()
         self.hub.close()
 
 

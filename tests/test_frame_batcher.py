@@ -1,0 +1,179 @@
+"""The frame batcher: streams share vision batches, each stream's frames stay in order, no stream
+waits more than a batch, one stream's bad frame never fails another's; and a batched vision pass
+gives a stream exactly the memory a lone append gives."""
+
+# ruff: noqa: F811  (pytest fixtures imported from redis_fixtures are redefined as parameters)
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from scenekv.memory import RollingConfig
+from scenekv.qa.hub import StreamHub
+from scenekv.workers.frame_batcher import FrameBatcher
+
+from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
+from tiny_model import frames, tiny
+
+
+class Recorder:
+    """An executor that records each batch and holds the first one until released, so requests
+    pile up behind it as they do behind a running vision forward."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, int]]] = []
+        self.release = threading.Event()
+
+    def __call__(self, batch):
+        if not self.batches:
+            self.release.wait(5)
+        self.batches.append([(sid, len(f)) for sid, f in batch])
+        return [ValueError(f"bad frame in {sid}") if sid == "bad" else {"sid": sid} for sid, _ in batch]
+
+
+def _submit_all(batcher, requests):
+    out = {}
+
+    def go(key, sid, n):
+        try:
+            out[key] = batcher.submit(sid, [0] * n)
+        except Exception as exc:
+            out[key] = exc
+
+    threads = []
+    for key, (sid, n) in enumerate(requests):
+        threads.append(threading.Thread(target=go, args=(key, sid, n)))
+        threads[-1].start()
+        threading.Event().wait(0.02)  # arrival order is submission order
+    return threads, out
+
+
+def test_pending_streams_share_a_batch_in_arrival_order_one_request_each():
+    rec = Recorder()
+    batcher = FrameBatcher(rec, max_frames=8)
+    try:
+        threads, out = _submit_all(
+            batcher, [("a", 1), ("b", 2), ("a", 1), ("c", 3), ("d", 4), ("e", 1), ("b", 1)]
+        )
+        rec.release.set()
+        for t in threads:
+            t.join(5)
+        first, *rest = rec.batches
+        assert first == [("a", 1)]  # it ran alone: nothing else was pending yet
+        # then everything pending that fits in 8 frames, in arrival order (a's second request runs
+        # after its first: batches run one after another); d (4 more frames would pass 8) leads the next
+        # b's second request waits for a batch without b's first: one request per stream per batch
+        assert rest[0] == [("b", 2), ("a", 1), ("c", 3), ("e", 1)]
+        assert rest[1] == [("d", 4), ("b", 1)]
+        assert all(out[k] == {"sid": sid} for k, sid in enumerate("abacdeb"))
+        assert batcher.batch_streams.count == 3 and batcher.batch_streams.sum == 7
+    finally:
+        batcher.close()
+
+
+def test_one_streams_error_is_its_own():
+    rec = Recorder()
+    rec.release.set()
+    batcher = FrameBatcher(rec)
+    try:
+        threads, out = _submit_all(batcher, [("ok", 1), ("bad", 1)])
+        for t in threads:
+            t.join(5)
+        assert out[0] == {"sid": "ok"} and isinstance(out[1], ValueError)
+    finally:
+        batcher.close()
+
+
+def test_a_batch_that_fails_as_a_whole_is_run_request_by_request():
+    calls = []
+
+    def execute(batch):
+        calls.append([sid for sid, _ in batch])
+        if len(batch) > 1:
+            raise RuntimeError("cannot decode one of the images")
+        return [{"sid": batch[0][0]}]
+
+    gate = threading.Event()
+    first = [True]
+
+    def slow_first(batch):
+        if first[0]:
+            first[0] = False
+            gate.wait(5)
+        return execute(batch)
+
+    batcher = FrameBatcher(slow_first)
+    try:
+        threads, out = _submit_all(batcher, [("x", 1), ("y", 1), ("z", 1)])
+        gate.set()
+        for t in threads:
+            t.join(5)
+        assert out == {0: {"sid": "x"}, 1: {"sid": "y"}, 2: {"sid": "z"}}
+        assert calls[1] == ["y", "z"] and calls[2:] == [["y"], ["z"]]
+    finally:
+        batcher.close()
+
+
+def test_streams_batched_together_get_the_memory_of_lone_appends(store):
+    """Two streams through one vision forward equal the same streams appended alone, bit for bit
+    up to float noise: a stream's memory does not depend on who it shared a batch with."""
+    config = RollingConfig(window=12, chunk_frames=4)
+    rng = np.random.default_rng(0)
+    clips = {
+        k: [(float(t), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)) for t in range(5)] for k in "ab"
+    }
+    alone = StreamHub(tiny(), store, rolling=config, captions=False)
+    together = StreamHub(tiny(), store, rolling=config, captions=False)
+    ids = {}
+    for name, hub in (("alone", alone), ("together", together)):
+        ids[name] = {k: hub.open(carriers="pool:4")["stream_id"] for k in "ab"}
+    for k in "ab":
+        alone.append(ids["alone"][k], clips[k])
+    results = together.append_batch([(ids["together"][k], clips[k]) for k in "ab"])
+    assert [r["frames"] for r in results] == [5, 5]
+    for k in "ab":
+        a = alone.streams[ids["alone"][k]].session.export(0, 4)
+        b = together.streams[ids["together"][k]].session.export(0, 4)
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=1e-5)
+    # a stream that is not open fails alone
+    (missing,) = together.append_batch([("nope", frames(1))])
+    assert "not open" in str(missing)
+    for hub in (alone, together):
+        hub.close()
+
+
+def test_four_push_clients_at_once_share_vision_batches(redis_url, prefix):
+    """Four streams pushed at the same time through the real service (Ray encoder actor): the
+    encoder's figures show vision batches holding frames of more than one stream."""
+    from scenekv.workers.service import SceneKVService
+
+    n = 4
+    svc = SceneKVService(model="tiny-random-llava-onevision", redis_url=redis_url, prefix=prefix, num_cpus=2)
+    try:
+        sids = [svc.start_stream(source="push", carriers="pool:4")["stream_id"] for _ in range(n)]
+        errors = []
+
+        def push(sid):
+            try:
+                for t in range(12):
+                    svc.push_frame(sid, float(t), np.full((64, 64, 3), 10 * t, np.uint8))
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=push, args=(sid,)) for sid in sids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        (stats,) = svc.encoder_stats()
+        h = stats["batch_streams"]
+        shared = sum(c for bound, c in zip([*h["buckets"], None], h["counts"], strict=True) if bound != 1)
+        assert stats["frames_encoded"] == 12 * n
+        assert shared >= 1, h  # some batch held frames of two or more streams
+    finally:
+        svc.shutdown()
