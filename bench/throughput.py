@@ -60,10 +60,9 @@ def measure(model: str, streams: list[int], rounds: int, dtype: str | None, redi
                             hub.append(sid, [(float(r), f)])
                     if r:
                         times.append(time.perf_counter() - t0)
+                hub.close()  # flushes and detaches every stream
                 for sid in sids:
-                    hub.streams[sid].flush()
                     store.delete_stream(sid)
-                hub.close()
                 per_mode[mode] = statistics.median(times)
             one, batched = per_mode["one at a time"], per_mode["batched"]
             rows.append(
