@@ -130,6 +130,8 @@ def test_ctrl_c_stops_a_live_source_with_a_summary(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # as a terminal would: a suite started as a background job (`&`) inherits SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         first = proc.stdout.readline()  # a frame arrived: the stream is flowing
         assert json.loads(first)["index"] == 0
