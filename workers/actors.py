@@ -33,7 +33,9 @@ def _error_dict(exc: BaseException) -> dict:
 
 # Restarts without limit: a camera runs for weeks and every restart resumes from Redis. A model
 # that cannot load fails in __init__, which Ray does not restart.
-@ray.remote(max_concurrency=64, max_restarts=-1, max_task_retries=0)
+# Appends wait in the frame batcher on one of the 64 threads each; status calls and cancels have
+# threads of their own (the "status" group), so a busy encoder still answers them at once.
+@ray.remote(max_concurrency=64, max_restarts=-1, max_task_retries=0, concurrency_groups={"status": 4})
 class EncoderActor:
     def __init__(self, model: str, redis_url: str, options: dict) -> None:
         from scenekv.memory import MemoryStore, RollingConfig
@@ -61,6 +63,7 @@ class EncoderActor:
         )
         self.batcher = FrameBatcher(self._append_batch, max_frames=options.get("batch_frames", 32))
 
+    @ray.method(concurrency_group="status")
     def stats(self) -> dict:
         """Where this encoder runs and what it has done since it started (/metrics, /healthz).
         Read without the model lock: a status call never waits for a long append."""
@@ -114,6 +117,7 @@ class EncoderActor:
         with self._model_lock:
             return list(self.hub.streams)
 
+    @ray.method(concurrency_group="status")
     def pid(self) -> int:
         import os
 
@@ -197,11 +201,13 @@ class EncoderActor:
                 n += 1
         return n
 
+    @ray.method(concurrency_group="status")
     def info(self, sid: str) -> dict:
         mem = self.hub.streams.get(sid)
         info = mem.info() if mem is not None else self.store.info(sid)
         return info.as_dict()
 
+    @ray.method(concurrency_group="status")
     def cancel(self, qid: str) -> bool:
         event = self._cancels.get(qid)
         if event is not None:
