@@ -148,42 +148,53 @@ class QAEngine:
             scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
             when = self._when_context(memory, question, anchor, now, refs, scores)
             if when is not None:
-                plan, chunks = when
-                generation = OneAtATime(
-                    self.answerer.ask(question, chunks, params=params, cancel=cancel), self._lock
-                )
-                prompt_tokens = self.answerer.sink_len + plan.tokens + len(question_ids)
-                return Answer(generation, plan, anchor, prompt_tokens, started)
-            plan = plan_context(
-                refs,
-                window=anchor.window(now) if anchor is not None and now is not None else None,
-                now=now,
-                scores=scores,
-                budget_tokens=self.budget_tokens,
-                top_k=self.top_k if top_k is None else top_k,
-            )
-            loaded = memory.load([c.cid for c in plan.chunks])
-            plan.chunks = [c for c in plan.chunks if c.cid in loaded]  # evidence = what was really used
-            chunks = [loaded[c.cid] for c in plan.chunks]
-            # The anchor reaches the model in the layout it reads (prompt.py): the tag of the context
-            # frame nearest it, and for an anchor_last layout a context that ends at that frame.
-            anchor_pts = None
-            if anchor is not None and now is not None:
-                # the anchor's own chunks decide its frame; retrieved ones only where none covers it
-                anchored = [c for ref, c in zip(plan.chunks, chunks, strict=True) if ref.cid in plan.anchored]
-                anchor_pts = nearest_frame_pts(anchored or chunks, anchor.focus(now))
-                if anchor_pts is not None and self.backend.prompt_format.anchor_last:
-                    plan.chunks, chunks = _cut(plan.chunks, chunks, anchor_pts)
-                    kept = {c.cid for c in plan.chunks}
-                    plan.anchored = [c for c in plan.anchored if c in kept]
-                    plan.retrieved = [c for c in plan.retrieved if c in kept]
-                question_ids = self.answerer.question_ids(question, anchor_pts)
+                (plan, chunks), anchor_pts = when, None
+            else:
+                plan, chunks, anchor_pts = self._planned_context(memory, refs, anchor, now, scores, top_k)
+                if anchor is not None and now is not None:
+                    question_ids = self.answerer.question_ids(question, anchor_pts)
             generation = OneAtATime(
                 self.answerer.ask(question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel),
                 self._lock,
             )
         prompt_tokens = self.answerer.sink_len + plan.tokens + len(question_ids)
         return Answer(generation, plan, anchor, prompt_tokens, started)
+
+    def _planned_context(
+        self,
+        memory: StreamMemory,
+        refs: list[ChunkRef],
+        anchor: TimeAnchor | None,
+        now: float | None,
+        scores: dict[str, float],
+        top_k: int | None,
+    ) -> tuple[ContextPlan, list[KVChunk], float | None]:
+        """The anchor's chunks and the best-scoring others under the budget, loaded; and the
+        anchor's frame pts (None without an anchor)."""
+        plan = plan_context(
+            refs,
+            window=anchor.window(now) if anchor is not None and now is not None else None,
+            now=now,
+            scores=scores,
+            budget_tokens=self.budget_tokens,
+            top_k=self.top_k if top_k is None else top_k,
+        )
+        loaded = memory.load([c.cid for c in plan.chunks])
+        plan.chunks = [c for c in plan.chunks if c.cid in loaded]  # evidence = what was really used
+        chunks = [loaded[c.cid] for c in plan.chunks]
+        # The anchor reaches the model in the layout it reads (prompt.py): the tag of the context
+        # frame nearest it, and for an anchor_last layout a context that ends at that frame.
+        anchor_pts = None
+        if anchor is not None and now is not None:
+            # the anchor's own chunks decide its frame; retrieved ones only where none covers it
+            anchored = [c for ref, c in zip(plan.chunks, chunks, strict=True) if ref.cid in plan.anchored]
+            anchor_pts = nearest_frame_pts(anchored or chunks, anchor.focus(now))
+            if anchor_pts is not None and self.backend.prompt_format.anchor_last:
+                plan.chunks, chunks = _cut(plan.chunks, chunks, anchor_pts)
+                kept = {c.cid for c in plan.chunks}
+                plan.anchored = [c for c in plan.anchored if c in kept]
+                plan.retrieved = [c for c in plan.retrieved if c in kept]
+        return plan, chunks, anchor_pts
 
     def _when_context(
         self,

@@ -193,9 +193,7 @@ class StreamHub:
             except MEMORY_FAILURES:
                 raise  # the stream's memory is unusable: that is the append's failure, not the caption's
             except Exception as exc:  # the scene is stored and closed; only its caption waits
-                tries = tried + 1
-                if last_try:
-                    tries = CAPTION_TRIES
+                tries = CAPTION_TRIES if last_try else tried + 1
                 if tries < CAPTION_TRIES:
                     self.pending_captions.setdefault(sid, {})[scene.index] = (scene, tries)
                 log.warning(
