@@ -5,7 +5,7 @@ ARG TORCH_SPEC="torch==2.13.0"
 RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 RUN pip install --no-cache-dir "${TORCH_SPEC}"
-# The same Ray as the ray-head image in docker-compose.yml: a client must match its cluster's version.
+# Ray pinned: docker-compose.yml's Ray head and worker run this image too, and a driver must match its cluster.
 RUN pip install --no-cache-dir "ray==2.60.0"
 COPY pyproject.toml README.md ./
 COPY scenekv scenekv

@@ -137,6 +137,11 @@ class SceneInfo:
     extra: dict = field(default_factory=dict)
 
 
+def decode_event(eid, fields: dict) -> tuple[str, str, dict]:
+    """One entry of a stream's event log: (id, type, data)."""
+    return _s(eid), _s(fields[b"type"]), json.loads(fields[b"data"])
+
+
 def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -708,10 +713,7 @@ class MemoryStore:
     def wait_events(self, sid: str, after: str = "$", block_ms: int = 1000) -> list[tuple[str, str, dict]]:
         """Block up to ``block_ms`` for events after ``after`` ("$": only new ones); for gateways."""
         raw = self.client.xread({self.keys(sid).events: after}, block=block_ms)
-        out = []
-        for _, entries in raw or []:
-            out += [(_s(i), _s(f[b"type"]), json.loads(f[b"data"])) for i, f in entries]
-        return out
+        return [decode_event(i, f) for _, entries in raw or [] for i, f in entries]
 
     # -- accounting -------------------------------------------------------------------------------
     def stored_bytes(self, sid: str) -> int:

@@ -54,6 +54,7 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
         captions=captions,
         rolling={"kv_dtype": args.kv_dtype},
         live_retention=live_retention(args),
+        encoders=getattr(args, "encoders", None),
     )
 
 

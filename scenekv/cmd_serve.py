@@ -20,6 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: a local Ray)")
     p.add_argument(
+        "--encoders",
+        type=int,
+        default=None,
+        help="model replicas (EncoderActors), spread over the cluster's nodes; new streams go to the "
+        "least-loaded (default: one per GPU, one on a CPU-only cluster)",
+    )
+    p.add_argument(
         "--token", default=None, help="require this bearer token (Authorization header or ?token=)"
     )
     p.add_argument("--media-root", default=None, help="directory that file:NAME sources may read from")

@@ -33,6 +33,8 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, st
         if not longs or action.dest in ("help", "version") or env_name(longs[0]) not in environ:
             continue
         name, raw = env_name(longs[0]), environ[env_name(longs[0])].strip()
+        if not raw:  # set but empty (compose's ${SCENEKV_TOKEN:-}): as if unset
+            continue
         action.default = _value(action, name, raw)
         action.required = False
         if isinstance(action, argparse._AppendAction):

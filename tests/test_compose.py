@@ -19,4 +19,11 @@ def test_docker_compose_file_validates_and_wires_the_service():
     config = out.stdout
     assert "appendonly" in config and "everysec" in config  # Redis persists (AOF) for restarts
     assert "REDIS_URL: redis://redis:6379/0" in config and "RAY_ADDRESS: ray-head:6379" in config
-    assert "- serve" in config
+    assert "exec scenekv serve" in config
+    # the Ray nodes run the SceneKV image itself (the stock Ray image cannot import scenekv) and the
+    # gateway joins as a node without CPUs: ray.init(address=...) needs a local raylet
+    assert "rayproject/ray" not in config
+    assert config.count("image: scenekv:latest") == 3
+    assert "--address=ray-head:6379 --block" in config.replace("\n    - ", " ")
+    assert "ray start --address=ray-head:6379 --num-cpus=0" in config
+    assert "SCENEKV_ENCODERS: '2'" in config

@@ -35,6 +35,9 @@ def test_environment_sets_defaults_and_flags_override_them():
     assert args.allow_origin == ["https://c.example"]  # replaced, not added to: the command line wins
     assert _serve({"SCENEKV_TOKEN": "s3cret\n"}, []).token == "s3cret"  # a secret file's newline
     assert _serve({}, []).token is None  # nothing set: the usual defaults
+    empty = _serve({"SCENEKV_TOKEN": "", "SCENEKV_ENCODERS": " "}, [])  # compose's ${SCENEKV_TOKEN:-}
+    assert (empty.token, empty.encoders) == (None, None)
+    assert _serve({"SCENEKV_ENCODERS": "3"}, []).encoders == 3
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,9 @@ stalls the stream's other viewers. Blocking service calls run in the gateway's t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -82,7 +80,7 @@ class Connection:
     async def _cleanup(self, writer: asyncio.Task, pusher: asyncio.Task) -> None:
         for q in self.questions.values():  # nobody will read these answers: stop spending compute
             q.cancelled = True
-            self._spawn(asyncio.to_thread(self.service.cancel, q.qid))
+            self._spawn(self.service.cancel_async(q.qid))
         for task in (pusher, *self._tasks):
             task.cancel()
         self.metrics.frame_queue.dec(self.frames.qsize())
@@ -377,7 +375,7 @@ class Connection:
         if st.push:
             has_frames = st.last_pts is not None
         else:
-            has_frames = (await asyncio.to_thread(self.service.progress, st.sid)).get("last_pts") is not None
+            has_frames = (await self.service.progress_async(st.sid)).get("last_pts") is not None
         if not has_frames:
             raise ProtocolError(P.NO_FRAMES, "the stream has no frames yet", id=q.id)
         pending = _Question(qid=f"{self.id}:{q.id}")
@@ -389,21 +387,18 @@ class Connection:
         """Stream one answer; the question sees every frame this client sent before it."""
         try:
             await self._frames_flushed(frames)
-
-            def start() -> Iterator[dict]:
-                return self.service.ask(
-                    st.sid,
-                    q.text,
-                    qid=pending.qid,
-                    at=q.at,
-                    range_=list(q.range) if q.range else None,
-                    last=q.last,
-                    max_tokens=q.max_tokens,
-                )
-
-            async for item in iterate_in_thread(start):
+            answer = self.service.ask_async(
+                st.sid,
+                q.text,
+                qid=pending.qid,
+                at=q.at,
+                range_=list(q.range) if q.range else None,
+                last=q.last,
+                max_tokens=q.max_tokens,
+            )
+            async for item in answer:  # awaited from Ray as it streams: no thread per answer
                 if pending.cancelled and not pending.confirmed:
-                    pending.confirmed = await asyncio.to_thread(self.service.cancel, pending.qid)
+                    pending.confirmed = await self.service.cancel_async(pending.qid)
                 kind = item.get("type")
                 if kind == "delta":
                     self.deliver(encode("answer.delta", id=q.id, text=item.get("text", "")))
@@ -452,7 +447,7 @@ class Connection:
         if pending is None:
             raise ProtocolError(P.UNKNOWN_QUESTION, f"no question {msg.id!r} in flight", id=msg.id)
         pending.cancelled = True
-        pending.confirmed = await asyncio.to_thread(self.service.cancel, pending.qid)
+        pending.confirmed = await self.service.cancel_async(pending.qid)
 
 
 def user_error(exc: UserError) -> tuple[str, str]:
@@ -467,32 +462,3 @@ def retry_hint(exc: BaseException) -> dict:
     """``retry_after_ms`` for errors that go away by themselves (the encoder restarting)."""
     cause = unwrap(exc)
     return {"retry_after_ms": cause.retry_after_ms} if isinstance(cause, EncoderUnavailable) else {}
-
-
-async def iterate_in_thread(start: Callable[[], Iterator[dict]]) -> AsyncIterator[dict]:
-    """Drive a blocking iterator in the thread pool; items (and its exception) arrive in order."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
-
-    def put(kind: str, value: object) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone (server stopped): nobody listens
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-    def work() -> None:
-        try:
-            for item in start():
-                put("item", item)
-        except BaseException as exc:
-            put("error", exc)
-        finally:
-            put("end", None)
-
-    loop.run_in_executor(None, work)
-    while True:
-        kind, value = await queue.get()
-        if kind == "item":
-            yield value  # type: ignore[misc]
-        elif kind == "error":
-            raise value  # type: ignore[misc]
-        else:
-            return

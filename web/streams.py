@@ -1,7 +1,8 @@
 """Per-stream state shared by every connection watching a stream, and the fan-out of its events.
 
-One watcher per stream (not per client) reads the stream's Redis event log and polls its progress,
-so N viewers cost one blocking XREAD and one progress call a second. Scene messages are
+One reader per gateway reads the event logs of every watched stream with one blocking XREAD on
+redis.asyncio (memory/event_feed.py), and one task per stream (not per client) awaits its progress
+from the actors a second: no thread is held per watched stream or per viewer. Scene messages are
 de-duplicated here: a scene arrives from the pushing connection's encode result (fast, captioned)
 and again from the event log (which also carries scenes closed by other gateways or decoders).
 """
@@ -13,6 +14,8 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from scenekv.memory.event_feed import EventFeed
 
 from .metrics import GatewayMetrics
 from .protocol import encode, error_message
@@ -80,6 +83,9 @@ class StreamRegistry:
         self.service, self.metrics = service, metrics
         self.progress_interval_s = progress_interval_s
         self.streams: dict[str, StreamState] = {}
+        self.feed = EventFeed(service.redis_url, service.store.prefix)
+        self.cursors: dict[str, str] = {}  # sid -> id of the last event read (streams that are ready)
+        self._reader: asyncio.Task | None = None
 
     async def subscribe(
         self, sid: str, sub: Subscriber, *, push: bool, last_pts: float | None, fresh: bool
@@ -90,10 +96,12 @@ class StreamRegistry:
             st = StreamState(sid=sid, push=push, last_pts=last_pts, encoded_pts=last_pts)
             self.streams[sid] = st
             st.tasks = [
-                asyncio.create_task(self._events(st, fresh), name=f"events:{sid}"),
+                asyncio.create_task(self._start(st, fresh), name=f"events:{sid}"),
                 asyncio.create_task(self._progress(st), name=f"progress:{sid}"),
             ]
             self.metrics.streams.set(len(self.streams))
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read_events(), name="events")
         elif last_pts is not None and (st.last_pts is None or last_pts > st.last_pts):
             st.last_pts = last_pts
         st.ended = False
@@ -108,6 +116,7 @@ class StreamRegistry:
         for task in st.tasks:
             task.cancel()
         del self.streams[st.sid]
+        self.cursors.pop(st.sid, None)
         self.metrics.streams.set(len(self.streams))
         for gauge in (self.metrics.lag, self.metrics.memory, self.metrics.stream_frames):
             with contextlib.suppress(KeyError):  # no sample yet: nothing to remove
@@ -115,35 +124,50 @@ class StreamRegistry:
 
     async def close(self) -> None:
         tasks = [t for st in self.streams.values() for t in st.tasks]
+        if self._reader is not None:
+            tasks.append(self._reader)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.streams.clear()
+        self.cursors.clear()
+        await self.feed.close()
 
     # -- watchers ---------------------------------------------------------------------------------
-    async def _events(self, st: StreamState, fresh: bool) -> None:
+    async def _start(self, st: StreamState, fresh: bool) -> None:
+        """Where the stream's events start for this gateway: its whole log for a fresh stream; after
+        the backlog for an attached one (its client gets a scenes snapshot instead)."""
         after = "0-0"
         try:
-            if not fresh:  # skip the backlog (the attaching client gets a scenes snapshot instead)
-                backlog = await asyncio.to_thread(self.service.events, st.sid, "0-0", 1)
-                for eid, kind, data in backlog:
+            if not fresh:
+                for _, eid, kind, data in await self.feed.backlog(st.sid):
                     after = eid
                     if kind == "scene.closed":
                         st.scenes[int(data["scene"])] = {"start": data.get("start"), "end": data.get("end")}
         except Exception:
             log.exception("reading the event log of %s", st.sid)
+        if self.streams.get(st.sid) is st:
+            self.cursors[st.sid] = after
         st.ready.set()
+
+    async def _read_events(self) -> None:
+        """The one reader: every ready stream's new events, dispatched to its state. A stream that
+        becomes ready while a read is waiting joins the next read; its cursor was fixed when it
+        became ready, so nothing written since is missed (it arrives within one block)."""
         while True:
             try:
-                events = await asyncio.to_thread(self.service.events, st.sid, after, EVENTS_BLOCK_MS)
+                events = await self.feed.read(dict(self.cursors), EVENTS_BLOCK_MS)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("reading events of %s", st.sid)
+            except Exception as exc:  # Redis away: try again (the streams keep their cursors)
+                log.warning("reading stream events: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            for eid, kind, data in events:
-                after = eid
+            for sid, eid, kind, data in events:
+                st = self.streams.get(sid)
+                if st is None or not _newer(eid, self.cursors.get(sid)):
+                    continue  # left meanwhile, or re-joined with a later cursor
+                self.cursors[sid] = eid
                 self._on_event(st, kind, data)
 
     def _on_event(self, st: StreamState, kind: str, data: dict) -> None:
@@ -160,7 +184,7 @@ class StreamRegistry:
         while True:
             await asyncio.sleep(self.progress_interval_s)
             try:
-                p = await asyncio.to_thread(self.service.progress, st.sid)
+                p = await self.service.progress_async(st.sid)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -197,3 +221,11 @@ class StreamRegistry:
         if payload != st.last_progress:
             st.last_progress = payload
             st.fan_out(encode("ingest.progress", **payload))
+
+
+def _newer(eid: str, cursor: str | None) -> bool:
+    """Whether event ``eid`` comes after ``cursor`` (None: the stream is not being read)."""
+    if cursor is None:
+        return False
+    a, b = (tuple(int(x) for x in i.split("-")) for i in (eid, cursor))
+    return a > b

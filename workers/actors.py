@@ -71,6 +71,7 @@ class EncoderActor:
 
         return {
             "node": ray.util.get_node_ip_address(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "device": str(self.backend.device) if self.load_error is None else None,
             "streams": len(self.hub.streams) if self.load_error is None else 0,
@@ -260,16 +261,19 @@ class DecoderActor:
     MAX_ENCODER_RESTARTS = 3
 
     def run(
-        self, encoder, sid: str, source: str, fps: float, batch: int = 8, after: float | None = None
+        self, pool, sid: str, source: str, fps: float, batch: int = 8, after: float | None = None
     ) -> dict:
-        """Feed every frame after ``after`` (a resumed stream's last pts) to ``encoder`` in batches.
+        """Feed every frame after ``after`` (a resumed stream's last pts) to the stream's encoder
+        (``pool``: an EncoderPool) in batches.
 
-        If the encoder dies mid-file, Ray restarts it; the stream then continues from what Redis
-        acknowledged, so decoding restarts just after the stream's last stored pts (frames that were
-        only on the dead encoder's device are decoded and encoded again, none twice in memory).
+        If the encoder dies mid-file, the stream moves to another live encoder (or waits for Ray's
+        restart of the only one) and continues from what Redis acknowledged: decoding restarts just
+        after the stream's last stored pts (frames that were only on the dead encoder's device are
+        decoded and encoded again, none twice in memory).
         """
         self.progress_["status"] = "running"
         closed: list[dict] = []
+        name, encoder = pool.for_stream(sid)
         for attempt in range(self.MAX_ENCODER_RESTARTS + 1):
             try:
                 fed, live = self._feed(encoder, sid, source, fps, batch, after)
@@ -285,6 +289,8 @@ class DecoderActor:
                     self.progress_.update(status="error", error=_error_dict(exc))
                     break
                 self.progress_["restarts"] = attempt + 1
+                if isinstance(exc, ray.exceptions.RayActorError):
+                    name, encoder = pool.replace(sid, name)
                 after = self._resume_point(encoder, sid)
             except Exception as exc:
                 self.progress_.update(status="error", error=_error_dict(exc))

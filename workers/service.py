@@ -2,31 +2,38 @@
 
 Embedded defaults: a local Ray (``ray.init`` on loopback, small object store) unless ``ray_address``
 joins a cluster; the Redis at ``redis_url`` / REDIS_URL / 127.0.0.1:6379, else a private
-redis-server child; the model ``auto`` (default checkpoint, or the tiny random model offline).
+redis-server child; the model ``auto`` (default checkpoint, or the tiny random model offline); one
+encoder per GPU of the cluster, or one on a CPU-only one (``encoders``), streams placed on the
+least-loaded (workers/encoder_pool.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 
 import numpy as np
 import ray
 
 from scenekv.errors import UserError, unwrap
-from scenekv.memory import MemoryStore
+from scenekv.memory import MemoryStore, new_sid
 from scenekv.memory.local_redis import ensure_redis
 
 from .actors import DecoderActor, EncoderActor, RangeDecoder
+from .encoder_pool import NAMESPACE, EncoderPool, gpu_encoders
 from .errors import EncoderUnavailable, StreamResumed
 from .unsaved import UnsavedFrames
 
 log = logging.getLogger(__name__)
+
+
+ASK_DEFAULTS = {"qid": None, "at": None, "range_": None, "last": None, "max_tokens": 128, "temperature": 0.0}
 
 
 class UnknownStream(UserError):
@@ -48,8 +55,12 @@ class SceneKVService:
         num_cpus: int | None = None,
         worker_logs: bool = True,
         live_retention: dict | None = None,
+        encoders: int | None = None,
     ) -> None:
-        """``worker_logs`` off: the actors' output (transformers' warnings, "(EncoderActor pid=…)"
+        """``encoders``: how many EncoderActors (each loads the model); default one per GPU of the
+        cluster, one where it has none.
+
+        ``worker_logs`` off: the actors' output (transformers' warnings, "(EncoderActor pid=…)"
         lines) stays in Ray's session logs instead of this process's terminal.
 
         ``live_retention``: the retention policy (memory.Retention fields) of live and push streams,
@@ -62,9 +73,15 @@ class SceneKVService:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             if self.ray_address:
-                ray.init(address=self.ray_address, logging_level="ERROR", log_to_driver=worker_logs)
+                ray.init(
+                    address=self.ray_address,
+                    namespace=NAMESPACE,
+                    logging_level="ERROR",
+                    log_to_driver=worker_logs,
+                )
             else:
                 ray.init(
+                    namespace=NAMESPACE,
                     num_cpus=num_cpus or os.cpu_count() or 2,
                     include_dashboard=False,
                     object_store_memory=512 * 2**20,
@@ -87,11 +104,19 @@ class SceneKVService:
             "rolling": rolling or {},
             "captions": captions,
         }
-        self.encoder = EncoderActor.remote(model, self.redis_url, options)
+        gpus = gpu_encoders(device)
+        count = encoders or max(1, gpus)
+        if count < 1:
+            raise UserError(f"--encoders must be at least 1, got {count}")
+        if gpus and count > gpus:
+            raise UserError(f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)")
+        self.pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, options, gpus=gpus > 0)
         try:  # fails here, loudly, if the model cannot load (the actor's own error, e.g. UserError)
-            self.model = ray.get(self.encoder.describe_model.remote())
+            described = ray.get([e.describe_model.remote() for e in self.pool.handles.values()])
+            self.model = described[0]
         except Exception:
-            ray.kill(self.encoder, no_restart=True)
+            for actor in self.pool.handles.values():
+                ray.kill(actor, no_restart=True)
             if self._owns_ray:
                 ray.shutdown()
             if self._redis_child is not None:
@@ -123,15 +148,15 @@ class SceneKVService:
             raise UserError(f"fps must be in (0, 30], got {fps:g}", code="bad_request")
         live = source == "push" or (self._check_source(source) is True)
         policy = self._retention(retention or {}) if live else None
-        info = ray.get(self.encoder.open.remote(sid, source, fps, carriers, policy))
-        sid = info["stream_id"]
+        sid = sid or new_sid()  # named here, so it is placed before it exists
+        info = self._on(sid, "open", sid, source, fps, carriers, policy)
         with self._lock:
             self._streams.add(sid)
             if source == "push":
                 self._touched[sid] = time.monotonic()
             if source != "push" and decode and sid not in self._decoders:
                 decoder = DecoderActor.remote()
-                ref = decoder.run.remote(self.encoder, sid, source, fps, 8, info["last_pts"])
+                ref = decoder.run.remote(self.pool, sid, source, fps, 8, info["last_pts"])
                 self._decoders[sid] = (decoder, ref)
         return info
 
@@ -189,7 +214,7 @@ class SceneKVService:
             try:
                 closed: list = []
                 for i in range(0, max(1, len(batch)), 8):
-                    result = self._call(self.encoder.append.remote(sid, batch[i : i + 8]))
+                    result = self._on(sid, "append", sid, batch[i : i + 8])
                     closed += result.get("closed", [])
                 unsaved.replay = False
                 return {**result, "closed": closed}
@@ -211,11 +236,28 @@ class SceneKVService:
         unsaved = self._unsaved.get(sid)
         return unsaved.lock if unsaved is not None else contextlib.nullcontext()
 
-    @staticmethod
-    def _call(ref):
-        """ray.get, with a dead or restarting encoder turned into EncoderUnavailable."""
+    @property
+    def encoder(self) -> ray.actor.ActorHandle:
+        """The first encoder (the only one unless ``encoders`` asked for more)."""
+        return self.pool.first()
+
+    def encoder_of(self, sid: str) -> ray.actor.ActorHandle:
+        return self.pool.for_stream(sid)[1]
+
+    def _on(self, sid: str, method: str, *args):
+        """``method(*args)`` on the stream's encoder. If that encoder is dead the stream moves to
+        the least-loaded live one and the call is made there (which re-opens it from Redis: an
+        append answers StreamResumed, and the caller replays); with no live one, EncoderUnavailable
+        (the caller tries again while Ray restarts it)."""
+        name, encoder = self.pool.for_stream(sid)
         try:
-            return ray.get(ref)
+            return ray.get(getattr(encoder, method).remote(*args))
+        except ray.exceptions.RayActorError as exc:
+            moved, encoder = self.pool.replace(sid, name)
+            if moved == name:
+                raise _unavailable(exc) from None
+        try:
+            return ray.get(getattr(encoder, method).remote(*args))
         except ray.exceptions.RayActorError as exc:
             raise _unavailable(exc) from None
 
@@ -291,7 +333,7 @@ class SceneKVService:
         return frames
 
     def _append_batch(self, sid: str, batch: list, on_batch) -> int:
-        ray.get(self.encoder.append.remote(sid, batch))
+        self._on(sid, "append", sid, batch)
         if on_batch is not None:
             on_batch(batch[-1][0])
         return len(batch)
@@ -300,14 +342,16 @@ class SceneKVService:
         self._known(sid)
         decoder = self._decoders.get(sid)
         out = ray.get(decoder[0].progress.remote()) if decoder else {"status": "push"}
-        info = ray.get(self.encoder.info.remote(sid))
-        return {
-            **out,
-            "last_pts": info.get("last_pts"),
-            "memory_bytes": info.get("bytes"),
-            "chunks": info.get("chunks"),
-            "scenes": info.get("scenes"),
-        }
+        return _progress(out, self._on(sid, "info", sid))
+
+    async def progress_async(self, sid: str) -> dict:
+        """``progress`` for an event loop: the actors' answers are awaited, no thread is held."""
+        if sid not in self._streams:
+            await asyncio.to_thread(self._known, sid)
+        decoder = self._decoders.get(sid)
+        out = await decoder[0].progress.remote() if decoder else {"status": "push"}
+        encoder = self.pool.known(sid) or (await asyncio.to_thread(self.pool.for_stream, sid))[1]
+        return _progress(out, await encoder.info.remote(sid))
 
     def wait_decoded(self, sid: str, timeout: float | None = None) -> dict:
         """For file sources: block until the whole file is encoded; returns the decoder's summary."""
@@ -334,7 +378,8 @@ class SceneKVService:
             ray.kill(decoder[0])
         with self._stream_lock(sid):
             closed = self._settle(sid)
-            closed += self._call(self.encoder.end.remote(sid))
+            closed += self._on(sid, "end", sid)
+            self.pool.release(sid)  # closed on its encoder: placed afresh when continued
             with self._lock:
                 self._unsaved.pop(sid, None)  # end flushed everything to Redis
                 self._touched.pop(sid, None)
@@ -346,7 +391,7 @@ class SceneKVService:
             raise UnknownStream(f"no stream {sid!r}")
         with self._stream_lock(sid):
             self._settle(sid)  # a restarted encoder first gets the frames only its predecessor had
-            info = self._call(self.encoder.attach.remote(sid))
+            info = self._on(sid, "attach", sid)
             with self._lock:
                 self._streams.add(sid)
                 if sid not in self._decoders:  # push, or a file read to its end: released when idle
@@ -395,31 +440,85 @@ class SceneKVService:
         temperature: float = 0.0,
     ) -> Iterator[dict]:
         """Stream {"type": "delta"} messages, then one {"type": "done"} (or {"type": "error"})."""
+        call = self._question(sid, question, qid, at, range_, last, max_tokens, temperature)
+        name, encoder = self.pool.for_stream(sid)
+        for attempt in range(2):  # a dead encoder's question runs again on the stream's next one
+            started = False
+            try:
+                for ref in encoder.ask_stream.options(num_returns="streaming").remote(*call):
+                    item = ray.get(ref)
+                    started = True
+                    yield item
+                    if item.get("type") != "delta":
+                        return  # the answer is complete: never wait on the actor for the stream's end
+                return
+            except ray.exceptions.RayActorError as exc:
+                name, encoder = self._question_failed(exc, sid, name, started or attempt > 0)
+
+    async def ask_async(self, sid: str, question: str, **kwargs) -> AsyncIterator[dict]:
+        """``ask`` for an event loop: Ray's streaming generator is awaited item by item, so an
+        answer holds no thread while it streams (only the checks before it run in one)."""
+        if kwargs.keys() - ASK_DEFAULTS.keys():
+            raise TypeError(f"ask_async: unexpected {sorted(kwargs.keys() - ASK_DEFAULTS.keys())}")
+        kw = {k: kwargs.get(k, d) for k, d in ASK_DEFAULTS.items()}
+        call = await asyncio.to_thread(self._question, sid, question, *kw.values())
+        name, encoder = await asyncio.to_thread(self.pool.for_stream, sid)
+        for attempt in range(2):
+            started = False
+            try:
+                async for ref in encoder.ask_stream.options(num_returns="streaming").remote(*call):
+                    item = await ref
+                    started = True
+                    yield item
+                    if item.get("type") != "delta":
+                        return
+                return
+            except ray.exceptions.RayActorError as exc:
+                name, encoder = await asyncio.to_thread(
+                    self._question_failed, exc, sid, name, started or attempt > 0
+                )
+
+    def _question(self, sid, question, qid, at, range_, last, max_tokens, temperature) -> tuple:
+        """Checks before a question (and the frames a restarted encoder lacks); the call's args."""
         self._known(sid)
         self._settle(sid)  # after an encoder restart, the question sees every acknowledged frame
         if not 1 <= int(max_tokens) <= 1024:
             raise UserError("max_tokens must be between 1 and 1024", code="bad_request")
-        qid = qid or uuid.uuid4().hex
         anchor = {"at": at, "range_": range_, "last": last}
         params = {"max_new_tokens": int(max_tokens), "temperature": float(temperature)}
-        gen = self.encoder.ask_stream.options(num_returns="streaming").remote(
-            sid, qid, question, anchor, params
-        )
-        try:
-            for ref in gen:
-                item = ray.get(ref)
-                yield item
-                if item.get("type") != "delta":
-                    return  # the answer is complete: never wait on the actor for the stream's end
-        except ray.exceptions.RayActorError as exc:
+        return sid, qid or uuid.uuid4().hex, question, anchor, params
+
+    def _question_failed(self, exc: BaseException, sid: str, name: str, final: bool) -> tuple:
+        """The encoder died under a question: where to ask again, or EncoderUnavailable if tokens
+        were already streamed (an answer is not spliced across models), it was the second try, or
+        there is no other encoder."""
+        moved, encoder = (name, None) if final else self.pool.replace(sid, name)
+        if final or moved == name:
             raise _unavailable(exc) from None
+        return moved, encoder
 
     def caption_missing(self, sid: str) -> int:
         self._known(sid)
-        return ray.get(self.encoder.caption_missing.remote(sid))
+        return self._on(sid, "caption_missing", sid)
 
     def cancel(self, qid: str) -> bool:
-        return ray.get(self.encoder.cancel.remote(qid))
+        """Stop question ``qid`` on whichever encoder runs it; False if none does."""
+        answers = []
+        for encoder in self.pool.handles.values():
+            try:
+                answers.append(ray.get(encoder.cancel.remote(qid), timeout=5))
+            except Exception:  # a dead encoder runs no question
+                answers.append(False)
+        return any(answers)
+
+    async def cancel_async(self, qid: str, timeout: float = 5.0) -> bool:
+        """``cancel`` for an event loop (the encoders' answers awaited, no thread held)."""
+        refs = [e.cancel.remote(qid) for e in self.pool.handles.values()]
+        try:
+            answers = await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), timeout)
+        except TimeoutError:
+            return False
+        return any(a is True for a in answers)
 
     # -- observation ----------------------------------------------------------------------------
     def scenes(self, sid: str) -> list[dict]:
@@ -442,10 +541,15 @@ class SceneKVService:
     def encoder_stats(self, timeout: float = 2.0) -> list[dict]:
         """One dict per encoder: its node, pid, device, open streams and work counts
         (EncoderActor.stats); an encoder that does not answer in ``timeout`` has ``error`` instead."""
-        try:
-            return [ray.get(self.encoder.stats.remote(), timeout=timeout)]
-        except Exception as exc:
-            return [{"error": f"{type(exc).__name__}: {exc}"}]
+        refs = {name: e.stats.remote() for name, e in self.pool.handles.items()}
+        deadline = time.monotonic() + timeout
+        out = []
+        for name, ref in refs.items():
+            try:
+                out.append({"name": name, **ray.get(ref, timeout=max(0.01, deadline - time.monotonic()))})
+            except Exception as exc:
+                out.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
+        return out
 
     def health(self) -> dict:
         redis_ok = True
@@ -453,7 +557,7 @@ class SceneKVService:
             self.store.ping()
         except Exception:
             redis_ok = False
-        keep = ("node", "device", "pid", "streams", "error")
+        keep = ("name", "node", "node_id", "device", "pid", "streams", "error")
         return {
             "redis": {"ok": redis_ok, "url": self.redis_url},
             "ray": {"ok": ray.is_initialized()},
@@ -480,19 +584,33 @@ class SceneKVService:
         for sid in list(self._unsaved):  # a restarted encoder may lack frames the client was told are in
             with contextlib.suppress(Exception):
                 self._settle(sid)
+        encoders = list(self.pool.handles.values())
+        refs = [e.shutdown.remote() for e in encoders]
         try:
-            ray.get(self.encoder.shutdown.remote(), timeout=left())
+            ray.get(refs, timeout=left())
         except ray.exceptions.GetTimeoutError:
-            log.warning("the encoder did not detach its streams in time; killing it")
+            log.warning("an encoder did not detach its streams in time; killing it")
         except Exception:
             log.exception("encoder shutdown")
-        for actor in [self.encoder, *(d for d, _ in decoders)]:
+        with contextlib.suppress(Exception):
+            self.pool.close()  # every stream detached: each is placed afresh when continued
+        for actor in [*encoders, *(d for d, _ in decoders)]:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         if self._owns_ray:
             ray.shutdown()
         if self._redis_child is not None:
             self._redis_child.stop(timeout=left())
+
+
+def _progress(decoder: dict, info: dict) -> dict:
+    return {
+        **decoder,
+        "last_pts": info.get("last_pts"),
+        "memory_bytes": info.get("bytes"),
+        "chunks": info.get("chunks"),
+        "scenes": info.get("scenes"),
+    }
 
 
 def _unavailable(exc: BaseException) -> EncoderUnavailable:

@@ -1,0 +1,91 @@
+"""Every watched stream's event log through one blocking read, on redis.asyncio (for gateways).
+
+A gateway that held a thread in a 500 ms XREAD per watched stream stopped scaling at its thread
+pool's size. Here one XREAD names all the streams a gateway watches, and Redis answers with those
+that have news: N watched streams cost one connection and no thread. On a Redis Cluster each
+stream's keys sit in its own slot and one XREAD may not span slots, so there is one read per slot
+(concurrent, one connection each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Mapping
+
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from .schema import keys_for
+from .store import CLUSTER_SCHEME, decode_event
+
+Event = tuple[str, str, str, dict]  # (stream id, event id, type, data)
+
+
+class EventFeed:
+    def __init__(self, url: str, prefix: str, *, socket_timeout: float = 10.0) -> None:
+        self.url, self.prefix = url, prefix
+        self._timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5.0}
+        self._client: aioredis.Redis | aioredis.RedisCluster | None = None
+        self.cluster = False
+
+    async def client(self) -> aioredis.Redis | aioredis.RedisCluster:
+        """Connected on first use, in the loop that uses it (a cluster node's plain URL is found
+        out as memory.store.connect does)."""
+        if self._client is None:
+            if self.url.startswith(CLUSTER_SCHEME):
+                self._client, self.cluster = self._cluster("redis://" + self.url[len(CLUSTER_SCHEME) :]), True
+            else:
+                plain = aioredis.Redis.from_url(self.url, **self._timeouts)
+                try:
+                    self.cluster = bool((await plain.info("cluster")).get("cluster_enabled"))
+                except aioredis.RedisError:
+                    self.cluster = False
+                if self.cluster:
+                    await plain.aclose()
+                    plain = self._cluster(self.url)
+                self._client = plain
+        return self._client
+
+    def _cluster(self, url: str) -> aioredis.RedisCluster:
+        return aioredis.RedisCluster.from_url(url, **self._timeouts)
+
+    def key(self, sid: str) -> str:
+        return keys_for(self.prefix, sid).events
+
+    async def read(self, cursors: Mapping[str, str], block_ms: int = 500) -> list[Event]:
+        """Events after each stream's cursor (an event id; "0-0": from the start), waiting up to
+        ``block_ms`` for the first; in log order per stream."""
+        if not cursors:
+            await asyncio.sleep(block_ms / 1000)
+            return []
+        client = await self.client()
+        groups: dict[int, dict[str, str]] = defaultdict(dict)
+        for sid, after in cursors.items():
+            key = self.key(sid)
+            groups[key_slot(key.encode()) if self.cluster else 0][key] = after
+        replies = await asyncio.gather(*(client.xread(g, block=block_ms) for g in groups.values()))
+        by_key = {self.key(sid): sid for sid in cursors}
+        out: list[Event] = []
+        for reply in replies:
+            for key, entries in _items(reply):
+                sid = by_key[key.decode() if isinstance(key, bytes) else key]
+                out += [(sid, *decode_event(i, f)) for i, f in entries]
+        return out
+
+    async def backlog(self, sid: str) -> list[Event]:
+        """Every event the stream's log holds now."""
+        client = await self.client()
+        return [(sid, *decode_event(i, f)) for i, f in await client.xrange(self.key(sid))]
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _items(reply) -> list:
+    """XREAD's reply as (key, entries) pairs: RESP2 gives a list, RESP3 a dict."""
+    if not reply:
+        return []
+    return list(reply.items()) if isinstance(reply, dict) else [(k, v) for k, v in reply]

@@ -1,0 +1,143 @@
+"""N encoders, each an EncoderActor with its own model, spread over the Ray cluster's nodes.
+
+A new stream goes to the encoder with the fewest streams; the choice is recorded in Redis
+(placement.py). When a call finds its encoder dead, the stream is re-placed on the least-loaded
+encoder that answers and re-opened there from Redis (the encoder's StreamResumed / replay
+protocol does the rest), so a client keeps its stream while Ray restarts the dead one. With one
+encoder there is nowhere to move: callers wait for Ray's restart, as before.
+
+The pool pickles (its Redis client is made anew where it lands), so a DecoderActor carries it and
+re-places its own stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from scenekv.memory.store import connect
+
+from .placement import Placement
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "scenekv"
+ALIVE_TIMEOUT_S = 2.0
+
+
+def gpu_encoders(device: str | None) -> int:
+    """GPUs the cluster offers to encoders: 0 when the device is pinned to the CPU."""
+    if device is not None and not str(device).startswith("cuda"):
+        return 0
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def node_slots(gpus: bool) -> list[str]:
+    """Node ids to place encoders on, in turn: every alive node with CPUs (the driver's first; a
+    gateway node started with --num-cpus=0 takes none) or, for GPU encoders, one entry per GPU so
+    each GPU gets an encoder before any gets two."""
+    here = ray.get_runtime_context().get_node_id()
+    nodes = sorted(
+        (n for n in ray.nodes() if n.get("Alive")), key=lambda n: (n["NodeID"] != here, n["NodeID"])
+    )
+    if gpus:
+        return [n["NodeID"] for n in nodes for _ in range(int(n.get("Resources", {}).get("GPU", 0)))]
+    return [n["NodeID"] for n in nodes if n.get("Resources", {}).get("CPU", 0) > 0]
+
+
+class EncoderPool:
+    def __init__(self, handles: dict[str, ray.actor.ActorHandle], redis_url: str, prefix: str) -> None:
+        self.handles = handles
+        self.redis_url, self.prefix = redis_url, prefix
+        self._placement: Placement | None = None
+        self._seen: dict[str, str] = {}  # sid -> encoder, as this pool last found it
+
+    def known(self, sid: str) -> ray.actor.ActorHandle | None:
+        """The stream's encoder as last found here, without asking Redis (for status reads, which
+        may be a move behind; calls that change a stream use for_stream)."""
+        name = self._seen.get(sid)
+        return self.handles.get(name) if name is not None else None
+
+    @classmethod
+    def start(
+        cls, actor_cls, count: int, model: str, redis_url: str, options: dict, *, gpus: bool = False
+    ) -> EncoderPool:
+        """``count`` named encoders, node by node (soft affinity: a full node lets Ray choose)."""
+        slots = node_slots(gpus) or [None]
+        tag = uuid.uuid4().hex[:6]  # names unique per service: two services never share an encoder
+        handles = {}
+        for i in range(count):
+            name = f"encoder-{i}-{tag}"
+            node = slots[i % len(slots)]
+            strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
+            handles[name] = actor_cls.options(
+                name=name, namespace=NAMESPACE, num_gpus=1 if gpus else 0, scheduling_strategy=strategy
+            ).remote(model, redis_url, options)
+        return cls(handles, redis_url, options.get("prefix", "skv:"))
+
+    def __getstate__(self) -> dict:
+        return {"handles": self.handles, "redis_url": self.redis_url, "prefix": self.prefix}  # not _seen
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["handles"], state["redis_url"], state["prefix"])
+
+    @property
+    def placement(self) -> Placement:
+        if self._placement is None:
+            self._placement = Placement(connect(self.redis_url), self.prefix)
+        return self._placement
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.handles)
+
+    def first(self):
+        return next(iter(self.handles.values()))
+
+    def for_stream(self, sid: str) -> tuple[str, ray.actor.ActorHandle]:
+        """The stream's encoder: its record, or (none, or an encoder this pool does not have) the
+        least-loaded one that answers."""
+        seen = self.placement.encoder_of(sid)
+        if seen in self.handles:
+            self._seen[sid] = seen
+            return seen, self.handles[seen]
+        return self._place(sid, seen, exclude=())
+
+    def replace(self, sid: str, failed: str) -> tuple[str, ray.actor.ActorHandle]:
+        """``failed`` did not answer for ``sid``: move the stream to the least-loaded encoder that
+        does (or to whichever encoder another caller moved it to first)."""
+        seen = self.placement.encoder_of(sid)
+        if seen != failed and seen in self.handles:
+            self._seen[sid] = seen
+            return seen, self.handles[seen]  # moved already
+        name, handle = self._place(sid, seen, exclude=(failed,))
+        if name != failed:
+            log.warning("stream %s: encoder %s is down; continuing on %s", sid, failed, name)
+        return name, handle
+
+    def _place(self, sid: str, seen: str | None, exclude) -> tuple[str, ray.actor.ActorHandle]:
+        loads = self.placement.loads(self.handles)
+        order = sorted(self.handles, key=lambda n: (n in exclude, loads[n]))
+        choice = next((n for n in order if n not in exclude and self.alive(n)), order[0])
+        name = self.placement.move(sid, seen, choice)
+        if name not in self.handles:  # another pool placed it on an encoder unknown here
+            name = self.placement.move(sid, name, choice)
+        self._seen[sid] = name
+        return name, self.handles[name]
+
+    def alive(self, name: str, timeout: float = ALIVE_TIMEOUT_S) -> bool:
+        try:
+            ray.get(self.handles[name].pid.remote(), timeout=timeout)
+            return True
+        except Exception:
+            return False
+
+    def release(self, sid: str) -> None:
+        self._seen.pop(sid, None)
+        self.placement.release(sid)
+
+    def close(self) -> None:
+        self.placement.forget_encoders(self.handles)

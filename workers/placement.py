@@ -1,0 +1,59 @@
+"""Which encoder serves which stream, recorded in Redis so that every caller agrees.
+
+One hash, ``{prefix}placement``: stream id -> encoder actor name. A gateway replica or a file's
+decoder that has only the stream id finds its encoder there. Moves are compare-and-set (one Lua
+step): when several callers see the same encoder die, the first move wins and the others adopt
+it, so a stream never ends up open on two encoders at once by the callers' doing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import redis
+
+# KEYS[1] the hash; ARGV: sid, the name the caller saw ("" = none), the name to put instead.
+# Returns the stream's encoder afterwards: ARGV[3] if the caller's view was current, else the winner's.
+_MOVE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur and ARGV[2] == '') or cur == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return ARGV[3]
+end
+return cur
+"""
+
+
+class Placement:
+    """The stream -> encoder records; plain Redis, no Ray (the pool decides, this remembers)."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.key = f"{prefix}placement"
+        self._move = client.register_script(_MOVE)
+
+    def encoder_of(self, sid: str) -> str | None:
+        name = self.client.hget(self.key, sid)
+        return name.decode() if name is not None else None
+
+    def loads(self, names: Iterable[str]) -> dict[str, int]:
+        """Streams placed on each of ``names`` (records naming other encoders are not counted)."""
+        counts = Counter(v.decode() for v in self.client.hvals(self.key))
+        return {name: counts.get(name, 0) for name in names}
+
+    def move(self, sid: str, seen: str | None, to: str) -> str:
+        """Put ``sid`` on ``to`` if its record is still ``seen`` (None: no record); returns the
+        stream's encoder after the call, which is another caller's choice if that one came first."""
+        out = self._move(keys=[self.key], args=[sid, seen or "", to])
+        return out.decode() if isinstance(out, bytes) else str(out)
+
+    def release(self, sid: str) -> None:
+        """The stream is closed everywhere: its next open places it afresh."""
+        self.client.hdel(self.key, sid)
+
+    def forget_encoders(self, names: Iterable[str]) -> int:
+        """Drop every record naming one of ``names`` (encoders being shut down); returns how many."""
+        gone = set(names)
+        stale = [k for k, v in self.client.hgetall(self.key).items() if v.decode() in gone]
+        return int(self.client.hdel(self.key, *stale)) if stale else 0
