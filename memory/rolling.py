@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from scenekv.defaults import DEFAULT_CARRIERS
 from scenekv.errors import UserError
 from scenekv.vlm import FrameRecord, StreamSession, VLMBackend
 
@@ -144,7 +145,7 @@ class RollingMemory:
         store: MemoryStore,
         backend: VLMBackend,
         *,
-        carriers: str = "pool:16",
+        carriers: str = DEFAULT_CARRIERS,
         sid: str | None = None,
         source: str = "",
         fps: float = 1.0,

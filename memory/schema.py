@@ -28,9 +28,10 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from scenekv import defaults
 from scenekv.errors import UserError
 
-DEFAULT_PREFIX = "skv:"
+DEFAULT_PREFIX = defaults.DEFAULT_PREFIX  # re-exported: memory users import it from here
 _SID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-:]{0,64}$")
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from scenekv.defaults import DEFAULT_CARRIERS
 from scenekv.errors import UserError
 from scenekv.memory import (
     DeviceLRU,
@@ -79,7 +80,7 @@ class StreamHub:
         sid: str | None = None,
         source: str = "",
         fps: float = 1.0,
-        carriers: str = "pool:16",
+        carriers: str = DEFAULT_CARRIERS,
         takeover: bool = False,
         retention: dict | None = None,
     ) -> dict:

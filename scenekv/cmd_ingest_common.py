@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from scenekv.cmd_inspect import add_model_arguments
+from scenekv.defaults import DEFAULT_CARRIERS
 
 KV_DTYPE_CHOICES = ("int8", "int4", "bf16", "fp16", "fp32", "exact")  # memory/quant.py KV_DTYPES
 
@@ -27,7 +28,9 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_storage_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
-    p.add_argument("--carriers", default="pool:16", help="carrier strategy (default pool:16)")
+    p.add_argument(
+        "--carriers", default=DEFAULT_CARRIERS, help=f"carrier strategy (default {DEFAULT_CARRIERS})"
+    )
     p.add_argument("--redis-url", default=None, help="default: REDIS_URL, 127.0.0.1:6379, else a local child")
     p.add_argument("--ray-address", default=None, help="join a Ray cluster (default: local Ray)")
     p.add_argument(

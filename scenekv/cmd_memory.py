@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from scenekv.defaults import DEFAULT_PREFIX
+
 HELP = "list, inspect or delete the streams kept in Redis (bytes, chunks, scenes per stream)"
 
 
@@ -13,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis-url", default=None, help="Redis URL (default: REDIS_URL or redis://127.0.0.1:6379/0)"
     )
-    p.add_argument("--prefix", default="skv:", help="key prefix (default skv:)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
 
 

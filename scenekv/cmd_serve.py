@@ -6,6 +6,7 @@ import argparse
 
 from scenekv.cmd_ingest_common import add_storage_arguments
 from scenekv.cmd_inspect import add_model_arguments
+from scenekv.defaults import DEFAULT_CARRIERS
 
 HELP = "serve the WebSocket API and the demo page (http://127.0.0.1:8765/)"
 
@@ -49,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--fps", type=float, default=1.0, help="default frames per second of a session (default 1)"
     )
     p.add_argument(
-        "--carriers", default="pool:16", help="default carrier strategy of a session (default pool:16)"
+        "--carriers",
+        default=DEFAULT_CARRIERS,
+        help=f"default carrier strategy of a session (default {DEFAULT_CARRIERS})",
     )
     p.add_argument("--max-frame-mb", type=float, default=4.0, help="largest pushed image in MiB (default 4)")
     p.add_argument("--frames-per-s", type=float, default=32.0, help="per-connection frame rate limit")

@@ -9,6 +9,8 @@ WORLD_MODEL_DIR = "scenekv-world-llava-ov"
 # tiny random model, in a checkout that lacks the world model's weights).
 AUTO_MODEL = "auto"
 DEFAULT_FPS = 1.0
+DEFAULT_CARRIERS = "pool:16"  # a stream's carriers when none are asked for (docs/benchmarks.md)
+DEFAULT_PREFIX = "skv:"  # Redis key prefix of SceneKV's keys
 # Frames shrink at decode time to about the vision input (384 px for LLaVA-OV, ~448 for Qwen2.5-VL):
 # no full-size RGB copies travel between actors.
 VISION_MAX_SIDE = 512

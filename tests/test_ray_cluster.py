@@ -6,6 +6,7 @@ encoder's streams carried on by the other with every frame they had."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from scenekv.workers.service import SceneKVService
 
@@ -42,10 +42,17 @@ def _ray_node(*args: str, log: Path) -> subprocess.Popen:
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        # Ray 2.60's `ray start` turns token auth on, which this process's ray.init (auth off by
-        # default) would then be refused by; a loopback test cluster goes without, as Ray allows
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"},
+        env=_env(),
     )
+
+
+def _env() -> dict:
+    """This process's environment without the address of a Ray it ran before (ray.init leaves
+    RAY_ADDRESS set: nodes and workers that inherit it try to reach that dead cluster). Auth off:
+    Ray 2.60's `ray start` turns token auth on, which a driver (auth off by default) is refused by;
+    a loopback test cluster goes without, as Ray allows."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -63,8 +70,6 @@ def _stop(proc: subprocess.Popen) -> None:
 def cluster(tmp_path_factory):
     if not RAY.exists() or shutil.which(str(RAY)) is None:
         pytest.skip(f"`ray start` is unavailable: no {RAY} next to this Python")
-    if ray.is_initialized():
-        ray.shutdown()
     logs = tmp_path_factory.mktemp("ray")
     # a temp dir of its own: the head writes its address file there, not in /tmp/ray, where every
     # later ray.init() of this machine would find it and try to join this (by then stopped) cluster
@@ -86,22 +91,38 @@ def cluster(tmp_path_factory):
             assert head.poll() is None and time.monotonic() < deadline, (logs / "h").read_text()[-3000:]
             time.sleep(1)
         nodes.append(_ray_node(f"--address={address}", "--num-cpus=2", log=logs / "w"))
-        ray.init(address=address, namespace="scenekv", logging_level="ERROR")
         deadline = time.monotonic() + 90
-        while sum(n["Alive"] for n in ray.nodes()) < 2:
+        while _alive_nodes(address) < 2:
             assert nodes[1].poll() is None and time.monotonic() < deadline, (logs / "w").read_text()[-3000:]
             time.sleep(1)
         yield address
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
         for proc in reversed(nodes):
             _stop(proc)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def service(cluster, redis_url):
+def _alive_nodes(address: str) -> int:
+    out = subprocess.run([str(RAY), "status", f"--address={address}"], capture_output=True, text=True)
+    return out.stdout.count("node_") if out.returncode == 0 else 0
+
+
+def test_two_encoders_on_two_nodes_share_the_streams_and_a_killed_one_hands_them_over(cluster, redis_url):
+    """The gateway is a process of its own, as in a deployment (and because a driver that ran a
+    local Ray before cannot be trusted to join a cluster cleanly in the same process)."""
+    out = subprocess.run(
+        [sys.executable, __file__, cluster, redis_url],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=_env(),
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
+    assert "scenario passed" in out.stdout
+
+
+@contextlib.contextmanager
+def _service(address: str, redis_url: str):
     import redis
 
     pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
@@ -109,17 +130,19 @@ def service(cluster, redis_url):
         model="tiny-random-llava-onevision",
         redis_url=redis_url,
         prefix=pfx,
-        ray_address=cluster,
+        ray_address=address,
         encoders=2,
         rolling={"window": 8, "chunk_frames": 4},
         worker_logs=False,
     )
-    yield svc
-    svc.shutdown()
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{pfx}*"))
-    if keys:
-        client.delete(*keys)
+    try:
+        yield svc
+    finally:
+        svc.shutdown()
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{pfx}*"))
+        if keys:
+            client.delete(*keys)
 
 
 COLOURS = [(220, 40, 40), (40, 180, 70), (40, 80, 220), (240, 210, 40)]
@@ -135,7 +158,7 @@ def _by_name(service) -> dict[str, dict]:
     return {e["name"]: e for e in service.encoder_stats(timeout=10)}
 
 
-def test_two_encoders_on_two_nodes_share_the_streams_and_a_killed_one_hands_them_over(service):
+def scenario(service) -> None:
     before = _by_name(service)
     assert len(before) == 2 and all("error" not in e for e in before.values()), before
     assert len({e["node_id"] for e in before.values()}) == 2, "both encoders landed on one node"
@@ -176,3 +199,9 @@ def test_two_encoders_on_two_nodes_share_the_streams_and_a_killed_one_hands_them
     assert all(starts[sid] == starts[kept[0]] for sid in sids), starts  # the same frames, the same scenes
     done = list(service.ask(moved[0], "what happened at 0:07?", max_tokens=4))[-1]
     assert done["type"] == "done" and any(e["start"] <= 7 <= e["end"] for e in done["evidence"]), done
+
+
+if __name__ == "__main__":
+    with _service(sys.argv[1], sys.argv[2]) as svc:
+        scenario(svc)
+    print("scenario passed")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scenekv.defaults import DEFAULT_CARRIERS
+
 MiB = 2**20
 
 
@@ -19,7 +21,7 @@ class GatewayConfig:
     # internal (loopback, private, link-local): none by default
     allowed_source_hosts: tuple[str, ...] = ()
     fps: float = 1.0  # default sampling rate for sessions that give none
-    carriers: str = "pool:16"
+    carriers: str = DEFAULT_CARRIERS
     max_frame_bytes: int = 4 * MiB  # one pushed image (binary or base64-decoded)
     max_text_bytes: int = 64 * 1024  # any JSON message other than frame.append
     hard_max_message_bytes: int = 8 * MiB  # beyond this websockets closes the connection (1009)

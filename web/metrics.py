@@ -28,6 +28,7 @@ from prometheus_client.utils import floatToGoString
 disable_created_metrics()
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+GATEWAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
 
 # encoder figure -> (kind, help); what EncoderActor.stats() reports beside node / pid / device
@@ -105,6 +106,19 @@ class GatewayMetrics:
             "scenekv_encode_seconds",
             "Time to encode one pushed frame (service.push_frame)",
             buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.gateway_frame = Histogram(
+            "scenekv_gateway_frame_seconds",
+            "The gateway's own share of a pushed frame: reading the message, then from the front of "
+            "its queue to the encoder call (not the wait behind earlier frames)",
+            buckets=GATEWAY_BUCKETS,
+            registry=reg,
+        )
+        self.gateway_send = Histogram(
+            "scenekv_gateway_send_seconds",
+            "A server message (an answer token, ...) from being queued for its client to written",
+            buckets=GATEWAY_BUCKETS,
             registry=reg,
         )
         self.frame_queue = Gauge(

@@ -50,8 +50,10 @@ class Connection:
         self.ws, self.gw = ws, gateway
         self.service, self.cfg, self.metrics = gateway.service, gateway.config, gateway.metrics
         self.id = uuid.uuid4().hex[:10]
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_LIMIT)
-        self.frames: asyncio.Queue[tuple[StreamState, P.FrameAppend, float]] = asyncio.Queue(
+        self.outbox: asyncio.Queue[tuple[str, float]] = asyncio.Queue(OUTBOX_LIMIT)  # (message, queued at)
+        self._arrived = 0.0  # when the message being handled arrived (perf_counter)
+        # (stream, frame, received (monotonic), seconds the gateway took to read it)
+        self.frames: asyncio.Queue[tuple[StreamState, P.FrameAppend, float, float]] = asyncio.Queue(
             self.cfg.frame_queue
         )
         self.frames_queued = 0
@@ -100,7 +102,7 @@ class Connection:
     # -- output -----------------------------------------------------------------------------------
     def deliver(self, message: str) -> None:
         try:
-            self.outbox.put_nowait(message)
+            self.outbox.put_nowait((message, time.perf_counter()))
             self.metrics.outbox.inc()
         except asyncio.QueueFull:
             log.warning("connection %s is not reading; closing it", self.id)
@@ -112,12 +114,13 @@ class Connection:
 
     async def _write_loop(self) -> None:
         while True:
-            message = await self.outbox.get()
+            message, queued = await self.outbox.get()
             self.metrics.outbox.dec()
             try:
                 await self.ws.send(message)
             except ConnectionClosed:
                 return
+            self.metrics.gateway_send.observe(time.perf_counter() - queued)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -127,6 +130,7 @@ class Connection:
 
     # -- input ------------------------------------------------------------------------------------
     async def _handle(self, message: str | bytes) -> None:
+        self._arrived = time.perf_counter()  # messages are handled one at a time, in order
         try:
             if isinstance(message, bytes | bytearray | memoryview):
                 msg = P.parse_binary(bytes(message), max_frame_bytes=self.cfg.max_frame_bytes)
@@ -248,7 +252,7 @@ class Connection:
             raise ProtocolError(
                 P.NO_SESSION, "the stream has ended; session.start {stream_id} continues it", pts=frame.pts
             )
-        item = (st, frame, time.monotonic())
+        item = (st, frame, time.monotonic(), time.perf_counter() - self._arrived)
         while True:
             # The checks and the put happen in one step of the event loop: a refusal of the queue
             # (_refuse_queued) between a wait and the put cannot let this frame jump ahead of it.
@@ -285,12 +289,19 @@ class Connection:
 
     async def _push_loop(self) -> None:
         while True:
-            st, frame, received = await self.frames.get()
+            st, frame, received, parsed_s = await self.frames.get()
+            dequeued = time.perf_counter()
             self.metrics.frame_queue.dec()
+
+            def called(at: float, parsed_s: float = parsed_s, dequeued: float = dequeued) -> None:
+                """The gateway's own share: reading the message, then dequeue -> the encoder call
+                (decode, thread hop); the wait in the queue is the encoder's backpressure."""
+                self.metrics.gateway_frame.observe(parsed_s + at - dequeued)
+
             try:
                 rgb = await asyncio.to_thread(decode_image, frame.image)
                 t0 = time.perf_counter()
-                result = await self._push_waiting(st, frame, rgb)
+                result = await self._push_waiting(st, frame, rgb, called)
                 if result is None:  # the encoder stayed away: this and every queued frame refused
                     await self._refuse_queued(st, frame)
                     continue
@@ -315,14 +326,22 @@ class Connection:
                     self.frames_done += 1
                     self._frames_cond.notify_all()
 
-    async def _push_waiting(self, st: StreamState, frame: P.FrameAppend, rgb) -> dict | None:
+    async def _push_waiting(self, st: StreamState, frame: P.FrameAppend, rgb, called=None) -> dict | None:
         """push_frame, retried while the encoder restarts (the frame stays queued, in order);
-        None once it has been away for ``encoder_wait_s``."""
+        None once it has been away for ``encoder_wait_s``. ``called(t)``: when the first try began."""
         deadline = time.monotonic() + self.cfg.encoder_wait_s
         delay = 0.2
+
+        def push() -> dict:
+            nonlocal called
+            if called is not None:
+                called(time.perf_counter())
+                called = None
+            return self.service.push_frame(st.sid, frame.pts, rgb)
+
         while True:
             try:
-                result = await asyncio.to_thread(self.service.push_frame, st.sid, frame.pts, rgb)
+                result = await asyncio.to_thread(push)
                 self.gw.encoder_back()
                 return result
             except EncoderUnavailable:

@@ -15,8 +15,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from scenekv.memory.event_feed import EventFeed
-
 from .metrics import GatewayMetrics
 from .protocol import encode, error_message
 
@@ -83,6 +81,8 @@ class StreamRegistry:
         self.service, self.metrics = service, metrics
         self.progress_interval_s = progress_interval_s
         self.streams: dict[str, StreamState] = {}
+        from scenekv.memory.event_feed import EventFeed  # here: importing web/ stays light (no torch)
+
         self.feed = EventFeed(service.redis_url, service.store.prefix)
         self.cursors: dict[str, str] = {}  # sid -> id of the last event read (streams that are ready)
         self._reader: asyncio.Task | None = None

@@ -20,6 +20,7 @@ from scenekv.defaults import VISION_MAX_SIDE
 from scenekv.errors import UserError
 from scenekv.memory import StreamBusy, StreamNotFound, WriteFailed, WriterBusy
 
+from .encoder_config import EncoderConfig
 from .errors import StreamResumed
 from .frame_batcher import FrameBatcher
 from .timed_lock import TimedLock
@@ -37,8 +38,8 @@ def _error_dict(exc: BaseException) -> dict:
 # threads of their own (the "status" group), so a busy encoder still answers them at once.
 @ray.remote(max_concurrency=64, max_restarts=-1, max_task_retries=0, concurrency_groups={"status": 4})
 class EncoderActor:
-    def __init__(self, model: str, redis_url: str, options: dict) -> None:
-        from scenekv.memory import MemoryStore, RollingConfig
+    def __init__(self, model: str, redis_url: str, config: EncoderConfig) -> None:
+        from scenekv.memory import MemoryStore
         from scenekv.qa.hub import StreamHub
         from scenekv.vlm import load_backend
 
@@ -48,20 +49,19 @@ class EncoderActor:
         self.started = time.time()
         self.counts = {"frames_encoded": 0, "append_calls": 0, "decode_tokens": 0, "questions": 0}
         try:
-            self.backend = load_backend(model, device=options.get("device"), dtype=options.get("dtype"))
+            self.backend = load_backend(model, device=config.device, dtype=config.dtype)
         except Exception as exc:  # kept for describe_model: Ray's creation-task error loses the message
             self.load_error = exc
             return
-        self.store = MemoryStore(redis_url, options.get("prefix", "skv:"))
-        rolling = RollingConfig(**options.get("rolling", {}))
+        self.store = MemoryStore(redis_url, config.prefix)
         self.hub = StreamHub(
             self.backend,
             self.store,
-            rolling=rolling,
-            captions=options.get("captions", True),
-            budget_tokens=options.get("budget_tokens", 4096),
+            rolling=config.rolling,
+            captions=config.captions,
+            budget_tokens=config.budget_tokens,
         )
-        self.batcher = FrameBatcher(self._append_batch, max_frames=options.get("batch_frames", 32))
+        self.batcher = FrameBatcher(self._append_batch, max_frames=config.batch_frames)
 
     @ray.method(concurrency_group="status")
     def stats(self) -> dict:

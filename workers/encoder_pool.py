@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from scenekv.memory.store import connect
 
+from .encoder_config import EncoderConfig
 from .placement import Placement
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class EncoderPool:
 
     @classmethod
     def start(
-        cls, actor_cls, count: int, model: str, redis_url: str, options: dict, *, gpus: bool = False
+        cls, actor_cls, count: int, model: str, redis_url: str, config: EncoderConfig, *, gpus: bool = False
     ) -> EncoderPool:
         """``count`` named encoders, node by node (soft affinity: a full node lets Ray choose)."""
         slots = node_slots(gpus) or [None]
@@ -75,8 +76,8 @@ class EncoderPool:
             strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
             handles[name] = actor_cls.options(
                 name=name, namespace=NAMESPACE, num_gpus=1 if gpus else 0, scheduling_strategy=strategy
-            ).remote(model, redis_url, options)
-        return cls(handles, redis_url, options.get("prefix", "skv:"))
+            ).remote(model, redis_url, config)
+        return cls(handles, redis_url, config.prefix)
 
     def __getstate__(self) -> dict:
         return {"handles": self.handles, "redis_url": self.redis_url, "prefix": self.prefix}  # not _seen

@@ -21,11 +21,13 @@ from collections.abc import AsyncIterator, Collection, Iterator
 import numpy as np
 import ray
 
+from scenekv.defaults import DEFAULT_CARRIERS, DEFAULT_PREFIX
 from scenekv.errors import UserError, unwrap
-from scenekv.memory import MemoryStore, new_sid
+from scenekv.memory import MemoryStore, RollingConfig, new_sid
 from scenekv.memory.local_redis import ensure_redis
 
 from .actors import DecoderActor, EncoderActor, RangeDecoder
+from .encoder_config import EncoderConfig
 from .encoder_pool import NAMESPACE, EncoderPool, gpu_encoders
 from .errors import EncoderUnavailable, StreamResumed
 from .unsaved import UnsavedFrames
@@ -49,7 +51,7 @@ class SceneKVService:
         ray_address: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
-        prefix: str = "skv:",
+        prefix: str = DEFAULT_PREFIX,
         rolling: dict | None = None,
         captions: bool = True,
         num_cpus: int | None = None,
@@ -97,20 +99,20 @@ class SceneKVService:
             from scenekv.vlm.loading import resolve_auto
 
             model = resolve_auto()
-        options = {
-            "device": device,
-            "dtype": dtype,
-            "prefix": prefix,
-            "rolling": rolling or {},
-            "captions": captions,
-        }
+        config = EncoderConfig(
+            device=device,
+            dtype=dtype,
+            prefix=prefix,
+            rolling=RollingConfig(**(rolling or {})),
+            captions=captions,
+        )
         gpus = gpu_encoders(device)
         count = encoders or max(1, gpus)
         if count < 1:
             raise UserError(f"--encoders must be at least 1, got {count}")
         if gpus and count > gpus:
             raise UserError(f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)")
-        self.pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, options, gpus=gpus > 0)
+        self.pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
         try:  # fails here, loudly, if the model cannot load (the actor's own error, e.g. UserError)
             described = ray.get([e.describe_model.remote() for e in self.pool.handles.values()])
             self.model = described[0]
@@ -134,7 +136,7 @@ class SceneKVService:
         source: str,
         *,
         fps: float = 1.0,
-        carriers: str = "pool:16",
+        carriers: str = DEFAULT_CARRIERS,
         sid: str | None = None,
         decode: bool = True,
         retention: dict | None = None,

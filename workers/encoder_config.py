@@ -1,0 +1,23 @@
+"""EncoderConfig: what every EncoderActor of a service is built with, as one typed object.
+
+The CLI's flags (whose defaults come from SCENEKV_* variables, scenekv/env_flags.py) reach
+SceneKVService, which builds one of these and hands the same object to each encoder it starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from scenekv.defaults import DEFAULT_PREFIX
+from scenekv.memory import RollingConfig
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    device: str | None = None  # None: a GPU where the encoder was given one, else the CPU
+    dtype: str | None = None  # None: bf16/fp16 on a GPU, fp32 on the CPU
+    prefix: str = DEFAULT_PREFIX  # Redis key prefix of every stream
+    rolling: RollingConfig = field(default_factory=RollingConfig)  # window, chunks, KV dtype at rest
+    captions: bool = True  # caption each scene as it closes
+    budget_tokens: int = 4096  # a question's context budget
+    batch_frames: int = 32  # most frames in one vision batch across streams
