@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -133,9 +134,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [
-        sys.executable,
-        "-m",
-        "scenekv",
+        str(Path(sys.executable).with_name("scenekv")),
         "serve",
         "--model",
         "tiny-random-llava-onevision",
@@ -143,7 +142,8 @@ def main() -> None:
         str(port),
     ]
     cmd += ["--frames-per-s", "1000", "--questions-per-min", "1000", "--log-level", "WARNING"]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open("/tmp/scenekv-gateway-bench.log", "w")  # noqa: SIM115 (the server's, kept for a failure)
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -151,19 +151,20 @@ def main() -> None:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
                 break
             except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    f"the server did not start: see {log.name}"
+                )
                 time.sleep(1)
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} CPUs; "
             f"server threads idle: {_threads(server.pid)}"
         )
-        counts = [int(n) for n in args.clients.split(",")]
-        rows = [asyncio.run(_load(port, server.pid, n, args.frames)) for n in counts]
-        keys = list(rows[0])
-        print("| " + " | ".join(keys) + " |")
-        print("|" + "---|" * len(keys))
-        for row in rows:
-            print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+        for i, n in enumerate(int(n) for n in args.clients.split(",")):
+            row = asyncio.run(_load(port, server.pid, n, args.frames))
+            if i == 0:  # each row as it is measured: a long run that is stopped keeps what it had
+                print("| " + " | ".join(row) + " |")
+                print("|" + "---|" * len(row))
+            print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)
     finally:
         server.terminate()
         server.wait(60)

@@ -57,10 +57,10 @@ async def run(service: SceneKVService, n: int, rounds: int) -> dict:
     for r in range(rounds):
         sent = {}
         for sid in sids:  # from a thread, as another process (an encoder) would write them
+            sent[sid] = time.perf_counter()  # before the XADD: delivery may beat this await's return
             await asyncio.to_thread(
                 service.store.add_event, sid, "scene.captioned", {"scene": r, "caption": "x"}
             )
-            sent[sid] = time.perf_counter()
         deadline = time.perf_counter() + 30
         while any(r not in p.arrived for p in probes.values()) and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)

@@ -27,25 +27,31 @@ class EventFeed:
         self.url, self.prefix = url, prefix
         self._timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": 5.0}
         self._client: aioredis.Redis | aioredis.RedisCluster | None = None
+        self._connecting = asyncio.Lock()
         self.cluster = False
 
     async def client(self) -> aioredis.Redis | aioredis.RedisCluster:
-        """Connected on first use, in the loop that uses it (a cluster node's plain URL is found
-        out as memory.store.connect does)."""
-        if self._client is None:
-            if self.url.startswith(CLUSTER_SCHEME):
-                self._client, self.cluster = self._cluster("redis://" + self.url[len(CLUSTER_SCHEME) :]), True
-            else:
-                plain = aioredis.Redis.from_url(self.url, **self._timeouts)
-                try:
-                    self.cluster = bool((await plain.info("cluster")).get("cluster_enabled"))
-                except aioredis.RedisError:
-                    self.cluster = False
-                if self.cluster:
-                    await plain.aclose()
-                    plain = self._cluster(self.url)
-                self._client = plain
+        """Connected on first use, in the loop that uses it, once (concurrent first callers share
+        one client). A cluster node's plain URL is found out with INFO cluster, as
+        memory.store.connect does."""
+        async with self._connecting:
+            if self._client is None:
+                self._client = await self._connect()
         return self._client
+
+    async def _connect(self) -> aioredis.Redis | aioredis.RedisCluster:
+        if self.url.startswith(CLUSTER_SCHEME):
+            self.cluster = True
+            return self._cluster("redis://" + self.url[len(CLUSTER_SCHEME) :])
+        plain = aioredis.Redis.from_url(self.url, **self._timeouts)
+        try:
+            self.cluster = bool((await plain.info("cluster")).get("cluster_enabled"))
+        except aioredis.RedisError:
+            self.cluster = False
+        if not self.cluster:
+            return plain
+        await plain.aclose()
+        return self._cluster(self.url)
 
     def _cluster(self, url: str) -> aioredis.RedisCluster:
         return aioredis.RedisCluster.from_url(url, **self._timeouts)
@@ -70,18 +76,30 @@ class EventFeed:
         for reply in replies:
             for key, entries in _items(reply):
                 sid = by_key[key.decode() if isinstance(key, bytes) else key]
-                out += [(sid, *decode_event(i, f)) for i, f in entries]
+                out += [(sid, *e) for e in _decoded(entries)]
         return out
 
     async def backlog(self, sid: str) -> list[Event]:
         """Every event the stream's log holds now."""
         client = await self.client()
-        return [(sid, *decode_event(i, f)) for i, f in await client.xrange(self.key(sid))]
+        return [(sid, *e) for e in _decoded(await client.xrange(self.key(sid)))]
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _decoded(entries) -> list[tuple[str, str, dict]]:
+    """Entries as (id, type, data); a malformed one (not SceneKV's writing) becomes an "unknown"
+    event, so its stream's cursor still moves past it."""
+    out = []
+    for eid, fields in entries:
+        try:
+            out.append(decode_event(eid, fields))
+        except (KeyError, ValueError):
+            out.append((eid.decode() if isinstance(eid, bytes) else str(eid), "unknown", {}))
+    return out
 
 
 def _items(reply) -> list:

@@ -49,8 +49,8 @@ def _ray_node(*args: str, log: Path) -> subprocess.Popen:
 def _env() -> dict:
     """This process's environment without the address of a Ray it ran before (ray.init leaves
     RAY_ADDRESS set: nodes and workers that inherit it try to reach that dead cluster). Auth off:
-    Ray 2.60's `ray start` turns token auth on, which a driver (auth off by default) is refused by;
-    a loopback test cluster goes without, as Ray allows."""
+    Ray 2.60's `ray start` turns token auth on when ~/.ray/auth_token exists, and a driver (auth
+    off by default) is then refused; a loopback test cluster goes without, as Ray allows."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 

@@ -80,11 +80,11 @@ class Connection:
             await self._cleanup(writer, pusher)
 
     async def _cleanup(self, writer: asyncio.Task, pusher: asyncio.Task) -> None:
-        for q in self.questions.values():  # nobody will read these answers: stop spending compute
-            q.cancelled = True
-            self._spawn(self.service.cancel_async(q.qid))
         for task in (pusher, *self._tasks):
             task.cancel()
+        for q in self.questions.values():  # nobody will read these answers: stop spending compute
+            q.cancelled = True
+            asyncio.ensure_future(self.service.cancel_async(q.qid))  # after the loop above: runs
         self.metrics.frame_queue.dec(self.frames.qsize())
         if self.stream is not None:
             self.gw.registry.unsubscribe(self.stream, self)

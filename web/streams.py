@@ -100,8 +100,8 @@ class StreamRegistry:
                 asyncio.create_task(self._progress(st), name=f"progress:{sid}"),
             ]
             self.metrics.streams.set(len(self.streams))
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read_events(), name="events")
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_events(), name="events")
         elif last_pts is not None and (st.last_pts is None or last_pts > st.last_pts):
             st.last_pts = last_pts
         st.ended = False
@@ -168,7 +168,10 @@ class StreamRegistry:
                 if st is None or not _newer(eid, self.cursors.get(sid)):
                     continue  # left meanwhile, or re-joined with a later cursor
                 self.cursors[sid] = eid
-                self._on_event(st, kind, data)
+                try:  # one malformed event is skipped; the reader serves every stream
+                    self._on_event(st, kind, data)
+                except Exception:
+                    log.exception("event %s of %s", eid, sid)
 
     def _on_event(self, st: StreamState, kind: str, data: dict) -> None:
         if kind == "scene.closed":

@@ -282,6 +282,7 @@ class DecoderActor:
                     # A file read to its end closes (and captions) its last scene, as session.end
                     # would; the stream stays attachable and answerable.
                     closed += ray.get(encoder.end.remote(sid))
+                    pool.release(sid)  # closed: placed afresh if it is continued
                 self.progress_["status"] = "stopped" if self._stop.is_set() else "done"
                 break
             except (ray.exceptions.RayActorError, StreamResumed) as exc:
@@ -291,6 +292,8 @@ class DecoderActor:
                 self.progress_["restarts"] = attempt + 1
                 if isinstance(exc, ray.exceptions.RayActorError):
                     name, encoder = pool.replace(sid, name)
+                else:  # re-opened: follow the record, which a gateway may have moved meanwhile
+                    name, encoder = pool.for_stream(sid)
                 after = self._resume_point(encoder, sid)
             except Exception as exc:
                 self.progress_.update(status="error", error=_error_dict(exc))

@@ -30,8 +30,9 @@ ALIVE_TIMEOUT_S = 2.0
 
 
 def gpu_encoders(device: str | None) -> int:
-    """GPUs the cluster offers to encoders: 0 when the device is pinned to the CPU."""
-    if device is not None and not str(device).startswith("cuda"):
+    """GPUs the cluster offers to encoders, one each: 0 unless the device is left to SceneKV
+    (None, "auto", "cuda"); a pinned "cuda:N" or "cpu" runs as asked, without a GPU reservation."""
+    if device not in (None, "auto", "cuda"):
         return 0
     return int(ray.cluster_resources().get("GPU", 0))
 
@@ -98,14 +99,23 @@ class EncoderPool:
     def first(self):
         return next(iter(self.handles.values()))
 
-    def for_stream(self, sid: str) -> tuple[str, ray.actor.ActorHandle]:
+    def for_stream(self, sid: str, *, place: bool = True) -> tuple[str, ray.actor.ActorHandle]:
         """The stream's encoder: its record, or (none, or an encoder this pool does not have) the
-        least-loaded one that answers."""
+        least-loaded one that answers. ``place`` off (reads: info, questions on stored streams):
+        without a record, the least-loaded encoder, and nothing is written."""
         seen = self.placement.encoder_of(sid)
         if seen in self.handles:
             self._seen[sid] = seen
             return seen, self.handles[seen]
+        if not place:
+            loads = self.placement.loads(self.handles)
+            name = min(self.handles, key=lambda n: loads[n])
+            return name, self.handles[name]
         return self._place(sid, seen, exclude=())
+
+    def forget(self, sid: str) -> None:
+        """This pool's memory of the stream's encoder is stale (a call to it failed)."""
+        self._seen.pop(sid, None)
 
     def replace(self, sid: str, failed: str) -> tuple[str, ray.actor.ActorHandle]:
         """``failed`` did not answer for ``sid``: move the stream to the least-loaded encoder that
@@ -122,10 +132,18 @@ class EncoderPool:
     def _place(self, sid: str, seen: str | None, exclude) -> tuple[str, ray.actor.ActorHandle]:
         loads = self.placement.loads(self.handles)
         order = sorted(self.handles, key=lambda n: (n in exclude, loads[n]))
-        choice = next((n for n in order if n not in exclude and self.alive(n)), order[0])
-        name = self.placement.move(sid, seen, choice)
-        if name not in self.handles:  # another pool placed it on an encoder unknown here
-            name = self.placement.move(sid, name, choice)
+        choice = next((n for n in order if n not in exclude and self.alive(n)), None)
+        if choice is None:  # nothing else answers: stay (the caller waits for Ray's restart)
+            if exclude:
+                return exclude[0], self.handles[exclude[0]]
+            choice = order[0]
+        for _ in range(3):  # another pool's choice wins, unless it names an encoder unknown here
+            name = self.placement.move(sid, seen, choice)
+            if name in self.handles:
+                break
+            seen = name
+        else:
+            name = choice
         self._seen[sid] = name
         return name, self.handles[name]
 

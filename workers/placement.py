@@ -1,9 +1,11 @@
 """Which encoder serves which stream, recorded in Redis so that every caller agrees.
 
-One hash, ``{prefix}placement``: stream id -> encoder actor name. A gateway replica or a file's
-decoder that has only the stream id finds its encoder there. Moves are compare-and-set (one Lua
+One hash, ``{prefix}placement``: stream id -> encoder actor name. A file's decoder, which
+has only the stream id, finds its encoder there (gateway replicas sharing encoders are future
+work: each service names its own encoders). Moves are compare-and-set (one Lua
 step): when several callers see the same encoder die, the first move wins and the others adopt
-it, so a stream never ends up open on two encoders at once by the callers' doing.
+it, so callers do not split a stream over two encoders (a stale one that still writes loses its
+lease on the next write).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if (not cur and ARGV[2] == '') or cur == ARGV[2] then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   return ARGV[3]
 end
-return cur
+return cur or ''
 """
 
 
@@ -42,11 +44,12 @@ class Placement:
         counts = Counter(v.decode() for v in self.client.hvals(self.key))
         return {name: counts.get(name, 0) for name in names}
 
-    def move(self, sid: str, seen: str | None, to: str) -> str:
+    def move(self, sid: str, seen: str | None, to: str) -> str | None:
         """Put ``sid`` on ``to`` if its record is still ``seen`` (None: no record); returns the
         stream's encoder after the call, which is another caller's choice if that one came first."""
         out = self._move(keys=[self.key], args=[sid, seen or "", to])
-        return out.decode() if isinstance(out, bytes) else str(out)
+        out = out.decode() if isinstance(out, bytes) else str(out or "")
+        return out or None  # None: the record went meanwhile (released)
 
     def release(self, sid: str) -> None:
         """The stream is closed everywhere: its next open places it afresh."""

@@ -107,7 +107,7 @@ class SceneKVService:
             captions=captions,
         )
         gpus = gpu_encoders(device)
-        count = encoders or max(1, gpus)
+        count = encoders if encoders is not None else max(1, gpus)
         if count < 1:
             raise UserError(f"--encoders must be at least 1, got {count}")
         if gpus and count > gpus:
@@ -151,7 +151,11 @@ class SceneKVService:
         live = source == "push" or (self._check_source(source) is True)
         policy = self._retention(retention or {}) if live else None
         sid = sid or new_sid()  # named here, so it is placed before it exists
-        info = self._on(sid, "open", sid, source, fps, carriers, policy)
+        try:
+            info = self._on(sid, "open", sid, source, fps, carriers, policy)
+        except BaseException:
+            self.pool.release(sid)  # refused (bad carriers, ...): no record for a stream that is not
+            raise
         with self._lock:
             self._streams.add(sid)
             if source == "push":
@@ -246,12 +250,13 @@ class SceneKVService:
     def encoder_of(self, sid: str) -> ray.actor.ActorHandle:
         return self.pool.for_stream(sid)[1]
 
-    def _on(self, sid: str, method: str, *args):
+    def _on(self, sid: str, method: str, *args, place: bool = True):
         """``method(*args)`` on the stream's encoder. If that encoder is dead the stream moves to
         the least-loaded live one and the call is made there (which re-opens it from Redis: an
-        append answers StreamResumed, and the caller replays); with no live one, EncoderUnavailable
-        (the caller tries again while Ray restarts it)."""
-        name, encoder = self.pool.for_stream(sid)
+        append answers StreamResumed, and the caller replays); with no other live one,
+        EncoderUnavailable (the caller tries again while Ray restarts it). ``place`` off: a read,
+        which never records a placement (see EncoderPool.for_stream)."""
+        name, encoder = self.pool.for_stream(sid, place=place)
         try:
             return ray.get(getattr(encoder, method).remote(*args))
         except ray.exceptions.RayActorError as exc:
@@ -344,7 +349,7 @@ class SceneKVService:
         self._known(sid)
         decoder = self._decoders.get(sid)
         out = ray.get(decoder[0].progress.remote()) if decoder else {"status": "push"}
-        return _progress(out, self._on(sid, "info", sid))
+        return _progress(out, self._on(sid, "info", sid, place=False))
 
     async def progress_async(self, sid: str) -> dict:
         """``progress`` for an event loop: the actors' answers are awaited, no thread is held."""
@@ -352,8 +357,15 @@ class SceneKVService:
             await asyncio.to_thread(self._known, sid)
         decoder = self._decoders.get(sid)
         out = await decoder[0].progress.remote() if decoder else {"status": "push"}
-        encoder = self.pool.known(sid) or (await asyncio.to_thread(self.pool.for_stream, sid))[1]
-        return _progress(out, await encoder.info.remote(sid))
+        encoder = self.pool.known(sid)
+        if encoder is None:
+            encoder = (await asyncio.to_thread(lambda: self.pool.for_stream(sid, place=False)))[1]
+        try:
+            info = await asyncio.wait_for(encoder.info.remote(sid), 10)
+        except (ray.exceptions.RayActorError, TimeoutError) as exc:
+            self.pool.forget(sid)  # moved, or restarting: look it up again next time
+            raise _unavailable(exc) from None
+        return _progress(out, info)
 
     def wait_decoded(self, sid: str, timeout: float | None = None) -> dict:
         """For file sources: block until the whole file is encoded; returns the decoder's summary."""
@@ -443,7 +455,7 @@ class SceneKVService:
     ) -> Iterator[dict]:
         """Stream {"type": "delta"} messages, then one {"type": "done"} (or {"type": "error"})."""
         call = self._question(sid, question, qid, at, range_, last, max_tokens, temperature)
-        name, encoder = self.pool.for_stream(sid)
+        name, encoder = self.pool.for_stream(sid, place=False)
         for attempt in range(2):  # a dead encoder's question runs again on the stream's next one
             started = False
             try:
@@ -464,7 +476,7 @@ class SceneKVService:
             raise TypeError(f"ask_async: unexpected {sorted(kwargs.keys() - ASK_DEFAULTS.keys())}")
         kw = {k: kwargs.get(k, d) for k, d in ASK_DEFAULTS.items()}
         call = await asyncio.to_thread(self._question, sid, question, *kw.values())
-        name, encoder = await asyncio.to_thread(self.pool.for_stream, sid)
+        name, encoder = await asyncio.to_thread(lambda: self.pool.for_stream(sid, place=False))
         for attempt in range(2):
             started = False
             try:
@@ -497,11 +509,12 @@ class SceneKVService:
         moved, encoder = (name, None) if final else self.pool.replace(sid, name)
         if final or moved == name:
             raise _unavailable(exc) from None
+        self._settle(sid)  # the new encoder gets the frames only the dead one had, first
         return moved, encoder
 
     def caption_missing(self, sid: str) -> int:
         self._known(sid)
-        return self._on(sid, "caption_missing", sid)
+        return self._on(sid, "caption_missing", sid, place=False)
 
     def cancel(self, qid: str) -> bool:
         """Stop question ``qid`` on whichever encoder runs it; False if none does."""
@@ -515,12 +528,11 @@ class SceneKVService:
 
     async def cancel_async(self, qid: str, timeout: float = 5.0) -> bool:
         """``cancel`` for an event loop (the encoders' answers awaited, no thread held)."""
-        refs = [e.cancel.remote(qid) for e in self.pool.handles.values()]
-        try:
-            answers = await asyncio.wait_for(asyncio.gather(*refs, return_exceptions=True), timeout)
-        except TimeoutError:
-            return False
-        return any(a is True for a in answers)
+        refs = [asyncio.ensure_future(e.cancel.remote(qid)) for e in self.pool.handles.values()]
+        done, pending = await asyncio.wait(refs, timeout=timeout)
+        for future in pending:  # a restarting encoder runs no question
+            future.cancel()
+        return any(f.result() is True for f in done if f.exception() is None)
 
     # -- observation ----------------------------------------------------------------------------
     def scenes(self, sid: str) -> list[dict]:
