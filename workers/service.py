@@ -35,9 +35,6 @@ from .unsaved import UnsavedFrames
 log = logging.getLogger(__name__)
 
 
-ASK_DEFAULTS = {"qid": None, "at": None, "range_": None, "last": None, "max_tokens": 128, "temperature": 0.0}
-
-
 class UnknownStream(UserError):
     code = "unknown_stream"
 
@@ -469,13 +466,23 @@ class SceneKVService:
             except ray.exceptions.RayActorError as exc:
                 name, encoder = self._question_failed(exc, sid, name, started or attempt > 0)
 
-    async def ask_async(self, sid: str, question: str, **kwargs) -> AsyncIterator[dict]:
+    async def ask_async(
+        self,
+        sid: str,
+        question: str,
+        *,
+        qid: str | None = None,
+        at=None,
+        range_=None,
+        last=None,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+    ) -> AsyncIterator[dict]:
         """``ask`` for an event loop: Ray's streaming generator is awaited item by item, so an
         answer holds no thread while it streams (only the checks before it run in one)."""
-        if kwargs.keys() - ASK_DEFAULTS.keys():
-            raise TypeError(f"ask_async: unexpected {sorted(kwargs.keys() - ASK_DEFAULTS.keys())}")
-        kw = {k: kwargs.get(k, d) for k, d in ASK_DEFAULTS.items()}
-        call = await asyncio.to_thread(self._question, sid, question, *kw.values())
+        call = await asyncio.to_thread(
+            self._question, sid, question, qid, at, range_, last, max_tokens, temperature
+        )
         name, encoder = await asyncio.to_thread(lambda: self.pool.for_stream(sid, place=False))
         for attempt in range(2):
             started = False
@@ -518,13 +525,15 @@ class SceneKVService:
 
     def cancel(self, qid: str) -> bool:
         """Stop question ``qid`` on whichever encoder runs it; False if none does."""
+        refs = [e.cancel.remote(qid) for e in self.pool.handles.values()]  # all asked at once
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=5)
         answers = []
-        for encoder in self.pool.handles.values():
+        for ref in ready:
             try:
-                answers.append(ray.get(encoder.cancel.remote(qid), timeout=5))
+                answers.append(ray.get(ref))
             except Exception:  # a dead encoder runs no question
                 answers.append(False)
-        return any(answers)
+        return any(a is True for a in answers)
 
     async def cancel_async(self, qid: str, timeout: float = 5.0) -> bool:
         """``cancel`` for an event loop (the encoders' answers awaited, no thread held)."""
