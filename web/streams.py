@@ -100,10 +100,10 @@ class StreamRegistry:
                 asyncio.create_task(self._progress(st), name=f"progress:{sid}"),
             ]
             self.metrics.streams.set(len(self.streams))
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_events(), name="events")
         elif last_pts is not None and (st.last_pts is None or last_pts > st.last_pts):
             st.last_pts = last_pts
+        if self._reader is None or self._reader.done():  # one reader for every watched stream
+            self._reader = asyncio.create_task(self._read_events(), name="events")
         st.ended = False
         st.subscribers.add(sub)
         await st.ready.wait()
