@@ -24,9 +24,19 @@ def add_storage_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_load_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--load-timeout",
+        type=float,
+        default=900.0,
+        help="seconds the encoders get to load the model before startup fails (default 900)",
+    )
+
+
 def add_service_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_storage_arguments(p)
+    add_load_timeout(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
     p.add_argument(
         "--carriers", default=DEFAULT_CARRIERS, help=f"carrier strategy (default {DEFAULT_CARRIERS})"
@@ -58,6 +68,7 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
         rolling={"kv_dtype": args.kv_dtype},
         live_retention=live_retention(args),
         encoders=getattr(args, "encoders", None),
+        load_timeout=args.load_timeout,
     )
 
 

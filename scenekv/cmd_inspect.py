@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from scenekv.defaults import AUTO_MODEL, DEFAULT_CHECKPOINT, TINY_MODEL, VISION_MAX_SIDE
+from scenekv.defaults import AUTO_MODEL, DEFAULT_CHECKPOINT, TINY_MODEL, VISION_MAX_SIDE, WORLD_MODEL
 
 HELP = "encode a source with a model and carrier strategy; print carriers and KV per frame"
 
@@ -23,8 +23,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=AUTO_MODEL,
-        help=f"hub id, local path, {TINY_MODEL}, or auto (default: {DEFAULT_CHECKPOINT} when cached or "
-        f"the hub answers, else {TINY_MODEL})",
+        help=f"hub id, local path, {WORLD_MODEL}, {TINY_MODEL}, or auto (default: {DEFAULT_CHECKPOINT} "
+        f"when cached or the hub answers, else {WORLD_MODEL}, the model trained on SceneKV's world)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     p.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from scenekv.cmd_ingest_common import add_storage_arguments
+from scenekv.cmd_ingest_common import add_load_timeout, add_storage_arguments
 from scenekv.cmd_inspect import add_model_arguments
 from scenekv.defaults import DEFAULT_CARRIERS
 
@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8765, help="port for HTTP and WebSocket (default 8765)")
     add_model_arguments(p)
     add_storage_arguments(p)
+    add_load_timeout(p)
     p.add_argument(
         "--redis-url", default=None, help="Redis URL (default: REDIS_URL, 127.0.0.1:6379, or a child)"
     )

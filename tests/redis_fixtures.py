@@ -46,9 +46,7 @@ def redis_client(redis_url):
 def prefix(redis_client) -> str:
     value = f"skvtest:{uuid.uuid4().hex[:12]}:"
     yield value
-    keys = list(redis_client.scan_iter(match=f"{value}*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
+    drop_prefix(redis_client, value)
 
 
 @pytest.fixture
@@ -56,6 +54,17 @@ def store(redis_url, prefix) -> MemoryStore:
     s = MemoryStore(redis_url, prefix, ttl_s=3600)  # a TTL as a safety net if cleanup is skipped
     yield s
     s.close()
+
+
+def drop_prefix(client: redis.Redis | str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a test's own namespace); ``client`` may be a URL."""
+    own = isinstance(client, str)
+    client = redis.Redis.from_url(client) if own else client
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    if own:
+        client.close()
 
 
 def keys_under(client: redis.Redis, prefix: str) -> set[str]:

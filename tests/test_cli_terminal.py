@@ -103,3 +103,13 @@ def test_a_model_that_cannot_load_is_one_sentence_and_status_2(video, tmp_path):
     assert run.returncode == 2, run.stderr[-2000:]
     assert last.startswith("scenekv ask: error:") and "ray::" not in last and "pid=" not in last, last
     assert "Traceback" not in run.stderr
+
+
+def test_encoders_that_do_not_load_in_time_are_one_sentence_and_status_2(video):
+    """An encoder the cluster cannot start (here: no time at all to load) fails the start, it does
+    not wait forever."""
+    run = scenekv("ask", video, "What happens?", *TINY, "--load-timeout", "0.001")
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert last.startswith("scenekv ask: error: the encoders did not load"), last
+    assert "Traceback" not in run.stderr

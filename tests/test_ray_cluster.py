@@ -23,7 +23,7 @@ import pytest
 
 from scenekv.workers.service import SceneKVService
 
-from redis_fixtures import redis_url  # noqa: F401
+from redis_fixtures import drop_prefix, redis_url  # noqa: F401
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -123,7 +123,6 @@ def test_two_encoders_on_two_nodes_share_the_streams_and_a_killed_one_hands_them
 
 @contextlib.contextmanager
 def _service(address: str, redis_url: str):
-    import redis
 
     pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
     svc = SceneKVService(
@@ -139,10 +138,7 @@ def _service(address: str, redis_url: str):
         yield svc
     finally:
         svc.shutdown()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{pfx}*"))
-        if keys:
-            client.delete(*keys)
+        drop_prefix(redis_url, pfx)
 
 
 COLOURS = [(220, 40, 40), (40, 180, 70), (40, 80, 220), (240, 210, 40)]

@@ -13,7 +13,7 @@ import torch
 from scenekv.ingest import make_video
 from scenekv.workers.service import SceneKVService, UnknownStream
 
-from redis_fixtures import own_redis, prefix, redis_client, redis_url  # noqa: F401
+from redis_fixtures import drop_prefix, own_redis, prefix, redis_client, redis_url  # noqa: F401
 
 CUTS = (10.5, 21.5)
 
@@ -29,8 +29,6 @@ def video(tmp_path_factory):
 def service(redis_url, tmp_path_factory):
     import uuid
 
-    import redis
-
     pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
     svc = SceneKVService(
         model="tiny-random-llava-onevision",
@@ -41,10 +39,7 @@ def service(redis_url, tmp_path_factory):
     )
     yield svc
     svc.shutdown()
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{pfx}*"))
-    if keys:
-        client.delete(*keys)
+    drop_prefix(redis_url, pfx)
 
 
 def _check_scenes(service, sid):

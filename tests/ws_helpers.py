@@ -89,7 +89,7 @@ def tiny_service(tag: str):
 
     from scenekv.workers.service import SceneKVService
 
-    from redis_fixtures import REDIS_URL
+    from redis_fixtures import REDIS_URL, drop_prefix
 
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
@@ -108,8 +108,6 @@ def tiny_service(tag: str):
     finally:
         svc.shutdown()
         client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
+        drop_prefix(client, prefix)
         assert not list(client.scan_iter(match=f"{prefix}*", count=1000))
         client.close()

@@ -55,6 +55,7 @@ class SceneKVService:
         worker_logs: bool = True,
         live_retention: dict | None = None,
         encoders: int | None = None,
+        load_timeout: float = 900.0,
     ) -> None:
         """``encoders``: how many EncoderActors (each loads the model); default one per GPU of the
         cluster, one where it has none.
@@ -64,6 +65,9 @@ class SceneKVService:
 
         ``live_retention``: the retention policy (memory.Retention fields) of live and push streams,
         which never end; file streams keep everything. A session may ask for less (``start_stream``).
+
+        ``load_timeout``: seconds the encoders get to load the model; an actor the cluster cannot
+        place (no free GPU, a dead node) is an error then, not a start that waits forever.
         """
         self.live_retention = dict(live_retention or {})
         self.redis_url, self.redis_how, self._redis_child = ensure_redis(redis_url)
@@ -111,7 +115,14 @@ class SceneKVService:
             raise UserError(f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)")
         self.pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
         try:  # fails here, loudly, if the model cannot load (the actor's own error, e.g. UserError)
-            described = ray.get([e.describe_model.remote() for e in self.pool.handles.values()])
+            refs = [e.describe_model.remote() for e in self.pool.handles.values()]
+            try:
+                described = ray.get(refs, timeout=load_timeout)
+            except ray.exceptions.GetTimeoutError:
+                raise UserError(
+                    f"the encoders did not load {model} within {load_timeout:g} s: the cluster may lack "
+                    "the CPUs or GPUs they ask for (`ray status`), or the checkpoint is slow to read"
+                ) from None
             self.model = described[0]
         except Exception:
             for actor in self.pool.handles.values():
