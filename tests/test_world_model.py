@@ -15,7 +15,7 @@ import pytest
 from scenekv.ingest.world import load_truth, make_world_video
 from scenekv.vlm.prompt import clock
 
-from redis_fixtures import redis_url  # noqa: F401
+from redis_fixtures import drop_prefix, redis_url  # noqa: F401
 
 HELD_OUT_SEED = 424_242  # training renders seeds 100000+ (scenekv/world_train.py); this is none of them
 DURATION = 150.0
@@ -32,8 +32,6 @@ def video(tmp_path_factory):
 def ingested(redis_url, video):
     import uuid
 
-    import redis
-
     from scenekv.cmd_ingest_common import ingest_file
     from scenekv.workers.service import SceneKVService
 
@@ -44,10 +42,7 @@ def ingested(redis_url, video):
         yield svc, sid
     finally:
         svc.shutdown()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{pfx}*"))
-        if keys:
-            client.delete(*keys)
+        drop_prefix(redis_url, pfx)
 
 
 def _answer(svc, sid: str, question: str, **anchor) -> dict:
@@ -82,22 +77,53 @@ def test_background_at_a_time(ingested, video):
     assert sum(right) >= 18, list(zip(times, right, strict=True))
 
 
-def test_object_colour_at_a_time(ingested, video):
-    """Which object is there (its colour, or nothing) is read right; its *shape* is not yet (the
-    committed model names the shape at about chance: see its model card), so only the colour and the
-    presence are graded here."""
+def test_object_at_a_time(ingested, video):
+    """Which object is there, colour and shape ("purple triangle"), or "nothing"."""
     svc, sid = ingested
     truth = load_truth(video)
     times = _interior_times(truth, 20)
     right = []
     for t in times:
         got = _answer(svc, sid, "What shape is on screen?", at=t)["answer"].strip()
-        scene = truth.scene_at(t)
-        right.append(got.split(" ")[0] == (scene.object_colour or "nothing"))
+        right.append(got == truth.scene_at(t).object_name)
     assert sum(right) >= 16, list(zip(times, right, strict=True))
 
 
-def test_scene_captions_name_the_background(ingested, video):
+def _parse_times(answer: str) -> list[float]:
+    import re
+
+    return [60 * int(m) + int(s) for m, s in re.findall(r"(\d+):(\d\d)", answer)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="`when` is not learnt yet (model card: the language model copies a tag but does not find "
+    "the frame that matches); strict, so this fails loudly the day a checkpoint learns it",
+)
+def test_when_did_it_appear(ingested, video):
+    """ "When did the X appear?" names the start of the scene showing X (+-2 s), for every object
+    that appears in one scene of the video, and "never" for one that never does."""
+    svc, sid = ingested
+    truth = load_truth(video)
+    names = [s.object_name for s in truth.scenes]
+    unique = [s for s in truth.scenes if s.object and names.count(s.object_name) == 1]
+    assert len(unique) >= 3, names
+    got = {}
+    for s in unique:
+        answer = _answer(svc, sid, f"When did the {s.object_name} appear?")["answer"]
+        got[s.object_name] = (s.start, answer)
+    right = [any(abs(t - start) <= 2.0 for t in _parse_times(a)) for start, a in got.values()]
+    assert sum(right) >= 0.75 * len(right), got
+    absent = next(
+        f"{c} {o}"
+        for c in ("white", "black", "red", "blue")
+        for o in ("square", "circle")
+        if f"{c} {o}" not in names
+    )
+    assert _answer(svc, sid, f"When did the {absent} appear?")["answer"].strip() == "never"
+
+
+def test_scene_captions_name_background_and_object(ingested, video):
     svc, sid = ingested
     truth = load_truth(video)
     scenes = svc.scenes(sid)
@@ -107,7 +133,7 @@ def test_scene_captions_name_the_background(ingested, video):
         end = s["end"] if s["end"] is not None else truth.duration
         want = truth.scene_at((s["start"] + end) / 2)
         caption = s["caption"].strip()
-        right.append(caption.endswith(f"on {want.background}") or caption == f"{want.background} background")
+        right.append(caption == want.describe())
     assert sum(right) >= 0.8 * len(scenes), [(s["start"], s["caption"]) for s in scenes]
 
 

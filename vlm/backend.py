@@ -29,6 +29,8 @@ class VisionFeatures:
     importance: torch.Tensor | None = None  # [F, h*w]: attention each token receives
     # [F, h*w, L*D]: per-token features for the first L decoder layers (Qwen3-VL's DeepStack), or None
     deepstack: torch.Tensor | None = None
+    # [F, h*w, D']: what the scene signature reads when the checkpoint names another tower layer
+    signature_tokens: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -44,6 +46,7 @@ class VisionFeatures:
                     self.grid,
                     None if self.importance is None else self.importance[part],
                     None if self.deepstack is None else self.deepstack[part],
+                    None if self.signature_tokens is None else self.signature_tokens[part],
                 )
             )
             start += n
@@ -83,6 +86,8 @@ class VLMBackend(ABC):
     frames_encoded: int = 0  # frames through the vision tower, ever: proves QA never re-encodes video
     prompt_format: PromptFormat = PromptFormat()  # the layout the checkpoint reads (vlm/prompt.py)
     world_only: bool = False  # trained only on SceneKV's synthetic world (say so to the user)
+    # the vision tower layer (hidden_states index) scene signatures read; None: the projected tokens
+    signature_layer: int | None = None
 
     @property
     def prompter(self) -> Prompter:

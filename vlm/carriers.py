@@ -144,9 +144,12 @@ def frame_signature(features: VisionFeatures) -> torch.Tensor:
 
     A plain mean over 729 tokens is dominated by what every frame shares (cosine ~1 between very
     different frames); keeping a coarse layout and centring each vector (so the cosine is a Pearson
-    correlation) separates them.
+    correlation) separates them. A checkpoint may name an earlier tower layer to read instead
+    (``signature_layer`` in its scenekv.json: SceneKV's world model, whose last layers move with
+    the object).
     """
-    pooled = _grid_pool(features.tokens, features.grid, 2).float().flatten(1)
+    tokens = features.tokens if features.signature_tokens is None else features.signature_tokens
+    pooled = _grid_pool(tokens, features.grid, 2).float().flatten(1)
     pooled = pooled - pooled.mean(dim=1, keepdim=True)
     return F.normalize(pooled, dim=1)
 

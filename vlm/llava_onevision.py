@@ -85,7 +85,13 @@ class LlavaOnevisionBackend(VLMBackend):
             selected = selected[:, 1:]
         tokens = self.model.model.multi_modal_projector(selected)
         importance = self._attention_received(out.hidden_states, layer) if need_importance else None
-        return VisionFeatures(tokens=tokens, grid=(self.grid, self.grid), importance=importance)
+        signature = None
+        if self.signature_layer is not None:
+            signature = out.hidden_states[self.signature_layer]
+            signature = signature[:, 1:] if cfg.vision_feature_select_strategy == "default" else signature
+        return VisionFeatures(
+            tokens=tokens, grid=(self.grid, self.grid), importance=importance, signature_tokens=signature
+        )
 
     def _attention_received(self, hidden_states: tuple[torch.Tensor, ...], layer: int) -> torch.Tensor:
         """Mean attention each patch receives in the encoder layer that produced ``hidden_states[layer]``.

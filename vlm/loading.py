@@ -210,6 +210,14 @@ def _apply_format(backend: VLMBackend, model: str) -> None:
         raise UserError(f"{model}: tag_after / anchor_last layouts need 1-D RoPE (a LLaVA-OneVision model)")
     backend.prompt_format = fmt
     backend.world_only = bool(meta.get("world_only", False))
+    layer = meta.get("signature_layer")
+    if layer is not None:
+        if not isinstance(backend, LlavaOnevisionBackend):
+            raise UserError(f"{model}: signature_layer is read by LLaVA-OneVision backends only")
+        depth = backend.model.config.vision_config.num_hidden_layers
+        if not isinstance(layer, int) or not 0 <= layer <= depth:
+            raise UserError(f"{model}: signature_layer must be a vision layer 0..{depth}, got {layer!r}")
+        backend.signature_layer = layer
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
