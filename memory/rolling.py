@@ -169,6 +169,7 @@ class RollingMemory:
                 "next_pos": session.next_position,
                 "sink_len": session.sink_len,
                 "tiler": json.dumps(tiler.state()),
+                "revision": backend.revision or "",
                 **config.retention.as_fields(),
             },
         )
@@ -198,6 +199,14 @@ class RollingMemory:
             raise UserError(
                 f"stream {sid!r} was recorded with model {model}; its KV cannot be continued with "
                 f"{backend.model_id}",
+                code="model_mismatch",
+            )
+        revision = h.get("revision", b"").decode()
+        if backend.revision is not None and revision != backend.revision:
+            raise UserError(
+                f"stream {sid!r} was recorded with other weights of {model} (revision "
+                f"{revision or 'unrecorded'}, loaded {backend.revision}): its KV and scene signatures "
+                "cannot be continued; start a new stream",
                 code="model_mismatch",
             )
         token = secrets.token_hex(8)

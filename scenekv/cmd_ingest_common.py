@@ -24,10 +24,20 @@ def add_storage_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
+    return value
+
+
 def add_load_timeout(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--load-timeout",
-        type=float,
+        type=_positive_seconds,
         default=900.0,
         help="seconds the encoders get to load the model before startup fails (default 900)",
     )

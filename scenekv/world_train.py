@@ -352,7 +352,7 @@ def carrier_views(model, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 ORIENTATIONS = 6
-# SceneTiling reads this tower layer's output (scenekv.json): the frozen edge meter's is local, so a
+# SceneTiling reads hidden_states[1] (scenekv.json): frozen layer 0's output is local, so a
 # moving object changes only the patches it covers. The last layer's attention spreads the object
 # over every token: consecutive frames of one scene fell to cosine 0.4 and SceneTiling cut a held-out
 # 150 s video's 7 scenes into 15 (docs/benchmarks.md); from layer 0's output it found the 7.
@@ -1030,8 +1030,9 @@ tag appended (`What colour is the background at 03:12? <03:12>`), then the answe
 question's context ends at the anchor's frame (`anchor_last`): "at T" is asked as if live at T. Answers:
 `yellow`; `purple triangle` / `nothing`; `purple triangle on yellow` / `yellow background`;
 `at 05:41[, 07:02]` / `never`. SceneTiling and dedup compare frames by the vision tower's
-layer-{SIGNATURE_LAYER} output (`signature_layer`), the frozen edge meter's local features: the last
-layers spread a moving object over every token, and scenes were cut every few seconds of motion.
+`hidden_states[{SIGNATURE_LAYER}]` (`signature_layer`: frozen layer 0's output, local features): the
+trained layers above spread a moving object over every token, and scenes were cut every few seconds
+of motion.
 
 Carrier strategies seen in training: {", ".join(f"{k} ({v:.0%})" for k, v in CARRIER_MIX.items())} of
 the contexts. LLaVA-OV itself only ever saw native tokens; `pool:K` for other K, `topk` and `dedup`
@@ -1050,7 +1051,8 @@ were never seen here, so SceneKV-Bench's numbers for them measure transfer.
 - stage 1, vision: {cfg["vision_steps"]} steps x {cfg["vision_batch"]} frames (half flipped left-right), AdamW
   lr {cfg["vision_lr"]}. The tower starts as an edge-orientation meter (`init_edge_energy`: oriented
   edge filters in the patch embedding, their magnitudes summed per orientation by layer 0's MLP),
-  which stays frozen (trained, it lost edge orientation: held-out shape 28 % instead of 81 %); the
+  which stays frozen (trained, it lost edge orientation: held-out shape 28 % instead of 81 % in a
+  700-step stage-1 experiment, docs/benchmarks.md); the
   layers above start random. Losses: linear probes on the frame's mean token (weight 1) and
   each pool:16 cell (weight 0.5) for background, shape, object colour; and per patch token what it
   shows (background, the outline of which shape, the inside).

@@ -113,3 +113,5 @@ def test_encoders_that_do_not_load_in_time_are_one_sentence_and_status_2(video):
     assert run.returncode == 2, run.stderr[-2000:]
     assert last.startswith("scenekv ask: error: the encoders did not load"), last
     assert "Traceback" not in run.stderr
+    refused = scenekv("ask", video, "What happens?", *TINY, "--load-timeout", "0")
+    assert refused.returncode == 2 and "must be more than 0 s" in refused.stderr, refused.stderr[-500:]

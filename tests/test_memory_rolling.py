@@ -382,3 +382,21 @@ def test_compaction_does_not_rescan_the_stream_once_old_scenes_are_done(store):
     report = enforce(store, sid, policy)
     assert report.scanned and report.compacted == [1]
     assert not enforce(store, sid, policy).scanned
+
+
+def test_attach_refuses_a_stream_recorded_with_other_weights_of_the_same_model(store):
+    """The world model is retrained in place (same folder, same id): its streams carry the run's
+    revision, and one recorded by another run (or before revisions were kept) is refused, not
+    continued with KV and signatures that the loaded weights did not make."""
+    from scenekv.vlm import load_backend
+
+    world = load_backend("scenekv-world", device="cpu", dtype="fp32")
+    assert world.revision and world.revision.startswith("run-")
+    memory = RollingMemory.create(store, world, carriers="pool:4", config=SMALL, sid="w")
+    memory.detach()
+    RollingMemory.attach(store, world, "w").detach()  # its own revision: continued
+    for stored in ("run-000000000000", ""):
+        store.update_stream("w", {"revision": stored})
+        with pytest.raises(UserError, match="other weights of scenekv-world") as err:
+            RollingMemory.attach(store, world, "w")
+        assert err.value.code == "model_mismatch"

@@ -95,31 +95,42 @@ def _parse_times(answer: str) -> list[float]:
     return [60 * int(m) + int(s) for m, s in re.findall(r"(\d+):(\d\d)", answer)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`when` is not learnt yet (model card: the language model copies a tag but does not find "
-    "the frame that matches); strict, so this fails loudly the day a checkpoint learns it",
-)
-def test_when_did_it_appear(ingested, video):
-    """ "When did the X appear?" names the start of the scene showing X (+-2 s), for every object
-    that appears in one scene of the video, and "never" for one that never does."""
-    svc, sid = ingested
-    truth = load_truth(video)
+def _when_cases(truth) -> tuple[list, str]:
+    """The objects that appear in exactly one scene, and one that never appears."""
     names = [s.object_name for s in truth.scenes]
     unique = [s for s in truth.scenes if s.object and names.count(s.object_name) == 1]
-    assert len(unique) >= 3, names
-    got = {}
-    for s in unique:
-        answer = _answer(svc, sid, f"When did the {s.object_name} appear?")["answer"]
-        got[s.object_name] = (s.start, answer)
-    right = [any(abs(t - start) <= 2.0 for t in _parse_times(a)) for start, a in got.values()]
-    assert sum(right) >= 0.75 * len(right), got
     absent = next(
         f"{c} {o}"
         for c in ("white", "black", "red", "blue")
         for o in ("square", "circle")
         if f"{c} {o}" not in names
     )
+    return unique, absent
+
+
+def test_the_held_out_video_can_grade_when(video):
+    """Not the model: the video itself has what the `when` test below asks about (kept apart, so a
+    bad video fails here instead of counting as the expected `when` failure)."""
+    unique, absent = _when_cases(load_truth(video))
+    assert len(unique) >= 3 and absent
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="`when` is not learnt yet (model card: the language model writes a time but does not copy it "
+    "from the context); strict, so this fails loudly the day a checkpoint learns it",
+)
+def test_when_did_it_appear(ingested, video):
+    """ "When did the X appear?" names the start of the scene showing X (+-2 s), for every object
+    that appears in one scene of the video, and "never" for one that never does."""
+    svc, sid = ingested
+    unique, absent = _when_cases(load_truth(video))
+    got = {}
+    for s in unique:
+        answer = _answer(svc, sid, f"When did the {s.object_name} appear?")["answer"]
+        got[s.object_name] = (s.start, answer)
+    right = [any(abs(t - start) <= 2.0 for t in _parse_times(a)) for start, a in got.values()]
+    assert sum(right) >= 0.75 * len(right), got
     assert _answer(svc, sid, f"When did the {absent} appear?")["answer"].strip() == "never"
 
 

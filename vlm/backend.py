@@ -88,6 +88,8 @@ class VLMBackend(ABC):
     world_only: bool = False  # trained only on SceneKV's synthetic world (say so to the user)
     # the vision tower layer (hidden_states index) scene signatures read; None: the projected tokens
     signature_layer: int | None = None
+    # which weights under model_id (a retrained checkpoint keeps its name); None: not known
+    revision: str | None = None
 
     @property
     def prompter(self) -> Prompter:

@@ -8,6 +8,7 @@ lets the CLI and the web page say so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -197,7 +198,17 @@ def _load_pretrained(model: str, device: torch.device, dtype: torch.dtype) -> VL
         net, tokenizer, model_id=model_id, image_mean=mean, image_std=std, is_random=False
     )
     _apply_format(backend, model)
+    backend.revision = checkpoint_revision(model)
     return backend
+
+
+def checkpoint_revision(model: str) -> str | None:
+    """A checkpoint trained here (it has training.json) is named by its run: retrained, it keeps its
+    folder and model id, and a stream recorded with the old weights must not be continued with the new."""
+    record = Path(model) / "training.json"
+    if not record.is_file():
+        return None
+    return "run-" + hashlib.sha256(record.read_bytes()).hexdigest()[:12]
 
 
 def _apply_format(backend: VLMBackend, model: str) -> None:
@@ -215,7 +226,7 @@ def _apply_format(backend: VLMBackend, model: str) -> None:
         if not isinstance(backend, LlavaOnevisionBackend):
             raise UserError(f"{model}: signature_layer is read by LLaVA-OneVision backends only")
         depth = backend.model.config.vision_config.num_hidden_layers
-        if not isinstance(layer, int) or not 0 <= layer <= depth:
+        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= depth:
             raise UserError(f"{model}: signature_layer must be a vision layer 0..{depth}, got {layer!r}")
         backend.signature_layer = layer
 

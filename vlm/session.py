@@ -143,9 +143,14 @@ class StreamSession:
                 features = backend.encode_frames(
                     [img for _, img in frames], need_importance=self.spec.needs_importance
                 )
-            elif len(features) != len(frames) or (self.spec.needs_importance and features.importance is None):
+            elif (
+                len(features) != len(frames)
+                or (self.spec.needs_importance and features.importance is None)
+                or (backend.signature_layer is not None and features.signature_tokens is None)
+            ):
                 raise ValueError(
-                    "features must be the frames' own, with importance where the carriers need it"
+                    "features must be the frames' own, with importance where the carriers need it and "
+                    "the signature layer's tokens where the checkpoint names one"
                 )
             carriers, grid = compress(self.spec, features, backend)
             signatures = frame_signature(features)
