@@ -63,6 +63,12 @@ def plan_context(
     a, b = window
     covering = [c for c in ordered if c.first_pts <= b and c.last_pts >= a]
     covering.sort(key=lambda c: abs((c.first_pts + c.last_pts) / 2 - centre))
+    if not any(c.first_pts <= centre for c in covering):
+        # Nothing in the window started by its centre: with dedup a still stretch keeps only its
+        # first frame, so what was on screen then is the latest chunk that began before it.
+        before = [c for c in ordered if c.first_pts <= centre]
+        if before:
+            covering.insert(0, before[-1])
     chosen: dict[str, ChunkRef] = {}
     used = 0
     anchored: list[str] = []
