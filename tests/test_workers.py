@@ -181,3 +181,13 @@ def test_end_after_the_encoder_died_closes_the_last_scene_and_keeps_every_frame(
     assert len(scenes) == 2 and all(s["closed"] for s in scenes)
     info = service.store.info(sid)
     assert info.last_pts == frames[-1][0] and info.next_index == len(frames)
+
+
+def test_zero_encoders_is_refused_before_ray_or_redis_start(redis_url):
+    from scenekv.errors import UserError
+    from scenekv.workers.service import SceneKVService
+
+    before = ray.is_initialized()
+    with pytest.raises(UserError, match="--encoders must be at least 1, got 0"):
+        SceneKVService(model="tiny-random-llava-onevision", redis_url=redis_url, encoders=0)
+    assert ray.is_initialized() == before

@@ -69,6 +69,8 @@ class SceneKVService:
         ``load_timeout``: seconds the encoders get to load the model; an actor the cluster cannot
         place (no free GPU, a dead node) is an error then, not a start that waits forever.
         """
+        if encoders is not None and encoders < 1:  # before anything starts, so nothing is left behind
+            raise UserError(f"--encoders must be at least 1, got {encoders}")
         self.live_retention = dict(live_retention or {})
         self.redis_url, self.redis_how, self._redis_child = ensure_redis(redis_url)
         log.info(self.redis_how)
@@ -107,15 +109,14 @@ class SceneKVService:
             rolling=RollingConfig(**(rolling or {})),
             captions=captions,
         )
-        gpus = gpu_encoders(device)
-        count = encoders if encoders is not None else max(1, gpus)
-        if count < 1:
-            raise UserError(f"--encoders must be at least 1, got {count}")
-        if gpus and count > gpus:
-            raise UserError(f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)")
-        self.pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
+        pool = None
         try:  # fails here, loudly, if the model cannot load (the actor's own error, e.g. UserError)
-            refs = [e.describe_model.remote() for e in self.pool.handles.values()]
+            gpus = gpu_encoders(device)
+            count = encoders if encoders is not None else max(1, gpus)
+            if gpus and count > gpus:
+                raise UserError(f"{count} encoders need {count} GPUs; the cluster has {gpus} (--device cpu?)")
+            pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
+            refs = [e.describe_model.remote() for e in pool.handles.values()]
             try:
                 described = ray.get(refs, timeout=load_timeout)
             except ray.exceptions.GetTimeoutError:
@@ -124,9 +125,11 @@ class SceneKVService:
                     "the CPUs or GPUs they ask for (`ray status`), or the checkpoint is slow to read"
                 ) from None
             self.model = described[0]
+            self.pool = pool
         except Exception:
-            for actor in self.pool.handles.values():
+            for actor in pool.handles.values() if pool is not None else ():
                 ray.kill(actor, no_restart=True)
+            self.store.close()
             if self._owns_ray:
                 ray.shutdown()
             if self._redis_child is not None:
