@@ -25,10 +25,14 @@ def add_storage_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _positive_seconds(text: str) -> float:
+    """A duration as ``parse_duration`` reads it (``900``, ``15m``), more than zero."""
+    from scenekv.errors import UserError
+    from scenekv.units import parse_duration
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        value = parse_duration(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
     return value
@@ -39,7 +43,7 @@ def add_load_timeout(p: argparse.ArgumentParser) -> None:
         "--load-timeout",
         type=_positive_seconds,
         default=900.0,
-        help="seconds the encoders get to load the model before startup fails (default 900)",
+        help="how long the encoders get to load the model before startup fails (seconds or 15m; default 900)",
     )
 
 

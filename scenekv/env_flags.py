@@ -65,6 +65,8 @@ def _value(action: argparse.Action, name: str, raw: str):
 def _one(action: argparse.Action, name: str, raw: str):
     try:
         value = action.type(raw) if callable(action.type) else raw
+    except argparse.ArgumentTypeError as exc:  # a type function's own sentence (not a ValueError)
+        raise UserError(f"{name}={raw!r}: {exc}") from None
     except (TypeError, ValueError):
         kind = getattr(action.type, "__name__", "value")
         raise UserError(f"{name}={raw!r} is not a valid {kind}") from None

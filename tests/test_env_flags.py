@@ -38,6 +38,7 @@ def test_environment_sets_defaults_and_flags_override_them():
     empty = _serve({"SCENEKV_TOKEN": "", "SCENEKV_ENCODERS": " "}, [])  # compose's ${SCENEKV_TOKEN:-}
     assert (empty.token, empty.encoders) == (None, None)
     assert _serve({"SCENEKV_ENCODERS": "3"}, []).encoders == 3
+    assert _serve({"SCENEKV_LOAD_TIMEOUT": "15m"}, []).load_timeout == 900.0
 
 
 @pytest.mark.parametrize(
@@ -46,6 +47,7 @@ def test_environment_sets_defaults_and_flags_override_them():
         ({"SCENEKV_PORT": "eighty"}, "SCENEKV_PORT='eighty' is not a valid int"),
         ({"SCENEKV_KV_DTYPE": "int2"}, "SCENEKV_KV_DTYPE='int2': choose from int8, int4"),
         ({"SCENEKV_FPS": "fast"}, "SCENEKV_FPS='fast' is not a valid float"),
+        ({"SCENEKV_LOAD_TIMEOUT": "0"}, "SCENEKV_LOAD_TIMEOUT='0': must be more than 0 s, got 0"),
     ],
 )
 def test_a_bad_value_names_its_variable(env, message):

@@ -114,7 +114,9 @@ class SceneKVService:
             gpus = gpu_encoders(device)
             count = encoders if encoders is not None else max(1, gpus)
             if gpus and count > gpus:
-                raise UserError(f"{count} encoders need {count} GPUs; the cluster has {gpus} (--device cpu?)")
+                raise UserError(
+                    f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)"
+                )
             pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
             refs = [e.describe_model.remote() for e in pool.handles.values()]
             try:
