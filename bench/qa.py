@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -40,20 +39,6 @@ from pathlib import Path
 HELD_OUT_BASE = 700_000  # world_train renders 100000+ (train) and 900000+ (held-out eval): neither
 
 
-def interior_times(truth, n: int, margin: float = 2.0) -> list[float]:
-    edges = [s.start for s in truth.scenes[1:]]
-    pool = [t for t in range(1, int(truth.duration) - 1) if all(abs(t - e) >= margin for e in edges)]
-    step = max(1.0, len(pool) / n)
-    return [float(pool[int(i * step)]) for i in range(min(n, len(pool)))]
-
-
-def parse_times(answer: str) -> list[float]:
-    out = []
-    for h, m, s in re.findall(r"(?:(\d+):)?(\d+):(\d\d)", answer):
-        out.append(3600 * int(h or 0) + 60 * int(m) + int(s))
-    return out
-
-
 def ask(svc, sid: str, question: str, **anchor) -> dict:
     done = list(svc.ask(sid, question, max_tokens=24, **anchor))[-1]
     if done.get("type") != "done":
@@ -62,6 +47,7 @@ def ask(svc, sid: str, question: str, **anchor) -> dict:
 
 
 def grade_video(svc, sid: str, truth, per_kind: int) -> dict:
+    from scenekv.ingest.world import times_in
     from scenekv.vlm.prompt import clock
 
     right: dict[str, list[bool]] = {k: [] for k in ("at", "range", "last", "when", "captions", "recall")}
@@ -72,7 +58,7 @@ def grade_video(svc, sid: str, truth, per_kind: int) -> dict:
         if done.get("ttft_ms") is not None:
             ttft.append(done["ttft_ms"])
 
-    for i, t in enumerate(interior_times(truth, per_kind)):
+    for i, t in enumerate(truth.interior_times(per_kind)):
         scene = truth.scene_at(t)
         if i % 2 == 0:
             done = ask(svc, sid, f"What colour is the background at {clock(t)}?")
@@ -95,7 +81,7 @@ def grade_video(svc, sid: str, truth, per_kind: int) -> dict:
     for s in truth.scenes:
         if s.object and names.count(s.object_name) == 1:
             done = ask(svc, sid, f"When did the {s.object_name} appear?")
-            right["when"].append(any(abs(x - s.start) <= 2.0 for x in parse_times(done["answer"])))
+            right["when"].append(any(abs(x - s.start) <= 2.0 for x in times_in(done["answer"])))
             record(done)
     scenes = svc.scenes(sid)
     for sc in scenes:

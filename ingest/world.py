@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -112,10 +113,24 @@ class WorldTruth:
                 return s
         return self.scenes[-1]
 
+    def interior_times(self, n: int, margin: float = 2.0) -> list[float]:
+        """Up to ``n`` whole-second times spread over the video, each at least ``margin`` s from any
+        scene boundary: times whose right answer no boundary can blur (what the graders ask about)."""
+        edges = [s.start for s in self.scenes[1:]]
+        pool = [t for t in range(1, int(self.duration) - 1) if all(abs(t - e) >= margin for e in edges)]
+        step = max(1.0, len(pool) / n)
+        return [float(pool[int(i * step)]) for i in range(min(n, len(pool)))]
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["palette"] = {k: list(v) for k, v in PALETTE.items()}
         return d
+
+
+def times_in(answer: str) -> list[int]:
+    """The clock times an answer names (``at 05:41, 1:02:03`` -> [341, 3723]), for grading."""
+    found = re.findall(r"(?:(\d+):)?(\d+):(\d\d)", answer)
+    return [3600 * int(h or 0) + 60 * int(m) + int(s) for h, m, s in found]
 
 
 def load_truth(path: str | Path) -> WorldTruth:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from scenekv.ingest.world import load_truth, make_world_video
+from scenekv.ingest.world import load_truth, make_world_video, times_in
 from scenekv.vlm.prompt import clock
 
 from redis_fixtures import drop_prefix, redis_url  # noqa: F401
@@ -52,14 +52,6 @@ def _answer(svc, sid: str, question: str, **anchor) -> dict:
     return done
 
 
-def _interior_times(truth, n: int) -> list[float]:
-    """``n`` whole-second times spread over the video, each >= 2 s away from any scene boundary."""
-    edges = [s.start for s in truth.scenes[1:]]
-    pool = [t for t in range(1, int(truth.duration) - 1) if all(abs(t - e) >= 2 for e in edges)]
-    step = len(pool) / n
-    return [float(pool[int(i * step)]) for i in range(n)]
-
-
 def test_the_model_is_the_world_model_and_says_so(ingested):
     svc, _ = ingested
     assert svc.model["model"] == "scenekv-world"
@@ -69,7 +61,7 @@ def test_the_model_is_the_world_model_and_says_so(ingested):
 def test_background_at_a_time(ingested, video):
     svc, sid = ingested
     truth = load_truth(video)
-    times = _interior_times(truth, 20)
+    times = truth.interior_times(20)
     right = []
     for t in times:
         got = _answer(svc, sid, f"What colour is the background at {clock(t)}?")["answer"].strip()
@@ -81,18 +73,12 @@ def test_object_at_a_time(ingested, video):
     """Which object is there, colour and shape ("purple triangle"), or "nothing"."""
     svc, sid = ingested
     truth = load_truth(video)
-    times = _interior_times(truth, 20)
+    times = truth.interior_times(20)
     right = []
     for t in times:
         got = _answer(svc, sid, "What shape is on screen?", at=t)["answer"].strip()
         right.append(got == truth.scene_at(t).object_name)
     assert sum(right) >= 16, list(zip(times, right, strict=True))
-
-
-def _parse_times(answer: str) -> list[float]:
-    import re
-
-    return [60 * int(m) + int(s) for m, s in re.findall(r"(\d+):(\d\d)", answer)]
 
 
 def _when_cases(truth) -> tuple[list, str]:
@@ -129,7 +115,7 @@ def test_when_did_it_appear(ingested, video):
     for s in unique:
         answer = _answer(svc, sid, f"When did the {s.object_name} appear?")["answer"]
         got[s.object_name] = (s.start, answer)
-    right = [any(abs(t - start) <= 2.0 for t in _parse_times(a)) for start, a in got.values()]
+    right = [any(abs(t - start) <= 2.0 for t in times_in(a)) for start, a in got.values()]
     assert sum(right) >= 0.75 * len(right), got
     assert _answer(svc, sid, f"When did the {absent} appear?")["answer"].strip() == "never"
 
@@ -157,7 +143,7 @@ def test_dedup_keeps_anchored_answers_right(ingested, video):
     svc, _ = ingested
     sid, _ = ingest_file(svc, str(video), fps=1.0, carriers="pool:16+dedup:0.9")
     truth = load_truth(video)
-    times = _interior_times(truth, 10)
+    times = truth.interior_times(10)
     right = [
         _answer(svc, sid, f"What colour is the background at {clock(t)}?")["answer"].strip()
         == truth.scene_at(t).background
