@@ -12,12 +12,18 @@ engine). Graded, per carrier strategy:
   times >= 2 s from any scene boundary; exact match (``yellow``, ``purple triangle`` / ``nothing``).
 - ``range``: "What colour is the background between A and B?", A-B inside one scene.
 - ``last``: "What is on screen now?" at the end of the file (the last scene's ``describe()``).
-- ``when``: "When did the X appear?" for objects in exactly one scene: a time within +-2 s of the
-  scene's start.
+- ``when``: "When did the X appear?" for objects in exactly one scene and "When was the background
+  C?" for backgrounds in exactly one scene: right if the answer names one time, within +-2 s of the
+  scene's start (a model that said yes to every scene would name many); and for two objects that
+  never appear, right if ``never``.
 - ``captions``: each closed scene's caption against the scene at its middle, exact.
 - ``recall``: for ``at`` questions, whether the evidence (the chunks the answer read) covers the
   asked time. An anchored question's plan fetches the anchor's chunk by its time, so this checks
   the anchor path end to end; similarity retrieval (questions without a time) is not graded yet.
+
+``--policies`` asks every question again under other memory policies (qa/policies.py): ``recent``
+(the newest chunks under the budget), ``uniform:N`` (N frames over the whole video), ``full``
+(every frame, up to the model's positions), on the same ingested streams.
 
 Reported: accuracy per kind, recall, scenes found vs truth, median memory tokens in the context
 and median TTFT. Questions run one at a time (TTFT is the service's own figure). No figure is
@@ -39,14 +45,14 @@ from pathlib import Path
 HELD_OUT_BASE = 700_000  # world_train renders 100000+ (train) and 900000+ (held-out eval): neither
 
 
-def ask(svc, sid: str, question: str, **anchor) -> dict:
-    done = list(svc.ask(sid, question, max_tokens=24, **anchor))[-1]
+def ask(svc, sid: str, policy: str, question: str, **anchor) -> dict:
+    done = list(svc.ask(sid, question, max_tokens=24, policy=policy, **anchor))[-1]
     if done.get("type") != "done":
         raise RuntimeError(f"{question!r}: {done}")
     return done
 
 
-def grade_video(svc, sid: str, truth, per_kind: int) -> dict:
+def grade_video(svc, sid: str, truth, per_kind: int, policy: str = "scenekv") -> dict:
     from scenekv.ingest.world import times_in
     from scenekv.vlm.prompt import clock
 
@@ -61,28 +67,45 @@ def grade_video(svc, sid: str, truth, per_kind: int) -> dict:
     for i, t in enumerate(truth.interior_times(per_kind)):
         scene = truth.scene_at(t)
         if i % 2 == 0:
-            done = ask(svc, sid, f"What colour is the background at {clock(t)}?")
+            done = ask(svc, sid, policy, f"What colour is the background at {clock(t)}?")
             right["at"].append(done["answer"].strip() == scene.background)
         else:
-            done = ask(svc, sid, "What shape is on screen?", at=t)
+            done = ask(svc, sid, policy, "What shape is on screen?", at=t)
             right["at"].append(done["answer"].strip() == scene.object_name)
         right["recall"].append(any(e["start"] - 1e-6 <= t <= e["end"] + 1e-6 for e in done["evidence"]))
         record(done)
     for s in truth.scenes:
         if s.end - s.start >= 8 and len(right["range"]) < per_kind // 2:
             a, b = s.start + 2, s.end - 2
-            done = ask(svc, sid, f"What colour is the background between {clock(a)} and {clock(b)}?")
+            done = ask(svc, sid, policy, f"What colour is the background between {clock(a)} and {clock(b)}?")
             right["range"].append(done["answer"].strip() == s.background)
             record(done)
-    done = ask(svc, sid, "What is on screen now?")
+    done = ask(svc, sid, policy, "What is on screen now?")
     right["last"].append(done["answer"].strip() == truth.scenes[-1].describe())
     record(done)
     names = [s.object_name for s in truth.scenes]
-    for s in truth.scenes:
-        if s.object and names.count(s.object_name) == 1:
-            done = ask(svc, sid, f"When did the {s.object_name} appear?")
-            right["when"].append(any(abs(x - s.start) <= 2.0 for x in times_in(done["answer"])))
-            record(done)
+    backgrounds = [s.background for s in truth.scenes]
+    asked = [
+        (s, f"When did the {s.object_name} appear?")
+        for s in truth.scenes
+        if s.object and names.count(s.object_name) == 1
+    ]
+    asked += [
+        (s, f"When was the background {s.background}?")
+        for s in truth.scenes
+        if backgrounds.count(s.background) == 1
+    ]
+    for s, question in asked:
+        done = ask(svc, sid, policy, question)
+        times = times_in(done["answer"])  # exactly the one start: a model saying yes to all fails
+        right["when"].append(len(times) == 1 and abs(times[0] - s.start) <= 2.0)
+        record(done)
+    absent = [f"{c} {o}" for c in ("white", "black", "red", "blue") for o in ("square", "circle", "triangle")]
+    absent = [a for a in absent if a not in names][:2]
+    for name in absent:
+        done = ask(svc, sid, policy, f"When did the {name} appear?")
+        right["when"].append(done["answer"].strip() == "never")
+        record(done)
     scenes = svc.scenes(sid)
     for sc in scenes:
         end = sc["end"] if sc["end"] is not None else truth.duration
@@ -97,11 +120,28 @@ def grade_video(svc, sid: str, truth, per_kind: int) -> dict:
     }
 
 
+def summarise(per: list[dict], ingest_s: float) -> dict:
+    right = {k: [x for r in per for x in r["right"][k]] for k in per[0]["right"]}
+    return {
+        "accuracy": {k: (round(sum(v) / len(v), 3), len(v)) for k, v in right.items() if v},
+        "scenes": [(r["scenes"], r["truth_scenes"]) for r in per],
+        "memory_tokens_median": statistics.median(x for r in per for x in r["tokens"]),
+        "ttft_ms_median": round(statistics.median(x for r in per for x in r["ttft"]), 1),
+        "ingest_s": round(ingest_s, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--videos", type=int, default=2)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--carriers", default="native,pool:16,mean:1")
+    p.add_argument(
+        "--policies",
+        default="scenekv",
+        help="memory policies to ask under, each on every carrier strategy (qa/policies.py): "
+        "scenekv,recent,uniform:32,full",
+    )
     p.add_argument("--questions", type=int, default=40, help="at-time questions per video (range: half)")
     p.add_argument("--render-fps", type=float, default=25.0)
     p.add_argument("--model", default="scenekv-world")
@@ -111,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    policies = args.policies.split(",")
 
     import redis
 
@@ -135,22 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     try:
         for carriers in args.carriers.split(","):
-            per = []
+            per: dict[str, list] = {p: [] for p in policies}
             ingest_s = 0.0
             for path in videos:
                 t1 = time.perf_counter()
                 sid, _ = ingest_file(svc, str(path), fps=1.0, carriers=carriers)
                 ingest_s += time.perf_counter() - t1
-                per.append(grade_video(svc, sid, load_truth(path), args.questions))
-            right = {k: [x for r in per for x in r["right"][k]] for k in per[0]["right"]}
-            results[carriers] = {
-                "accuracy": {k: (round(sum(v) / len(v), 3), len(v)) for k, v in right.items() if v},
-                "scenes": [(r["scenes"], r["truth_scenes"]) for r in per],
-                "memory_tokens_median": statistics.median(x for r in per for x in r["tokens"]),
-                "ttft_ms_median": round(statistics.median(x for r in per for x in r["ttft"]), 1),
-                "ingest_s": round(ingest_s, 1),
-            }
-            print(carriers, json.dumps(results[carriers]), file=sys.stderr, flush=True)
+                for policy in policies:
+                    per[policy].append(grade_video(svc, sid, load_truth(path), args.questions, policy))
+            for policy, graded in per.items():
+                row = carriers if policies == ["scenekv"] else f"{carriers} / {policy}"
+                results[row] = summarise(graded, ingest_s)
+                print(row, json.dumps(results[row]), file=sys.stderr, flush=True)
     finally:
         svc.shutdown()
         client = redis.Redis.from_url(svc.redis_url)
@@ -163,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.processor() or platform.machine()}"
     )
     print(
-        "| carriers | "
+        "| carriers / memory policy | "
         + " | ".join(kinds)
         + " | scenes found / truth | memory tokens (median) | TTFT ms (median) | ingest s |"
     )

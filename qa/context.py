@@ -22,24 +22,39 @@ class ChunkRef:
     tokens: int
     frames: int = 0  # frames the chunk spans (0: not known)
 
+    def gap(self, t: float) -> float:
+        """Seconds from ``t`` to the chunk's span (0 inside it)."""
+        return (
+            0.0
+            if self.first_pts <= t <= self.last_pts
+            else min(abs(self.first_pts - t), abs(self.last_pts - t))
+        )
+
 
 @dataclass
 class ContextPlan:
     chunks: list[ChunkRef]  # time order
     anchored: list[str] = field(default_factory=list)
     retrieved: list[str] = field(default_factory=list)
+    evidence_spans: list[tuple[float, float]] | None = None  # set where the chunks read are not the evidence
+    # a chunk read for a moment after its last frame (dedup kept one frame of a still stretch): the
+    # evidence runs to that moment, since its frame was on screen until then
+    held_until: dict[str, float] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
         return sum(c.tokens for c in self.chunks)
 
     def evidence(self) -> list[dict[str, float]]:
+        if self.evidence_spans is not None:
+            return [{"start": round(a, 3), "end": round(b, 3)} for a, b in self.evidence_spans]
         spans: list[list[float]] = []
         for c in self.chunks:
+            last = max(c.last_pts, self.held_until.get(c.cid, c.last_pts))
             if spans and c.first_pts - spans[-1][1] <= EVIDENCE_GAP_S:
-                spans[-1][1] = max(spans[-1][1], c.last_pts)
+                spans[-1][1] = max(spans[-1][1], last)
             else:
-                spans.append([c.first_pts, c.last_pts])
+                spans.append([c.first_pts, last])
         return [{"start": round(a, 3), "end": round(b, 3)} for a, b in spans]
 
 
@@ -63,12 +78,15 @@ def plan_context(
     a, b = window
     covering = [c for c in ordered if c.first_pts <= b and c.last_pts >= a]
     covering.sort(key=lambda c: abs((c.first_pts + c.last_pts) / 2 - centre))
+    held_until: dict[str, float] = {}
     if not any(c.first_pts <= centre for c in covering):
         # Nothing in the window started by its centre: with dedup a still stretch keeps only its
         # first frame, so what was on screen then is the latest chunk that began before it.
         before = [c for c in ordered if c.first_pts <= centre]
         if before:
             covering.insert(0, before[-1])
+            if before[-1].last_pts < centre:
+                held_until[before[-1].cid] = centre
     chosen: dict[str, ChunkRef] = {}
     used = 0
     anchored: list[str] = []
@@ -90,4 +108,6 @@ def plan_context(
             chosen[cid] = c
             retrieved.append(cid)
             used += c.tokens
-    return ContextPlan(sorted(chosen.values(), key=lambda c: c.first_pts), anchored, retrieved)
+    plan = ContextPlan(sorted(chosen.values(), key=lambda c: c.first_pts), anchored, retrieved)
+    plan.held_until = {c: t for c, t in held_until.items() if c in chosen}
+    return plan

@@ -19,7 +19,11 @@ from scenekv.vlm import Answerer, Generation, KVChunk, SamplingParams, VLMBacken
 
 from .anchors import TimeAnchor, resolve_anchor
 from .context import ChunkRef, ContextPlan, plan_context
+from .policies import MemoryPolicy, single_frames
+from .scene_check import SceneScan, SceneSpan, check_frames, check_indices, scan_plan, scene_spans
 from .scene_heads import heads_plan, is_when_question, scene_heads
+
+BASELINE_WINDOW = 8  # frames a `when` read covers under recent / full: no scene cuts to go by
 
 
 class StreamMemory(Protocol):
@@ -40,7 +44,7 @@ class StreamMemory(Protocol):
 class Answer:
     """Iterate for text deltas; then ``text``, ``evidence``, ``usage`` and ``finish_reason`` are final."""
 
-    generation: Generation
+    generation: Generation | SceneScan  # a `when` scan (scene_check.py) yields its answer in one piece
     plan: ContextPlan
     anchor: TimeAnchor | None
     prompt_tokens: int
@@ -49,8 +53,8 @@ class Answer:
     usage: dict = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[str]:
-        for delta in self.generation:
-            if self.ttft_ms is None:
+        for delta in self.generation:  # a scan yields "" between its checks: no text, a chance to interleave
+            if delta and self.ttft_ms is None:
                 self.ttft_ms = (time.perf_counter() - self.started) * 1000
             yield delta
         if self.ttft_ms is None and self.generation.ttft_s is not None:
@@ -128,24 +132,36 @@ class QAEngine:
         params: SamplingParams | None = None,
         cancel: threading.Event | None = None,
         top_k: int | None = None,
+        policy: str | None = None,
     ) -> Answer:
         """Plan and load the context now (errors surface here); decoding happens as the answer is read.
 
         ``top_k`` overrides how many chunks retrieval may add beyond the anchor (0: the anchor only).
+        ``policy`` picks the frames another way (qa/policies.py: ``recent``, ``uniform:N``, ``full``),
+        for measuring SceneKV against what users would otherwise run.
         """
         started = time.perf_counter()
         if not question or not question.strip():
             from scenekv.errors import UserError
 
             raise UserError("the question is empty", code="bad_request")
+        memory_policy = MemoryPolicy.parse(policy)
         anchor = resolve_anchor(question, at=at, range_=range_, last=last)
         now = memory.now()
         if anchor is not None:
             anchor.check_reached(now)
         refs = memory.refs()
         with self._lock:
+            if memory_policy.is_baseline:
+                return self._baseline(
+                    memory, question, anchor, now, refs, memory_policy, params, cancel, started
+                )
             question_ids = self.answerer.question_ids(question)
             scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
+            scan = self._scene_scan(memory, question, anchor, now, refs, scores, cancel)
+            if scan is not None:
+                prompt_tokens = self.answerer.sink_len + scan.plan.tokens + len(question_ids)
+                return Answer(scan, scan.plan, anchor, prompt_tokens, started)
             when = self._when_context(memory, question, anchor, now, refs, scores)
             if when is not None:
                 (plan, chunks), anchor_pts = when, None
@@ -196,6 +212,97 @@ class QAEngine:
                 plan.retrieved = [c for c in plan.retrieved if c in kept]
         return plan, chunks, anchor_pts
 
+    def _baseline(
+        self,
+        memory: StreamMemory,
+        question: str,
+        anchor: TimeAnchor | None,
+        now: float | None,
+        refs: list[ChunkRef],
+        policy: MemoryPolicy,
+        params: SamplingParams | None,
+        cancel: threading.Event | None,
+        started: float,
+    ) -> Answer:
+        """An answer from the frames a baseline policy allows (qa/policies.py), by the same engine:
+        `when` checked frame by frame, an anchor read off the nearest frame it has."""
+        budget = self.budget_tokens
+        if policy.kind == "full":  # everything the model's positions hold
+            limit = getattr(self.backend.model.config.get_text_config(), "max_position_embeddings", 0)
+            budget = max(budget, limit - self.answerer.sink_len - 256)
+        picked = policy.refs(refs, budget_tokens=budget)
+        loaded = memory.load([c.cid for c in picked])
+        targets = policy.targets(sorted(refs, key=lambda c: c.first_pts)) if policy.kind == "uniform" else []
+        chunks = policy.frames_of([loaded[c.cid] for c in picked if c.cid in loaded], targets)
+        plan = ContextPlan([_ref_of(c) for c in chunks], retrieved=[c.cid for c in picked])
+        if self.backend.prompt_format.scene_check and is_when_question(question) and chunks:
+            # no SceneTiling here: a baseline's "scenes" are its samples, or fixed windows of frames
+            frames = single_frames(chunks)
+            size = 1 if policy.kind == "uniform" else BASELINE_WINDOW
+            groups = [frames[i : i + size] for i in range(0, len(frames), size)]
+            ends = [g[0].first_pts for g in groups[1:]] + [now if now is not None else frames[-1].last_pts]
+            spans = [
+                SceneSpan(g[0].first_pts, e, (), open=i == len(groups) - 1)
+                for i, (g, e) in enumerate(zip(groups, ends, strict=True))
+            ]
+            read = [[g[k] for k in check_indices(len(g))] for g in groups]
+            check_ids = self.answerer.check_ids(question)
+            scan = SceneScan(
+                spans,
+                read,
+                question,
+                lambda c: self.answerer.read(check_ids, c),
+                ContextPlan([_ref_of(f) for g in read for f in g], retrieved=plan.retrieved),
+                self._lock,
+                cancel,
+            )
+            return Answer(scan, scan.plan, anchor, self.answerer.sink_len + scan.plan.tokens, started)
+        anchor_pts = None
+        if anchor is not None and now is not None and chunks:
+            anchor_pts = nearest_frame_pts(chunks, anchor.focus(now))
+            if anchor_pts is not None and self.backend.prompt_format.anchor_last:
+                plan.chunks, chunks = _cut(plan.chunks, chunks, anchor_pts)
+        generation = OneAtATime(
+            self.answerer.ask(question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel),
+            self._lock,
+        )
+        question_ids = self.answerer.question_ids(question, anchor_pts)
+        return Answer(
+            generation, plan, anchor, self.answerer.sink_len + plan.tokens + len(question_ids), started
+        )
+
+    def _scene_scan(
+        self,
+        memory: StreamMemory,
+        question: str,
+        anchor: TimeAnchor | None,
+        now: float | None,
+        refs: list[ChunkRef],
+        scores: dict[str, float],
+        cancel: threading.Event | None,
+    ) -> SceneScan | None:
+        """A `when` question checked scene by scene (qa/scene_check.py), for a checkpoint trained to
+        (``scene_check`` in its format) on per-frame KV. None where that does not apply."""
+        if not (self.backend.prompt_format.scene_check and is_when_question(question) and refs):
+            return None
+        end = now if now is not None else max(r.last_pts for r in refs)
+        window = anchor.window(now) if anchor is not None and now is not None else None
+        spans = scene_spans(memory.scene_starts(), refs, end=end, window=window, scores=scores)
+        loaded = memory.load(sorted({c.cid for sp in spans for c in sp.refs}))
+        if any(c.span != c.tokens for c in loaded.values()):
+            return None  # M-RoPE: a frame's positions are not its token count, so it cannot be cut
+        frames = [check_frames(sp, loaded) for sp in spans]
+        check_ids = self.answerer.check_ids(question)
+        return SceneScan(
+            spans,
+            frames,
+            question,
+            lambda chunks: self.answerer.read(check_ids, chunks),
+            scan_plan(spans, frames),
+            self._lock,
+            cancel,
+        )
+
     def _when_context(
         self,
         memory: StreamMemory,
@@ -235,6 +342,16 @@ class QAEngine:
         if not refs:
             return {}
         return memory.scores(self.answerer.queries(question_ids), [r.cid for r in refs])
+
+
+def _ref_of(chunk: KVChunk) -> ChunkRef:
+    return ChunkRef(
+        f"{chunk.first_pts:g}-{chunk.last_pts:g}",
+        chunk.first_pts,
+        chunk.last_pts,
+        chunk.tokens,
+        len(chunk.frames),
+    )
 
 
 def _cut(refs: list[ChunkRef], chunks: list[KVChunk], pts: float) -> tuple[list[ChunkRef], list[KVChunk]]:

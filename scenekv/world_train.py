@@ -20,7 +20,8 @@ Two stages, one seed:
    out (``vlm/prompt.py``): the sink, time-tagged frame segments, the question (with the
    anchor's frame tag, as the QA engine writes it), the answer. Contexts are timelines of real scenes
    from the bank at 1 fps, cut into chunks as retrieval returns them, with times up to two hours;
-   `when` questions get the context the QA engine gives them, each scene's first frame only.
+   `when` questions are asked as the QA engine asks them (qa/scene_check.py): of one scene at a time,
+   a few of its frames, answered with what the scene shows of the kind asked about.
 
 Everything is deterministic for a seed on one machine (torch threads fixed); the model card records
 the command, seeds, steps, times, the loss curve and held-out accuracy.
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from scenekv.ingest.world import PALETTE, SHAPES, WorldScene, load_truth, make_world_video, sample_world
+from scenekv.qa.scene_check import CHECK_FRAMES, check_indices
 from scenekv.vlm.prompt import FORMAT_FILE, Prompter, PromptFormat, clock
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,12 @@ WORLD_SYSTEM_PROMPT = (
     "Answer in a few words."
 )
 WORLD_FORMAT = PromptFormat(
-    system=WORLD_SYSTEM_PROMPT, time_format="clock", tag_after=True, anchor_tag=True, anchor_last=True
+    system=WORLD_SYSTEM_PROMPT,
+    time_format="clock",
+    tag_after=True,
+    anchor_tag=True,
+    anchor_last=True,
+    scene_check="{question} In this scene?",
 )
 COLOURS = list(PALETTE)
 TRAIN_SEED_BASE = 100_000  # training videos: seeds TRAIN_SEED_BASE + i; held-out ones never go here
@@ -188,13 +195,10 @@ def answer_for(kind: str, scene: WorldScene) -> str:
     return scene.describe()
 
 
-def when_answer(starts: list[float]) -> str:
-    return "at " + ", ".join(clock(s) for s in starts) if starts else "never"
-
-
 def tokenizer_corpus() -> list[str]:
     """The text the world tokenizer is fitted on: every phrase of the questions and answers."""
     lines = [WORLD_SYSTEM_PROMPT] + ["never. nothing. background on at between and seconds now"] * 20
+    lines += ["In this scene?"] * 20
     lines += [
         q.format(t=" at 01:23", o="purple triangle", c="green", u="whole")
         for q in _BG_Q + _OBJ_Q + _SCREEN_Q + _WHEN_OBJ_Q + _WHEN_BG_Q
@@ -527,6 +531,7 @@ class QA:
     anchor_pts: float | None  # the frame tag the engine appends (None: no anchor)
     answer: str
     kind: str  # bg | obj | screen | when
+    check: bool = False  # a scene check: the question in the format's scene_check form
 
 
 @dataclass
@@ -534,7 +539,7 @@ class Context:
     frames: list[tuple[int, float, int]]  # (bank row, pts, timeline scene) in time order
     scenes: list[WorldScene]  # the world scene of each frame
     carriers: str = "pool:16"
-    heads: bool = False  # one frame per scene, its first: a `when` question's context
+    check: bool = False  # a few frames of one scene: a scene check's context
 
 
 @dataclass
@@ -584,8 +589,7 @@ def choose_context(rng: random.Random, n: int, budget_frames: int) -> list[int]:
     return sorted(picked)[:budget_frames]
 
 
-HEADS_SHARE = 0.5  # of training contexts: `when` contexts (one frame per scene), the rest chunked
-MAX_HEADS = 40  # scenes in a `when` context; training grows it from 3 (copying is learnt on few)
+CHECK_SHARE = 0.5  # of training contexts: scene checks (a few frames of one scene), the rest chunked
 _PER_FRAME = {"native": 196, "pool:16": 16, "mean:1": 1}
 
 
@@ -594,15 +598,11 @@ def _carriers(rng: random.Random) -> str:
 
 
 def make_context(
-    rng: random.Random,
-    scenes: list[BankScene],
-    max_tokens: int,
-    heads_share: float = HEADS_SHARE,
-    max_heads: int = MAX_HEADS,
+    rng: random.Random, scenes: list[BankScene], max_tokens: int, check_share: float = CHECK_SHARE
 ) -> Context:
-    """A training context: with ``heads_share`` a `when` context, else chunks of a timeline."""
-    if rng.random() < heads_share:
-        return make_heads_context(rng, scenes, max_tokens, max_heads)
+    """A training context: with ``check_share`` a scene check's, else chunks of a timeline."""
+    if rng.random() < check_share:
+        return make_check_context(rng, scenes)
     carriers = _carriers(rng)
     budget = max(2, min(48, max_tokens // (_PER_FRAME[carriers] + 6)))
     timeline = make_timeline(rng, scenes, rng.randint(2, 10))
@@ -611,28 +611,25 @@ def make_context(
     return Context(ctx, [timeline.scenes[si][0].scene for _, _, si in ctx], carriers)
 
 
-def make_heads_context(
-    rng: random.Random, scenes: list[BankScene], max_tokens: int, max_heads: int = MAX_HEADS
-) -> Context:
-    """A `when` question's context as the QA engine builds it (qa/scene_heads.py): the first frame
-    of each scene of a timeline, with its tag. Sometimes the frame after it: SceneTiling may close a
-    scene a frame late, and a fade's first frame is half the old scene."""
-    carriers = _carriers(rng)
-    budget = max(1, min(max_heads, max_tokens // (_PER_FRAME[carriers] + 6)))
-    timeline = make_timeline(rng, scenes, rng.randint(1, budget))
-    frames = []
-    for si, (bs, start) in enumerate(timeline.scenes):
-        k = 1 if len(bs.frames) > 1 and rng.random() < 0.2 else 0
-        frames.append((bs.frames[k], start + k, si))
-    return Context(frames, [bs.scene for bs, _ in timeline.scenes], carriers, heads=True)
+def make_check_context(rng: random.Random, scenes: list[BankScene]) -> Context:
+    """A scene check's context as the QA engine builds it (qa/scene_check.py): the frames
+    ``check_indices`` picks from one scene, with their tags; sometimes fewer (dedup keeps one frame
+    of a still scene, a short one has two)."""
+    timeline = make_timeline(rng, scenes, 1)
+    bs, start = timeline.scenes[0]
+    picked = check_indices(len(bs.frames))
+    if rng.random() < 0.2:
+        picked = sorted(rng.sample(picked, rng.randint(1, len(picked))))
+    frames = [(bs.frames[k], start + k, 0) for k in picked]
+    return Context(frames, [bs.scene] * len(frames), _carriers(rng), check=True)
 
 
 _DESCRIBE = {"bg": _BG_Q, "obj": _OBJ_Q, "screen": _SCREEN_Q}
 
 
 def make_question(rng: random.Random, c: Context) -> QA:
-    if c.heads:
-        return make_when_question(rng, c)
+    if c.check:
+        return make_check_question(rng, c.scenes[0])
     ctx, scene_of = c.frames, c.scenes
     r = rng.random()
     if r < 0.83:  # anchored: the context ends at the anchor's frame, whose tag the engine appends
@@ -649,36 +646,32 @@ def make_question(rng: random.Random, c: Context) -> QA:
     return QA(q.format(t=rng.choice(["", " now"])), None, answer_for(kind, scene_of[-1]), kind)
 
 
-def make_when_question(rng: random.Random, c: Context) -> QA:
-    """ "When did the X appear?": the tag of every context frame whose scene shows X (a heads
-    context holds one frame per scene), or ``never``."""
-    ctx, scene_of = c.frames, c.scenes
-    by_bg = rng.random() < 0.4
-    target = rng.choice(scene_of) if rng.random() < 0.75 else None
-    if target is not None and target.object is None:
-        by_bg = True
-    if by_bg:
-        colour = target.background if target else rng.choice(COLOURS)
+def make_check_question(rng: random.Random, scene: WorldScene) -> QA:
+    """A `when` question asked of one scene, answered with what the scene shows of the kind it asks
+    about: its object (``purple triangle`` / ``nothing``) for "When did the X appear?", its
+    background for "When was the background C?". The engine decides the match by the words; the
+    model only names what it sees. X and C are the scene's own half the time, else near misses
+    (the object's shape in another colour, its colour on another shape, the background's colour),
+    so the question's words are no hint of the answer."""
+    own = rng.random() < 0.5
+    has_obj = scene.object is not None
+    if rng.random() < (0.4 if has_obj else 0.6):
+        colour = scene.background if own else rng.choice(COLOURS)
         q = rng.choice(_WHEN_BG_Q).format(c=colour, u=rng.choice(["whole", "screen's"]))
-
-        def match(s: WorldScene) -> bool:
-            return s.background == colour
-    else:
-        if target is None:
-            shape, colour = rng.choice(SHAPES), rng.choice(COLOURS)
-        else:
-            shape, colour = target.object, target.object_colour
-        q = rng.choice(_WHEN_OBJ_Q).format(o=f"{colour} {shape}")
-
-        def match(s: WorldScene) -> bool:
-            return s.object == shape and s.object_colour == colour
-
-    starts, seen = [], set()
-    for (_, pts, si), s in zip(ctx, scene_of, strict=True):
-        if si not in seen and match(s):
-            starts.append(pts)
-        seen.add(si)
-    return QA(q, None, when_answer(starts[:6]), "when")
+        return QA(q, None, scene.background, "when", check=True)
+    shape, colour = rng.choice(SHAPES), rng.choice(COLOURS)
+    if has_obj:
+        r = rng.random()
+        if own:
+            shape, colour = scene.object, scene.object_colour
+        elif r < 0.35:
+            shape = scene.object
+        elif r < 0.7:
+            colour = scene.object_colour
+        elif r < 0.85:
+            shape, colour = scene.object, scene.background
+    q = rng.choice(_WHEN_OBJ_Q).format(o=f"{colour} {shape}")
+    return QA(q, None, scene.object_name, "when", check=True)
 
 
 class SequenceBuilder:
@@ -713,7 +706,10 @@ class SequenceBuilder:
         return embeds
 
     def question(self, qa: QA, *, with_answer: bool = True) -> tuple[list[int], list[int]]:
-        q = self.prompter.question_ids(qa.question, qa.anchor_pts)
+        if qa.check:
+            q = self.prompter.check_ids(qa.question)
+        else:
+            q = self.prompter.question_ids(qa.question, qa.anchor_pts)
         a = self.prompter.ids(qa.answer) + [self.im_end] if with_answer else []
         return q, a
 
@@ -758,12 +754,6 @@ def context_loss(model, builder: SequenceBuilder, c: Context, qas: list[QA], gap
 QUESTIONS_PER_CONTEXT = 8
 
 
-def heads_curriculum(step: int, steps: int) -> int:
-    """How many scenes a `when` context may hold at ``step``: 3 at first, where finding the frame and
-    copying its tag is learnt, then growing to MAX_HEADS by half-way."""
-    return max(3, min(MAX_HEADS, round(MAX_HEADS * 2 * step / max(1, steps))))
-
-
 def train_language(model, builder: SequenceBuilder, scenes, cfg: TrainConfig, report) -> list[float]:
     for p in model.model.vision_tower.parameters():
         p.requires_grad_(False)
@@ -778,9 +768,8 @@ def train_language(model, builder: SequenceBuilder, scenes, cfg: TrainConfig, re
     for step in range(cfg.lm_steps):
         opt.zero_grad()
         total = 0.0
-        heads = heads_curriculum(step, cfg.lm_steps)
         for _ in range(cfg.lm_batch):
-            c = make_context(rng, scenes, cfg.max_context_tokens, max_heads=heads)
+            c = make_context(rng, scenes, cfg.max_context_tokens)
             qas = [make_question(rng, c) for _ in range(QUESTIONS_PER_CONTEXT)]
             gap = rng.choice([0, 0, rng.randint(1, 20_000)])  # frames prefilled far from the sink
             loss = context_loss(model, builder, c, qas, gap) / cfg.lm_batch
@@ -1028,8 +1017,14 @@ Exactly SceneKV's streaming layout (`scenekv.json`, `vlm/prompt.py`): system pro
 then per frame its carriers followed by its time tag `<mm:ss>`, then the question with the anchor's frame
 tag appended (`What colour is the background at 03:12? <03:12>`), then the answer. An anchored
 question's context ends at the anchor's frame (`anchor_last`): "at T" is asked as if live at T. Answers:
-`yellow`; `purple triangle` / `nothing`; `purple triangle on yellow` / `yellow background`;
-`at 05:41[, 07:02]` / `never`. SceneTiling and dedup compare frames by the vision tower's
+`yellow`; `purple triangle` / `nothing`; `purple triangle on yellow` / `yellow background`.
+A `when` question ("When did the purple triangle appear?") is asked of each scene SceneTiling found,
+on a few of its frames, as `{WORLD_FORMAT.scene_check.format(question="When did ...?")}` (the format's
+`scene_check`), and answered with what that scene shows of the kind asked about (its object:
+`green circle` / `nothing`; or its background: `yellow`); SceneKV answers the user with the starts
+of the scenes whose reading the question names (`at 05:41, 07:02` / `never`), so the times are the
+scene cuts' own.
+SceneTiling and dedup compare frames by the vision tower's
 `hidden_states[{SIGNATURE_LAYER}]` (`signature_layer`: frozen layer 0's output, local features): the
 trained layers above spread a moving object over every token, and scenes were cut every few seconds
 of motion.
@@ -1059,9 +1054,12 @@ were never seen here, so SceneKV-Bench's numbers for them measure transfer.
 - stage 2, language (vision frozen, carriers banked): {cfg["lm_steps"]} steps x {cfg["lm_batch"]} contexts
   x {QUESTIONS_PER_CONTEXT} questions, AdamW lr {cfg["lm_lr"]}, contexts up to
   {cfg["max_context_tokens"]} tokens: timelines of real banked scenes at 1 fps with times up to 2 h,
-  cut into chunks as retrieval returns them ({1 - HEADS_SHARE:.0%}: what / which questions, anchored or
-  not), or laid out as the QA engine lays out a `when` question, each scene's first frame only
-  ({HEADS_SHARE:.0%}: `when` questions, answered with the tag of every matching frame, or `never`).
+  cut into chunks as retrieval returns them ({1 - CHECK_SHARE:.0%}: what / which questions, anchored or
+  not), or scene checks as the QA engine asks `when` questions ({CHECK_SHARE:.0%}): up to
+  {CHECK_FRAMES} frames of one scene and "When did the X appear? In this scene?", answered with the
+  scene's object or background (X is the scene's own half the time, else a near miss). A first
+  recipe answered `yes` / `no` instead and stayed at chance (docs/benchmarks.md): whether two things
+  match is left to the engine's word comparison.
 - time on a 2-core CPU ({cfg["threads"]} torch threads, fp32): render {sec.get("render", 0):.0f} s, decode
   {sec.get("decode", 0):.0f} s, vision {sec.get("vision", 0):.0f} s, language {sec.get("language", 0):.0f} s,
   held-out eval {sec.get("eval", 0):.0f} s; **total {sec.get("total", 0) / 60:.1f} min**.

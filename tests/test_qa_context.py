@@ -13,6 +13,9 @@ def test_an_anchor_inside_a_dedup_gap_gets_the_chunk_on_screen_then():
     nxt = ChunkRef("next", 30.0, 37.0, 128, 8)
     plan = plan_context([still, nxt], window=(19.0, 21.0), now=40.0, budget_tokens=4096)
     assert plan.anchored[0] == "still"
+    # and the evidence says the still frame was on screen through the asked time (the player's chip
+    # seeks there), not just 0:00-0:01
+    assert any(e["start"] <= 0.0 and e["end"] >= 20.0 for e in plan.evidence())
 
 
 def test_a_chunk_covering_the_anchor_is_all_it_takes():

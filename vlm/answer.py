@@ -86,6 +86,20 @@ class Answerer:
             record_logits=record_logits,
         )
 
+    def check_ids(self, question: str) -> list[int]:
+        return self.prompter.check_ids(question)
+
+    def read(self, check_ids: list[int], chunks: Sequence[KVChunk], max_new_tokens: int = 8) -> str:
+        """The model's greedy answer to a scene check (``check_ids``) on sink + ``chunks``: what the
+        scene shows of the kind the question asks about (``purple triangle``, ``green``)."""
+        cache, position = self.context(chunks)
+        prompt = self.backend.embed_ids(check_ids)
+        params = SamplingParams(max_new_tokens=max_new_tokens)
+        generation = Generation(self.backend, cache, prompt, position, params)
+        for _ in generation:
+            pass
+        return generation.text.strip()
+
 
 def nearest_frame_pts(chunks: Sequence[KVChunk], target: float) -> float | None:
     """The anchor's frame: the latest frame in ``chunks`` at or before ``target`` (what was on screen

@@ -19,6 +19,11 @@ folder) is fed exactly what it was trained on:
 - ``anchor_last``: an anchored question's context ends at the anchor's frame (later frames are left
   out), so the question is asked as if live at that moment: "what is on screen at T" is "what is on
   screen now" for the stream as it was at T, which is what a streaming model answers best.
+- ``scene_check``: a `when` question is answered scene by scene (qa/scene_check.py): the model reads a
+  few frames of one scene and this template filled with the question, and says what the scene
+  shows of the kind asked about; the engine writes the starts of the scenes whose reading the
+  question names. Empty: the checkpoint was not trained so, and it gets a `when` context of every
+  scene's first frame instead (qa/scene_heads.py).
 """
 
 from __future__ import annotations
@@ -52,10 +57,13 @@ class PromptFormat:
     tag_after: bool = False
     anchor_tag: bool = False
     anchor_last: bool = False
+    scene_check: str = ""  # e.g. "{question} In this scene?": answered with what the scene shows
 
     def __post_init__(self) -> None:
         if self.time_format not in TIME_FORMATS:
             raise ValueError(f"time_format must be one of {TIME_FORMATS}, got {self.time_format!r}")
+        if self.scene_check and "{question}" not in self.scene_check:
+            raise ValueError("scene_check must hold {question}")
 
     def time_tag(self, pts: float) -> str:
         if self.time_format == "clock":
@@ -79,7 +87,9 @@ class PromptFormat:
     @classmethod
     def from_dict(cls, d: dict) -> PromptFormat:
         known = {
-            k: d[k] for k in ("system", "time_format", "tag_after", "anchor_tag", "anchor_last") if k in d
+            k: d[k]
+            for k in ("system", "time_format", "tag_after", "anchor_tag", "anchor_last", "scene_check")
+            if k in d
         }
         return cls(**known)
 
@@ -144,3 +154,7 @@ class Prompter:
 
     def question_ids(self, question: str, anchor_pts: float | None = None) -> list[int]:
         return self.ids(self.template.question(self.format.question(question, anchor_pts)))
+
+    def check_ids(self, question: str) -> list[int]:
+        """The scene check of ``question`` (``scene_check`` filled in), as the model reads it."""
+        return self.ids(self.template.question(self.format.scene_check.format(question=question)))

@@ -230,6 +230,8 @@ class EncoderActor:
                     delta = next(it, None)
                 if delta is None:
                     break
+                if not delta:  # a `when` scan between two scenes: the lock was let go, nothing to send
+                    continue
                 self.counts["decode_tokens"] += 1
                 yield {"type": "delta", "text": delta}
             yield {"type": "done", "text": answer.text, **answer.result()}

@@ -25,6 +25,7 @@ from scenekv.defaults import DEFAULT_CARRIERS, DEFAULT_PREFIX
 from scenekv.errors import UserError, unwrap
 from scenekv.memory import MemoryStore, RollingConfig, new_sid
 from scenekv.memory.local_redis import ensure_redis
+from scenekv.qa.policies import MemoryPolicy
 
 from .actors import DecoderActor, EncoderActor, RangeDecoder
 from .encoder_config import EncoderConfig
@@ -465,9 +466,13 @@ class SceneKVService:
         last=None,
         max_tokens: int = 128,
         temperature: float = 0.0,
+        policy: str | None = None,
     ) -> Iterator[dict]:
-        """Stream {"type": "delta"} messages, then one {"type": "done"} (or {"type": "error"})."""
-        call = self._question(sid, question, qid, at, range_, last, max_tokens, temperature)
+        """Stream {"type": "delta"} messages, then one {"type": "done"} (or {"type": "error"}).
+
+        ``policy``: which frames the answer may read (qa/policies.py; default SceneKV's own plan;
+        ``recent``, ``uniform:N`` and ``full`` are the baselines SceneKV-Bench measures)."""
+        call = self._question(sid, question, qid, at, range_, last, max_tokens, temperature, policy)
         name, encoder = self.pool.for_stream(sid, place=False)
         for attempt in range(2):  # a dead encoder's question runs again on the stream's next one
             started = False
@@ -493,11 +498,12 @@ class SceneKVService:
         last=None,
         max_tokens: int = 128,
         temperature: float = 0.0,
+        policy: str | None = None,
     ) -> AsyncIterator[dict]:
         """``ask`` for an event loop: Ray's streaming generator is awaited item by item, so an
         answer holds no thread while it streams (only the checks before it run in one)."""
         call = await asyncio.to_thread(
-            self._question, sid, question, qid, at, range_, last, max_tokens, temperature
+            self._question, sid, question, qid, at, range_, last, max_tokens, temperature, policy
         )
         name, encoder = await asyncio.to_thread(lambda: self.pool.for_stream(sid, place=False))
         for attempt in range(2):
@@ -515,13 +521,15 @@ class SceneKVService:
                     self._question_failed, exc, sid, name, started or attempt > 0
                 )
 
-    def _question(self, sid, question, qid, at, range_, last, max_tokens, temperature) -> tuple:
+    def _question(self, sid, question, qid, at, range_, last, max_tokens, temperature, policy=None) -> tuple:
         """Checks before a question (and the frames a restarted encoder lacks); the call's args."""
         self._known(sid)
         self._settle(sid)  # after an encoder restart, the question sees every acknowledged frame
         if not 1 <= int(max_tokens) <= 1024:
             raise UserError("max_tokens must be between 1 and 1024", code="bad_request")
-        anchor = {"at": at, "range_": range_, "last": last}
+        anchor = {"at": at, "range_": range_, "last": last}  # the engine's keyword arguments
+        if policy is not None:
+            anchor["policy"] = str(MemoryPolicy.parse(policy))  # a bad one fails here, in one line
         params = {"max_new_tokens": int(max_tokens), "temperature": float(temperature)}
         return sid, qid or uuid.uuid4().hex, question, anchor, params
 

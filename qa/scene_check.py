@@ -1,0 +1,179 @@
+"""`When` questions answered scene by scene: the model reads each scene, SceneTiling says when.
+
+"When did the purple triangle appear?" asks for the start of every scene that shows it. A model can
+answer it by finding the matching frames in one long context and copying their time tags, but a
+small one does not learn to copy (the world model, trained so, answered `at 00:00` every time), and
+even a large one may write a time that no frame has. SceneTiling already knows where every scene
+starts, so the question is split instead: for each scene the model reads a few of its frames (the
+KV they were prefilled with, sliced from the stored chunks) and the question in the checkpoint's
+``scene_check`` form, and says what the scene shows of the kind the question asks about: the object
+(``green circle``, ``nothing``) for "When did the purple triangle appear?", the background colour
+for "When was the background green?". The scene matches when the question names what the model
+read there. So the model is asked only what it reads well (naming what is on screen); whether two
+things are the same is decided by comparing words, which a small model trained to say yes or no
+did not learn (it stayed at chance: docs/benchmarks.md). The answer is the starts of the matching
+scenes, each as exact as the scene cut; scenes that follow one another and both match are one
+appearance. The model does the understanding; the times come from the memory, so none is invented.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from scenekv.vlm import KVChunk
+from scenekv.vlm.prompt import clock
+
+from .context import ChunkRef, ContextPlan
+
+CHECK_FRAMES = 3  # frames of a scene the model reads: spread over it, clear of its cuts
+MAX_SCENES = 1024  # scenes one question checks at most; over it, retrieval's best-scoring stay
+
+
+def check_indices(n: int, k: int = CHECK_FRAMES) -> list[int]:
+    """Which of a scene's ``n`` frames (time order) the model reads: ``k`` spread evenly, each the
+    middle of its share, so neither cut's transition frame is picked where the scene has others."""
+    if n <= k:
+        return list(range(n))
+    return sorted({math.floor((i + 0.5) * n / k) for i in range(k)})
+
+
+@dataclass(frozen=True)
+class SceneSpan:
+    start: float
+    end: float  # the next scene's start, or the stream's newest frame for the open scene
+    refs: tuple[ChunkRef, ...]  # stored chunks holding the frames the check reads
+    open: bool = False  # the stream's newest scene: its end is a frame it holds
+
+
+def scene_spans(
+    starts: Sequence[float],
+    refs: Sequence[ChunkRef],
+    *,
+    end: float,
+    window: tuple[float, float] | None = None,
+    scores: dict[str, float] | None = None,
+    max_scenes: int = MAX_SCENES,
+) -> list[SceneSpan]:
+    """The scenes to check, in time order: those some chunk still holds (retention may have dropped
+    the rest) and, with ``window``, those overlapping it. Each names the chunks holding the points
+    the check reads, so only those are loaded. Over ``max_scenes``, retrieval's best stay."""
+    ordered = sorted(refs, key=lambda c: c.first_pts)
+    cuts = sorted(set(starts))
+    spans: list[SceneSpan] = []
+    for i, s in enumerate(cuts):
+        e = cuts[i + 1] if i + 1 < len(cuts) else max(end, s)
+        if window is not None and (e < window[0] - 1e-6 or s > window[1] + 1e-6):
+            continue
+        last = i + 1 == len(cuts)
+        hi = e + 1e-3 if last else e  # the open scene holds its newest frame
+        inside = [c for c in ordered if c.last_pts >= s - 1e-6 and c.first_pts < hi - 1e-6]
+        if not inside:
+            continue
+        points = [s + (k + 0.5) * (e - s) / CHECK_FRAMES for k in range(CHECK_FRAMES)]
+        chosen: dict[str, ChunkRef] = {}
+        for t in points:
+            ref = min(inside, key=lambda c: c.gap(t))
+            chosen[ref.cid] = ref
+        spans.append(SceneSpan(s, e, tuple(sorted(chosen.values(), key=lambda c: c.first_pts)), last))
+    if len(spans) > max_scenes:
+        best = sorted(spans, key=lambda sp: -max((scores or {}).get(c.cid, 0.0) for c in sp.refs))
+        keep = {id(sp) for sp in best[:max_scenes]}
+        spans = [sp for sp in spans if id(sp) in keep]
+    return spans
+
+
+def check_frames(span: SceneSpan, loaded: dict[str, KVChunk]) -> list[KVChunk]:
+    """The single-frame slices of the scene the model reads (check_indices over its loaded frames)."""
+    chunks = [loaded[c.cid] for c in span.refs if c.cid in loaded]
+    hi = span.end + 1e-6 if span.open else span.end - 1e-6
+    held = {f.pts: c for c in chunks for f in c.frames}
+    frames = sorted((p, c) for p, c in held.items() if span.start - 1e-6 <= p < hi)
+    if not frames:  # a scene shorter than a frame step: its one frame sits at the start
+        frames = sorted((p, c) for p, c in held.items() if abs(p - span.start) < 1e-6)
+    out = []
+    for i in check_indices(len(frames)):
+        pts, chunk = frames[i]
+        piece = chunk.frame_at(pts)
+        if piece is not None:
+            out.append(piece)
+    return out
+
+
+def named_in(question: str, reading: str) -> bool:
+    """Whether ``question`` names what the model read in a scene, as whole words (``green circle``
+    in "When did the green circle appear?"; ``red`` is not named by "… the redder one …")."""
+    words = reading.strip().strip(".").split()
+    if not words:
+        return False
+    return re.search(r"\b" + r"\s+".join(map(re.escape, words)) + r"\b", question, re.IGNORECASE) is not None
+
+
+def appearances(spans: Sequence[SceneSpan], said_yes: Sequence[bool]) -> list[SceneSpan]:
+    """The scenes that start an appearance: matching scenes, each run of adjacent ones merged."""
+    runs: list[SceneSpan] = []
+    prev = False
+    for sp, yes in zip(spans, said_yes, strict=True):
+        if yes and prev and runs:
+            runs[-1] = SceneSpan(runs[-1].start, sp.end, runs[-1].refs + sp.refs, sp.open)
+        elif yes:
+            runs.append(sp)
+        prev = yes
+    return runs
+
+
+def when_text(runs: Sequence[SceneSpan], limit: int = 8) -> str:
+    """``at 01:10, 05:41`` (the first ``limit`` appearances), or ``never``."""
+    if not runs:
+        return "never"
+    return "at " + ", ".join(clock(r.start) for r in runs[:limit])
+
+
+@dataclass
+class SceneScan:
+    """A `when` answer as a generation: iterating runs the checks (each under the engine's lock, so
+    other questions interleave scene by scene, with an empty delta after each), then yields the
+    answer in one piece. ``plan`` gets the appearances' scene spans as its evidence."""
+
+    spans: list[SceneSpan]
+    frames: list[list[KVChunk]]  # per span, what check_frames gave
+    question: str
+    read: Callable[[list[KVChunk]], str]  # the model's reading of one scene's frames
+    plan: ContextPlan
+    lock: threading.Lock
+    cancel: threading.Event | None = None
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    ttft_s: float | None = None
+    readings: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:
+        started = time.perf_counter()
+        for frames in self.frames:
+            if self.cancel is not None and self.cancel.is_set():
+                self.finish_reason = "cancelled"
+                return
+            with self.lock:
+                self.readings.append(self.read(frames) if frames else "")
+            yield ""  # a consumer holding its own lock per item lets others run between scenes
+        runs = appearances(self.spans, [named_in(self.question, r) for r in self.readings])
+        self.plan.evidence_spans = [(r.start, r.end) for r in runs]
+        self.text = when_text(runs)
+        self.ttft_s = time.perf_counter() - started
+        self.finish_reason = "stop"
+        yield self.text
+
+
+def scan_plan(spans: Sequence[SceneSpan], frames: Sequence[Sequence[KVChunk]]) -> ContextPlan:
+    """What a scan reads: one single-frame ref per checked frame (tokens as really held)."""
+    refs = [
+        ChunkRef(f"{sp.refs[0].cid}@{f.first_pts:g}", f.first_pts, f.first_pts, f.tokens, 1)
+        for sp, fs in zip(spans, frames, strict=True)
+        for f in fs
+    ]
+    return ContextPlan(refs, retrieved=sorted({c.cid for sp in spans for c in sp.refs}))

@@ -1,0 +1,66 @@
+"""`When` answered scene by scene (qa/scene_check.py): which frames a check reads, and the answer."""
+
+from __future__ import annotations
+
+from scenekv.qa.context import ChunkRef
+from scenekv.qa.scene_check import (
+    appearances,
+    check_frames,
+    check_indices,
+    named_in,
+    scene_spans,
+    when_text,
+)
+
+from kv_chunks import PER_FRAME, chunk, ref
+
+
+def test_a_check_reads_frames_spread_over_the_scene_clear_of_its_cuts():
+    assert check_indices(10) == [1, 5, 8]
+    assert check_indices(3) == [0, 1, 2]
+    assert check_indices(1) == [0]
+    # a 12 s scene in two chunks (0-7, 8-11), then the next scene from 12 s: the check reads
+    # frames inside the first scene only, none at either cut
+    a, b, c = chunk(0.0, 8), chunk(8.0, 4), chunk(12.0, 8)
+    refs = [ref("a", a), ref("b", b), ref("c", c)]
+    spans = scene_spans([0.0, 12.0], refs, end=19.0)
+    assert [(sp.start, sp.end) for sp in spans] == [(0.0, 12.0), (12.0, 19.0)]
+    loaded = {"a": a, "b": b, "c": c}
+    first = [f.first_pts for f in check_frames(spans[0], loaded)]
+    assert len(first) == 3 and all(0.0 < p < 11.0 for p in first)
+    assert all(f.tokens == PER_FRAME for f in check_frames(spans[0], loaded))
+    # the open scene reads up to the newest frame
+    last = [f.first_pts for f in check_frames(spans[1], loaded)]
+    assert all(12.0 <= p <= 19.0 for p in last) and len(last) == 3
+
+
+def test_a_window_and_retention_narrow_the_scenes_checked():
+    a, c = chunk(12.0, 8), chunk(30.0, 8)
+    refs = [ref("a", a), ref("c", c)]
+    # in the window 25-37 s: the scene from 20 s overlaps it but no chunk holds it any more
+    # (retention), the one from 12 s ends before it
+    spans = scene_spans([0.0, 12.0, 20.0, 30.0], refs, end=37.0, window=(25.0, 37.0))
+    assert [sp.start for sp in spans] == [30.0]
+    spans = scene_spans([0.0, 12.0, 30.0], refs, end=37.0)  # nothing holds the scene from 0 s
+    assert [sp.start for sp in spans] == [12.0, 30.0]
+    best = scene_spans([12.0, 30.0], refs, end=37.0, scores={"a": 0.1, "c": 0.9}, max_scenes=1)
+    assert [sp.start for sp in best] == [30.0]
+
+
+def test_adjacent_matching_scenes_are_one_appearance_and_nothing_is_never():
+    refs = [ChunkRef(f"c{i}", 10.0 * i, 10.0 * i + 9, 40, 10) for i in range(5)]
+    spans = scene_spans([0.0, 10.0, 20.0, 30.0, 40.0], refs, end=49.0)
+    runs = appearances(spans, [False, True, True, False, True])
+    assert [(r.start, r.end) for r in runs] == [(10.0, 30.0), (40.0, 49.0)]
+    assert when_text(runs) == "at 00:10, 00:40"
+    assert when_text(appearances(spans, [False] * 5)) == "never"
+
+
+def test_a_scene_matches_when_the_question_names_what_the_model_read_there():
+    assert named_in("When did the purple triangle appear?", "purple triangle")
+    assert named_in("when was the background GREEN?", "green")
+    assert not named_in("When did the purple triangle appear?", "green triangle")
+    assert not named_in("When did the purple triangle appear?", "nothing")
+    assert not named_in("When was the background red?", "")
+    assert not named_in("When did the redder square appear?", "red")  # whole words only
+    assert not named_in("When did the purple circle appear?", "purple square")  # all of it, in order
