@@ -12,10 +12,10 @@ engine). Graded, per carrier strategy:
   times >= 2 s from any scene boundary; exact match (``yellow``, ``purple triangle`` / ``nothing``).
 - ``range``: "What colour is the background between A and B?", A-B inside one scene.
 - ``last``: "What is on screen now?" at the end of the file (the last scene's ``describe()``).
-- ``when``: "When did the X appear?" for objects in exactly one scene and "When was the background
-  C?" for backgrounds in exactly one scene: right if the answer names one time, within +-2 s of the
-  scene's start (a model that said yes to every scene would name many); and for two objects that
-  never appear, right if ``never``.
+- ``when``: "When did the X appear?" for every object and "When was the background C?" for every
+  background that appears 1-8 times (adjacent scenes showing it are one appearance): right if the
+  answer names exactly the appearances' starts, each within +-2 s (a model matching every scene, or
+  missing one, is wrong); and for two objects that never appear, right if ``never``.
 - ``captions``: each closed scene's caption against the scene at its middle, exact.
 - ``recall``: for ``at`` questions, whether the evidence (the chunks the answer read) covers the
   asked time. An anchored question's plan fetches the anchor's chunk by its time, so this checks
@@ -52,6 +52,38 @@ def ask(svc, sid: str, policy: str, question: str, **anchor) -> dict:
     return done
 
 
+WHEN_MAX_APPEARANCES = 8  # `when` is asked of things that appear at most this often (answers list them all)
+
+
+def when_questions(truth) -> list[tuple[str, list[float]]]:
+    """ "When did the X appear?" / "When was the background C?" for every object and background of
+    the video that appears 1-8 times, with the starts of its appearances (a run of adjacent scenes
+    showing it is one appearance, as SceneKV answers)."""
+    out = []
+    kinds = (("object", lambda s: s.object_name if s.object else None), ("bg", lambda s: s.background))
+    for kind, key in kinds:
+        starts: dict[str, list[float]] = {}
+        prev = None
+        for s in truth.scenes:
+            k = key(s)
+            if k is not None and k != prev:
+                starts.setdefault(k, []).append(s.start)
+            prev = k
+        for k, st in sorted(starts.items()):
+            if len(st) <= WHEN_MAX_APPEARANCES:
+                q = f"When did the {k} appear?" if kind == "object" else f"When was the background {k}?"
+                out.append((q, st))
+    return out
+
+
+def same_times(answered: list[int], starts: list[float], tol: float = 2.0) -> bool:
+    """Every appearance named once within ``tol`` s of its start, and no other time: a model
+    matching every scene, or missing one, is wrong."""
+    if len(answered) != len(starts):
+        return False
+    return all(abs(a - s) <= tol for a, s in zip(sorted(answered), sorted(starts), strict=True))
+
+
 def grade_video(svc, sid: str, truth, per_kind: int, policy: str = "scenekv") -> dict:
     from scenekv.ingest.world import times_in
     from scenekv.vlm.prompt import clock
@@ -84,21 +116,9 @@ def grade_video(svc, sid: str, truth, per_kind: int, policy: str = "scenekv") ->
     right["last"].append(done["answer"].strip() == truth.scenes[-1].describe())
     record(done)
     names = [s.object_name for s in truth.scenes]
-    backgrounds = [s.background for s in truth.scenes]
-    asked = [
-        (s, f"When did the {s.object_name} appear?")
-        for s in truth.scenes
-        if s.object and names.count(s.object_name) == 1
-    ]
-    asked += [
-        (s, f"When was the background {s.background}?")
-        for s in truth.scenes
-        if backgrounds.count(s.background) == 1
-    ]
-    for s, question in asked:
+    for question, starts in when_questions(truth):
         done = ask(svc, sid, policy, question)
-        times = times_in(done["answer"])  # exactly the one start: a model saying yes to all fails
-        right["when"].append(len(times) == 1 and abs(times[0] - s.start) <= 2.0)
+        right["when"].append(same_times(times_in(done["answer"]), starts))
         record(done)
     absent = [f"{c} {o}" for c in ("white", "black", "red", "blue") for o in ("square", "circle", "triangle")]
     absent = [a for a in absent if a not in names][:2]
@@ -165,10 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for i in range(args.videos):
         path = work / f"bench-{HELD_OUT_BASE + i}-{args.minutes:g}min.mp4"
-        if not path.is_file():
+        if not path.is_file():  # rendered aside and moved in whole: a killed run leaves no half video
+            part = work / "partial" / path.name
+            part.parent.mkdir(exist_ok=True)
             make_world_video(
-                path, seed=HELD_OUT_BASE + i, duration=60 * args.minutes, size=(640, 360), fps=args.render_fps
+                part, seed=HELD_OUT_BASE + i, duration=60 * args.minutes, size=(640, 360), fps=args.render_fps
             )
+            part.with_suffix(".json").replace(path.with_suffix(".json"))
+            part.replace(path)
         videos.append(path)
     print(f"rendered {len(videos)} videos in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     prefix = f"skvbench:{uuid.uuid4().hex[:8]}:"

@@ -246,16 +246,8 @@ class QAEngine:
                 for i, (g, e) in enumerate(zip(groups, ends, strict=True))
             ]
             read = [[g[k] for k in check_indices(len(g))] for g in groups]
-            check_ids = self.answerer.check_ids(question)
-            scan = SceneScan(
-                spans,
-                read,
-                question,
-                lambda c: self.answerer.read(check_ids, c),
-                ContextPlan([_ref_of(f) for g in read for f in g], retrieved=plan.retrieved),
-                self._lock,
-                cancel,
-            )
+            reads = ContextPlan([_ref_of(f) for g in read for f in g], retrieved=plan.retrieved)
+            scan = self._scan(question, spans, read, reads, cancel)
             return Answer(scan, scan.plan, anchor, self.answerer.sink_len + scan.plan.tokens, started)
         anchor_pts = None
         if anchor is not None and now is not None and chunks:
@@ -292,15 +284,20 @@ class QAEngine:
         if any(c.span != c.tokens for c in loaded.values()):
             return None  # M-RoPE: a frame's positions are not its token count, so it cannot be cut
         frames = [check_frames(sp, loaded) for sp in spans]
+        return self._scan(question, spans, frames, scan_plan(spans, frames), cancel)
+
+    def _scan(
+        self,
+        question: str,
+        spans: list[SceneSpan],
+        frames: list[list[KVChunk]],
+        plan: ContextPlan,
+        cancel: threading.Event | None,
+    ) -> SceneScan:
+        """The reads of ``spans`` (each on its ``frames``) as a lazy generation."""
         check_ids = self.answerer.check_ids(question)
         return SceneScan(
-            spans,
-            frames,
-            question,
-            lambda chunks: self.answerer.read(check_ids, chunks),
-            scan_plan(spans, frames),
-            self._lock,
-            cancel,
+            spans, frames, question, lambda c: self.answerer.read(check_ids, c), plan, self._lock, cancel
         )
 
     def _when_context(

@@ -81,7 +81,10 @@ def test_future_anchor_is_a_clear_error(rolling, engine):
 
 
 def test_retrieval_brings_back_a_planted_chunk(store, rolling, engine):
-    """A chunk whose key matches the question's queries is retrieved even far from the anchor."""
+    """Plumbing, not quality: a chunk whose key is planted to match the question's queries (cosine 1
+    by construction) is retrieved even far from the anchor, so scores reach the plan and the
+    evidence. Whether retrieval finds the right part of a real stream is measured on the trained
+    world model (docs/benchmarks.md; tests/test_world_model.py's `when` test)."""
     question = "is there a red car?"
     queries = engine.answerer.queries(engine.answerer.question_ids(question))
     index = store.chunk_index(rolling.sid)

@@ -7,6 +7,7 @@ from scenekv.qa.scene_check import (
     appearances,
     check_frames,
     check_indices,
+    matches,
     named_in,
     scene_spans,
     when_text,
@@ -64,3 +65,10 @@ def test_a_scene_matches_when_the_question_names_what_the_model_read_there():
     assert not named_in("When was the background red?", "")
     assert not named_in("When did the redder square appear?", "red")  # whole words only
     assert not named_in("When did the purple circle appear?", "purple square")  # all of it, in order
+
+
+def test_most_reads_decide_so_one_misread_frame_is_outvoted():
+    q = "When did the black circle appear?"
+    assert matches(q, ["black circle", "black square", "black circle"])
+    assert not matches(q, ["black square", "black circle", "black square"])
+    assert matches(q, ["black circle"]) and not matches(q, []) and not matches(q, ["black circle", "nothing"])
