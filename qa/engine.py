@@ -229,7 +229,7 @@ class QAEngine:
         budget = self.budget_tokens
         if policy.kind == "full":  # everything the model's positions hold
             limit = getattr(self.backend.model.config.get_text_config(), "max_position_embeddings", 0)
-            budget = max(budget, limit - self.answerer.sink_len - 256)
+            budget = max(budget, limit - self.answerer.sink_len - 1024 - 64)  # room for the answer
         picked = policy.refs(refs, budget_tokens=budget)
         loaded = memory.load([c.cid for c in picked])
         targets = policy.targets(sorted(refs, key=lambda c: c.first_pts)) if policy.kind == "uniform" else []
@@ -238,6 +238,9 @@ class QAEngine:
         if self.backend.prompt_format.scene_check and is_when_question(question) and chunks:
             # no SceneTiling here: a baseline's "scenes" are its samples, or fixed windows of frames
             frames = single_frames(chunks)
+            if anchor is not None and now is not None:
+                a, b = anchor.window(now)
+                frames = [f for f in frames if a - 1e-6 <= f.first_pts <= b + 1e-6] or frames
             size = 1 if policy.kind == "uniform" else BASELINE_WINDOW
             groups = [frames[i : i + size] for i in range(0, len(frames), size)]
             ends = [g[0].first_pts for g in groups[1:]] + [now if now is not None else frames[-1].last_pts]
@@ -280,6 +283,8 @@ class QAEngine:
         end = now if now is not None else max(r.last_pts for r in refs)
         window = anchor.window(now) if anchor is not None and now is not None else None
         spans = scene_spans(memory.scene_starts(), refs, end=end, window=window, scores=scores)
+        if not spans and window is None:
+            return None  # no scene records: the planned context answers instead of a blind "never"
         loaded = memory.load(sorted({c.cid for sp in spans for c in sp.refs}))
         if any(c.span != c.tokens for c in loaded.values()):
             return None  # M-RoPE: a frame's positions are not its token count, so it cannot be cut

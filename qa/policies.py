@@ -38,14 +38,14 @@ class MemoryPolicy:
     @classmethod
     def parse(cls, text: str | None) -> MemoryPolicy:
         """``scenekv`` / ``recent`` / ``uniform:32`` / ``full`` (None: ``scenekv``)."""
-        name, _, arg = (text or "scenekv").strip().partition(":")
+        name, _, arg = (text or "scenekv").strip().lower().partition(":")
         if name not in KINDS or (name == "uniform") != bool(arg):
             raise UserError(
                 f"memory policy {text!r}: expected scenekv, recent, uniform:N or full", code="bad_request"
             )
         if name != "uniform":
             return cls(name)
-        if not arg.isdigit() or not 1 <= int(arg) <= 4096:
+        if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= 4096:
             raise UserError(f"memory policy {text!r}: N must be 1-4096", code="bad_request")
         return cls(name, int(arg))
 
@@ -74,7 +74,9 @@ class MemoryPolicy:
         return kept[::-1]
 
     def targets(self, refs: Sequence[ChunkRef]) -> list[float]:
-        """``uniform``'s times: the middles of N equal shares of the stream."""
+        """``uniform``'s times: the middles of N equal shares of the stream (none for no stream)."""
+        if not refs:
+            return []
         a, b = refs[0].first_pts, max(r.last_pts for r in refs)
         n = self.frames
         return [a + (k + 0.5) * (b - a) / n for k in range(n)]

@@ -19,7 +19,9 @@ def test_policies_parse_and_bad_ones_are_one_clear_error():
     assert MemoryPolicy.parse(None) == MemoryPolicy("scenekv")
     assert MemoryPolicy.parse("uniform:32") == MemoryPolicy("uniform", 32)
     assert str(MemoryPolicy.parse("recent")) == "recent" and MemoryPolicy.parse("full").is_baseline
-    for bad in ("uniform", "uniform:0", "uniform:x", "recent:3", "everything"):
+    assert MemoryPolicy.parse("Recent") == MemoryPolicy("recent")
+    assert MemoryPolicy.parse("uniform:4").targets([]) == []  # a stream with nothing yet
+    for bad in ("uniform", "uniform:0", "uniform:x", "uniform:\u00b2", "recent:3", "everything"):
         with pytest.raises(UserError, match="memory policy"):
             MemoryPolicy.parse(bad)
 

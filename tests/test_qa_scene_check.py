@@ -55,6 +55,17 @@ def test_adjacent_matching_scenes_are_one_appearance_and_nothing_is_never():
     assert [(r.start, r.end) for r in runs] == [(10.0, 30.0), (40.0, 49.0)]
     assert when_text(runs) == "at 00:10, 00:40"
     assert when_text(appearances(spans, [False] * 5)) == "never"
+    # a scene between two matches that is not checked (retention dropped it) keeps them apart
+    gapped = [spans[0], spans[2]]
+    assert [(r.start, r.end) for r in appearances(gapped, [True, True])] == [(0.0, 10.0), (20.0, 30.0)]
+
+
+def test_a_windowed_when_reads_and_reports_only_the_window():
+    refs = [ChunkRef(f"c{i}", 10.0 * i, 10.0 * i + 9, 40, 10) for i in range(6)]
+    spans = scene_spans([0.0, 20.0, 40.0], refs, end=59.0, window=(30.0, 59.0))
+    # the scene from 20 s runs into the window: it is read and reported from 30 s; the one that
+    # ended before it is not read
+    assert [(sp.start, sp.end) for sp in spans] == [(30.0, 40.0), (40.0, 59.0)]
 
 
 def test_a_scene_matches_when_the_question_names_what_the_model_read_there():
