@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from scenekv.qa.context import ChunkRef
 from scenekv.qa.scene_check import (
     appearances,
@@ -83,3 +85,33 @@ def test_most_reads_decide_so_one_misread_frame_is_outvoted():
     assert matches(q, ["black circle", "black square", "black circle"])
     assert not matches(q, ["black square", "black circle", "black square"])
     assert matches(q, ["black circle"]) and not matches(q, []) and not matches(q, ["black circle", "nothing"])
+
+
+def test_a_scan_yields_between_reads_stops_on_cancel_and_runs_once():
+    import threading
+
+    from scenekv.qa.context import ContextPlan
+    from scenekv.qa.scene_check import SceneScan
+
+    a, b = chunk(0.0, 3), chunk(3.0, 3)
+    spans = scene_spans([0.0, 3.0], [ref("a", a), ref("b", b)], end=5.0)
+    frames = [check_frames(sp, {"a": a, "b": b}) for sp in spans]
+    said = ["red", "red", "blue", "red", "red", "red"]  # what the model would say, frame by frame
+
+    def scan(cancel=None):
+        question, reads = "When was the background red?", iter(said)
+        lock = threading.Lock()
+        return SceneScan(spans, frames, question, lambda f: next(reads), ContextPlan([]), lock, cancel)
+
+    done = scan()
+    deltas = list(done)
+    # both scenes mostly red: one appearance, from the first scene's start
+    assert deltas[:-1] == [""] * 6 and deltas[-1] == done.text == "at 00:00"
+    assert done.plan.evidence() == [{"start": 0.0, "end": 5.0}]
+    with pytest.raises(RuntimeError, match="once"):
+        list(done)
+    cancel = threading.Event()
+    stopped = scan(cancel)
+    for _ in stopped:
+        cancel.set()
+    assert stopped.finish_reason == "cancelled" and stopped.text == ""
