@@ -5,7 +5,9 @@ by retrieval hold runs of frames from a few scenes, so the model would have to f
 of each matching run and copy its tag. SceneTiling already knows where every scene starts, so the
 context is built from those frames alone: each scene's first frame, sliced out of its stored chunk
 with the KV and time tag it was prefilled with. The model then only matches content and copies the
-tag that follows it, and a whole hour of scenes fits in a few thousand tokens.
+tag that follows it, and a whole hour of scenes fits in a few thousand tokens. This is the path
+for checkpoints that can copy (real ones); one trained with a ``scene_check`` format (the world
+model) reads scene by scene instead (scene_check.py).
 """
 
 from __future__ import annotations
