@@ -189,7 +189,7 @@ class QAEngine:
         anchor's frame pts (None without an anchor)."""
         plan = plan_context(
             refs,
-            window=anchor.window(now) if anchor is not None and now is not None else None,
+            window=_window(anchor, now),
             now=now,
             scores=scores,
             budget_tokens=self.budget_tokens,
@@ -238,8 +238,8 @@ class QAEngine:
         if self.backend.prompt_format.scene_check and is_when_question(question) and chunks:
             # no SceneTiling here: a baseline's "scenes" are its samples, or fixed windows of frames
             frames = single_frames(chunks)
-            if anchor is not None and now is not None:
-                a, b = anchor.window(now)
+            if (window := _window(anchor, now)) is not None:
+                a, b = window
                 frames = [f for f in frames if a - 1e-6 <= f.first_pts <= b + 1e-6] or frames
             size = 1 if policy.kind == "uniform" else BASELINE_WINDOW
             groups = [frames[i : i + size] for i in range(0, len(frames), size)]
@@ -281,7 +281,7 @@ class QAEngine:
         if not (self.backend.prompt_format.scene_check and is_when_question(question) and refs):
             return None
         end = now if now is not None else max(r.last_pts for r in refs)
-        window = anchor.window(now) if anchor is not None and now is not None else None
+        window = _window(anchor, now)
         spans = scene_spans(memory.scene_starts(), refs, end=end, window=window, scores=scores)
         if not spans and window is None:
             return None  # no scene records: the planned context answers instead of a blind "never"
@@ -320,7 +320,7 @@ class QAEngine:
         if not is_when_question(question):
             return None
         starts = memory.scene_starts()
-        window = anchor.window(now) if anchor is not None and now is not None else None
+        window = _window(anchor, now)
         heads = scene_heads(starts, refs, window=window, scores=scores, budget_tokens=self.budget_tokens)
         if not heads:
             return None
@@ -344,6 +344,11 @@ class QAEngine:
         if not refs:
             return {}
         return memory.scores(self.answerer.queries(question_ids), [r.cid for r in refs])
+
+
+def _window(anchor: TimeAnchor | None, now: float | None) -> tuple[float, float] | None:
+    """The anchor's time window on a stream whose newest frame is ``now`` (None without either)."""
+    return anchor.window(now) if anchor is not None and now is not None else None
 
 
 def _ref_of(chunk: KVChunk) -> ChunkRef:

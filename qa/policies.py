@@ -87,27 +87,17 @@ class MemoryPolicy:
         ordered = sorted(chunks, key=lambda c: c.first_pts)
         if self.kind != "uniform":
             return ordered
+        pieces = single_frames(ordered)
         picked: dict[float, KVChunk] = {}
-        frames = [(f.pts, c) for c in ordered for f in c.frames]
         for t in targets:
-            if not frames:
+            if not pieces:
                 break
-            pts, chunk = min(frames, key=lambda pc: abs(pc[0] - t))
-            if chunk.span != chunk.tokens:
-                picked[chunk.first_pts] = chunk
-            else:
-                piece = chunk.frame_at(pts)
-                if piece is not None:
-                    picked[piece.first_pts] = piece
+            piece = min(pieces, key=lambda p: min(abs(f.pts - t) for f in p.frames))
+            picked[piece.first_pts] = piece
         return [picked[k] for k in sorted(picked)]
 
 
 def single_frames(chunks: Sequence[KVChunk]) -> list[KVChunk]:
     """Every frame of ``chunks`` as its own slice, in time order (1-D RoPE; M-RoPE chunks stay whole)."""
-    out = []
-    for c in sorted(chunks, key=lambda c: c.first_pts):
-        if c.span != c.tokens or len(c.frames) == 1:
-            out.append(c)
-            continue
-        out += [p for f in c.frames if (p := c.frame_at(f.pts)) is not None]
-    return out
+    ordered = sorted(chunks, key=lambda c: c.first_pts)
+    return [p for c in ordered for p in (c.split_frames() if c.span == c.tokens else [c])]

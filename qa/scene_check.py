@@ -94,19 +94,13 @@ def scene_spans(
 
 def check_frames(span: SceneSpan, loaded: dict[str, KVChunk]) -> list[KVChunk]:
     """The single-frame slices of the scene the model reads (check_indices over its loaded frames)."""
-    chunks = [loaded[c.cid] for c in span.refs if c.cid in loaded]
+    chunks = sorted((loaded[c.cid] for c in span.refs if c.cid in loaded), key=lambda c: c.first_pts)
+    pieces = [p for c in chunks for p in c.split_frames()]
     hi = span.end + 1e-6 if span.open else span.end - 1e-6
-    held = {f.pts: c for c in chunks for f in c.frames}
-    frames = sorted((p, c) for p, c in held.items() if span.start - 1e-6 <= p < hi)
-    if not frames:  # a scene shorter than a frame step: its one frame sits at the start
-        frames = sorted((p, c) for p, c in held.items() if abs(p - span.start) < 1e-6)
-    out = []
-    for i in check_indices(len(frames)):
-        pts, chunk = frames[i]
-        piece = chunk.frame_at(pts)
-        if piece is not None:
-            out.append(piece)
-    return out
+    inside = [p for p in pieces if span.start - 1e-6 <= p.first_pts < hi]
+    if not inside:  # a scene shorter than a frame step: its one frame sits at the start
+        inside = [p for p in pieces if abs(p.first_pts - span.start) < 1e-6]
+    return [inside[i] for i in check_indices(len(inside))]
 
 
 def named_in(question: str, reading: str) -> bool:
@@ -127,13 +121,13 @@ def matches(question: str, reads: Sequence[str]) -> bool:
 def appearances(spans: Sequence[SceneSpan], said_yes: Sequence[bool]) -> list[SceneSpan]:
     """The scenes that start an appearance: matching scenes, each run of adjacent ones merged."""
     runs: list[SceneSpan] = []
-    prev = False
     for sp, yes in zip(spans, said_yes, strict=True):
-        if yes and prev and runs and abs(runs[-1].end - sp.start) < 1e-6:  # next in time, not only in order
+        if not yes:
+            continue
+        if runs and abs(runs[-1].end - sp.start) < 1e-6:  # the run's last scene is the one just before
             runs[-1] = SceneSpan(runs[-1].start, sp.end, runs[-1].refs + sp.refs, sp.open)
-        elif yes:
+        else:
             runs.append(sp)
-        prev = yes
     return runs
 
 

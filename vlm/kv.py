@@ -88,6 +88,13 @@ class KVChunk:
         frame = next((f for f in self.frames if f.pts >= pts - 1e-6), None)
         if frame is None:
             return None
+        return self._alone(frame)
+
+    def split_frames(self) -> list[KVChunk]:
+        """Every frame as its own chunk, exact slices at their original positions (1-D RoPE only)."""
+        return [self._alone(f) for f in self.frames]
+
+    def _alone(self, frame: FrameSpan) -> KVChunk:
         if len(self.frames) == 1:
             return self
         if self.span != self.tokens:
