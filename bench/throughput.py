@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from scenekv.memory import MemoryStore, RollingConfig
-from scenekv.qa.hub import StreamHub
 from scenekv.vlm import load_backend
+from scenekv.workers.stream_hub import StreamHub
 
 
 def _round_frames(n: int, rng: np.random.Generator) -> list[np.ndarray]:

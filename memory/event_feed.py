@@ -4,7 +4,8 @@ A gateway that held a thread in a 500 ms XREAD per watched stream stopped scalin
 pool's size. Here one XREAD names all the streams a gateway watches, and Redis answers with those
 that have news: N watched streams cost one connection and no thread. On a Redis Cluster each
 stream's keys sit in its own slot and one XREAD may not span slots, so there is one read per slot
-(concurrent, one connection each).
+(concurrent, one connection each); ``read`` returns as soon as any of them has news, and the others
+stay in flight for the next call, so one slot's events never wait for another slot's block.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class EventFeed:
         self._client: aioredis.Redis | aioredis.RedisCluster | None = None
         self._connecting = asyncio.Lock()
         self.cluster = False
+        self._inflight: dict[int, asyncio.Task] = {}  # slot -> its XREAD, kept across calls
 
     async def client(self) -> aioredis.Redis | aioredis.RedisCluster:
         """Connected on first use, in the loop that uses it, once (concurrent first callers share
@@ -61,7 +63,9 @@ class EventFeed:
 
     async def read(self, cursors: Mapping[str, str], block_ms: int = 500) -> list[Event]:
         """Events after each stream's cursor (an event id; "0-0": from the start), waiting up to
-        ``block_ms`` for the first; in log order per stream."""
+        ``block_ms`` for the first; in log order per stream. On a cluster, the slots' reads that
+        have not answered yet carry on into the next call (its cursors reach a slot whose read was
+        still in flight with that read's answer: callers skip events at or before their cursor)."""
         if not cursors:
             await asyncio.sleep(block_ms / 1000)
             return []
@@ -70,13 +74,23 @@ class EventFeed:
         for sid, after in cursors.items():
             key = self.key(sid)
             groups[key_slot(key.encode()) if self.cluster else 0][key] = after
-        replies = await asyncio.gather(*(client.xread(g, block=block_ms) for g in groups.values()))
+        for slot, group in groups.items():
+            if slot not in self._inflight:
+                self._inflight[slot] = asyncio.ensure_future(client.xread(group, block=block_ms))
+        waiting = [self._inflight[slot] for slot in groups]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        replies = []
+        for slot, task in list(self._inflight.items()):
+            if task.done():
+                del self._inflight[slot]
+                replies.append(task.result())  # a failed read raises here: the caller retries
         by_key = {self.key(sid): sid for sid in cursors}
         out: list[Event] = []
         for reply in replies:
             for key, entries in _items(reply):
-                sid = by_key[key.decode() if isinstance(key, bytes) else key]
-                out += [(sid, *e) for e in _decoded(entries)]
+                sid = by_key.get(key.decode() if isinstance(key, bytes) else key)
+                if sid is not None:  # a stream that left while its slot's read was in flight
+                    out += [(sid, *e) for e in _decoded(entries)]
         return out
 
     async def backlog(self, sid: str) -> list[Event]:
@@ -85,6 +99,9 @@ class EventFeed:
         return [(sid, *e) for e in _decoded(await client.xrange(self.key(sid)))]
 
     async def close(self) -> None:
+        for task in self._inflight.values():
+            task.cancel()
+        self._inflight.clear()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

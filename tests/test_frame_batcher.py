@@ -1,6 +1,7 @@
 """The frame batcher: streams share vision batches, each stream's frames stay in order, no stream
-waits more than a batch, one stream's bad frame never fails another's; and a batched vision pass
-gives a stream exactly the memory a lone append gives."""
+waits more than a batch, one stream's bad frame never fails another's, other work (captions) runs
+one step between batches; and a batched vision pass gives a stream exactly the memory a lone append
+gives."""
 
 # ruff: noqa: F811  (pytest fixtures imported from redis_fixtures are redefined as parameters)
 
@@ -12,8 +13,8 @@ import numpy as np
 import torch
 
 from scenekv.memory import RollingConfig
-from scenekv.qa.hub import StreamHub
 from scenekv.workers.frame_batcher import FrameBatcher
+from scenekv.workers.stream_hub import StreamHub
 
 from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
 from tiny_model import frames, tiny
@@ -117,6 +118,86 @@ def test_a_batch_that_fails_as_a_whole_is_run_request_by_request():
         batcher.close()
 
 
+def test_background_work_runs_one_step_between_batches_and_never_delays_frames_more():
+    """Frames that arrive while background work (a caption's tokens) is running go in the next
+    batch, after at most the one step in progress; the background work resumes after them."""
+    order: list = []
+    batcher = None
+    left = [5]
+    submitted = threading.Event()
+
+    def execute(batch):
+        order.append(("batch", [sid for sid, _ in batch]))
+        return [{"sid": sid} for sid, _ in batch]
+
+    def between():
+        if not left[0]:
+            return None
+        left[0] -= 1
+        order.append("step")
+        if left[0] == 3:  # frames arrive during the second step
+            threading.Thread(target=batcher.submit, args=("late", [0])).start()
+            for _ in range(500):
+                if batcher.depth:
+                    break
+                threading.Event().wait(0.01)
+            submitted.set()
+        return 0.0
+
+    batcher = FrameBatcher(execute, between=between)
+    try:
+        assert batcher.submit("first", [0]) == {"sid": "first"}
+        for _ in range(500):
+            if not left[0] and len(order) == 7:
+                break
+            threading.Event().wait(0.01)
+        assert submitted.is_set()
+        assert order == [
+            ("batch", ["first"]),
+            "step",
+            "step",
+            ("batch", ["late"]),  # the late frames went before the third step
+            "step",
+            "step",
+            "step",
+        ], order
+    finally:
+        batcher.close()
+
+
+def test_the_scheduler_captions_closed_scenes_between_batches(store):
+    """Through the real hub: the append that closes a scene returns at once with its caption
+    pending; the scheduler makes and stores the caption afterwards with no further call."""
+    import time
+
+    from scenekv.ingest import make_video, open_source
+
+    path = make_video(store_tmp() / "cut.mp4", duration=12, fps=2, size=(96, 72), cuts=(5.5,))
+    with open_source(path, fps=1.0) as src:
+        video = [(f.pts, f.image) for f in src]
+    hub = StreamHub(tiny(), store, rolling=RollingConfig(window=12, chunk_frames=4), caption_tokens=8)
+    batcher = FrameBatcher(hub.append_batch, between=hub.caption_step)
+    try:
+        sid = hub.open(carriers="pool:4")["stream_id"]
+        closed = [c for i in range(0, len(video), 3) for c in batcher.submit(sid, video[i : i + 3])["closed"]]
+        assert [(c["scene_id"], c["caption"], c["caption_pending"]) for c in closed] == [(0, None, True)]
+        deadline = time.monotonic() + 30
+        while not store.scenes(sid)[0].caption and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.scenes(sid)[0].caption  # made by the scheduler, not by a call of ours
+        assert "scene.captioned" in [t for _, t, _ in store.events(sid)]
+    finally:
+        batcher.close()
+        hub.close()
+
+
+def store_tmp():
+    import pathlib
+    import tempfile
+
+    return pathlib.Path(tempfile.mkdtemp(prefix="scenekv-batcher-"))
+
+
 def test_streams_batched_together_get_the_memory_of_lone_appends(store):
     """Two streams through one vision forward equal the same streams appended alone, bit for bit
     up to float noise: a stream's memory does not depend on who it shared a batch with."""
@@ -175,5 +256,39 @@ def test_four_push_clients_at_once_share_vision_batches(redis_url, prefix):
         shared = sum(c for bound, c in zip([*h["buckets"], None], h["counts"], strict=True) if bound != 1)
         assert stats["frames_encoded"] == 12 * n
         assert shared >= 1, h  # some batch held frames of two or more streams
+    finally:
+        svc.shutdown()
+
+
+def test_awaited_pushes_share_batches_beyond_the_loops_threads(redis_url, prefix):
+    """The gateway's push path awaits the append: with 2 threads for the event loop's blocking
+    hops, 12 streams' frames are still in flight at once and share vision batches of more than 2
+    streams (a push that held a thread for its whole append could not exceed 2)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scenekv.workers.service import SceneKVService
+
+    n, threads = 12, 2
+    svc = SceneKVService(model="tiny-random-llava-onevision", redis_url=redis_url, prefix=prefix, num_cpus=2)
+    try:
+        sids = [svc.start_stream(source="push", carriers="pool:4")["stream_id"] for _ in range(n)]
+
+        async def main():
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads))
+            for t in range(4):
+                image = np.full((384, 384, 3), 20 * t, np.uint8)
+                await asyncio.gather(*(svc.push_frame_async(sid, float(t), image) for sid in sids))
+
+        asyncio.run(main())
+        (stats,) = svc.encoder_stats()
+        h = stats["batch_streams"]
+        widest = max(b for b, c in zip(h["buckets"], h["counts"], strict=False) if c)
+        assert stats["frames_encoded"] == 4 * n
+        assert widest > threads, h
+        for sid in sids:  # every frame once, in order
+            svc.end_stream(sid)
+            info = svc.store.info(sid)
+            assert (info.last_pts, info.next_index) == (3.0, 4), (sid, info)
     finally:
         svc.shutdown()

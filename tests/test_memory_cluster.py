@@ -143,3 +143,47 @@ def test_streams_spread_over_the_cluster_nodes(cluster):
     for sid in sids:
         store.delete_stream(sid)
     assert not set(sids) & set(store.list_streams())
+
+
+def test_one_slots_events_do_not_wait_for_another_slots_read(cluster):
+    """A gateway watches streams in different slots: an event on one arrives while the other
+    slots' blocking reads are still waiting, not after their block runs out."""
+    import asyncio
+
+    from scenekv.memory.event_feed import EventFeed
+
+    url = f"redis+cluster://127.0.0.1:{cluster[0]}"
+    store = MemoryStore(url, "skvf:", ttl_s=600)
+    sids = [store.create_stream(source="push") for _ in range(6)]
+    slots = {store.client.keyslot(store.keys(s).events) for s in sids}
+    assert len(slots) >= 2
+
+    async def main():
+        feed = EventFeed(url, "skvf:")
+        try:
+            cursors = {}
+            for sid in sids:  # skip what creation wrote
+                backlog = await feed.backlog(sid)
+                cursors[sid] = backlog[-1][1] if backlog else "0-0"
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.3, store.add_event, sids[0], "scene.captioned", {"scene": 0, "caption": "x"})
+            t0 = time.monotonic()
+            events = await feed.read(cursors, block_ms=8000)
+            took = time.monotonic() - t0
+            assert [(sid, kind) for sid, _, kind, _ in events] == [(sids[0], "scene.captioned")]
+            assert took < 4.0, took  # the other slots' 8 s reads are still in flight
+            # the next read picks up those reads; news on another stream comes through them
+            cursors[sids[0]] = events[0][1]
+            loop.call_later(0.3, store.add_event, sids[-1], "scene.captioned", {"scene": 1, "caption": "y"})
+            t0 = time.monotonic()
+            later = await feed.read(cursors, block_ms=8000)
+            assert [(sid, kind) for sid, _, kind, _ in later] == [(sids[-1], "scene.captioned")]
+            assert time.monotonic() - t0 < 4.0
+        finally:
+            await feed.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for sid in sids:
+            store.delete_stream(sid)

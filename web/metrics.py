@@ -42,6 +42,11 @@ ENCODER_FIGURES = {
     "questions": ("counter", "Questions started"),
     "queue_depth": ("gauge", "Append calls waiting for the next vision batch"),
     "queue_wait_seconds": ("counter", "Time append calls waited for their batch, summed"),
+    "captions_due": ("gauge", "Closed scenes waiting for their caption"),
+    "caption_steps": ("counter", "Caption work steps (plan, token, store write) run between batches"),
+    "captions_made": ("counter", "Scene captions made and stored"),
+    "caption_retries": ("counter", "Caption tries that failed and were scheduled again"),
+    "captions_given_up": ("counter", "Scene captions left out after their last try"),
 }
 ENCODER_HISTOGRAMS = {
     "batch_streams": "Distinct streams in each vision batch",

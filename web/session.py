@@ -332,19 +332,14 @@ class Connection:
         deadline = time.monotonic() + self.cfg.encoder_wait_s
         delay = 0.2
 
-        def push() -> dict:
-            nonlocal called
-            if called is not None:
-                called(time.perf_counter())
-                called = None
-            return self.service.push_frame(st.sid, frame.pts, rgb)
-
         while True:
-            try:
-                result = await asyncio.to_thread(push)
+            try:  # awaited: a frame waiting for its vision batch holds no thread
+                result = await self.service.push_frame_async(st.sid, frame.pts, rgb, on_call=called)
+                called = None
                 self.gw.encoder_back()
                 return result
             except EncoderUnavailable:
+                called = None  # the gateway's share was observed at the first try
                 self.gw.encoder_down()
                 if time.monotonic() > deadline:
                     return None

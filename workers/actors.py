@@ -1,4 +1,4 @@
-"""Ray actors: thin shells around the pure pipeline (qa.hub.StreamHub, scenekv.ingest).
+"""Ray actors: thin shells around the pure pipeline (workers.stream_hub.StreamHub, scenekv.ingest).
 
 - EncoderActor owns the model (one per GPU/CPU worker) and a StreamHub: it batches frames of every
   stream it serves, closes and captions scenes, and answers questions as a streaming generator.
@@ -40,8 +40,8 @@ def _error_dict(exc: BaseException) -> dict:
 class EncoderActor:
     def __init__(self, model: str, redis_url: str, config: EncoderConfig) -> None:
         from scenekv.memory import MemoryStore
-        from scenekv.qa.hub import StreamHub
         from scenekv.vlm import load_backend
+        from scenekv.workers.stream_hub import StreamHub
 
         self.load_error: BaseException | None = None
         self._model_lock = TimedLock()  # one forward at a time on the model
@@ -61,7 +61,9 @@ class EncoderActor:
             captions=config.captions,
             budget_tokens=config.budget_tokens,
         )
-        self.batcher = FrameBatcher(self._append_batch, max_frames=config.batch_frames)
+        self.batcher = FrameBatcher(
+            self._append_batch, max_frames=config.batch_frames, between=self._caption_step
+        )
 
     @ray.method(concurrency_group="status")
     def stats(self) -> dict:
@@ -80,6 +82,7 @@ class EncoderActor:
             "uptime_s": round(time.time() - self.started, 3),
             **self.counts,
             **self._batch_figures(),
+            **self._caption_figures(),
         }
 
     def _batch_figures(self) -> dict:
@@ -91,6 +94,18 @@ class EncoderActor:
             "queue_wait_seconds": round(batcher.queue_wait_s, 6),
             "batch_streams": batcher.batch_streams.as_dict(),
             "batch_frames": batcher.batch_frames.as_dict(),
+        }
+
+    def _caption_figures(self) -> dict:
+        if self.load_error is not None:
+            return {}
+        due = self.hub.captions_due
+        return {
+            "captions_due": len(due.jobs),
+            "caption_steps": due.counts.steps,
+            "captions_made": due.counts.done,
+            "caption_retries": due.counts.retried,
+            "captions_given_up": due.counts.given_up,
         }
 
     def describe_model(self) -> dict:
@@ -178,15 +193,21 @@ class EncoderActor:
                 results[i] = out
             return results
 
+    def _caption_step(self) -> float | None:
+        """The scheduler's work between vision batches: one step of the first caption that is due."""
+        with self._model_lock:
+            return self.hub.caption_step()
+
     def end(self, sid: str) -> list[dict]:
-        """Close (and caption) the last scene; a stream this actor does not have open (it restarted)
-        is re-opened from Redis first, so its last scene closes all the same."""
+        """Close the last scene and wait for the stream's captions; a stream this actor does not have
+        open (it restarted) is re-opened from Redis first, so its last scene closes all the same.
+        The model lock is taken per step: other streams are encoded between the captions' tokens."""
         with self._model_lock:
             if sid not in self.hub.streams:
                 if self.store.exists(sid) and self.store.info(sid).status == "ended":
                     return []  # ended before (and not continued since): nothing to close
                 self._attach(sid)
-            return self.hub.end(sid)
+        return self.hub.end(sid, hold=self._model_lock)
 
     def detach(self, sid: str) -> None:
         with self._model_lock:
@@ -194,13 +215,7 @@ class EncoderActor:
 
     def caption_missing(self, sid: str) -> int:
         """Caption closed scenes that have none (a stream ingested with captions off); returns how many."""
-        n = 0
-        for scene in self.store.scenes(sid):
-            if scene.closed and not scene.caption and scene.end is not None:
-                with self._model_lock:
-                    self.hub.caption(sid, scene.start, scene.end, scene.index)
-                n += 1
-        return n
+        return self.hub.caption_missing(sid, hold=self._model_lock)
 
     @ray.method(concurrency_group="status")
     def info(self, sid: str) -> dict:

@@ -1,4 +1,5 @@
-"""Frames of many streams through the vision tower together: schedule -> execute -> update.
+"""Frames of many streams through the vision tower together: schedule -> execute -> update, with
+other model work (scene captions) interleaved one step between batches.
 
 The vision tower is almost all of a frame's cost and batches well, but each append call brings one
 stream's frames. Callers (the encoder actor's threads, one per call) submit their frames and wait;
@@ -9,7 +10,9 @@ one scheduler thread repeatedly takes what is pending and runs it as one batch:
 - **execute**: one call for the whole batch (``StreamHub.append_batch``: one vision forward, then
   each stream's own prefill); if the batch as a whole fails, each request is run alone, so one
   stream's bad frame never fails another stream;
-- **update**: every caller gets its own result or error; the batch's size goes to the figures.
+- **update**: every caller gets its own result or error; the batch's size goes to the figures;
+- **between**: one step of background work (``between``: a caption's plan, one of its tokens, or its
+  store write), so a scene close delays the next batch by one decode step, never by a caption.
 
 Arrival order with one request per stream per batch means no stream waits behind another's backlog
 for more than one batch. Plain Python: no Ray here (workers/actors.py is the Ray shell).
@@ -17,6 +20,7 @@ for more than one batch. Plain Python: no Ray here (workers/actors.py is the Ray
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 
 Frames = Sequence  # of (pts, RGB uint8 array)
 BATCH_STREAM_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,9 +75,19 @@ class Histogram:
 
 
 class FrameBatcher:
-    def __init__(self, execute: Callable[[list[tuple[str, Frames]]], list], *, max_frames: int = 32) -> None:
-        """``execute``: runs a batch of (stream id, frames) and returns one result or exception each."""
+    def __init__(
+        self,
+        execute: Callable[[list[tuple[str, Frames]]], list],
+        *,
+        max_frames: int = 32,
+        between: Callable[[], float | None] | None = None,
+    ) -> None:
+        """``execute``: runs a batch of (stream id, frames) and returns one result or exception each.
+        ``between``: one step of other work, run after each batch and while no frames wait; returns
+        None when it has nothing left, 0.0 when it may have more now, else seconds until it has."""
         self._execute = execute
+        self._between = between
+        self.between_errors = 0
         self.max_frames = max_frames
         self._pending: deque[_Request] = deque()
         self._cv = threading.Condition()
@@ -116,17 +131,36 @@ class FrameBatcher:
 
     # -- the loop --------------------------------------------------------------------------------
     def _loop(self) -> None:
+        idle: float | None = None  # how long to wait for frames: forever while nothing else waits
         while True:
-            plan = self.schedule()
+            plan = self.schedule(idle)
             if plan is None:
                 return
-            self.update(plan, self.run(plan))
+            if plan.requests:
+                self.update(plan, self.run(plan))
+            idle = self._step_between()
 
-    def schedule(self) -> BatchPlan | None:
-        """Wait for work; take requests in arrival order, one per stream, up to ``max_frames``."""
+    def _step_between(self) -> float | None:
+        if self._between is None:
+            return None
+        try:
+            return self._between()
+        except Exception:  # the loop must live on; the work's own errors are its own to report
+            self.between_errors += 1
+            log.exception("background step between batches failed")
+            return 1.0
+
+    def schedule(self, idle: float | None = None) -> BatchPlan | None:
+        """Wait for frames (at most ``idle`` s; forever if None); take requests in arrival order, one
+        per stream, up to ``max_frames``. An empty plan: nothing came, run the background work."""
         with self._cv:
-            while not self._pending and not self._closed:
-                self._cv.wait()
+            if idle is None or idle > 0:
+                deadline = None if idle is None else time.monotonic() + idle
+                while not self._pending and not self._closed:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._cv.wait(remaining)
             if self._closed:
                 return None
             taken, streams, frames, left = [], set(), 0, deque()

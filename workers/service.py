@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterator
 
 import numpy as np
 import ray
@@ -119,15 +119,7 @@ class SceneKVService:
                     f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)"
                 )
             pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
-            refs = [e.describe_model.remote() for e in pool.handles.values()]
-            try:
-                described = ray.get(refs, timeout=load_timeout)
-            except ray.exceptions.GetTimeoutError:
-                raise UserError(
-                    f"the encoders did not load {model} within {load_timeout:g} s: the cluster may lack "
-                    "the CPUs or GPUs they ask for (`ray status`), or the checkpoint is slow to read"
-                ) from None
-            self.model = described[0]
+            self.model = _described(pool, model, load_timeout)
             self.pool = pool
         except Exception:
             for actor in pool.handles.values() if pool is not None else ():
@@ -203,13 +195,11 @@ class SceneKVService:
         frame is never lost.
         """
         self._known(sid)
-        with self._lock:
-            unsaved = self._unsaved.setdefault(sid, UnsavedFrames())
-            self._touched[sid] = time.monotonic()
+        unsaved = self._unsaved_of(sid)
         with unsaved.lock:
             unsaved.add(float(pts), image)
             try:
-                result = self._deliver(sid, unsaved, [(float(pts), image)])
+                result = _drive(self._delivery(unsaved, [(float(pts), image)]), self._appender(sid))
             except EncoderUnavailable:
                 raise  # the caller sends it again: keep it
             except BaseException:
@@ -219,6 +209,48 @@ class SceneKVService:
                 unsaved.saved_through(self.store.stored_pts(sid))
         return result
 
+    async def push_frame_async(
+        self, sid: str, pts: float, image: np.ndarray, *, on_call: Callable[[float], None] | None = None
+    ) -> dict:
+        """``push_frame`` for an event loop: the append is an awaited Ray ref, so a frame waiting
+        for its vision batch holds no thread (only the short Redis reads hop to one). One pusher
+        at a time per stream, as in ``push_frame``: the stream's lock is taken without blocking
+        the loop, after the loop's own lock for the stream. ``on_call(t)``: the moment the first
+        append is sent to the encoder (the gateway's share of a frame's latency ends there)."""
+        if sid not in self._streams:
+            await asyncio.to_thread(self._known, sid)
+        # Shielded: a client that goes away mid-frame leaves the frame to finish (a thread would
+        # have), so its copy is kept or dropped by what the encoder did, and the lock is let go.
+        push = asyncio.ensure_future(self._push_async(sid, float(pts), image, on_call))
+        push.add_done_callback(_retrieved)
+        return await asyncio.shield(push)
+
+    async def _push_async(self, sid: str, pts: float, image: np.ndarray, on_call) -> dict:
+        unsaved = self._unsaved_of(sid)
+        async with unsaved.async_lock():
+            while not unsaved.lock.acquire(blocking=False):  # a thread (end, settle) holds it
+                await asyncio.sleep(0.002)
+            try:
+                unsaved.add(pts, image)
+                try:
+                    steps = self._delivery(unsaved, [(pts, image)])
+                    result = await _drive_async(steps, self._appender_async(sid, on_call))
+                except EncoderUnavailable:
+                    raise
+                except BaseException:
+                    unsaved.discard(pts)
+                    raise
+                if len(unsaved) > 8:
+                    unsaved.saved_through(await asyncio.to_thread(self.store.stored_pts, sid))
+            finally:
+                unsaved.lock.release()
+        return result
+
+    def _unsaved_of(self, sid: str) -> UnsavedFrames:
+        with self._lock:
+            self._touched[sid] = time.monotonic()
+            return self._unsaved.setdefault(sid, UnsavedFrames())
+
     def drop_unsent(self, sid: str, after: float | None) -> None:
         """The client was told to send the frames after ``after`` again: drop their copies."""
         unsaved = self._unsaved.get(sid)
@@ -226,15 +258,18 @@ class SceneKVService:
             with unsaved.lock:
                 unsaved.drop_after(after)
 
-    def _deliver(self, sid: str, unsaved: UnsavedFrames, batch: list) -> dict:
-        """Append ``batch``; first replay what a re-opened stream lost (the caller holds unsaved.lock)."""
+    @staticmethod
+    def _delivery(unsaved: UnsavedFrames, batch: list) -> Generator[list, object, dict]:
+        """The appends that deliver ``batch``, replaying first what a re-opened stream lost: yields
+        each append's frames and is sent its result (or thrown its StreamResumed); returns the
+        merged result. The caller holds unsaved.lock; _drive / _drive_async make the calls."""
         if unsaved.replay:
             batch = unsaved.after(unsaved.replay_after)
         for _ in range(3):  # the encoder can die again while frames are replayed
             try:
                 closed: list = []
                 for i in range(0, max(1, len(batch)), 8):
-                    result = self._on(sid, "append", sid, batch[i : i + 8])
+                    result = yield batch[i : i + 8]
                     closed += result.get("closed", [])
                 unsaved.replay = False
                 return {**result, "closed": closed}
@@ -243,13 +278,27 @@ class SceneKVService:
                 batch = unsaved.after(unsaved.replay_after)
         raise EncoderUnavailable("the encoder keeps restarting; send the frame again")
 
+    def _appender(self, sid: str):
+        return lambda frames: self._on(sid, "append", sid, frames)
+
+    def _appender_async(self, sid: str, on_call: Callable[[float], None] | None = None):
+        async def append(frames: list) -> dict:
+            nonlocal on_call
+            name, encoder = await asyncio.to_thread(self.pool.for_stream, sid)
+            if on_call is not None:
+                on_call(time.perf_counter())
+                on_call = None
+            return await self._on_async(sid, "append", sid, frames, found=(name, encoder))
+
+        return append
+
     def _settle(self, sid: str) -> list[dict]:
         """Before a push stream ends or detaches: make sure a restarted encoder has every frame."""
         unsaved = self._unsaved.get(sid)
         if unsaved is None or not len(unsaved):
             return []
         with unsaved.lock:  # an empty append: a re-opened stream answers StreamResumed -> replay
-            return self._deliver(sid, unsaved, [])["closed"]
+            return _drive(self._delivery(unsaved, []), self._appender(sid))["closed"]
 
     def _stream_lock(self, sid: str):
         """The push stream's lock (see UnsavedFrames.lock); nothing to hold for other streams."""
@@ -279,6 +328,21 @@ class SceneKVService:
                 raise _unavailable(exc) from None
         try:
             return ray.get(getattr(encoder, method).remote(*args))
+        except ray.exceptions.RayActorError as exc:
+            raise _unavailable(exc) from None
+
+    async def _on_async(self, sid: str, method: str, *args, found: tuple | None = None):
+        """``_on`` awaiting the call's ref (no thread held while it runs); placement's Redis reads
+        and a move hop to a thread. ``found``: the (name, handle) for_stream gave already."""
+        name, encoder = found or await asyncio.to_thread(self.pool.for_stream, sid)
+        try:
+            return await getattr(encoder, method).remote(*args)
+        except ray.exceptions.RayActorError as exc:
+            moved, encoder = await asyncio.to_thread(self.pool.replace, sid, name)
+            if moved == name:
+                raise _unavailable(exc) from None
+        try:
+            return await getattr(encoder, method).remote(*args)
         except ray.exceptions.RayActorError as exc:
             raise _unavailable(exc) from None
 
@@ -658,6 +722,58 @@ def _progress(decoder: dict, info: dict) -> dict:
         "chunks": info.get("chunks"),
         "scenes": info.get("scenes"),
     }
+
+
+def _described(pool: EncoderPool, model: str, timeout: float) -> dict:
+    """The first encoder's ``describe_model``, once every encoder loaded. The first load error is
+    raised as soon as it comes, not after the others' wait."""
+    refs = [e.describe_model.remote() for e in pool.handles.values()]
+    deadline, pending, first = time.monotonic() + timeout, list(refs), None
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise UserError(
+                f"the encoders did not load {model} within {timeout:g} s: the cluster may lack "
+                "the CPUs or GPUs they ask for (`ray status`), or the checkpoint is slow to read"
+            )
+        described = ray.get(ready[0])  # an encoder's load error is raised here, at once
+        if ready[0] == refs[0]:
+            first = described
+    return first
+
+
+def _retrieved(task: asyncio.Future) -> None:
+    """A shielded push whose caller went away: its outcome is read here, not warned about."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _drive(steps: Generator, call) -> dict:
+    """Run a delivery (SceneKVService._delivery) with blocking calls."""
+    reply, error = None, None
+    while True:
+        try:
+            frames = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            return done.value
+        try:
+            reply, error = call(frames), None
+        except StreamResumed as exc:
+            reply, error = None, exc
+
+
+async def _drive_async(steps: Generator, call) -> dict:
+    """Run a delivery with awaited calls (the event loop's push path)."""
+    reply, error = None, None
+    while True:
+        try:
+            frames = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            return done.value
+        try:
+            reply, error = await call(frames), None
+        except StreamResumed as exc:
+            reply, error = None, exc
 
 
 def _unavailable(exc: BaseException) -> EncoderUnavailable:

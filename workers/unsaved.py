@@ -10,6 +10,7 @@ oldest frame is dropped (and counted), which only matters if Redis falls that fa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import deque
@@ -30,6 +31,14 @@ class UnsavedFrames:
         # the stream's lock: one pusher at a time (frames reach the encoder in order), and attach,
         # end and release of the stream wait for it
         self.lock = threading.RLock()
+        self._async_lock: asyncio.Lock | None = None
+
+    def async_lock(self) -> asyncio.Lock:
+        """The event loop's pushers of this stream in turn (``lock`` is per thread, and every
+        coroutine of the loop is one thread to it)."""
+        if self._async_lock is None:
+            self._async_lock = asyncio.Lock()
+        return self._async_lock
 
     def add(self, pts: float, image: np.ndarray) -> None:
         """Remember a frame (a retry of the newest one replaces it rather than adding it twice)."""

@@ -1,8 +1,9 @@
 """StreamHub: one model serving many streams — encode, segment, caption, answer.
 
-This is the whole live pipeline as plain Python (testable without Ray); workers/ hosts a hub in a
-Ray actor. Frames go into each stream's RollingMemory (device window + Redis); when SceneTiling
-closes a scene, a short caption is generated from that scene's chunks alone and stored with the
+This is the whole live pipeline as plain Python (testable without Ray); workers/actors.py hosts a
+hub in a Ray actor. Frames go into each stream's RollingMemory (device window + Redis); when
+SceneTiling closes a scene, its caption becomes a scheduled job (workers/caption_jobs.py) made from
+that scene's chunks alone, one decode step at a time between vision batches, and stored with the
 scene (a ``scene.captioned`` event tells every gateway); questions are answered by the QAEngine on
 the stream's memory, live window included.
 """
@@ -13,7 +14,9 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 
@@ -30,17 +33,18 @@ from scenekv.memory import (
     WriteFailed,
     WriterBusy,
 )
+from scenekv.qa.engine import Answer, QAEngine
+from scenekv.qa.key_index import KeyIndex
+from scenekv.qa.memory_view import StoreMemory
 from scenekv.vlm import SamplingParams, VLMBackend
 
-from .engine import Answer, QAEngine
-from .key_index import KeyIndex
-from .memory_view import StoreMemory
+from .caption_jobs import CaptionJob, CaptionQueue
 
 log = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "Describe what happens in this part of the video in one short sentence."
-CAPTION_TRIES = 5  # a scene's caption is tried this often (on the next appends) before it is left out
 MEMORY_FAILURES = (WriteFailed, WriterBusy, StreamBusy, StreamNotFound)
+NO_LOCK = contextlib.nullcontext()
 
 
 class StreamHub:
@@ -69,9 +73,9 @@ class StreamHub:
         self.lru = DeviceLRU(lru_bytes)
         self.streams: dict[str, RollingMemory] = {}
         self._lock = threading.RLock()
-        # Scenes whose caption failed (e.g. Redis refused the write): retried on the stream's next
-        # appends and at its end, never failing the frames that closed them.
-        self.pending_captions: dict[str, dict[int, tuple[Scene, int]]] = {}
+        # Closed scenes waiting for their caption: advanced by caption_step (the encoder's scheduler
+        # between vision batches) and drained by end; a failed one is retried, never failing a frame.
+        self.captions_due = CaptionQueue(self._caption_steps, fatal=MEMORY_FAILURES)
 
     # -- streams ------------------------------------------------------------------------------
     def open(
@@ -166,8 +170,7 @@ class StreamHub:
             sid, frames = requests[i]
             try:
                 appended = mems[i].append(frames, f)
-                closed = [self._scene_dict(sid, s) for s in appended.closed]
-                closed += self.retry_captions(sid, skip={s.index for s in appended.closed})
+                closed = [self._scene_dict(s, self._caption_later(sid, s)) for s in appended.closed]
                 out[i] = {"frames": len(appended.records), "last_pts": mems[i].last_pts, "closed": closed}
             except Exception as exc:
                 out[i] = exc
@@ -185,61 +188,68 @@ class StreamHub:
         kwargs = {"index": self.index, "lru": self.lru, "device": self.backend.device}
         return StoreMemory.of(mem, **kwargs) if mem is not None else StoreMemory(self.store, sid, **kwargs)
 
-    def _scene_dict(self, sid: str, scene: Scene, tried: int = 0, *, last_try: bool = False) -> dict:
-        """The closed scene as the caller reports it, captioned. ``tried``: earlier failed tries."""
+    def _caption_later(self, sid: str, scene: Scene) -> CaptionJob | None:
+        if not self.captions:
+            return None
+        return self.captions_due.add(sid, scene.index, scene.start, scene.end)
+
+    def _scene_dict(self, scene: Scene, job: CaptionJob | None) -> dict:
+        """The closed scene as the caller reports it: its caption once made, else None and whether
+        it is still coming (the ``scene.captioned`` event brings it)."""
         out = {"scene_id": scene.index, "start": scene.start, "end": scene.end, "frames": scene.frames}
-        if self.captions:
-            try:
-                out["caption"] = self.caption(sid, scene.start, scene.end, scene.index)
-            except MEMORY_FAILURES:
-                raise  # the stream's memory is unusable: that is the append's failure, not the caption's
-            except Exception as exc:  # the scene is stored and closed; only its caption waits
-                tries = CAPTION_TRIES if last_try else tried + 1
-                if tries < CAPTION_TRIES:
-                    self.pending_captions.setdefault(sid, {})[scene.index] = (scene, tries)
-                log.warning(
-                    "caption of scene %d of %s failed (try %d of %d): %s: %s",
-                    scene.index,
-                    sid,
-                    tries,
-                    CAPTION_TRIES,
-                    type(exc).__name__,
-                    exc,
-                )
-                out["caption"], out["caption_pending"] = None, tries < CAPTION_TRIES  # None: no caption yet
+        if job is not None:
+            out["caption"], out["caption_pending"] = job.text, job.pending
         return out
 
-    def retry_captions(self, sid: str, skip: set[int] = frozenset(), *, last_try: bool = False) -> list[dict]:
-        """Caption again the scenes of ``sid`` whose caption failed; the ones now captioned."""
-        done = []
-        for index, (scene, tried) in sorted(self.pending_captions.get(sid, {}).items()):
-            if index in skip:
-                continue
-            self.pending_captions[sid].pop(index, None)
-            out = self._scene_dict(sid, scene, tried, last_try=last_try)
-            if not out.get("caption_pending"):
-                done.append(out)
-        if not self.pending_captions.get(sid):
-            self.pending_captions.pop(sid, None)
-        return done
+    def caption_step(self, sid: str | None = None) -> float | None:
+        """One unit of caption work (plan, a token, or the store write) on the first due scene: what
+        the encoder's scheduler runs between vision batches. None: nothing waits; 0.0: maybe more
+        now; else seconds until a retry is due. The caller holds the model lock."""
+        return self.captions_due.step(sid)
 
-    def caption(self, sid: str, start: float, end: float, index: int | None = None) -> str:
-        """A caption from the chunks of [start, end] alone (no retrieval), stored with the scene."""
-        mem = self.streams.get(sid)
-        view = self._view(mem, sid)
+    def drain_captions(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> None:
+        """Make every waiting caption of ``sid`` now, step by step, each step under ``hold`` (the
+        model lock: other streams' frames and answers get it between steps)."""
+        while True:
+            with hold:
+                wait = self.caption_step(sid)
+            if wait is None:
+                return
+            if wait > 0:
+                time.sleep(wait)
+
+    def _caption_steps(self, job: CaptionJob) -> Iterator[None]:
+        """A caption from the chunks of the scene alone (no retrieval), one decode step a ``next``;
+        returns the stored text. Reads the live window while the stream is open here, Redis after."""
+        answer = self._caption_answer(job.sid, job.start, job.end)
+        for _ in answer:
+            yield
+        text = answer.text.strip()
+        mem = self.streams.get(job.sid)
+        if mem is not None:
+            mem.flush()  # the scene's own record is written behind; the caption goes on top of it
+        self.store.set_caption(job.sid, job.index, text)
+        return text
+
+    def _caption_answer(self, sid: str, start: float, end: float) -> Answer:
+        view = self._view(self.streams.get(sid), sid)
         last = max(start, end - 1e-3)  # a scene's end is the next scene's start: exclusive
         now = view.now()
         if now is not None:
             last = max(start, min(last, now))  # the stream's last scene ends after its last frame
-        answer = self.engine.ask(
+        return self.engine.ask(
             view, CAPTION_PROMPT, range_=(start, last), params=self.caption_params, top_k=0
         )
-        text = "".join(answer).strip()
-        if index is not None:
-            if mem is not None:
-                mem.flush()  # the scene's own record is written behind; the caption goes on top of it
-            self.store.set_caption(sid, index, text)
-        return text
+
+    def caption_missing(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> int:
+        """Caption the closed scenes that have none (a stream ingested with captions off); how many."""
+        jobs = [
+            self.captions_due.add(sid, s.index, s.start, s.end)
+            for s in self.store.scenes(sid)
+            if s.closed and not s.caption and s.end is not None
+        ]
+        self.drain_captions(sid, hold)
+        return sum(1 for job in jobs if job.text is not None)
 
     def ask(self, sid: str, question: str, **kwargs) -> Answer:
         """Answer on a stream open here (live window included) or on any stored stream."""
@@ -259,44 +269,56 @@ class StreamHub:
             raise StreamNotFound(f"no stream {sid!r}")
         return self.engine.ask(view, question, **kwargs)
 
-    def end(self, sid: str) -> list[dict]:
-        """End of stream: close and caption the last scene, then write everything to Redis and mark
-        the stream ended, so whoever sees it end already finds every caption."""
-        with self._lock:
+    def end(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> list[dict]:
+        """End of stream: close the last scene, make every caption still due, then write everything
+        to Redis and mark the stream ended, so whoever sees it end already finds every caption.
+        ``hold``: the model lock, taken per step (other streams are encoded between them)."""
+        with hold, self._lock:
             mem = self.streams.get(sid)
-        if mem is None:
-            raise StreamNotFound(f"stream {sid!r} is not open here")
+            if mem is None:
+                raise StreamNotFound(f"stream {sid!r} is not open here")
+            try:
+                last = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
+            except BaseException:
+                self._drop(sid)
+                raise
         try:
-            last = mem.close_last_scene()
-            closed = [self._scene_dict(sid, s, last_try=True) for s in last]
-            closed += self.retry_captions(sid, skip={s.index for s in last}, last_try=True)
+            self.drain_captions(sid, hold)
+            with hold:
+                mem.end()
         except BaseException:
-            mem.abandon()  # its lease and writer go; what Redis holds stays (attach continues it)
+            with hold:
+                self._drop(sid)  # its lease and writer go; what Redis holds stays (attach continues it)
             raise
-        finally:
-            with self._lock:
-                self.streams.pop(sid, None)
-                self.pending_captions.pop(sid, None)  # `caption_missing` can still fill them in
-        mem.end()
-        return closed
+        with self._lock:
+            if self.streams.get(sid) is mem:
+                self.streams.pop(sid)
+        return [self._scene_dict(s, job) for s, job in last]
 
-    def forget(self, sid: str) -> None:
-        """Drop a stream whose memory failed (deleted, expired, taken over): no write is attempted."""
+    def _drop(self, sid: str) -> None:
         with self._lock:
             mem = self.streams.pop(sid, None)
-            self.pending_captions.pop(sid, None)
+            self.captions_due.drop(sid)
         if mem is not None:
             with contextlib.suppress(Exception):  # its writes are failing already; do not wait on them
                 mem.abandon()
 
+    def forget(self, sid: str) -> None:
+        """Drop a stream whose memory failed (deleted, expired, taken over): no write is attempted."""
+        self._drop(sid)
+
     def detach(self, sid: str) -> None:
+        """Write the stream's window to Redis and let it go; its waiting captions stay due (they are
+        made from Redis then)."""
         with self._lock:
             mem = self.streams.pop(sid, None)
-            self.pending_captions.pop(sid, None)
         if mem is not None:
             mem.detach()
 
     def close(self) -> None:
+        left = self.captions_due.pending()
+        if left:  # `caption_missing` (scenekv caption) fills them in later
+            log.warning("%d scene captions were still due at shutdown and are left out", left)
         for sid in list(self.streams):
             try:
                 self.detach(sid)
