@@ -29,7 +29,7 @@ from .sources import list_media, media_file
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from .server import Gateway
+    from .context import GatewayContext
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ def error_response(status: int, code: str, message: str, extra: dict[str, str] |
 
 
 class HttpRoutes:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
-        self.static_dir = gateway.config.static_dir.resolve()
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.gw = ctx
+        self.static_dir = ctx.config.static_dir.resolve()
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path

@@ -20,6 +20,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from .config import GatewayConfig
+from .context import GatewayContext
 from .http import HttpRoutes
 from .metrics import GatewayMetrics
 from .session import Connection
@@ -32,16 +33,24 @@ BLOCKING_THREADS = 64  # service calls block (Ray, Redis XREAD): one thread per 
 
 class Gateway:
     def __init__(self, service: Any, config: GatewayConfig | None = None) -> None:
-        self.service = service
-        self.config = config or GatewayConfig()
-        self.metrics = GatewayMetrics()
-        self.registry = StreamRegistry(service, self.metrics, self.config.progress_interval_s)
-        self.connections: set[Connection] = set()
-        self.draining = False
-        self._encoder_down_at: float | None = None  # when a pusher last found the encoder away
+        config = config or GatewayConfig()
+        metrics = GatewayMetrics()
+        registry = StreamRegistry(service, metrics, config.progress_interval_s)
+        self.ctx = GatewayContext(service, config, metrics, registry)
         self.server: Server | None = None
         self.port: int | None = None
-        self._routes = HttpRoutes(self)
+        self._routes = HttpRoutes(self.ctx)
+
+    # what connections and routes share (web/context.py), read here by the gateway itself and tests
+    service = property(lambda self: self.ctx.service)
+    config = property(lambda self: self.ctx.config)
+    metrics = property(lambda self: self.ctx.metrics)
+    registry = property(lambda self: self.ctx.registry)
+    connections = property(lambda self: self.ctx.connections)
+
+    @property
+    def draining(self) -> bool:
+        return self.ctx.draining
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -61,17 +70,6 @@ class Gateway:
         self.port = self.server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.create_task(self._release_idle(), name="release-idle")
 
-    def encoder_down(self) -> None:
-        self._encoder_down_at = time.monotonic()
-
-    def encoder_back(self) -> None:
-        self._encoder_down_at = None
-
-    def encoder_away(self) -> bool:
-        """A pusher found the encoder dead or restarting within the last 3 s (pushers retry every
-        2 s at most while it is away, so this stays true until it is back, and then expires)."""
-        return self._encoder_down_at is not None and time.monotonic() - self._encoder_down_at < 3.0
-
     async def _release_idle(self) -> None:
         """Release push streams nobody feeds or watches (a camera that went away, a closed tab),
         so their device window, lease and writer do not stay held for ever."""
@@ -89,7 +87,7 @@ class Gateway:
         return f"http://{host}:{self.port}/"
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = Connection(ws, self)
+        conn = Connection(ws, self.ctx)
         self.connections.add(conn)
         self.metrics.connections.set(len(self.connections))
         try:
@@ -101,7 +99,7 @@ class Gateway:
     async def drain(self, drain_s: float | None = None) -> None:
         """Stop accepting, tell clients ``go_away``, let in-flight work finish, then close."""
         drain_s = self.config.drain_s if drain_s is None else drain_s
-        self.draining = True
+        self.ctx.draining = True
         if self.server is None:
             return
         self._sweeper.cancel()

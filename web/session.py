@@ -31,11 +31,14 @@ from .streams import StreamState
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from .server import Gateway
+    from .context import GatewayContext
 
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 2000  # messages; a client this far behind is not reading and gets disconnected
+# A JPEG this small (about 320x240) decodes in about a millisecond, less than the hop to a worker
+# thread costs under load; larger images are decoded in a thread so the loop never stalls on one.
+INLINE_DECODE_BYTES = 24 << 10
 
 
 @dataclass
@@ -46,9 +49,9 @@ class _Question:
 
 
 class Connection:
-    def __init__(self, ws: ServerConnection, gateway: Gateway) -> None:
-        self.ws, self.gw = ws, gateway
-        self.service, self.cfg, self.metrics = gateway.service, gateway.config, gateway.metrics
+    def __init__(self, ws: ServerConnection, ctx: GatewayContext) -> None:
+        self.ws, self.gw = ws, ctx
+        self.service, self.cfg, self.metrics = ctx.service, ctx.config, ctx.metrics
         self.id = uuid.uuid4().hex[:10]
         self.outbox: asyncio.Queue[tuple[str, float]] = asyncio.Queue(OUTBOX_LIMIT)  # (message, queued at)
         self._arrived = 0.0  # when the message being handled arrived (perf_counter)
@@ -268,7 +271,7 @@ class Connection:
             if not self.frames.full():
                 self.frames.put_nowait(item)
                 break
-            if self.gw.encoder_away():  # never block the reader then: keepalive must be answered
+            if st.encoder_away():  # never block the reader then: keepalive must be answered
                 st.refused_from = frame.pts
                 raise self._refusal(frame.pts, frame.pts)
             await asyncio.sleep(0.02)  # the encoder is busy: wait for room (backpressure)
@@ -299,7 +302,10 @@ class Connection:
                 self.metrics.gateway_frame.observe(parsed_s + at - dequeued)
 
             try:
-                rgb = await asyncio.to_thread(decode_image, frame.image)
+                if len(frame.image) <= INLINE_DECODE_BYTES:  # faster than the hop to a thread
+                    rgb = decode_image(frame.image)
+                else:
+                    rgb = await asyncio.to_thread(decode_image, frame.image)
                 t0 = time.perf_counter()
                 result = await self._push_waiting(st, frame, rgb, called)
                 if result is None:  # the encoder stayed away: this and every queued frame refused
@@ -336,11 +342,11 @@ class Connection:
             try:  # awaited: a frame waiting for its vision batch holds no thread
                 result = await self.service.push_frame_async(st.sid, frame.pts, rgb, on_call=called)
                 called = None
-                self.gw.encoder_back()
+                st.encoder_back()
                 return result
             except EncoderUnavailable:
                 called = None  # the gateway's share was observed at the first try
-                self.gw.encoder_down()
+                st.encoder_down()
                 if time.monotonic() > deadline:
                     return None
                 await asyncio.sleep(delay)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +47,19 @@ class StreamState:
     tasks: list[asyncio.Task] = field(default_factory=list)
     last_progress: dict | None = None
     decoder_error_sent: bool = False
+    encoder_down_at: float | None = None  # when a pusher last found the stream's encoder away
+
+    def encoder_down(self) -> None:
+        self.encoder_down_at = time.monotonic()
+
+    def encoder_back(self) -> None:
+        self.encoder_down_at = None
+
+    def encoder_away(self) -> bool:
+        """A pusher found this stream's encoder dead or restarting within the last 3 s (pushers
+        retry every 2 s at most while it is away, so this stays true until it is back, then
+        expires). Per stream: with several encoders, one's restart leaves the others' streams be."""
+        return self.encoder_down_at is not None and time.monotonic() - self.encoder_down_at < 3.0
 
     def fan_out(self, message: str) -> None:
         for sub in list(self.subscribers):

@@ -60,8 +60,12 @@ class EncoderPool:
     def known(self, sid: str) -> ray.actor.ActorHandle | None:
         """The stream's encoder as last found here, without asking Redis (for status reads, which
         may be a move behind; calls that change a stream use for_stream)."""
+        name = self.known_name(sid)
+        return self.handles[name] if name is not None else None
+
+    def known_name(self, sid: str) -> str | None:
         name = self._seen.get(sid)
-        return self.handles.get(name) if name is not None else None
+        return name if name in self.handles else None
 
     @classmethod
     def start(
@@ -108,8 +112,7 @@ class EncoderPool:
             self._seen[sid] = seen
             return seen, self.handles[seen]
         if not place:
-            loads = self.placement.loads(self.handles)
-            name = min(self.handles, key=lambda n: loads[n])
+            name = self._by_load()[0]
             return name, self.handles[name]
         return self._place(sid, seen, exclude=())
 
@@ -130,8 +133,7 @@ class EncoderPool:
         return name, handle
 
     def _place(self, sid: str, seen: str | None, exclude) -> tuple[str, ray.actor.ActorHandle]:
-        loads = self.placement.loads(self.handles)
-        order = sorted(self.handles, key=lambda n: (n in exclude, loads[n]))
+        order = self._by_load(exclude)
         choice = next((n for n in order if n not in exclude and self.alive(n)), None)
         if choice is None:  # nothing else answers: stay (the caller waits for Ray's restart)
             if exclude:
@@ -146,6 +148,11 @@ class EncoderPool:
             name = choice
         self._seen[sid] = name
         return name, self.handles[name]
+
+    def _by_load(self, exclude=()) -> list[str]:
+        """Encoders by the streams placed on them, fewest first; ``exclude`` last."""
+        loads = self.placement.loads(self.handles)
+        return sorted(self.handles, key=lambda n: (n in exclude, loads[n]))
 
     def alive(self, name: str, timeout: float = ALIVE_TIMEOUT_S) -> bool:
         try:

@@ -240,7 +240,7 @@ class SceneKVService:
                 except BaseException:
                     unsaved.discard(pts)
                     raise
-                if len(unsaved) > 8:
+                if len(unsaved) > 8 and unsaved.pushes % 8 == 0:  # a Redis read every 8th frame
                     unsaved.saved_through(await asyncio.to_thread(self.store.stored_pts, sid))
             finally:
                 unsaved.lock.release()
@@ -284,11 +284,17 @@ class SceneKVService:
     def _appender_async(self, sid: str, on_call: Callable[[float], None] | None = None):
         async def append(frames: list) -> dict:
             nonlocal on_call
-            name, encoder = await asyncio.to_thread(self.pool.for_stream, sid)
+            # A push stream is placed and moved by this service's pool alone (a file's decoder
+            # moves only its own stream), so the pool's last answer is current: no Redis read.
+            name = self.pool.known_name(sid)
+            if name is not None:
+                found = name, self.pool.handles[name]
+            else:
+                found = await asyncio.to_thread(self.pool.for_stream, sid)
             if on_call is not None:
                 on_call(time.perf_counter())
                 on_call = None
-            return await self._on_async(sid, "append", sid, frames, found=(name, encoder))
+            return await self._on_async(sid, "append", sid, frames, found=found)
 
         return append
 

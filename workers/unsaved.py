@@ -32,6 +32,7 @@ class UnsavedFrames:
         # end and release of the stream wait for it
         self.lock = threading.RLock()
         self._async_lock: asyncio.Lock | None = None
+        self.pushes = 0  # frames added so far
 
     def async_lock(self) -> asyncio.Lock:
         """The event loop's pushers of this stream in turn (``lock`` is per thread, and every
@@ -42,6 +43,7 @@ class UnsavedFrames:
 
     def add(self, pts: float, image: np.ndarray) -> None:
         """Remember a frame (a retry of the newest one replaces it rather than adding it twice)."""
+        self.pushes += 1
         if self.frames and pts == self.frames[-1][0]:
             self.bytes -= self.frames.pop()[1].nbytes
         self.frames.append((pts, image))
