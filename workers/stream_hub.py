@@ -222,6 +222,7 @@ class StreamHub:
         """A caption from the chunks of the scene alone (no retrieval), one decode step a ``next``;
         returns the stored text. Reads the live window while the stream is open here, Redis after."""
         answer = self._caption_answer(job.sid, job.start, job.end)
+        yield  # planned and loaded: the prefill and each token are steps of their own
         for _ in answer:
             yield
         text = answer.text.strip()
