@@ -179,6 +179,7 @@ def test_end_after_the_encoder_died_closes_the_last_scene_and_keeps_every_frame(
     assert [c["scene_id"] for c in closed][-1] == 1 and all(c["caption"] for c in closed)
     scenes = service.scenes(sid)
     assert len(scenes) == 2 and all(s["closed"] for s in scenes)
+    assert all(s["caption"] for s in scenes), scenes  # none lost with the dead encoder's queue
     info = service.store.info(sid)
     assert info.last_pts == frames[-1][0] and info.next_index == len(frames)
 

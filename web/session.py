@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 2000  # messages; a client this far behind is not reading and gets disconnected
-# A JPEG this small (about 320x240) decodes in about a millisecond, less than the hop to a worker
-# thread costs under load; larger images are decoded in a thread so the loop never stalls on one.
+# A JPEG this small (about 320x240) decodes in about a millisecond (and a large picture is drafted
+# down at 1/8 scale), less than the hop to a worker thread costs under load; PNGs and larger images
+# are decoded in a thread, so the loop never stalls on one.
 INLINE_DECODE_BYTES = 24 << 10
 
 
@@ -302,7 +303,7 @@ class Connection:
                 self.metrics.gateway_frame.observe(parsed_s + at - dequeued)
 
             try:
-                if len(frame.image) <= INLINE_DECODE_BYTES:  # faster than the hop to a thread
+                if frame.image[:2] == b"\xff\xd8" and len(frame.image) <= INLINE_DECODE_BYTES:
                     rgb = decode_image(frame.image)
                 else:
                     rgb = await asyncio.to_thread(decode_image, frame.image)

@@ -195,6 +195,8 @@ class EncoderActor:
 
     def _caption_step(self) -> float | None:
         """The scheduler's work between vision batches: one step of the first caption that is due."""
+        if not self.hub.captions_due.jobs:  # nothing due: never queue for the lock behind answers
+            return None
         with self._model_lock:
             return self.hub.caption_step()
 

@@ -63,9 +63,11 @@ class CaptionQueue:
     run: Callable[[CaptionJob], Iterator[None]]
     fatal: tuple[type[BaseException], ...] = ()
     jobs: dict[tuple[str, int], CaptionJob] = field(default_factory=dict)
+    left_out: set[tuple[str, int]] = field(default_factory=set)  # given up: not queued again unasked
     counts: CaptionCounts = field(default_factory=CaptionCounts)
 
     def add(self, sid: str, index: int, start: float, end: float) -> CaptionJob:
+        self.left_out.discard((sid, index))
         job = self.jobs.get((sid, index))
         if job is None:
             job = self.jobs[(sid, index)] = CaptionJob(sid, index, start, end)
@@ -76,6 +78,7 @@ class CaptionQueue:
         keys = [k for k in self.jobs if k[0] == sid]
         for k in keys:
             del self.jobs[k]
+        self.left_out = {k for k in self.left_out if k[0] != sid}
         return len(keys)
 
     def pending(self, sid: str | None = None) -> int:
@@ -86,17 +89,12 @@ class CaptionQueue:
         job is waiting, 0.0 when there may be more to do now, else the seconds until a retry is due.
         The caller holds the model lock."""
         now = time.monotonic()
-        job, wait = None, None
-        for candidate in self.jobs.values():
-            if sid is not None and candidate.sid != sid:
-                continue
-            if candidate.steps is not None or candidate.not_before <= now:
-                job = candidate
-                break
-            due = candidate.not_before - now
-            wait = due if wait is None else min(wait, due)
+        mine = [j for j in list(self.jobs.values()) if sid is None or j.sid == sid]
+        # the one in progress first: one caption's context on the device at a time
+        job = next((j for j in mine if j.steps is not None), None)
+        job = job or next((j for j in mine if j.not_before <= now), None)
         if job is None:
-            return wait
+            return min((j.not_before - now for j in mine), default=None)
         self.counts.steps += 1
         try:
             if job.steps is None:
@@ -130,5 +128,6 @@ class CaptionQueue:
                 return 0.0
             job.given_up = True
             self.counts.given_up += 1
+            self.left_out.add(job.key)
         self.jobs.pop(job.key, None)
         return 0.0

@@ -12,7 +12,7 @@ one scheduler thread repeatedly takes what is pending and runs it as one batch:
   stream's bad frame never fails another stream;
 - **update**: every caller gets its own result or error; the batch's size goes to the figures;
 - **between**: one step of background work (``between``: a caption's plan, one of its tokens, or its
-  store write), so a scene close delays the next batch by one decode step, never by a caption.
+  store write), so a scene close delays the next batch by one caption step, never by a caption.
 
 Arrival order with one request per stream per batch means no stream waits behind another's backlog
 for more than one batch. Plain Python: no Ray here (workers/actors.py is the Ray shell).

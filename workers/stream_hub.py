@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "Describe what happens in this part of the video in one short sentence."
 MEMORY_FAILURES = (WriteFailed, WriterBusy, StreamBusy, StreamNotFound)
+RECOVER_SCENES = 16  # a re-opened stream's newest scenes checked for a caption a crash left out
 NO_LOCK = contextlib.nullcontext()
 
 
@@ -120,6 +121,8 @@ class StreamHub:
                     config=config,
                 )
             self.streams[mem.sid] = mem
+            if sid is not None:  # continued: a crashed predecessor may have left captions due
+                self._caption_uncaptioned(sid)
             return self.describe(mem.sid)
 
     def describe(self, sid: str) -> dict:
@@ -143,7 +146,8 @@ class StreamHub:
         return mem
 
     def append(self, sid: str, frames: Sequence[tuple[float, np.ndarray]]) -> dict:
-        """Encode frames into the stream; returns progress and the scenes this closed (captioned)."""
+        """Encode frames into the stream; returns progress and the scenes this closed (their
+        captions are due: made between batches, announced by ``scene.captioned``)."""
         (result,) = self.append_batch([(sid, frames)])
         if isinstance(result, Exception):
             raise result
@@ -244,11 +248,9 @@ class StreamHub:
 
     def caption_missing(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> int:
         """Caption the closed scenes that have none (a stream ingested with captions off); how many."""
-        jobs = [
-            self.captions_due.add(sid, s.index, s.start, s.end)
-            for s in self.store.scenes(sid)
-            if s.closed and not s.caption and s.end is not None
-        ]
+        scenes = [s for s in self.store.scenes(sid) if s.closed and not s.caption and s.end is not None]
+        with hold:  # the queue is stepped by the scheduler under the same lock
+            jobs = [self.captions_due.add(sid, s.index, s.start, s.end) for s in scenes]
         self.drain_captions(sid, hold)
         return sum(1 for job in jobs if job.text is not None)
 
@@ -271,8 +273,9 @@ class StreamHub:
         return self.engine.ask(view, question, **kwargs)
 
     def end(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> list[dict]:
-        """End of stream: close the last scene, make every caption still due, then write everything
-        to Redis and mark the stream ended, so whoever sees it end already finds every caption.
+        """End of stream: close the last scene, make every caption still due (and those of its
+        recent scenes that a crashed encoder left without one), then write everything to Redis and
+        mark the stream ended, so whoever sees it end already finds every caption.
         ``hold``: the model lock, taken per step (other streams are encoded between them)."""
         with hold, self._lock:
             mem = self.streams.get(sid)
@@ -280,24 +283,49 @@ class StreamHub:
                 raise StreamNotFound(f"stream {sid!r} is not open here")
             try:
                 last = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
+                self._caption_uncaptioned(sid)
             except BaseException:
-                self._drop(sid)
+                self._drop(sid, mem)
                 raise
         try:
-            self.drain_captions(sid, hold)
-            with hold:
-                mem.end()
+            for _ in range(3):  # frames that came while captions were made may close another scene
+                self.drain_captions(sid, hold)
+                with hold:
+                    if self.streams.get(sid) is not mem or mem.closed:
+                        raise StreamNotFound(f"stream {sid!r} was dropped here while it ended")
+                    more = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
+                    last += more
+                    if not more:
+                        mem.end()
+                        break
+            else:
+                with hold:
+                    mem.end()
         except BaseException:
             with hold:
-                self._drop(sid)  # its lease and writer go; what Redis holds stays (attach continues it)
+                self._drop(sid, mem)  # its lease and writer go; what Redis holds stays (attach continues it)
             raise
         with self._lock:
             if self.streams.get(sid) is mem:
                 self.streams.pop(sid)
         return [self._scene_dict(s, job) for s, job in last]
 
-    def _drop(self, sid: str) -> None:
+    def _caption_uncaptioned(self, sid: str, recent: int = RECOVER_SCENES) -> None:
+        """Queue the stream's recent closed scenes that have no caption: an encoder that died
+        after closing them took their due captions with it (a stream ingested with captions off
+        is captioned in full by ``caption_missing``, not here)."""
+        if not self.captions:
+            return
+        for s in self.store.scenes(sid)[-recent:]:
+            due = s.closed and not s.caption and s.end is not None
+            if due and (sid, s.index) not in self.captions_due.left_out:
+                self.captions_due.add(sid, s.index, s.start, s.end)
+
+    def _drop(self, sid: str, mem: RollingMemory | None = None) -> None:
+        """Forget the stream's window and due captions (only if it is still ``mem``, if given)."""
         with self._lock:
+            if mem is not None and self.streams.get(sid) is not mem:
+                return
             mem = self.streams.pop(sid, None)
             self.captions_due.drop(sid)
         if mem is not None:
