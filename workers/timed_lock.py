@@ -4,8 +4,8 @@ Every forward on the encoder's model runs under one lock (frame batches, answer 
 steps). It is FIFO because the work interleaves by taking it once per step: with a plain
 ``threading.Lock`` the thread that just released it (an answer's next token, the scheduler's next
 caption step) usually takes it again before a waiting thread wakes, so a waiting batch could wait
-for a whole answer; here it waits for the steps queued ahead of it, one each. How long calls queue for it says whether the model is the bottleneck, so
-/metrics shows both totals.
+for a whole answer; here it waits for the steps queued ahead of it, one each. How long calls
+queue for it says whether the model is the bottleneck, so /metrics shows both totals.
 """
 
 from __future__ import annotations
