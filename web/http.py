@@ -78,33 +78,33 @@ def error_response(status: int, code: str, message: str, extra: dict[str, str] |
 
 class HttpRoutes:
     def __init__(self, ctx: GatewayContext) -> None:
-        self.gw = ctx
+        self.ctx = ctx
         self.static_dir = ctx.config.static_dir.resolve()
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         result = await self._route(path, request)
         status = result.status_code if result is not None else 101
-        self.gw.metrics.http.labels(path=path if path in _KNOWN_PATHS else "other", status=str(status)).inc()
+        self.ctx.metrics.http.labels(path=path if path in _KNOWN_PATHS else "other", status=str(status)).inc()
         return result
 
     async def _route(self, path: str, request: Request) -> Response | None:
-        cfg = self.gw.config
+        cfg = self.ctx.config
         authorized = token_ok(cfg.token, request.headers, request.path)
         if path == "/ws":
             host = request.headers.get("Host")
             if not origin_ok(request.headers.get("Origin"), host, cfg.allowed_origins):
-                self.gw.metrics.errors.labels(code="forbidden_origin").inc()
+                self.ctx.metrics.errors.labels(code="forbidden_origin").inc()
                 return error_response(403, "forbidden_origin", "this Origin may not open the WebSocket")
             if not authorized:
-                self.gw.metrics.errors.labels(code="unauthorized").inc()
+                self.ctx.metrics.errors.labels(code="unauthorized").inc()
                 return error_response(
                     401,
                     "unauthorized",
                     "missing or wrong token (Authorization: Bearer T or ?token=T)",
                     {"WWW-Authenticate": 'Bearer realm="scenekv"'},
                 )
-            if self.gw.draining:
+            if self.ctx.draining:
                 return error_response(503, "going_away", "the server is shutting down")
             return None  # go on with the WebSocket handshake
         if path == "/healthz":
@@ -113,7 +113,7 @@ class HttpRoutes:
             if not authorized:
                 return error_response(401, "unauthorized", "missing or wrong token")
             await self._refresh_encoder_figures()
-            return response(200, self.gw.metrics.render(), METRICS_CONTENT_TYPE)
+            return response(200, self.ctx.metrics.render(), METRICS_CONTENT_TYPE)
         if path == "/config.json":
             return json_response(200, self._page_config(authorized))
         captions = _CAPTIONS_PATH.match(path)
@@ -131,7 +131,7 @@ class HttpRoutes:
         if any(p.startswith(".") and p not in (".", "..") for p in name.split("/")):  # hidden files
             return error_response(404, "not_found", f"no file {name!r} in the media root")
         try:
-            path = media_file(name, self.gw.config.media_root)
+            path = media_file(name, self.ctx.config.media_root)
         except ProtocolError as exc:
             status = 403 if exc.code == FORBIDDEN_SOURCE else 404
             return error_response(status, exc.code, str(exc))
@@ -156,7 +156,7 @@ class HttpRoutes:
     def _captions(self, sid: str, fmt: str) -> Response:
         """The stream's scene captions as `scenekv caption` writes them (same cues, same normalising)."""
         try:
-            text = self.gw.service.caption_track(sid, fmt)
+            text = self.ctx.service.caption_track(sid, fmt)
         except UserError as exc:
             status = 404 if exc.code in ("unknown_stream", "stream_not_found") else 400
             return error_response(status, exc.code, str(exc))
@@ -166,34 +166,34 @@ class HttpRoutes:
     async def _refresh_encoder_figures(self) -> None:
         """The encoders' figures for this scrape; one that does not answer shows as down."""
         try:
-            snapshot = await asyncio.wait_for(asyncio.to_thread(self.gw.service.encoder_stats), timeout=5)
+            snapshot = await asyncio.wait_for(asyncio.to_thread(self.ctx.service.encoder_stats), timeout=5)
         except Exception as exc:
             snapshot = [{"error": f"{type(exc).__name__}: {exc}"}]
-        self.gw.metrics.encoders.snapshot = snapshot
+        self.ctx.metrics.encoders.snapshot = snapshot
 
     async def _healthz(self) -> Response:
         try:
-            health = await asyncio.wait_for(asyncio.to_thread(self.gw.service.health), timeout=5)
+            health = await asyncio.wait_for(asyncio.to_thread(self.ctx.service.health), timeout=5)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             health = {"redis": {"ok": False, "error": error}, "ray": {"ok": False}, "encoders": []}
         if isinstance(health.get("redis"), dict) and health["redis"].get("url"):
             health["redis"] = {**health["redis"], "url": redact_url(health["redis"]["url"])}
-        ok = all(bool(health.get(part, {}).get("ok")) for part in ("redis", "ray")) and not self.gw.draining
+        ok = all(bool(health.get(part, {}).get("ok")) for part in ("redis", "ray")) and not self.ctx.draining
         body = {
             "ok": ok,
             **health,
-            "model": self.gw.service.model,
-            "redis_how": redact_url(str(getattr(self.gw.service, "redis_how", ""))),
-            "draining": self.gw.draining,
-            "connections": len(self.gw.connections),
-            "streams": len(self.gw.registry.streams),
+            "model": self.ctx.service.model,
+            "redis_how": redact_url(str(getattr(self.ctx.service, "redis_how", ""))),
+            "draining": self.ctx.draining,
+            "connections": len(self.ctx.connections),
+            "streams": len(self.ctx.registry.streams),
         }
         return json_response(200 if ok else 503, body)
 
     def _page_config(self, authorized: bool) -> dict:
-        cfg = self.gw.config
-        model = self.gw.service.model
+        cfg = self.ctx.config
+        model = self.ctx.service.model
         return {
             "model": model.get("model"),
             "random_weights": bool(model.get("random_weights")),

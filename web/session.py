@@ -51,7 +51,7 @@ class _Question:
 
 class Connection:
     def __init__(self, ws: ServerConnection, ctx: GatewayContext) -> None:
-        self.ws, self.gw = ws, ctx
+        self.ws, self.ctx = ws, ctx
         self.service, self.cfg, self.metrics = ctx.service, ctx.config, ctx.metrics
         self.id = uuid.uuid4().hex[:10]
         self.outbox: asyncio.Queue[tuple[str, float]] = asyncio.Queue(OUTBOX_LIMIT)  # (message, queued at)
@@ -91,7 +91,7 @@ class Connection:
             asyncio.ensure_future(self.service.cancel_async(q.qid))  # after the loop above: runs
         self.metrics.frame_queue.dec(self.frames.qsize())
         if self.stream is not None:
-            self.gw.registry.unsubscribe(self.stream, self)
+            self.ctx.registry.unsubscribe(self.stream, self)
             self.stream = None
         writer.cancel()
         self.metrics.outbox.dec(self.outbox.qsize())
@@ -164,7 +164,7 @@ class Connection:
             await self._end()
 
     def _check_open(self) -> None:
-        if self.gw.draining:
+        if self.ctx.draining:
             raise ProtocolError(P.GOING_AWAY, "the server is shutting down; reconnect with your stream_id")
 
     # -- session.start / session.end --------------------------------------------------------------
@@ -204,7 +204,7 @@ class Connection:
             )
         )
         fresh = msg.stream_id is None
-        self.stream = await self.gw.registry.subscribe(
+        self.stream = await self.ctx.registry.subscribe(
             sid, self, push=push, last_pts=info.get("last_pts"), fresh=fresh
         )
         if not fresh:  # a client that attaches sees the scenes closed so far
@@ -223,7 +223,7 @@ class Connection:
     async def _leave_stream(self) -> None:
         if self.stream is not None:
             await self._frames_flushed(self.frames_queued)
-            self.gw.registry.unsubscribe(self.stream, self)
+            self.ctx.registry.unsubscribe(self.stream, self)
             self.stream = None
 
     async def _end(self) -> None:

@@ -284,17 +284,8 @@ class SceneKVService:
     def _appender_async(self, sid: str, on_call: Callable[[float], None] | None = None):
         async def append(frames: list) -> dict:
             nonlocal on_call
-            # A push stream is placed and moved by this service's pool alone (a file's decoder
-            # moves only its own stream), so the pool's last answer is current: no Redis read.
-            name = self.pool.known_name(sid)
-            if name is not None:
-                found = name, self.pool.handles[name]
-            else:
-                found = await asyncio.to_thread(self.pool.for_stream, sid)
-            if on_call is not None:
-                on_call(time.perf_counter())
-                on_call = None
-            return await self._on_async(sid, "append", sid, frames, found=found)
+            called, on_call = on_call, None  # the first append of a delivery only
+            return await self._on_async(sid, "append", sid, frames, on_call=called)
 
         return append
 
@@ -337,10 +328,18 @@ class SceneKVService:
         except ray.exceptions.RayActorError as exc:
             raise _unavailable(exc) from None
 
-    async def _on_async(self, sid: str, method: str, *args, found: tuple | None = None):
-        """``_on`` awaiting the call's ref (no thread held while it runs); placement's Redis reads
-        and a move hop to a thread. ``found``: the (name, handle) for_stream gave already."""
-        name, encoder = found or await asyncio.to_thread(self.pool.for_stream, sid)
+    async def _on_async(self, sid: str, method: str, *args, on_call: Callable[[float], None] | None = None):
+        """``_on`` for a push stream, awaiting the call's ref (no thread held while it runs).
+        A push stream is placed and moved by this service's pool alone (a file's decoder moves
+        only its own stream), so the pool's last answer is current and needs no Redis read; a
+        first placement and a move hop to a thread. ``on_call(t)``: just before the call."""
+        name = self.pool.known_name(sid)
+        if name is not None:
+            encoder = self.pool.handles[name]
+        else:
+            name, encoder = await asyncio.to_thread(self.pool.for_stream, sid)
+        if on_call is not None:
+            on_call(time.perf_counter())
         try:
             return await getattr(encoder, method).remote(*args)
         except ray.exceptions.RayActorError as exc:
@@ -734,7 +733,7 @@ def _described(pool: EncoderPool, model: str, timeout: float) -> dict:
     """The first encoder's ``describe_model``, once every encoder loaded. The first load error is
     raised as soon as it comes, not after the others' wait."""
     refs = [e.describe_model.remote() for e in pool.handles.values()]
-    deadline, pending, first = time.monotonic() + timeout, list(refs), None
+    deadline, pending = time.monotonic() + timeout, list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
         if not ready:
@@ -742,10 +741,8 @@ def _described(pool: EncoderPool, model: str, timeout: float) -> dict:
                 f"the encoders did not load {model} within {timeout:g} s: the cluster may lack "
                 "the CPUs or GPUs they ask for (`ray status`), or the checkpoint is slow to read"
             )
-        described = ray.get(ready[0])  # an encoder's load error is raised here, at once
-        if ready[0] == refs[0]:
-            first = described
-    return first
+        ray.get(ready[0])  # an encoder's load error is raised here, at once
+    return ray.get(refs[0])
 
 
 def _retrieved(task: asyncio.Future) -> None:

@@ -248,9 +248,8 @@ class StreamHub:
 
     def caption_missing(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> int:
         """Caption the closed scenes that have none (a stream ingested with captions off); how many."""
-        scenes = [s for s in self.store.scenes(sid) if s.closed and not s.caption and s.end is not None]
         with hold:  # the queue is stepped by the scheduler under the same lock
-            jobs = [self.captions_due.add(sid, s.index, s.start, s.end) for s in scenes]
+            jobs = self._queue_uncaptioned(sid)
         self.drain_captions(sid, hold)
         return sum(1 for job in jobs if job.text is not None)
 
@@ -288,19 +287,16 @@ class StreamHub:
                 self._drop(sid, mem)
                 raise
         try:
-            for _ in range(3):  # frames that came while captions were made may close another scene
+            for attempt in range(3):  # frames that came while captions were made may close a scene
                 self.drain_captions(sid, hold)
                 with hold:
                     if self.streams.get(sid) is not mem or mem.closed:
                         raise StreamNotFound(f"stream {sid!r} was dropped here while it ended")
                     more = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
                     last += more
-                    if not more:
+                    if not more or attempt == 2:
                         mem.end()
                         break
-            else:
-                with hold:
-                    mem.end()
         except BaseException:
             with hold:
                 self._drop(sid, mem)  # its lease and writer go; what Redis holds stays (attach continues it)
@@ -314,12 +310,21 @@ class StreamHub:
         """Queue the stream's recent closed scenes that have no caption: an encoder that died
         after closing them took their due captions with it (a stream ingested with captions off
         is captioned in full by ``caption_missing``, not here)."""
-        if not self.captions:
-            return
-        for s in self.store.scenes(sid)[-recent:]:
-            due = s.closed and not s.caption and s.end is not None
-            if due and (sid, s.index) not in self.captions_due.left_out:
-                self.captions_due.add(sid, s.index, s.start, s.end)
+        if self.captions:
+            self._queue_uncaptioned(sid, recent, retry_left_out=False)
+
+    def _queue_uncaptioned(
+        self, sid: str, recent: int | None = None, *, retry_left_out: bool = True
+    ) -> list[CaptionJob]:
+        """Jobs for the closed scenes of ``sid`` (of its ``recent`` newest scenes) that have no
+        caption; ``retry_left_out`` off: not those whose caption was given up here."""
+        scenes = self.store.scenes(sid)
+        return [
+            self.captions_due.add(sid, s.index, s.start, s.end)
+            for s in (scenes[-recent:] if recent else scenes)
+            if s.closed and not s.caption and s.end is not None
+            if retry_left_out or (sid, s.index) not in self.captions_due.left_out
+        ]
 
     def _drop(self, sid: str, mem: RollingMemory | None = None) -> None:
         """Forget the stream's window and due captions (only if it is still ``mem``, if given)."""
