@@ -15,6 +15,7 @@ COPY memory memory
 COPY qa qa
 COPY workers workers
 COPY web web
+COPY world world
 RUN pip install --no-cache-dir .
 ENV HF_HOME=/cache/huggingface
 ENTRYPOINT ["scenekv"]

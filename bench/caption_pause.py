@@ -41,7 +41,8 @@ def _frames(n_streams: int, rounds: int, scene_frames: int, size: tuple[int, int
     1 fps; the others: one still frame of it each, so only stream 0 closes scenes."""
     import tempfile
 
-    from scenekv.ingest import make_video, open_source
+    from scenekv.ingest import open_source
+    from scenekv.world.cut_video import make_video
 
     h, w = size
     cuts = [t + 0.5 for t in range(scene_frames, rounds, scene_frames)]

@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from scenekv.ingest import make_video, open_source
+from scenekv.ingest import open_source
+from scenekv.world.cut_video import make_video
 
 FPS_IN = 25
 SIZE = (1280, 720)

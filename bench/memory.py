@@ -239,8 +239,8 @@ def capped_day(
 ) -> dict:
     """A live stream of ``hours`` of stream time (a frame every ``step`` s, scenes of ``scene_s``) under the
     serve defaults' tiers and a byte cap: Redis bytes and the full tier sampled as it runs."""
-    from scenekv.cmd_memory import tiers
     from scenekv.memory import Retention
+    from scenekv.memory.usage import tiers
 
     store = MemoryStore(url, "bench:", ttl_s=None)
     backend = SyntheticBackend()

@@ -2,7 +2,7 @@
 
     python bench/qa.py --videos 2 --minutes 10 --carriers native,pool:16,mean:1 [--json out.json]
 
-Each video is rendered from a seed no training run uses (scenekv.ingest.world, 640x360, x264 at
+Each video is rendered from a seed no training run uses (scenekv.world, 640x360, x264 at
 ``--render-fps``), ingested like any user file (``ingest_file``: Ray decoder and encoder actors,
 SceneTiling, Redis memory) once per carrier strategy, and asked questions whose answers its
 ground-truth sidecar knows, through ``SceneKVService.ask`` (anchors, retrieval, re-rotation, the QA
@@ -42,7 +42,7 @@ import time
 import uuid
 from pathlib import Path
 
-HELD_OUT_BASE = 700_000  # world_train renders 100000+ (train) and 900000+ (held-out eval): neither
+HELD_OUT_BASE = 700_000  # training renders 100000+ and 900000+ (held-out eval; world/recipe.py): neither
 
 
 def ask(svc, sid: str, policy: str, question: str, **anchor) -> dict:
@@ -85,8 +85,8 @@ def same_times(answered: list[int], starts: list[float], tol: float = 2.0) -> bo
 
 
 def grade_video(svc, sid: str, truth, per_kind: int, policy: str = "scenekv") -> dict:
-    from scenekv.ingest.world import times_in
-    from scenekv.vlm.prompt import clock
+    from scenekv.units import clock
+    from scenekv.world.grading import interior_times, times_in
 
     right: dict[str, list[bool]] = {k: [] for k in ("at", "range", "last", "when", "captions", "recall")}
     tokens, ttft = [], []
@@ -96,7 +96,7 @@ def grade_video(svc, sid: str, truth, per_kind: int, policy: str = "scenekv") ->
         if done.get("ttft_ms") is not None:
             ttft.append(done["ttft_ms"])
 
-    for i, t in enumerate(truth.interior_times(per_kind)):
+    for i, t in enumerate(interior_times(truth, per_kind)):
         scene = truth.scene_at(t)
         if i % 2 == 0:
             done = ask(svc, sid, policy, f"What colour is the background at {clock(t)}?")
@@ -175,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import redis
 
-    from scenekv.cmd_ingest_common import ingest_file
-    from scenekv.ingest.world import load_truth, make_world_video
+    from scenekv.workers.bulk_ingest import ingest_file
     from scenekv.workers.service import SceneKVService
+    from scenekv.world.render import make_world_video
+    from scenekv.world.truth import load_truth
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="scenekv-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Streams of 1 h, 6 h and 24 h at 1 fps (8-frame chunks of ``pool:16``-sized segments, 24 tokens a
 frame, int8 at rest, a scene every 30 s) are written straight into a private Redis as real chunk
 blobs and retrieval keys of the model's KV geometry; then questions go through the real QA path
-(``StoreMemory`` + ``QAEngine``: index, retrieval scores, chunk loads, re-rotation, prefill, first
+(``MemoryView`` + ``QAEngine``: index, retrieval scores, chunk loads, re-rotation, prefill, first
 token). Bytes read are Redis's own count (``INFO stats`` ``total_net_output_bytes``) around each
 question; the first question of a stream warms the retrieval index and is reported apart.
 
@@ -29,7 +29,8 @@ from scenekv.memory import MemoryStore, chunk_keys, encode_chunk
 from scenekv.memory.local_redis import LocalRedis
 from scenekv.qa.engine import QAEngine
 from scenekv.qa.key_index import KeyIndex
-from scenekv.qa.memory_view import StoreMemory
+from scenekv.qa.memory_view import MemoryView
+from scenekv.units import clock
 from scenekv.vlm import FrameSpan, KVChunk, SamplingParams, load_backend
 
 TOKENS_PER_FRAME = 24
@@ -102,10 +103,9 @@ def main() -> None:
                 for q in range(args.questions + 1):
                     at = (q + 1) * hours * 3600 / (args.questions + 2)
                     before = sent(client)
-                    memory = StoreMemory(store, sid, index=index if kept else None)
-                    clock = f"{int(at // 3600)}:{int(at % 3600 // 60):02d}:{int(at % 60):02d}"
+                    memory = MemoryView(store, sid, index=index if kept else None)
                     params = SamplingParams(max_new_tokens=4)
-                    answer = engine.ask(memory, f"What happened at {clock}?", params=params)
+                    answer = engine.ask(memory, f"What happened at {clock(at)}?", params=params)
                     list(answer)
                     reads.append(sent(client) - before)
                     ttfts.append(answer.ttft_ms or 0.0)

@@ -6,7 +6,7 @@
 SceneKV (measured at every length). One stream, 1 fps, ``pool:16`` carriers, the real memory path:
 ``RollingMemory`` over a real Redis (REDIS_URL or 127.0.0.1:6379, a private key prefix deleted at
 the end), frames appended in batches of 8. When the stream reaches each length we flush the writer
-and time, from the question to the first token: ``StoreMemory.of(rolling)`` (Redis index + export
+and time, from the question to the first token: ``MemoryView.of(rolling)`` (Redis index + export
 of the device window) and ``QAEngine.ask`` (retrieval scores, context plan under the token budget,
 chunk load from Redis, re-rotation, question prefill, first token), ``max_new_tokens=1``, median of
 ``--repeats``. Ingest (vision + carriers + prefill + Redis) is paid once per frame and reported
@@ -50,7 +50,7 @@ import torch
 
 from scenekv.memory import MemoryStore, RollingConfig, RollingMemory, redis_url_default
 from scenekv.qa.engine import QAEngine
-from scenekv.qa.memory_view import StoreMemory
+from scenekv.qa.memory_view import MemoryView
 from scenekv.vlm import SamplingParams, VisionFeatures, VLMBackend, load_backend
 from scenekv.vlm.kv import build_cache
 
@@ -113,7 +113,7 @@ def time_question(engine: QAEngine, rolling: RollingMemory, device: torch.device
     """Seconds from the question to its first token, and the answer's usage (memory_tokens ...)."""
     sync(device)
     t0 = time.perf_counter()
-    memory = StoreMemory.of(rolling)
+    memory = MemoryView.of(rolling)
     answer = engine.ask(memory, QUESTION, params=SamplingParams(max_new_tokens=1))
     first = None
     for _ in answer:  # one token at most; a random model may pick EOS, which yields no delta

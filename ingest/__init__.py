@@ -2,7 +2,7 @@
 
 Public API (stable; later layers call exactly these)::
 
-    from scenekv.ingest import open_source, PushSource, Frame, make_video
+    from scenekv.ingest import open_source, Frame
 
     with open_source("talk.mp4", fps=1.0, max_side=384) as src:   # or rtsp://, http(s)://, udp://...
         for frame in src:              # Frame(index, pts, image); image is HxWx3 uint8 RGB
@@ -13,18 +13,16 @@ Public API (stable; later layers call exactly these)::
   queue_size=2, reconnect=None, options=None) -> Source``
 - ``Source``: iterator of :class:`Frame`, ``close()``, context manager, ``.stats`` (:class:`SourceStats`),
   ``.start_time``, ``.live``.
-- ``PushSource(*, fps=1.0, size=None, max_side=None, queue_size=2)`` with thread-safe
-  ``push(pts, image)`` (array or JPEG/PNG bytes) and ``close()``.
+- ``images.decode_image(data, *, max_side=VISION_MAX_SIDE, max_pixels=...)``: a pushed JPEG / PNG / WebP frame
+  to an upright RGB array (EXIF orientation applied), refusing what a server must not decode.
 - ``Reconnect(initial, factor, max_delay, max_attempts, give_up_after)``: live backoff policy.
-- ``make_video(path, *, duration, fps, size, cuts, codec, gop, start_time, vfr, rotation, audio)``,
-  ``make_audio``, ``frame_times``, ``read_frame_number``: synthetic test media.
 - Errors: subclasses of :class:`scenekv.errors.UserError` in :mod:`scenekv.ingest.errors`.
 
 Timestamps: ``pts`` is seconds on the media's own timeline, ``frame.pts * time_base`` minus the
 container's start time, so the first frame of a file is at (about) 0 even when the file starts at
 10 s, matching what players show and what ``ffmpeg -ss`` means. ``source.start_time`` holds that
-offset. For live sources pts 0 is the first frame received (see :mod:`scenekv.ingest.live`); push
-sources use the pusher's pts as given.
+offset. For live sources pts 0 is the first frame received (see :mod:`scenekv.ingest.live`); pushed
+frames keep the pusher's pts (the web layer checks them).
 
 Sampling at ``fps`` keeps, for each slot ``k / fps``, the first frame whose pts is at or after it,
 never two frames for one slot (see :mod:`scenekv.ingest.sampling`). Only kept frames are converted
@@ -43,40 +41,28 @@ if TYPE_CHECKING:
     from .base import Frame, Source, SourceStats
     from .errors import DamagedMediaWarning, IngestError, SourceLostWarning
     from .live import Reconnect
-    from .push import PushSource
     from .source import open_source
-    from .synthetic import frame_times, make_audio, make_video, read_frame_number
 
 _EXPORTS = {
     "Frame": "base",
     "Source": "base",
     "SourceStats": "base",
     "open_source": "source",
-    "PushSource": "push",
     "Reconnect": "live",
     "IngestError": "errors",
     "DamagedMediaWarning": "errors",
     "SourceLostWarning": "errors",
-    "make_video": "synthetic",
-    "make_audio": "synthetic",
-    "frame_times": "synthetic",
-    "read_frame_number": "synthetic",
 }
 
 __all__ = [
     "DamagedMediaWarning",
     "Frame",
     "IngestError",
-    "PushSource",
     "Reconnect",
     "Source",
     "SourceLostWarning",
     "SourceStats",
-    "frame_times",
-    "make_audio",
-    "make_video",
     "open_source",
-    "read_frame_number",
 ]
 
 

@@ -48,13 +48,15 @@ class InvalidOption(IngestError):
 
 
 class InvalidImage(IngestError):
-    """An image pushed into a :class:`~scenekv.ingest.push.PushSource` cannot be used."""
+    """Pushed image bytes that are not a JPEG, PNG or WebP picture (ingest/images.py)."""
 
     code = "invalid_image"
 
 
-class SourceClosed(IngestError):
-    code = "source_closed"
+class ImageTooLarge(InvalidImage):
+    """A pushed image with more pixels than a server decodes (refused from its header)."""
+
+    code = "image_too_large"
 
 
 class DamagedMediaWarning(UserWarning):

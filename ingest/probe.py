@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import av
 
+from scenekv.units import parse_seconds
+
 from .errors import (
     EmptySource,
     IngestError,
@@ -147,10 +149,10 @@ class VideoInfo:
         return self.keyframes[i - 1] if i else None
 
 
-def _hms(text: str) -> float | None:
+def _tag_seconds(text: str) -> float | None:
+    """A duration tag (Matroska writes ``00:00:05.000000000``) in seconds; None when unreadable."""
     try:
-        h, m, sec = text.split(":")
-        return int(h) * 3600 + int(m) * 60 + float(sec)
+        return parse_seconds(text)
     except ValueError:
         return None
 
@@ -173,7 +175,7 @@ def describe(container: av.container.InputContainer, stream: av.video.stream.Vid
         start = stream.start_time if stream.start_time is not None else 0
         duration = float((start + stream.duration) * tb) - origin
     elif "DURATION" in stream.metadata:  # Matroska keeps per-stream durations in tags
-        duration = _hms(stream.metadata["DURATION"])
+        duration = _tag_seconds(stream.metadata["DURATION"])
     elif container.duration is not None and len(container.streams) == 1:
         duration = container.duration / 1_000_000
     keyframes: list[float] = []
@@ -195,3 +197,13 @@ def describe(container: av.container.InputContainer, stream: av.video.stream.Vid
         codec=cc.name,
         keyframes=keyframes,
     )
+
+
+def media_duration(path: str) -> float | None:
+    """The video stream's duration in seconds on the pts timeline (None when the file declares none).
+
+    Raises the same clean errors as opening the file for decoding; the rule is ``describe``'s, so a
+    duration here is the one the decoders and range splits see.
+    """
+    with open_file(path) as container:
+        return describe(container, video_stream(container, path)).duration

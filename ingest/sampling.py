@@ -28,10 +28,10 @@ class Sampler:
     """Applies the slot rule to a monotonically increasing sequence of pts (seconds).
 
     ``fps=None`` keeps every frame (still never one whose pts does not increase). ``origin`` is the time
-    of slot 0; ``None`` anchors the grid at the first pts offered (live and push sources).
+    of slot 0.
     """
 
-    def __init__(self, fps: float | None, origin: float | None = 0.0) -> None:
+    def __init__(self, fps: float | None, origin: float = 0.0) -> None:
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
             raise InvalidOption(f"fps must be a positive number, got {fps}")
         self.fps = fps
@@ -42,15 +42,13 @@ class Sampler:
 
     @property
     def next_time(self) -> float:
-        """Earliest pts the next kept frame may have (only meaningful once the origin is known)."""
+        """Earliest pts the next kept frame may have."""
         if self.fps is None:
             return -math.inf if self.last_kept is None else self.last_kept + EPS
-        return (self.origin or 0.0) + self._next_slot / self.fps
+        return self.origin + self._next_slot / self.fps
 
     def want(self, pts: float) -> bool:
         """Would a frame at ``pts`` be kept? (Does not change state.)"""
-        if self.origin is None:
-            return True
         if self.last_kept is not None and pts <= self.last_kept + EPS / 2:
             return False
         return pts >= self.next_time - EPS
@@ -63,21 +61,19 @@ class Sampler:
         if self.fps is None:
             self.last_kept = t - EPS
             return
-        self._next_slot = max(self._next_slot, math.ceil((t - (self.origin or 0.0)) * self.fps - EPS))
+        self._next_slot = max(self._next_slot, math.ceil((t - self.origin) * self.fps - EPS))
 
     def observe(self, pts: float) -> None:
         """A frame before a range's start, decoded but not offered: after any frame at ``pts`` a
         whole-file pass waits for the first slot strictly after it, kept or not. So a range that sees
         its start's predecessor continues the one-pass sampling exactly (a slot that straddles the
         boundary is served by the first frame at or after the start)."""
-        if self.fps is None or self.origin is None:
+        if self.fps is None:
             return
         self._next_slot = math.floor((pts - self.origin) * self.fps + EPS) + 1
 
     def take(self, pts: float) -> bool:
         """Offer a frame; returns True (and advances past its slot) if it is kept."""
-        if self.origin is None:
-            self.origin = pts
         if not self.want(pts):
             return False
         if self.fps is not None:

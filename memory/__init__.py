@@ -26,64 +26,67 @@ Public API (qa/ and workers/ build on exactly these)::
         .push(pts, signature) -> list[Scene]; .flush() -> list[Scene]
     offline_scenes(pts, signatures, ...) -> list[Scene]
     Retention(keep_s, keep_bytes, max_s, max_bytes); enforce(store, sid, policy)   # incremental walks
+
+The names are imported on first use, so ``scenekv.memory.<module>`` of a torch-free part (schema,
+scripts, redis_conn, records, streams, scenes, events, event_feed) loads without torch: the
+gateway reads events that way.
 """
 
-from .codec import ChunkKeys, CorruptBlob, chunk_keys, decode_chunk, decode_keys, encode_chunk, encode_keys
-from .lru import DeviceLRU
-from .quant import DEFAULT_KV_DTYPE, KV_DTYPES
-from .retention import Retention, RetentionReport, enforce, representative
-from .rolling import Appended, RollingConfig, RollingMemory, StreamBusy
-from .scenetiling import Scene, SceneTiler, TilingParams, offline_scenes
-from .schema import DEFAULT_PREFIX, StreamKeys, new_sid
-from .store import (
-    ChunkMeta,
-    ChunkNotFound,
-    MemoryStore,
-    SceneInfo,
-    StreamExists,
-    StreamInfo,
-    StreamNotFound,
-    chunk_id,
-    redis_url_default,
-)
-from .writer import ChunkWriter, WriteFailed, WriterBusy
+from __future__ import annotations
 
-__all__ = [
-    "TilingParams",
-    "DEFAULT_KV_DTYPE",
-    "KV_DTYPES",
-    "DEFAULT_PREFIX",
-    "Appended",
-    "ChunkKeys",
-    "ChunkMeta",
-    "ChunkNotFound",
-    "ChunkWriter",
-    "CorruptBlob",
-    "DeviceLRU",
-    "MemoryStore",
-    "Retention",
-    "RetentionReport",
-    "RollingConfig",
-    "RollingMemory",
-    "Scene",
-    "SceneInfo",
-    "SceneTiler",
-    "StreamBusy",
-    "StreamExists",
-    "StreamInfo",
-    "StreamKeys",
-    "StreamNotFound",
-    "WriteFailed",
-    "WriterBusy",
-    "chunk_id",
-    "chunk_keys",
-    "decode_chunk",
-    "decode_keys",
-    "encode_chunk",
-    "encode_keys",
-    "enforce",
-    "new_sid",
-    "offline_scenes",
-    "redis_url_default",
-    "representative",
-]
+import importlib
+
+# name -> the module that defines it
+_EXPORTS = {
+    "Appended": "rolling",
+    "ChunkKeys": "codec",
+    "ChunkMeta": "records",
+    "ChunkNotFound": "records",
+    "ChunkWriter": "writer",
+    "CorruptBlob": "codec",
+    "DEFAULT_KV_DTYPE": "quant",
+    "DEFAULT_PREFIX": "schema",
+    "DeviceLRU": "lru",
+    "KV_DTYPES": "quant",
+    "MemoryStore": "store",
+    "Retention": "retention",
+    "RetentionReport": "retention",
+    "RollingConfig": "rolling",
+    "RollingMemory": "rolling",
+    "Scene": "scenetiling",
+    "SceneInfo": "records",
+    "SceneTiler": "scenetiling",
+    "StreamBusy": "records",
+    "StreamExists": "records",
+    "StreamInfo": "records",
+    "StreamKeys": "schema",
+    "StreamNotFound": "records",
+    "TilingParams": "scenetiling",
+    "WriteFailed": "writer",
+    "WriterBusy": "writer",
+    "chunk_id": "chunks",
+    "chunk_keys": "codec",
+    "decode_chunk": "codec",
+    "decode_keys": "codec",
+    "encode_chunk": "codec",
+    "encode_keys": "codec",
+    "enforce": "retention",
+    "new_sid": "schema",
+    "offline_scenes": "scenetiling",
+    "redis_url_default": "redis_conn",
+    "representative": "retention",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

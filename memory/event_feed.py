@@ -17,8 +17,9 @@ from collections.abc import Mapping
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from .events import decode_event
+from .redis_conn import CLUSTER_SCHEME
 from .schema import keys_for
-from .store import CLUSTER_SCHEME, decode_event
 
 Event = tuple[str, str, str, dict]  # (stream id, event id, type, data)
 
@@ -35,7 +36,7 @@ class EventFeed:
     async def client(self) -> aioredis.Redis | aioredis.RedisCluster:
         """Connected on first use, in the loop that uses it, once (concurrent first callers share
         one client). A cluster node's plain URL is found out with INFO cluster, as
-        memory.store.connect does."""
+        memory/redis_conn.connect does."""
         async with self._connecting:
             if self._client is None:
                 self._client = await self._connect()

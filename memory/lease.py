@@ -12,7 +12,7 @@ import threading
 
 import redis
 
-from .store import MemoryStore
+from .streams import StreamRecords
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class LeaseKeeper:
     lease turns out to be held by another token (``lost`` says why).
     """
 
-    def __init__(self, store: MemoryStore, sid: str, token: str, lease_s: float) -> None:
+    def __init__(self, store: StreamRecords, sid: str, token: str, lease_s: float) -> None:
         self.store, self.sid, self.token, self.lease_s = store, sid, token, lease_s
         self.lost: str | None = None
         self._stop = threading.Event()

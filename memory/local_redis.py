@@ -20,6 +20,8 @@ import redis
 
 from scenekv.errors import UserError
 
+from .redis_conn import redis_url_default
+
 log = logging.getLogger(__name__)
 
 
@@ -172,8 +174,6 @@ def ensure_redis(url: str | None) -> tuple[str, str, LocalRedis | None]:
 
     An explicit ``url`` that does not answer is an error, not a reason to start another server.
     """
-    from .store import redis_url_default
-
     target = url or redis_url_default()
     if answers(target):
         return target, f"using Redis at {target}", None

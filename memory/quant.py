@@ -8,8 +8,9 @@ channels and are quantized per token (one scale and offset per layer, head and t
 channels). Both asymmetric (min/max), rounded to nearest. Keys are stored after RoPE, as cached;
 moving a chunk re-rotates the dequantized keys.
 
-``KV_DTYPES``: ``int8`` (default), ``int4`` (two codes a byte), ``bf16`` / ``fp16`` / ``fp32`` casts, and
-``exact``: the tensors as the model computed them, bit for bit (what exactness tests pin).
+``KV_DTYPES`` (listed in scenekv/defaults.py, which the CLI reads without torch): ``int8`` (default),
+``int4`` (two codes a byte), ``bf16`` / ``fp16`` / ``fp32`` casts, and ``exact``: the tensors as the
+model computed them, bit for bit (what exactness tests pin).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
+from scenekv.defaults import DEFAULT_KV_DTYPE as DEFAULT_KV_DTYPE  # re-exported for memory's users
+from scenekv.defaults import KV_DTYPES
 from scenekv.errors import UserError
 
-KV_DTYPES = ("int8", "int4", "bf16", "fp16", "fp32", "exact")
-DEFAULT_KV_DTYPE = "int8"
 FLOAT_CASTS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 BITS = {"int8": 8, "int4": 4}
 

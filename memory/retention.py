@@ -33,7 +33,8 @@ import torch
 
 from scenekv.errors import UserError
 
-from .store import ChunkMeta, MemoryStore, SceneInfo
+from .records import ChunkMeta, SceneInfo
+from .store import MemoryStore
 
 
 @dataclass(frozen=True)

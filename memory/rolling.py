@@ -27,8 +27,6 @@ background timer renews the lease while the memory is open (also when no frames 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import secrets
 import threading
@@ -49,11 +47,13 @@ from .allocator import trim_heap
 from .chunk_cuts import ChunkCut, plan_cuts, scene_of
 from .codec import chunk_keys, encode_chunk
 from .lease import LeaseKeeper
+from .opening import Opened, register, restore
 from .quant import DEFAULT_KV_DTYPE, check_kv_dtype
+from .records import StreamBusy, StreamInfo
 from .resume import StreamResume
 from .retention import Retention, RetentionReport, enforce
 from .scenetiling import Scene, SceneTiler, TilingParams
-from .store import MemoryStore, StreamBusy, StreamInfo
+from .store import MemoryStore
 from .writer import ChunkWriter, WriteFailed
 
 log = logging.getLogger(__name__)
@@ -154,28 +154,8 @@ class RollingMemory:
     ) -> RollingMemory:
         """Start a new stream (raises StreamExists if ``sid`` is taken)."""
         config = config or RollingConfig()
-        tiler = SceneTiler(config.tiler)
-        config.check(tiler.lookahead)
-        session = StreamSession(backend, carriers)
-        sid = store.create_stream(
-            sid,
-            source=source,
-            model=backend.model_id,
-            fps=fps,
-            carriers=str(session.spec),
-            fields={
-                "window": config.window,
-                "chunk_frames": config.chunk_frames,
-                "next_pos": session.next_position,
-                "sink_len": session.sink_len,
-                "tiler": json.dumps(tiler.state()),
-                "revision": backend.revision or "",
-                **config.retention.as_fields(),
-            },
-        )
-        token = secrets.token_hex(8)
-        store.claim(sid, token, config.lease_s)
-        return cls(store, session, sid, tiler=tiler, config=config, writer=writer, token=token)
+        opened = register(store, backend, config, carriers=carriers, sid=sid, source=source, fps=fps)
+        return cls._wired(store, opened, writer)
 
     @classmethod
     def attach(
@@ -192,49 +172,29 @@ class RollingMemory:
 
         Refuses (StreamBusy) while another live process holds the stream's lease, unless ``takeover``.
         """
-        config = config or RollingConfig()
-        h = store.stream_fields(sid)
-        model = h["model"].decode()
-        if model != backend.model_id:
-            raise UserError(
-                f"stream {sid!r} was recorded with model {model}; its KV cannot be continued with "
-                f"{backend.model_id}",
-                code="model_mismatch",
-            )
-        revision = h.get("revision", b"").decode()
-        if backend.revision is not None and revision != backend.revision:
-            raise UserError(
-                f"stream {sid!r} was recorded with other weights of {model} (revision "
-                f"{revision or 'unrecorded'}, loaded {backend.revision}): its KV and scene signatures "
-                "cannot be continued; start a new stream",
-                code="model_mismatch",
-            )
-        token = secrets.token_hex(8)
-        if not store.claim(sid, token, config.lease_s, takeover=takeover):
-            raise StreamBusy(
-                f"stream {sid!r} is being written by another process (lease {config.lease_s:.0f}s); "
-                "wait for it to stop, or take it over"
-            )
-        stored_state = StreamResume.from_fields(h)
-        resume = stored_state.point()
-        session = StreamSession(backend, h["carriers"].decode(), resume=resume if resume.next_index else None)
-        if session.next_position < session.sink_len:  # a stream that never wrote a frame
-            session.next_position = session.sink_len
-        tiler = SceneTiler.from_state(stored_state.tiler) if stored_state.tiler else SceneTiler(config.tiler)
-        stored = Retention.from_fields(h)
-        if stored is not None:  # the policy the stream was started with, whoever continues it
-            config = dataclasses.replace(config, retention=stored)
-        store.touch(sid)  # every key of the stream starts a fresh TTL, as any activity does
-        memory = cls(store, session, sid, tiler=tiler, config=config, writer=writer, token=token)
+        opened = restore(store, backend, sid, config or RollingConfig(), takeover=takeover)
+        memory = cls._wired(store, opened, writer)
         store.update_stream(
             sid,
             {"status": "live"},
             event="stream.attached",
-            data={"next_index": resume.next_index},
-            owner=token,
-            event_key=f"attached:{token}",
+            data={"next_index": opened.next_index},
+            owner=opened.token,
+            event_key=f"attached:{opened.token}",
         )
         return memory
+
+    @classmethod
+    def _wired(cls, store: MemoryStore, opened: Opened, writer: ChunkWriter | None) -> RollingMemory:
+        return cls(
+            store,
+            opened.session,
+            opened.sid,
+            tiler=opened.tiler,
+            config=opened.config,
+            writer=writer,
+            token=opened.token,
+        )
 
     @classmethod
     def open(cls, store: MemoryStore, backend: VLMBackend, sid: str, **kwargs) -> RollingMemory:

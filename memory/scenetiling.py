@@ -202,13 +202,6 @@ class SceneTiler:
             return None
         return self._scene, *self._scene_start
 
-    @property
-    def decided_through(self) -> int | None:
-        """Index of the newest frame whose following gap has been decided (None before any)."""
-        if self._next_gap == 0:
-            return None
-        return self._frame_at(self._next_gap - 1)[0]
-
     def push(self, pts: float, signature, index: int | None = None) -> list[Scene]:
         index = self._count if index is None else int(index)
         v = _unit(signature)

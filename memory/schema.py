@@ -20,6 +20,7 @@ The registry of streams is its own key (another slot) and no per-stream step tou
     S:owner               string lease of the process appending to the stream (PX lease)
     S:eventmarks          hash   event key -> event id: stream-level events already added (dedup)
     {prefix}streams       set    ids of known streams (for listing; stale ids are pruned)
+    {prefix}placement     hash   stream id -> name of the encoder serving it (workers/placement.py)
 """
 
 from __future__ import annotations
@@ -66,8 +67,13 @@ class StreamKeys:
 
     @property
     def untagged_base(self) -> str:
-        """Where a stream's keys lived before the hash tag (version 0.1 layouts; see migrate)."""
+        """Where a stream's keys lived before the hash tag (version 0.1 layouts; migrate_untagged.py)."""
         return f"{self.prefix}stream:{self.sid}"
+
+    @property
+    def untagged_glob(self) -> str:
+        """SCAN pattern for the sub-keys of an untagged stream (``untagged_base:*``)."""
+        return f"{_escape_glob(self.untagged_base)}:*"
 
     @property
     def stream(self) -> str:
@@ -118,6 +124,11 @@ class StreamKeys:
 
 def keys_for(prefix: str, sid: str) -> StreamKeys:
     return StreamKeys(check_prefix(prefix), check_sid(sid))
+
+
+def placement_key(prefix: str) -> str:
+    """The hash of which encoder serves which stream: one per prefix, not per stream."""
+    return f"{prefix}placement"
 
 
 def _escape_glob(text: str) -> str:

@@ -3,8 +3,9 @@
 Atomic, so a crash or a dropped connection never leaves a chunk blob without its index entry or a
 byte counter that disagrees with the blobs. Idempotent, so the writer can simply run a step again
 after a connection error without knowing whether the first attempt was applied (a reply can be
-lost after the server executed the script). Every step refuses to run on a stream whose hash is
-gone (deleted or expired) instead of resurrecting half of it.
+lost after the server executed the script). Every stream step refuses to run on a stream whose hash is
+gone (deleted or expired) instead of resurrecting half of it. Every Lua script SceneKV runs is
+here, the placement hash's compare-and-set (workers/placement.py) included.
 """
 
 
@@ -234,4 +235,16 @@ return 1
 RELEASE_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# Placement (workers/placement.py): compare-and-set of one stream's encoder in the placement hash.
+# KEYS[1] the hash; ARGV: sid, the name the caller saw ("" = none), the name to put instead.
+# Returns the stream's encoder afterwards: ARGV[3] if the caller's view was current, else the winner's.
+MOVE_PLACEMENT = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur and ARGV[2] == '') or cur == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return ARGV[3]
+end
+return cur or ''
 """

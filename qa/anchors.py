@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from scenekv.errors import UserError
+from scenekv.units import clock, parse_seconds
 
 AT_PAD_S = 2.0  # "at T" looks at [T - pad, T + pad]: frames are sampled, T itself may fall between them
 START_S = 10.0  # "at the start" = the first 10 s
@@ -61,58 +62,27 @@ class TimeAnchor:
         """Refuse an anchor in the future of the stream (the caller may wait instead)."""
         need = self.earliest_needed()
         if need > 0 and (now is None or need > now + 1e-6):
-            have = "no frames yet" if now is None else f"the stream is at {format_ts(now)}"
-            raise AnchorInFuture(f"time {format_ts(need)} has not happened yet ({have})")
+            have = "no frames yet" if now is None else f"the stream is at {clock(now, tenths=True)}"
+            raise AnchorInFuture(f"time {clock(need, tenths=True)} has not happened yet ({have})")
 
     def describe(self) -> str:
         if self.kind == "last":
             return f"the last {self.seconds:g} s"
         if self.kind == "at":
-            return f"at {format_ts(self.start)}"
-        return f"{format_ts(self.start)}-{format_ts(self.end)}"
+            return f"at {clock(self.start, tenths=True)}"
+        return f"{clock(self.start, tenths=True)}-{clock(self.end, tenths=True)}"
 
 
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
-_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
-_UNIT_FORM = re.compile(r"^(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?$")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}  # the units a question's words use ("2 minutes")
 
 
 def parse_timestamp(value: str | float | int) -> float:
-    """Seconds from 83, 83.5, "83", "1:23", "01:02:03", "1h2m3s", "90s", "2m"."""
-    if isinstance(value, bool):
-        raise AnchorError(f"not a time: {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower()
-        m = _CLOCK.match(text)
-        if m:
-            hours, minutes, secs = m.groups()
-            if float(secs) >= 60 or (hours is not None and int(minutes) >= 60):
-                raise AnchorError(f"not a valid clock time: {value!r}")
-            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
-        else:
-            try:
-                seconds = float(text)
-            except ValueError:
-                u = _UNIT_FORM.match(text)
-                if not text or not u or not any(u.groups()):
-                    raise AnchorError(
-                        f"not a time: {value!r} (use seconds, mm:ss, hh:mm:ss or 1m23s)"
-                    ) from None
-                seconds = sum(float(g) * f for g, f in zip(u.groups(), (3600, 60, 1), strict=True) if g)
-    if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        raise AnchorError(f"time must be a non-negative number of seconds, got {value!r}")
-    return seconds
-
-
-def format_ts(seconds: float) -> str:
-    whole = int(seconds)
-    h, rem = divmod(whole, 3600)
-    m, s = divmod(rem, 60)
-    frac = seconds - whole
-    tail = f"{s:02d}" + (f"{frac:.1f}"[1:] if frac >= 0.05 else "")
-    return f"{h}:{m:02d}:{tail}" if h else f"{m:02d}:{tail}"
+    """Seconds from 83, 83.5, "83", "1:23", "01:02:03", "1h2m3s", "90s", "2m" (scenekv/units.py's
+    rule); AnchorError otherwise."""
+    try:
+        return parse_seconds(value)
+    except ValueError as exc:
+        raise AnchorError(f"not a time: {value!r} ({exc})") from None
 
 
 def anchor_from_fields(
@@ -128,7 +98,9 @@ def anchor_from_fields(
             raise AnchorError(f"range must be [start, end], got {range_!r}")
         a, b = parse_timestamp(range_[0]), parse_timestamp(range_[1])
         if b < a:
-            raise AnchorError(f"range end {format_ts(b)} is before its start {format_ts(a)}")
+            raise AnchorError(
+                f"range end {clock(b, tenths=True)} is before its start {clock(a, tenths=True)}"
+            )
         return TimeAnchor("range", start=a, end=b)
     if last is not None:
         seconds = parse_timestamp(last)

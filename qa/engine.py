@@ -286,8 +286,8 @@ class QAEngine:
         if not spans and window is None:
             return None  # no scene records: the planned context answers instead of a blind "never"
         loaded = memory.load(sorted({c.cid for sp in spans for c in sp.refs}))
-        if any(c.span != c.tokens for c in loaded.values()):
-            return None  # M-RoPE: a frame's positions are not its token count, so it cannot be cut
+        if not all(c.cuttable for c in loaded.values()):
+            return None  # M-RoPE: frames cannot be cut out of their chunks
         frames = [check_frames(sp, loaded) for sp in spans]
         return self._scan(question, spans, frames, scan_plan(spans, frames), cancel)
 
@@ -326,8 +326,8 @@ class QAEngine:
             return None
         loaded = memory.load(sorted({h.ref.cid for h in heads}))
         kept, chunks = [], []
-        if any(c.span != c.tokens for c in loaded.values()):
-            return None  # M-RoPE: a frame's positions are not its token count, so it cannot be cut
+        if not all(c.cuttable for c in loaded.values()):
+            return None  # M-RoPE: frames cannot be cut out of their chunks
         for h in heads:
             frame = loaded[h.ref.cid].frame_at(h.pts) if h.ref.cid in loaded else None
             if frame is not None and frame.first_pts < h.pts + 1.0 + 1e-6:

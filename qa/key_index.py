@@ -16,9 +16,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from scenekv.memory import ChunkMeta, MemoryStore
+
+from .retrieval import cosine_scores, unit_keys
 
 
 @dataclass
@@ -36,8 +37,7 @@ class StreamIndex:
         if not self.order:
             self.matrix = None
             return
-        stacked = torch.stack([self.keys[c].float() for c in self.order])
-        self.matrix = F.normalize(stacked, dim=-1).to(torch.float16)
+        self.matrix = unit_keys([self.keys[c] for c in self.order]).to(torch.float16)
 
 
 @dataclass(frozen=True)
@@ -49,17 +49,10 @@ class IndexSnapshot:
     matrix: torch.Tensor | None
 
     def scores(self, queries: torch.Tensor) -> dict[str, float]:
-        """Cosine of ``queries`` [L, H, D] with every indexed chunk's key, mean over layers and heads
-        (qa/retrieval.py's score, on the kept matrix)."""
+        """qa/retrieval.py's score of ``queries`` [L, H, D] against every indexed chunk."""
         if self.matrix is None:
             return {}
-        if self.matrix.shape[1:] != queries.shape:
-            raise ValueError(
-                f"query shape {tuple(queries.shape)} does not match keys {tuple(self.matrix.shape[1:])}"
-            )
-        q = F.normalize(queries.float().to(self.matrix.device), dim=-1)  # queries live on the model's device
-        sims = torch.einsum("nlhd,lhd->n", self.matrix.float(), q) / (q.shape[0] * q.shape[1])
-        return dict(zip(self.order, sims.tolist(), strict=True))
+        return dict(zip(self.order, cosine_scores(self.matrix, queries).tolist(), strict=True))
 
 
 class KeyIndex:
@@ -114,8 +107,7 @@ class KeyIndex:
                 stacked = set(index.order)  # another refresh may have appended some meanwhile
                 fresh = [c for c in new if c in keys and c not in stacked]
                 if index.matrix is not None and fresh:  # newer than every row: appended in order
-                    rows = torch.stack([index.keys[c].float() for c in fresh])
-                    rows = F.normalize(rows, dim=-1).to(torch.float16)
+                    rows = unit_keys([index.keys[c] for c in fresh]).to(torch.float16)
                     index.matrix = torch.cat([index.matrix, rows])
                     index.order = [*index.order, *fresh]
                 elif fresh:

@@ -32,7 +32,12 @@ def window_chunks(session: StreamSession, chunk_frames: int = 8) -> list[KVChunk
         ]
 
 
-class StoreMemory:
+class MemoryView:
+    """One question's view of a stream's memory: its chunks as refs, their scores and loads.
+
+    Made per question, so it holds a consistent listing (what was stored and resident when the
+    question came) while the stream goes on writing."""
+
     def __init__(
         self,
         store: MemoryStore,
@@ -57,7 +62,7 @@ class StoreMemory:
         self._last_pts = store.info(sid).newest_pts
 
     @classmethod
-    def of(cls, rolling: RollingMemory, **kwargs) -> StoreMemory:
+    def of(cls, rolling: RollingMemory, **kwargs) -> MemoryView:
         """A view of a live stream: what is in Redis plus the encoder's current window.
 
         Chunks already evicted from the window but still queued for Redis would be in neither, so

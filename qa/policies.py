@@ -100,4 +100,4 @@ class MemoryPolicy:
 def single_frames(chunks: Sequence[KVChunk]) -> list[KVChunk]:
     """Every frame of ``chunks`` as its own slice, in time order (1-D RoPE; M-RoPE chunks stay whole)."""
     ordered = sorted(chunks, key=lambda c: c.first_pts)
-    return [p for c in ordered for p in (c.split_frames() if c.span == c.tokens else [c])]
+    return [p for c in ordered for p in (c.split_frames() if c.cuttable else [c])]

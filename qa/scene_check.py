@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from scenekv.units import clock
 from scenekv.vlm import KVChunk
-from scenekv.vlm.prompt import clock
 
 from .context import ChunkRef, ContextPlan
 

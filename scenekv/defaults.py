@@ -14,3 +14,6 @@ DEFAULT_PREFIX = "skv:"  # Redis key prefix of SceneKV's keys
 # Frames shrink at decode time to about the vision input (384 px for LLaVA-OV, ~448 for Qwen2.5-VL):
 # no full-size RGB copies travel between actors.
 VISION_MAX_SIDE = 512
+# How stream KV is stored in Redis (memory/quant.py implements each; the CLI offers them as choices).
+KV_DTYPES = ("int8", "int4", "bf16", "fp16", "fp32", "exact")
+DEFAULT_KV_DTYPE = "int8"

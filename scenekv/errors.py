@@ -15,6 +15,17 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def redis_full(text: str) -> bool:
+    """Redis's own words for a write refused at ``maxmemory`` (noeviction)."""
+    return "maxmemory" in text or "OOM" in text
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of an error's text (remote tracebacks and Redis replies run long)."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 class UserError(Exception):
     """Bad input or environment that the user can fix; ``code`` is a stable machine-readable tag."""
 

@@ -1,9 +1,12 @@
-"""Durations and sizes as people write them on a command line or in a session.start message.
+"""Times, durations and sizes as people write them (a command line, a session.start message, a
+question's ``at``), and stream times as SceneKV writes them back: each rule once, for every layer.
 
-Durations: seconds as a number, or amounts with ``s``, ``m``, ``h``, ``d`` (``90``, ``90s``, ``30m``,
-``1h30m``, ``7d``). Sizes: bytes as a number, or with SI (``kB``, ``MB``, ``GB``, ``TB``: powers of 1000)
-or IEC (``KiB``, ``MiB``, ``GiB``, ``TiB``: powers of 1024) suffixes, so ``2MB`` is 2,000,000 bytes and
-``2MiB`` is 2,097,152. Both refuse anything else with one sentence saying what is accepted.
+Times and durations: seconds as a number, a clock time (``1:23``, ``01:02:03.5``) or amounts with ``d``,
+``h``, ``m``, ``s`` (``90s``, ``30m``, ``1h30m``, ``2m 30s``, ``7d``). Written back as a clock
+(``01:23``, ``1:02:03`` from an hour on). Sizes: bytes as a number, or with SI (``kB``, ``MB``, ``GB``,
+``TB``: powers of 1000) or IEC (``KiB``, ``MiB``, ``GiB``, ``TiB``: powers of 1024) suffixes, so ``2MB``
+is 2,000,000 bytes and ``2MiB`` is 2,097,152. Each refuses anything else with one sentence saying what
+is accepted.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import re
 
 from scenekv.errors import UserError
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
-_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_CLOCK = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)")
+_N = r"(\d+(?:\.\d+)?)"
+_AMOUNTS = re.compile(rf"(?:{_N}\s*d)?\s*(?:{_N}\s*h)?\s*(?:{_N}\s*m)?\s*(?:{_N}\s*s)?")
+_UNIT_SECONDS = (86400.0, 3600.0, 60.0, 1.0)
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKMGT]i?B|B)?$")
 _FACTORS = {
     "B": 1,
@@ -31,24 +36,58 @@ _FACTORS = {
 }
 
 
-def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``text`` (``1h30m`` -> 5400.0)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
+def parse_seconds(value: str | float | int) -> float:
+    """Seconds in ``value`` (``83.5``, ``"1:23"``, ``"01:02:03"``, ``"1h30m"``, ``"2m 30s"``); a
+    ValueError saying what is accepted for anything else (callers word it as their own error)."""
+    if isinstance(value, bool):
+        raise ValueError("it is not a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
     else:
-        s = str(text).strip().lower()
-        try:
-            value = float(s)
-        except ValueError:
-            parts = _DURATION.findall(s)
-            if not parts or "".join(a + u for a, u in parts) != s:
-                raise UserError(
-                    f"bad duration {text!r}: use seconds or amounts with s, m, h, d (e.g. 90, 30m, 1h30m)"
-                ) from None
-            value = sum(float(a) * _SECONDS[u] for a, u in parts)
-    if not math.isfinite(value) or value < 0:
-        raise UserError(f"bad duration {text!r}: it must be a finite number, not negative")
-    return value
+        text = str(value).strip().lower()
+        clock_time = _CLOCK.fullmatch(text)
+        if clock_time:
+            hours, minutes, secs = clock_time.groups()
+            if float(secs) >= 60 or (hours is not None and int(minutes) >= 60):
+                raise ValueError("it is not a clock time: minutes and seconds go up to 59")
+            seconds = int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                amounts = _AMOUNTS.fullmatch(text)
+                if not text or not amounts or not any(amounts.groups()):
+                    raise ValueError(
+                        "use seconds, mm:ss, h:mm:ss or amounts with d, h, m, s (e.g. 90, 1:30, 1h30m)"
+                    ) from None
+                seconds = sum(
+                    float(n) * unit for n, unit in zip(amounts.groups(), _UNIT_SECONDS, strict=True) if n
+                )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("it must be a finite number of seconds, not negative")
+    return seconds
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``text`` (``1h30m`` -> 5400.0), as ``parse_seconds`` reads them; UserError otherwise."""
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise UserError(f"bad duration {text!r}: {exc}") from None
+
+
+def clock(seconds: float, *, tenths: bool = False) -> str:
+    """A stream time as ``mm:ss`` (``h:mm:ss`` from an hour on): 341.7 -> ``05:41``; with ``tenths``,
+    to the nearest tenth where it is not whole: ``05:41.7``. Prompts hold the whole-second form (a
+    checkpoint was trained on these exact strings), so it must not change."""
+    if tenths:
+        whole, tenth = divmod(round(max(0.0, seconds) * 10), 10)
+    else:
+        whole, tenth = max(0, math.floor(seconds + 1e-6)), 0
+    h, rem = divmod(whole, 3600)
+    m, s = divmod(rem, 60)
+    text = f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+    return f"{text}.{tenth}" if tenth else text
 
 
 def parse_size(text: str | int) -> int:

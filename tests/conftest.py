@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def media(tmp_path_factory):
     """``media(name, **make_video_kwargs) -> Path``: a synthetic video, generated once per session."""
-    from scenekv.ingest import make_video
+    from scenekv.world.cut_video import make_video
 
     root: Path = tmp_path_factory.mktemp("media")
     made: dict[str, Path] = {}

@@ -13,7 +13,7 @@ import sys
 import pytest
 import redis
 
-from scenekv.ingest import make_video
+from scenekv.world.cut_video import make_video
 
 from redis_fixtures import REDIS_URL, free_port, own_redis  # noqa: F401
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from scenekv.cli import build_parser
-from scenekv.env_flags import apply_env_defaults
+from scenekv.cli.env_flags import apply_env_defaults
 from scenekv.errors import UserError
 
 

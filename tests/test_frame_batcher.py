@@ -170,7 +170,8 @@ def test_the_scheduler_captions_closed_scenes_between_batches(store):
     pending; the scheduler makes and stores the caption afterwards with no further call."""
     import time
 
-    from scenekv.ingest import make_video, open_source
+    from scenekv.ingest import open_source
+    from scenekv.world.cut_video import make_video
 
     path = make_video(store_tmp() / "cut.mp4", duration=12, fps=2, size=(96, 72), cuts=(5.5,))
     with open_source(path, fps=1.0) as src:

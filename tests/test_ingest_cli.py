@@ -68,7 +68,7 @@ def test_readable_table_and_max_frames(media, capsys):
     ],
 )
 def test_bad_input_one_line_exit_2(media, tmp_path, capsys, make, argv, message):
-    from scenekv.ingest import make_audio
+    from scenekv.world.cut_video import make_audio
 
     path = None
     if make == "empty":
@@ -120,7 +120,7 @@ def test_ctrl_c_stops_a_live_source_with_a_summary(tmp_path):
     """SIGINT while reading an endless live stream: clean stop, summary printed, exit 0."""
     from test_ingest_live import TSServer
 
-    from scenekv.ingest import make_video
+    from scenekv.world.cut_video import make_video
 
     clip = make_video(tmp_path / "clip.ts", duration=3.0, fps=25, size=(160, 120), gop=25)
     server = TSServer(clip.read_bytes(), 3.0, speed=1.0, loop=True)

@@ -10,8 +10,9 @@ import warnings
 import pytest
 
 from scenekv.errors import UserError
-from scenekv.ingest import DamagedMediaWarning, make_audio, open_source, read_frame_number
+from scenekv.ingest import DamagedMediaWarning, open_source
 from scenekv.ingest import errors as E
+from scenekv.world.cut_video import make_audio, read_frame_number
 
 
 def open_all(path, **kwargs):
@@ -172,8 +173,9 @@ def test_garbage_payload_neither_crashes_nor_hangs(media, tmp_path):
 
 
 def test_a_bad_time_range_is_refused(tmp_path):
-    from scenekv.ingest import make_video, open_source
+    from scenekv.ingest import open_source
     from scenekv.ingest.errors import InvalidOption
+    from scenekv.world.cut_video import make_video
 
     path = make_video(tmp_path / "r.mp4", duration=2, fps=5, size=(64, 48))
     with pytest.raises(InvalidOption, match="bad time range"):

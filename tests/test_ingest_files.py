@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from scenekv.ingest import frame_times, open_source, read_frame_number
-from scenekv.ingest.synthetic import scene_at
+from scenekv.ingest import open_source
+from scenekv.world.cut_video import frame_times, read_frame_number, scene_at
 
 METHODS = ["decode", "seek", "decord", "auto"]
 
@@ -254,7 +254,8 @@ def test_a_time_range_yields_exactly_the_whole_pass_frames_in_it(tmp_path, metho
     pictures) as one pass over the whole file, and no false truncation warning."""
     import warnings
 
-    from scenekv.ingest import make_video, open_source, read_frame_number
+    from scenekv.ingest import open_source
+    from scenekv.world.cut_video import make_video, read_frame_number
 
     path = make_video(tmp_path / "r.mp4", duration=12, fps=10, size=(160, 120), gop=20)
     whole = [(f.pts, read_frame_number(f.image)) for f in open_source(path, fps=1, method=method)]
@@ -274,7 +275,8 @@ def test_ranges_and_resumes_of_a_low_frame_rate_file_sample_as_one_pass(tmp_path
     resume just after any stored frame, must together give exactly the one-pass frames."""
     from fractions import Fraction
 
-    from scenekv.ingest import make_video, open_source, read_frame_number
+    from scenekv.ingest import open_source
+    from scenekv.world.cut_video import make_video, read_frame_number
 
     path = make_video(tmp_path / "slow.mp4", duration=20, fps=Fraction(8, 5), size=(160, 120), gop=8)
 

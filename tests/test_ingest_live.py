@@ -16,13 +16,14 @@ import time
 
 import pytest
 
-from scenekv.ingest import Reconnect, SourceLostWarning, open_source, read_frame_number
+from scenekv.ingest import Reconnect, SourceLostWarning, open_source
 from scenekv.ingest.live import LiveSource
+from scenekv.world.cut_video import read_frame_number
 
 
 @pytest.fixture(scope="module")
 def ts_file(tmp_path_factory):
-    from scenekv.ingest import make_video
+    from scenekv.world.cut_video import make_video
 
     return make_video(
         tmp_path_factory.mktemp("live") / "clip.ts", duration=3.0, fps=25, size=(160, 120), gop=25

@@ -38,10 +38,6 @@ def test_float_noise_does_not_move_a_frame_to_the_next_slot():
     assert kept([0.0, 0.9999997, 2.0000004], 1.0) == [0.0, 0.9999997, 2.0000004]
 
 
-def test_origin_none_anchors_grid_at_first_frame():
-    assert kept([10.3, 10.8, 11.3, 11.9], 1.0, origin=None) == [10.3, 11.3]
-
-
 @pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf")])
 def test_bad_fps_is_a_user_error(fps):
     with pytest.raises(InvalidOption, match="fps"):

@@ -14,7 +14,7 @@ import redis
 from scenekv.memory import MemoryStore, Retention, RollingConfig, RollingMemory
 from scenekv.qa.engine import QAEngine
 from scenekv.qa.key_index import KeyIndex
-from scenekv.qa.memory_view import StoreMemory
+from scenekv.qa.memory_view import MemoryView
 from scenekv.vlm import SamplingParams
 
 from tiny_model import frames, tiny
@@ -115,7 +115,7 @@ def test_a_stream_is_written_and_answered_through_a_redis_cluster(cluster):
     slots = {store.client.keyslot(n) for n in names}
     assert len(slots) == 1, slots
     answer = QAEngine(tiny()).ask(
-        StoreMemory(store, mem.sid, index=KeyIndex()),
+        MemoryView(store, mem.sid, index=KeyIndex()),
         "What happened at 00:05?",
         params=SamplingParams(max_new_tokens=4),
     )

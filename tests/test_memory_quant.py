@@ -11,9 +11,8 @@ import zlib
 import pytest
 import torch
 
-from scenekv.cmd_ingest_common import KV_DTYPE_CHOICES
 from scenekv.memory import CorruptBlob, MemoryStore, RollingConfig, RollingMemory, decode_chunk, encode_chunk
-from scenekv.memory.quant import KV_DTYPES, quantize
+from scenekv.memory.quant import quantize
 from scenekv.vlm import FrameSpan, KVChunk
 
 from redis_fixtures import memory_info, prefix, redis_client, redis_url, store  # noqa: F401
@@ -104,7 +103,3 @@ def test_streams_store_int8_by_default_and_memory_info_says_so(store: MemoryStor
     assert set(quantized["kv_dtypes"]) == {"int8"} and set(full["kv_dtypes"]) == {"float"}
     assert quantized["kv_dtypes"]["int8"]["chunks"] == full["kv_dtypes"]["float"]["chunks"] > 0
     assert quantized["bytes"] < 0.5 * full["bytes"]  # fp32 on the CPU; head_dim 16: scales cost 25 %
-
-
-def test_the_cli_offers_exactly_the_storage_dtypes_memory_knows():
-    assert tuple(KV_DTYPE_CHOICES) == KV_DTYPES

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from scenekv.errors import UserError
-from scenekv.ingest import make_video, open_source
+from scenekv.ingest import open_source
 from scenekv.memory import (
     ChunkKeys,
     ChunkMeta,
@@ -29,6 +29,7 @@ from scenekv.memory import (
     representative,
 )
 from scenekv.vlm import FrameSpan, KVChunk
+from scenekv.world.cut_video import make_video
 
 from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
 from tiny_model import tiny

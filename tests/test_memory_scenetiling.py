@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from scenekv.cmd_scenes import iter_signatures
 from scenekv.errors import UserError
-from scenekv.ingest import make_video, open_source
+from scenekv.ingest import open_source
 from scenekv.memory import SceneTiler, offline_scenes
-from scenekv.vlm.carriers import frame_signature
+from scenekv.vlm.carriers import frame_signature, frame_signatures
+from scenekv.world.cut_video import make_video
 
 from tiny_model import tiny
 
@@ -21,7 +21,7 @@ CUTS = (3.5, 17.2, 33.9, 50.5, 71.3)
 
 def video_signatures(path):
     with open_source(path, fps=1.0) as src:
-        pairs = list(iter_signatures(src, tiny(), batch=16))
+        pairs = list(frame_signatures(src, tiny(), batch=16))
     return [p for p, _ in pairs], torch.stack([s for _, s in pairs])
 
 
@@ -156,7 +156,7 @@ def test_flicker_does_not_make_one_frame_scenes(cut_video):
 def test_scenes_command_prints_json_lines_and_a_table(cut_video, capsys):
     import argparse
 
-    from scenekv import cmd_scenes
+    from scenekv.cli import scenes as cmd_scenes
 
     path = cut_video[0]
     parser = argparse.ArgumentParser()

@@ -28,6 +28,7 @@ from scenekv.memory import (
     encode_chunk,
 )
 from scenekv.memory.local_redis import LocalRedis
+from scenekv.memory.migrate_untagged import migrate_untagged
 from scenekv.vlm import FrameSpan, KVChunk
 
 from redis_fixtures import keys_under, own_redis, prefix, redis_client, redis_url, store  # noqa: F401
@@ -194,6 +195,23 @@ def test_writes_to_a_deleted_stream_are_refused_not_resurrected(store, tiny_chun
     assert keys_under(redis_client, f"{prefix}stream:") == set()
 
 
+def test_a_stream_stored_before_the_hash_tag_is_moved_and_loads(store, tiny_chunks, redis_client):
+    sid = store.create_stream("old")
+    chunk, sigs = tiny_chunks[0]
+    store.put_scene(sid, 0, 10.0, {"closed": 1, "end": 13.0}, event="scene.closed")
+    store.write_chunk(sid, chunk, chunk_keys(chunk, sigs), scene=0)
+    k = store.keys(sid)
+    for name in keys_under(redis_client, k.base):  # back to the layout before the hash tag
+        redis_client.rename(name, k.untagged_base + name[len(k.base) :])
+    assert not store.exists(sid)
+    assert migrate_untagged(store) == ["old"]
+    assert migrate_untagged(store) == []  # nothing left: a second start does nothing
+    assert not redis_client.exists(k.untagged_base) and not keys_under(redis_client, k.untagged_base + ":")
+    assert store.list_streams() == ["old"] and 0 < redis_client.pttl(k.base) <= 3600 * 1.25 * 1000
+    assert torch.equal(store.load_chunks(sid, ["0"])[0].keys, chunk.keys)
+    assert [(s.index, s.chunks) for s in store.scenes(sid)] == [(0, ["0"])]
+
+
 def test_idle_streams_expire_and_activity_keeps_them(redis_url, prefix, tiny_chunks, redis_client):
     store = MemoryStore(redis_url, prefix, ttl_s=0.8)
     idle = store.create_stream("idle")
@@ -229,7 +247,7 @@ def test_memory_command_lists_accounts_and_deletes(store, tiny_chunks, capsys):
     import argparse
     import json
 
-    from scenekv import cmd_memory as cli
+    from scenekv.cli import memory as cli
 
     sid = store.create_stream("cli", model="m", carriers="pool:16")
     store.write_chunk(sid, tiny_chunks[0][0], chunk_keys(*tiny_chunks[0]))

@@ -168,7 +168,7 @@ def test_answers_about_the_last_keep_full_are_exactly_those_of_an_uncapped_strea
     """Retention only ever touches what is older than keep_full (here the cap leaves room for it):
     a question anchored inside the last keep_full gets the same tokens as on a stream kept whole."""
     from scenekv.qa.engine import QAEngine
-    from scenekv.qa.memory_view import StoreMemory
+    from scenekv.qa.memory_view import MemoryView
     from scenekv.vlm import SamplingParams
 
     video = scenes_video(10, 6)
@@ -183,7 +183,7 @@ def test_answers_about_the_last_keep_full_are_exactly_those_of_an_uncapped_strea
     for at in (50.0, 55.0):  # inside the last 15 s of a 60 s stream
         answers = [
             engine.ask(
-                StoreMemory(store, m.sid),
+                MemoryView(store, m.sid),
                 "What colour is the background?",
                 at=at,
                 top_k=0,

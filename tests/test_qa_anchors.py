@@ -11,10 +11,10 @@ from scenekv.qa.anchors import (
     TimeAnchor,
     anchor_from_fields,
     anchor_from_text,
-    format_ts,
     parse_timestamp,
     resolve_anchor,
 )
+from scenekv.units import clock
 
 
 @pytest.mark.parametrize(
@@ -115,5 +115,10 @@ def test_future_anchor_is_refused_with_the_stream_time():
     assert AnchorInFuture("x").code == "anchor_in_future"
 
 
-def test_format_ts():
-    assert [format_ts(s) for s in (0, 7.5, 83, 3723)] == ["00:00", "00:07.5", "01:23", "1:02:03"]
+def test_stream_times_are_written_as_a_clock():
+    """Anchors' messages carry tenths; prompts whole seconds, as the world model was trained on."""
+    tenths = [clock(s, tenths=True) for s in (0, 7.5, 83, 3723, 82.97)]
+    assert tenths == ["00:00", "00:07.5", "01:23", "1:02:03", "01:23"]
+    whole = [clock(s) for s in (0, 341.7, 3599.9999999, 3723, -1)]
+    assert whole == ["00:00", "05:41", "1:00:00", "1:02:03", "00:00"]
+    assert TimeAnchor("range", start=7.5, end=83).describe() == "00:07.5-01:23"

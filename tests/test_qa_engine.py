@@ -9,12 +9,13 @@ import threading
 import pytest
 import torch
 
-from scenekv.ingest import make_video, open_source
+from scenekv.ingest import open_source
 from scenekv.memory import ChunkKeys, RollingConfig, RollingMemory
 from scenekv.qa.anchors import AnchorInFuture
 from scenekv.qa.engine import QAEngine
-from scenekv.qa.memory_view import LIVE_PREFIX, StoreMemory
+from scenekv.qa.memory_view import LIVE_PREFIX, MemoryView
 from scenekv.vlm import SamplingParams
+from scenekv.world.cut_video import make_video
 
 from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
 from tiny_model import frames, tiny
@@ -47,7 +48,7 @@ def engine():
 
 def test_anchored_question_cites_the_anchor_and_reuses_memory(rolling, engine):
     encoded = tiny().frames_encoded
-    view = StoreMemory.of(rolling)
+    view = MemoryView.of(rolling)
     refs = view.refs()
     assert any(r.cid.startswith(LIVE_PREFIX) for r in refs) and any(
         not r.cid.startswith(LIVE_PREFIX) for r in refs
@@ -59,14 +60,14 @@ def test_anchored_question_cites_the_anchor_and_reuses_memory(rolling, engine):
     assert answer.usage["memory_tokens"] <= 400 and answer.usage["generated_tokens"] >= 1
     assert answer.usage["prompt_tokens"] > answer.usage["memory_tokens"]
     assert answer.ttft_ms is not None and answer.ttft_ms > 0
-    again = engine.ask(StoreMemory.of(rolling), "and at 0:30?", params=SamplingParams(max_new_tokens=3))
+    again = engine.ask(MemoryView.of(rolling), "and at 0:30?", params=SamplingParams(max_new_tokens=3))
     list(again)
     assert any(span["start"] <= 30.0 <= span["end"] for span in again.evidence)
     assert tiny().frames_encoded == encoded  # two questions, no frame through the vision tower
 
 
 def test_last_seconds_uses_the_live_window(rolling, engine):
-    answer = engine.ask(StoreMemory.of(rolling), "what happened in the last 5 seconds?")
+    answer = engine.ask(MemoryView.of(rolling), "what happened in the last 5 seconds?")
     list(answer)
     now = rolling.last_pts
     assert answer.evidence[-1]["end"] == pytest.approx(now)
@@ -75,9 +76,9 @@ def test_last_seconds_uses_the_live_window(rolling, engine):
 
 def test_future_anchor_is_a_clear_error(rolling, engine):
     with pytest.raises(AnchorInFuture, match="has not happened yet"):
-        engine.ask(StoreMemory.of(rolling), "what happens at 5:00?")
+        engine.ask(MemoryView.of(rolling), "what happens at 5:00?")
     with pytest.raises(AnchorInFuture):
-        engine.ask(StoreMemory.of(rolling), "describe", at=999)
+        engine.ask(MemoryView.of(rolling), "describe", at=999)
 
 
 def test_retrieval_brings_back_a_planted_chunk(store, rolling, engine):
@@ -91,7 +92,7 @@ def test_retrieval_brings_back_a_planted_chunk(store, rolling, engine):
     planted = index[1]  # an early chunk, outside the recent window
     chunk = store.load_chunks(rolling.sid, [planted.cid])[0]
     store.write_chunk(rolling.sid, chunk, ChunkKeys(queries.clone(), torch.zeros(0)), scene=planted.scene)
-    answer = engine.ask(StoreMemory(store, rolling.sid), question, params=SamplingParams(max_new_tokens=2))
+    answer = engine.ask(MemoryView(store, rolling.sid), question, params=SamplingParams(max_new_tokens=2))
     list(answer)
     assert answer.plan.retrieved[0] == planted.cid
     assert any(s["start"] <= planted.first_pts and planted.last_pts <= s["end"] for s in answer.evidence)
@@ -100,7 +101,7 @@ def test_retrieval_brings_back_a_planted_chunk(store, rolling, engine):
 def test_cancel_stops_generation_between_tokens(rolling, engine):
     cancel = threading.Event()
     answer = engine.ask(
-        StoreMemory.of(rolling), "describe", params=SamplingParams(max_new_tokens=50), cancel=cancel
+        MemoryView.of(rolling), "describe", params=SamplingParams(max_new_tokens=50), cancel=cancel
     )
     got = []
     for delta in answer:
@@ -116,20 +117,20 @@ def test_questions_on_an_empty_stream_and_bad_questions(store, engine):
     )
     try:
         with pytest.raises(AnchorInFuture, match="no frames yet"):
-            engine.ask(StoreMemory.of(mem), "what happened at 0:01?")
-        answer = engine.ask(StoreMemory.of(mem), "anything?", params=SamplingParams(max_new_tokens=2))
+            engine.ask(MemoryView.of(mem), "what happened at 0:01?")
+        answer = engine.ask(MemoryView.of(mem), "anything?", params=SamplingParams(max_new_tokens=2))
         list(answer)
         assert answer.evidence == [] and answer.usage["memory_tokens"] == 0
         with pytest.raises(Exception, match="empty"):
-            engine.ask(StoreMemory.of(mem), "   ")
+            engine.ask(MemoryView.of(mem), "   ")
         mem.append(frames(3))
-        assert StoreMemory.of(mem).now() == 2.0
+        assert MemoryView.of(mem).now() == 2.0
     finally:
         mem.detach()
 
 
 def test_a_chunk_dropped_by_retention_mid_question_is_left_out_not_fatal(store, rolling, engine):
-    class RacingView(StoreMemory):
+    class RacingView(MemoryView):
         """Retention drops the first planned stored chunk after planning, before loading."""
 
         def load(self, cids):
@@ -157,19 +158,19 @@ def test_a_when_question_reads_one_frame_per_scene(store, video, engine):
         mem.flush()
         starts = [s.start for s in store.scenes(mem.sid)]
         assert len(starts) == 3  # the video cuts at 13.5 s and 27.5 s
-        answer = engine.ask(StoreMemory.of(mem), "When was the background red?")
+        answer = engine.ask(MemoryView.of(mem), "When was the background red?")
         list(answer)
         assert answer.evidence == [{"start": s, "end": s} for s in starts]
-        view = StoreMemory.of(mem)
+        view = MemoryView.of(mem)
         tokens = {f.pts: f.tokens for c in view.load([r.cid for r in view.refs()]).values() for f in c.frames}
         assert answer.usage["memory_tokens"] == sum(tokens[s] for s in starts)
         assert answer.usage["chunks"] == 3
         # over a budget of two frames, two heads stay; an ordinary question still reads chunks
         small = QAEngine(tiny(), budget_tokens=max(tokens.values()) * 2, top_k=2)
-        two = small.ask(StoreMemory.of(mem), "At what time did it turn blue?")
+        two = small.ask(MemoryView.of(mem), "At what time did it turn blue?")
         list(two)
         assert len(two.evidence) == 2 and two.usage["memory_tokens"] <= max(tokens.values()) * 2
-        other = engine.ask(StoreMemory.of(mem), "What is on screen?", params=SamplingParams(max_new_tokens=2))
+        other = engine.ask(MemoryView.of(mem), "What is on screen?", params=SamplingParams(max_new_tokens=2))
         list(other)
         assert other.usage["memory_tokens"] > answer.usage["memory_tokens"]
     finally:

@@ -9,7 +9,7 @@ import redis
 from scenekv.memory import MemoryStore, RollingConfig, RollingMemory
 from scenekv.qa.engine import QAEngine
 from scenekv.qa.key_index import KeyIndex
-from scenekv.qa.memory_view import StoreMemory
+from scenekv.qa.memory_view import MemoryView
 from scenekv.vlm import SamplingParams
 
 from redis_fixtures import own_redis, prefix, redis_client, redis_url, store  # noqa: F401
@@ -31,8 +31,8 @@ def test_answers_with_the_kept_index_equal_answers_read_from_scratch(store: Memo
     mem = _stream(store, 30)
     engine, index = QAEngine(tiny(), top_k=2), KeyIndex()
     for question in ("Describe the scene.", "What happened at 00:07?"):
-        plain = engine.ask(StoreMemory(store, mem.sid), question, params=PARAMS)
-        kept = engine.ask(StoreMemory(store, mem.sid, index=index), question, params=PARAMS)
+        plain = engine.ask(MemoryView(store, mem.sid), question, params=PARAMS)
+        kept = engine.ask(MemoryView(store, mem.sid, index=index), question, params=PARAMS)
         assert "".join(kept) == "".join(plain) and kept.evidence == plain.evidence
         assert kept.plan.retrieved == plain.plan.retrieved
     mem.detach()
@@ -41,10 +41,10 @@ def test_answers_with_the_kept_index_equal_answers_read_from_scratch(store: Memo
 def test_a_question_reads_only_the_chunks_written_since_the_last_one(store: MemoryStore):
     mem = _stream(store, 20)
     index = KeyIndex()
-    StoreMemory(store, mem.sid, index=index)
+    MemoryView(store, mem.sid, index=index)
     first = dict(index.stats)
     assert first["keys_read"] == len(store.chunk_ids(mem.sid)) > 0
-    StoreMemory(store, mem.sid, index=index)
+    MemoryView(store, mem.sid, index=index)
     assert index.stats["keys_read"] == first["keys_read"]  # nothing new: nothing read
     mem.append(frames(8, seed=4, start=40.0))
     mem.flush()
@@ -68,9 +68,9 @@ def test_the_bytes_a_question_reads_do_not_grow_with_the_stream(own_redis):
     for n in (24, 72):
         mem = _stream(store, n)
         index = KeyIndex()
-        engine.ask(StoreMemory(store, mem.sid, index=index), "Describe the scene.", params=PARAMS)  # warm
+        engine.ask(MemoryView(store, mem.sid, index=index), "Describe the scene.", params=PARAMS)  # warm
         before = int(client.info("stats")["total_net_output_bytes"])
-        answer = engine.ask(StoreMemory(store, mem.sid, index=index), "Describe the scene.", params=PARAMS)
+        answer = engine.ask(MemoryView(store, mem.sid, index=index), "Describe the scene.", params=PARAMS)
         list(answer)
         costs[n] = int(client.info("stats")["total_net_output_bytes"]) - before
         mem.detach()

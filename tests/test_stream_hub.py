@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from scenekv.ingest import make_video, open_source
+from scenekv.ingest import open_source
 from scenekv.memory import RollingConfig, StreamNotFound
 from scenekv.vlm import SamplingParams
 from scenekv.workers.stream_hub import StreamHub
+from scenekv.world.cut_video import make_video
 
 from redis_fixtures import prefix, redis_client, redis_url, store  # noqa: F401
 from tiny_model import tiny
@@ -142,7 +143,7 @@ def test_a_live_view_taken_during_appends_misses_no_frame(store, video):
     thread appends and evicts: every frame up to the view's newest is in it exactly once."""
     import threading
 
-    from scenekv.qa.memory_view import StoreMemory
+    from scenekv.qa.memory_view import MemoryView
 
     hub = StreamHub(tiny(), store, rolling=RollingConfig(window=8, chunk_frames=2), captions=False)
     sid = hub.open(carriers="pool:4")["stream_id"]
@@ -159,7 +160,7 @@ def test_a_live_view_taken_during_appends_misses_no_frame(store, video):
     threading.Thread(target=feed).start()
     views = 0
     while not done.is_set():
-        view = StoreMemory.of(mem)
+        view = MemoryView.of(mem)
         frames = [i for m in view._index for i in range(m.first_frame, m.last_frame + 1)]
         frames += [f.index for c in view.live.values() for f in c.frames]
         if frames:

@@ -12,7 +12,20 @@ import urllib.request
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
-from ws_helpers import ask, data_url, frame_jpeg, of_type, push, recv_until, send, start_push, tiny_service
+from ws_helpers import (
+    ask,
+    data_url,
+    frame_jpeg,
+    halves,
+    is_halves,
+    of_type,
+    phone_jpeg,
+    push,
+    recv_until,
+    send,
+    start_push,
+    tiny_service,
+)
 
 from scenekv.web.config import GatewayConfig
 from scenekv.web.protocol import pack_binary_frame
@@ -141,6 +154,24 @@ def test_reconnect_with_stream_id_continues(gateway):
         _, done = ask(again, "r1", at=14, max_tokens=4)
         assert done["type"] == "answer.done"
         assert any(e["start"] <= 14 <= e["end"] for e in done["evidence"])
+
+
+def test_a_phone_jpeg_reaches_the_encoder_upright(ws, service, monkeypatch):
+    """A phone stores its picture as the sensor saw it, with EXIF orientation 6 (a quarter turn
+    clockwise to show it); the frame the encoder gets must be the picture as the phone showed it."""
+    handed: list = []
+    push_frame = service.push_frame_async
+
+    async def recording(sid, pts, image, **kwargs):  # the decoded frame, as the encoder gets it
+        handed.append(image)
+        return await push_frame(sid, pts, image, **kwargs)
+
+    monkeypatch.setattr(service, "push_frame_async", recording)
+    start_push(ws)
+    ws.send(pack_binary_frame(0.0, phone_jpeg(halves(128, 96))))
+    recv_until(ws, lambda m: m["type"] == "ingest.progress" and m.get("frames") == 1)
+    (frame,) = handed
+    assert frame.shape == (96, 128, 3) and is_halves(frame)
 
 
 def test_anchor_in_the_future_is_an_error(ws):

@@ -276,7 +276,7 @@ def test_serve_command_is_light_and_parses_its_flags():
     import subprocess
     import sys
 
-    from scenekv import cmd_serve
+    from scenekv.cli import serve as cmd_serve
 
     parser = argparse.ArgumentParser()
     cmd_serve.add_arguments(parser)
@@ -294,7 +294,7 @@ def test_serve_command_is_light_and_parses_its_flags():
     assert cmd_serve.random_weights_banner({"model": "llava-hf/x"}) is None
     # `scenekv --help` stays instant, and the web layer talks to workers only (no Ray/torch/qa here).
     code = (
-        "import sys, scenekv.cmd_serve, scenekv.web.server;"
+        "import sys, scenekv.cli.serve, scenekv.web.server;"
         "heavy = ('ray', 'torch', 'scenekv.qa', 'scenekv.memory', 'scenekv.vlm');"
         "bad = [m for m in heavy if m in sys.modules];"
         "assert not bad, bad"

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sample_root(tmp_path_factory):
-    from scenekv.ingest.world import load_truth, make_world_video
+    from scenekv.world.render import make_world_video
+    from scenekv.world.truth import load_truth
 
     root = tmp_path_factory.mktemp("media")
     make_world_video(root / "sample.mp4", seed=32, duration=60.0, size=(640, 360), fps=25.0)

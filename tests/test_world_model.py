@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import pytest
 
-from scenekv.ingest.world import load_truth, make_world_video, times_in
-from scenekv.vlm.prompt import clock
+from scenekv.units import clock
+from scenekv.world.grading import interior_times, times_in
+from scenekv.world.render import make_world_video
+from scenekv.world.truth import load_truth
 
 from redis_fixtures import drop_prefix, redis_url  # noqa: F401
 
-HELD_OUT_SEED = 424_242  # training renders seeds 100000+ (scenekv/world_train.py); this is none of them
+HELD_OUT_SEED = 424_242  # training renders seeds 100000+ (world/recipe.py); this is none of them
 DURATION = 150.0
 
 
@@ -32,7 +34,7 @@ def video(tmp_path_factory):
 def ingested(redis_url, video):
     import uuid
 
-    from scenekv.cmd_ingest_common import ingest_file
+    from scenekv.workers.bulk_ingest import ingest_file
     from scenekv.workers.service import SceneKVService
 
     pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
@@ -61,7 +63,7 @@ def test_the_model_is_the_world_model_and_says_so(ingested):
 def test_background_at_a_time(ingested, video):
     svc, sid = ingested
     truth = load_truth(video)
-    times = truth.interior_times(20)
+    times = interior_times(truth, 20)
     right = []
     for t in times:
         got = _answer(svc, sid, f"What colour is the background at {clock(t)}?")["answer"].strip()
@@ -73,7 +75,7 @@ def test_object_at_a_time(ingested, video):
     """Which object is there, colour and shape ("purple triangle"), or "nothing"."""
     svc, sid = ingested
     truth = load_truth(video)
-    times = truth.interior_times(20)
+    times = interior_times(truth, 20)
     right = []
     for t in times:
         got = _answer(svc, sid, "What shape is on screen?", at=t)["answer"].strip()
@@ -143,12 +145,12 @@ def test_dedup_keeps_anchored_answers_right(ingested, video):
     """With ``+dedup`` a still stretch keeps one frame; a time inside it is answered from that frame,
     not from the next scene's chunk (SceneKV-Bench measured 29 % at dedup:0.98 before the anchor plan
     knew it; here, at 0.9, it missed this bar before)."""
-    from scenekv.cmd_ingest_common import ingest_file
+    from scenekv.workers.bulk_ingest import ingest_file
 
     svc, _ = ingested
     sid, _ = ingest_file(svc, str(video), fps=1.0, carriers="pool:16+dedup:0.9")
     truth = load_truth(video)
-    times = truth.interior_times(10)
+    times = interior_times(truth, 10)
     right, cited = [], []
     for t in times:
         done = _answer(svc, sid, f"What colour is the background at {clock(t)}?")
@@ -166,7 +168,7 @@ def test_a_uniform_baseline_reads_its_few_frames_and_answers_worse(ingested, vid
     svc, sid = ingested
     truth = load_truth(video)
     shipped, uniform = [], []
-    for t in truth.interior_times(10):
+    for t in interior_times(truth, 10):
         question, want = f"What colour is the background at {clock(t)}?", truth.scene_at(t).background
         shipped.append(_answer(svc, sid, question)["answer"].strip() == want)
         done = _answer(svc, sid, question, policy="uniform:4")

@@ -1,4 +1,4 @@
-"""A WebSocket client's helpers for the gateway tests: frames of a synthetic 1 fps clip, send, wait."""
+"""A WebSocket client's helpers for the gateway tests: a synthetic 1 fps clip, a phone's photo, send, wait."""
 
 from __future__ import annotations
 
@@ -26,6 +26,31 @@ def frame_jpeg(t: int, size: tuple[int, int] = (128, 96)) -> bytes:
     img[:, x : x + 12] = 255
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def halves(w: int = 128, h: int = 96) -> np.ndarray:
+    """A landscape picture, red on the left and blue on the right: any turn of it shows."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (230, 20, 20)
+    img[:, w // 2 :] = (20, 20, 230)
+    return img
+
+
+def is_halves(rgb: np.ndarray) -> bool:
+    """``rgb`` is ``halves()`` upright (any size): red on the left third, blue on the right third."""
+    w = rgb.shape[1]
+    left, right = rgb[:, : w // 3].mean(axis=(0, 1)), rgb[:, -(w // 3) :].mean(axis=(0, 1))
+    return bool(left[0] > 180 and left[2] < 70 and right[2] > 180 and right[0] < 70)
+
+
+def phone_jpeg(upright: np.ndarray) -> bytes:
+    """``upright`` as a phone's camera stores it: the sensor's pixels (a quarter turn anticlockwise)
+    and EXIF orientation 6, which tells a viewer to turn them a quarter turn clockwise."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buf = io.BytesIO()
+    Image.fromarray(np.rot90(upright).copy()).save(buf, format="JPEG", quality=95, exif=exif.tobytes())
     return buf.getvalue()
 
 

@@ -78,6 +78,14 @@ class KVGeometry:
         return 2 * self.layers * self.kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
 
 
+def require_default_rope(text_config) -> None:
+    """Refuse a language model whose RoPE is not the default 1-D rotation: moving a chunk's KV
+    (vlm/kv.py) rotates its keys by the position delta, exact for that rotation alone."""
+    rope_type = text_config.rope_parameters.get("rope_type", "default")
+    if rope_type != "default":
+        raise NotImplementedError(f"RoPE type {rope_type!r}: KV moves assume default RoPE")
+
+
 class VLMBackend(ABC):
     model_id: str
     model: PreTrainedModel

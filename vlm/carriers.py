@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -168,3 +169,25 @@ class Deduper:
             return False
         self.last_kept = signature
         return True
+
+
+def frame_signatures(
+    frames: Iterable, backend: VLMBackend, batch: int = 8, max_frames: int | None = None
+) -> Iterator[tuple[float, torch.Tensor]]:
+    """Yield (pts, signature) for frames (anything with ``pts`` and ``image``), ``batch`` per vision pass."""
+    pending = []
+    for seen, frame in enumerate(frames, start=1):
+        pending.append(frame)
+        last = max_frames is not None and seen >= max_frames
+        if len(pending) >= batch or last:
+            yield from _signed(pending, backend)
+            pending = []
+        if last:
+            break
+    if pending:
+        yield from _signed(pending, backend)
+
+
+def _signed(frames: list, backend: VLMBackend) -> Iterator[tuple[float, torch.Tensor]]:
+    signatures = frame_signature(backend.encode_frames([f.image for f in frames]))
+    return zip([f.pts for f in frames], signatures, strict=True)

@@ -47,6 +47,12 @@ class KVChunk:
         return self.keys.shape[2]
 
     @property
+    def cuttable(self) -> bool:
+        """Whether frames can be cut out of it at their own positions: under 1-D RoPE a frame's
+        positions are its tokens; under M-RoPE its span is not its token count."""
+        return self.span == self.tokens
+
+    @property
     def first_pts(self) -> float:
         return self.frames[0].pts
 
@@ -61,15 +67,14 @@ class KVChunk:
     def through(self, pts: float) -> KVChunk | None:
         """The chunk cut after its last frame at or before ``pts`` (None if none is; self if all are).
 
-        A prefix keeps the original position, so the cut is exact; only 1-D RoPE chunks (span ==
-        tokens) can be cut, since an M-RoPE frame's span is not its token count.
+        A prefix keeps the original position, so the cut is exact; only a ``cuttable`` chunk.
         """
         keep = [f for f in self.frames if f.pts <= pts + 1e-9]
         if len(keep) == len(self.frames):
             return self
         if not keep:
             return None
-        if self.span != self.tokens:
+        if not self.cuttable:
             raise ValueError("only chunks with 1-D RoPE positions can be cut by time")
         n = keep[-1].offset + keep[-1].tokens
         return replace(
@@ -97,7 +102,7 @@ class KVChunk:
     def _alone(self, frame: FrameSpan) -> KVChunk:
         if len(self.frames) == 1:
             return self
-        if self.span != self.tokens:
+        if not self.cuttable:
             raise ValueError("only chunks with 1-D RoPE positions can be cut by time")
         a, b = frame.offset, frame.offset + frame.tokens
         return replace(

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from transformers import LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
 
-from .backend import VisionFeatures, VLMBackend
+from .backend import VisionFeatures, VLMBackend, require_default_rope
 
 
 class LlavaOnevisionBackend(VLMBackend):
@@ -37,11 +37,7 @@ class LlavaOnevisionBackend(VLMBackend):
         self._mean = torch.tensor(image_mean).view(1, 3, 1, 1)
         self._std = torch.tensor(image_std).view(1, 3, 1, 1)
         self._lm = model.model.language_model
-        text = model.config.text_config
-        if text.rope_parameters.get("rope_type", "default") != "default":
-            raise NotImplementedError(
-                f"RoPE type {text.rope_parameters['rope_type']!r}: KV moves assume default RoPE"
-            )
+        require_default_rope(model.config.text_config)
 
     @property
     def native_tokens_per_frame(self) -> int:

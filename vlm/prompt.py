@@ -6,10 +6,11 @@ layout as data, so a checkpoint trained in another one (SceneKV's world model, `
 folder) is fed exactly what it was trained on:
 
 - ``time_format``: ``seconds`` writes ``<t=83.0s>``; ``clock`` writes ``<01:23>`` (``<1:01:23>`` past an
-  hour), so a model can copy a frame's time straight into an answer such as ``at 01:23``. Two
-  formats are checkpoints' own, written as their processors write them before each video frame:
-  ``qwen3`` (Qwen3-VL: ``<83.0 seconds>``) and ``frame_from`` (SmolVLM2: ``\nFrame from 01:23:``,
-  minutes not wrapped at the hour), so a real checkpoint reads the time the way it was trained to.
+  hour: scenekv/units.py's clock), so a model can copy a frame's time straight into an answer such as
+  ``at 01:23``. Two formats are checkpoints' own, written as their processors write them before each
+  video frame: ``qwen3`` (Qwen3-VL: ``<83.0 seconds>``) and ``frame_from`` (SmolVLM2: ``\nFrame from
+  01:23:``, minutes not wrapped at the hour: not the clock), so a real checkpoint reads the time the way
+  it was trained to.
 - ``tag_after``: the tag follows the carriers instead of preceding them. Attention is causal, so a
   tag written after its frame can see the frame: one token then carries both the time and the
   content, which is what a small model learns to look up.
@@ -28,10 +29,10 @@ folder) is fed exactly what it was trained on:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
+
+from scenekv.units import clock
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant that watches a video stream and answers questions about it. "
@@ -40,14 +41,6 @@ DEFAULT_SYSTEM_PROMPT = (
 FORMAT_FILE = "scenekv.json"  # beside a checkpoint's config.json: the layout it was trained on
 _MARK = "\x00QUESTION\x00"
 TIME_FORMATS = ("seconds", "clock", "qwen3", "frame_from")
-
-
-def clock(seconds: float) -> str:
-    """Whole seconds as ``mm:ss`` (``h:mm:ss`` from an hour on): 341.7 -> ``05:41``."""
-    whole = max(0, math.floor(seconds + 1e-6))
-    h, rem = divmod(whole, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 @dataclass(frozen=True)
@@ -92,14 +85,6 @@ class PromptFormat:
             if k in d
         }
         return cls(**known)
-
-    @classmethod
-    def of_checkpoint(cls, folder: str | Path) -> PromptFormat:
-        """The format stored beside a checkpoint, or the default when it has none."""
-        path = Path(folder) / FORMAT_FILE
-        if not path.is_file():
-            return cls()
-        return cls.from_dict(json.loads(path.read_text()).get("prompt", {}))
 
 
 def system_prompt_for(time_format: str) -> str:

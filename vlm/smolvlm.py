@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase, SmolVLMForConditionalGeneratio
 
 from scenekv.errors import UserError
 
-from .backend import VisionFeatures, VLMBackend
+from .backend import VisionFeatures, VLMBackend, require_default_rope
 from .prompt import PromptFormat, system_prompt_for
 
 FAKE_TOKEN, GLOBAL_TOKEN = "<fake_token_around_image>", "<global-img>"
@@ -70,11 +70,7 @@ class SmolVLMBackend(VLMBackend):
         if any(not isinstance(i, int) or i == tokenizer.unk_token_id for i in ids):
             raise UserError(f"{model_id}: the tokenizer lacks SmolVLM's {FAKE_TOKEN} / {GLOBAL_TOKEN} tokens")
         self.fake_id, self.global_id = ids
-        text = model.config.text_config
-        if text.rope_parameters.get("rope_type", "default") != "default":
-            raise NotImplementedError(
-                f"RoPE type {text.rope_parameters['rope_type']!r}: KV moves assume default RoPE"
-            )
+        require_default_rope(model.config.text_config)
 
     @property
     def native_tokens_per_frame(self) -> int:

@@ -320,12 +320,12 @@ class Connection:
                 for scene in result.get("closed", []):
                     st.publish_scene(scene)
             except UserError as exc:
-                self._unburn(st, frame.pts)
+                self._allow_resend(st, frame.pts)
                 code, message = user_error(exc)
                 self.metrics.frames_dropped.labels(reason=code).inc()
                 self.send_error(code, message, pts=frame.pts)
             except Exception as exc:
-                self._unburn(st, frame.pts)
+                self._allow_resend(st, frame.pts)
                 log.exception("connection %s: pushing frame %.3f failed", self.id, frame.pts)
                 self.send_error(P.INTERNAL, f"encoding failed: {type(exc).__name__}", pts=frame.pts)
             finally:
@@ -368,7 +368,7 @@ class Connection:
         # the client re-sends these: their copies must not be replayed as well (before the next push)
         await asyncio.to_thread(self.service.drop_unsent, st.sid, st.encoded_pts)
 
-    def _unburn(self, st: StreamState, pts: float) -> None:
+    def _allow_resend(self, st: StreamState, pts: float) -> None:
         """A frame that failed does not use up its pts: unless newer frames are queued behind it,
         the client may send a frame with the same pts again."""
         if st.last_pts == pts and self.frames.empty():

@@ -209,7 +209,7 @@ class EncoderActor:
                 if self.store.exists(sid) and self.store.info(sid).status == "ended":
                     return []  # ended before (and not continued since): nothing to close
                 self._attach(sid)
-        return self.hub.end(sid, hold=self._model_lock)
+        return self.hub.end(sid, model_lock=self._model_lock)
 
     def detach(self, sid: str) -> None:
         with self._model_lock:
@@ -217,7 +217,7 @@ class EncoderActor:
 
     def caption_missing(self, sid: str) -> int:
         """Caption closed scenes that have none (a stream ingested with captions off); returns how many."""
-        return self.hub.caption_missing(sid, hold=self._model_lock)
+        return self.hub.caption_missing(sid, model_lock=self._model_lock)
 
     @ray.method(concurrency_group="status")
     def info(self, sid: str) -> dict:

@@ -18,7 +18,7 @@ import uuid
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from scenekv.memory.store import connect
+from scenekv.memory.redis_conn import connect
 
 from .encoder_config import EncoderConfig
 from .placement import Placement

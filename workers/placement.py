@@ -1,11 +1,11 @@
 """Which encoder serves which stream, recorded in Redis so that every caller agrees.
 
-One hash, ``{prefix}placement``: stream id -> encoder actor name. A file's decoder, which
-has only the stream id, finds its encoder there (gateway replicas sharing encoders are future
-work: each service names its own encoders). Moves are compare-and-set (one Lua
-step): when several callers see the same encoder die, the first move wins and the others adopt
-it, so callers do not split a stream over two encoders (a stale one that still writes loses its
-lease on the next write).
+One hash, ``{prefix}placement`` (memory/schema.py): stream id -> encoder actor name. A file's
+decoder, which has only the stream id, finds its encoder there (gateway replicas sharing encoders
+are future work: each service names its own encoders). Moves are compare-and-set (one Lua step,
+memory/scripts.py): when several callers see the same encoder die, the first move wins and the
+others adopt it, so callers do not split a stream over two encoders (a stale one that still writes
+loses its lease on the next write).
 """
 
 from __future__ import annotations
@@ -15,16 +15,8 @@ from collections.abc import Iterable
 
 import redis
 
-# KEYS[1] the hash; ARGV: sid, the name the caller saw ("" = none), the name to put instead.
-# Returns the stream's encoder afterwards: ARGV[3] if the caller's view was current, else the winner's.
-_MOVE = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (not cur and ARGV[2] == '') or cur == ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  return ARGV[3]
-end
-return cur or ''
-"""
+from scenekv.memory.schema import placement_key
+from scenekv.memory.scripts import MOVE_PLACEMENT
 
 
 class Placement:
@@ -32,8 +24,8 @@ class Placement:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
-        self.key = f"{prefix}placement"
-        self._move = client.register_script(_MOVE)
+        self.key = placement_key(prefix)
+        self._move = client.register_script(MOVE_PLACEMENT)
 
     def encoder_of(self, sid: str) -> str | None:
         name = self.client.hget(self.key, sid)

@@ -35,7 +35,7 @@ from scenekv.memory import (
 )
 from scenekv.qa.engine import Answer, QAEngine
 from scenekv.qa.key_index import KeyIndex
-from scenekv.qa.memory_view import StoreMemory
+from scenekv.qa.memory_view import MemoryView
 from scenekv.vlm import SamplingParams, VLMBackend
 
 from .caption_jobs import CaptionJob, CaptionQueue
@@ -187,10 +187,10 @@ class StreamHub:
                     out[i] = exc
         return out
 
-    def _view(self, mem: RollingMemory | None, sid: str) -> StoreMemory:
+    def _view(self, mem: RollingMemory | None, sid: str) -> MemoryView:
         """What a question reads: Redis through the kept index and LRU, plus a live stream's window."""
         kwargs = {"index": self.index, "lru": self.lru, "device": self.backend.device}
-        return StoreMemory.of(mem, **kwargs) if mem is not None else StoreMemory(self.store, sid, **kwargs)
+        return MemoryView.of(mem, **kwargs) if mem is not None else MemoryView(self.store, sid, **kwargs)
 
     def _caption_later(self, sid: str, scene: Scene) -> CaptionJob | None:
         if not self.captions:
@@ -211,11 +211,11 @@ class StreamHub:
         now; else seconds until a retry is due. The caller holds the model lock."""
         return self.captions_due.step(sid)
 
-    def drain_captions(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> None:
-        """Make every waiting caption of ``sid`` now, step by step, each step under ``hold`` (the
-        model lock: other streams' frames and answers get it between steps)."""
+    def drain_captions(self, sid: str, model_lock: AbstractContextManager = NO_LOCK) -> None:
+        """Make every waiting caption of ``sid`` now, step by step, each step under ``model_lock``
+        (other streams' frames and answers get it between steps)."""
         while True:
-            with hold:
+            with model_lock:
                 wait = self.caption_step(sid)
             if wait is None:
                 return
@@ -246,11 +246,11 @@ class StreamHub:
             view, CAPTION_PROMPT, range_=(start, last), params=self.caption_params, top_k=0
         )
 
-    def caption_missing(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> int:
+    def caption_missing(self, sid: str, model_lock: AbstractContextManager = NO_LOCK) -> int:
         """Caption the closed scenes that have none (a stream ingested with captions off); how many."""
-        with hold:  # the queue is stepped by the scheduler under the same lock
+        with model_lock:  # the queue is stepped by the scheduler under the same lock
             jobs = self._queue_uncaptioned(sid)
-        self.drain_captions(sid, hold)
+        self.drain_captions(sid, model_lock)
         return sum(1 for job in jobs if job.text is not None)
 
     def ask(self, sid: str, question: str, **kwargs) -> Answer:
@@ -271,12 +271,12 @@ class StreamHub:
             raise StreamNotFound(f"no stream {sid!r}")
         return self.engine.ask(view, question, **kwargs)
 
-    def end(self, sid: str, hold: AbstractContextManager = NO_LOCK) -> list[dict]:
+    def end(self, sid: str, model_lock: AbstractContextManager = NO_LOCK) -> list[dict]:
         """End of stream: close the last scene, make every caption still due (and those of its
         recent scenes that a crashed encoder left without one), then write everything to Redis and
         mark the stream ended, so whoever sees it end already finds every caption.
-        ``hold``: the model lock, taken per step (other streams are encoded between them)."""
-        with hold, self._lock:
+        ``model_lock`` is taken per step (other streams are encoded between them)."""
+        with model_lock, self._lock:
             mem = self.streams.get(sid)
             if mem is None:
                 raise StreamNotFound(f"stream {sid!r} is not open here")
@@ -288,8 +288,8 @@ class StreamHub:
                 raise
         try:
             for attempt in range(3):  # frames that came while captions were made may close a scene
-                self.drain_captions(sid, hold)
-                with hold:
+                self.drain_captions(sid, model_lock)
+                with model_lock:
                     if self.streams.get(sid) is not mem or mem.closed:
                         raise StreamNotFound(f"stream {sid!r} was dropped here while it ended")
                     more = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
@@ -298,7 +298,7 @@ class StreamHub:
                         mem.end()
                         break
         except BaseException:
-            with hold:
+            with model_lock:
                 self._drop(sid, mem)  # its lease and writer go; what Redis holds stays (attach continues it)
             raise
         with self._lock:

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from scenekv.errors import UserError
     from scenekv.memory import MemoryStore
+    from scenekv.memory.usage import kv_dtypes, tiers
 
     store = MemoryStore(args.redis_url, args.prefix)
     store.ping()
@@ -90,34 +91,3 @@ def run(args: argparse.Namespace) -> int:
             for codec, c in row["kv_dtypes"].items():
                 print(f"  KV stored as {codec}: {c['chunks']} chunks, {c['bytes'] / 1e6:.2f} MB")
     return 0
-
-
-def tiers(metas, scenes, extra: dict) -> dict:
-    """What a stream keeps in full detail and what is compacted to one chunk a scene."""
-    import json
-
-    compacted = {s.index for s in scenes if s.compacted}
-    full = [m for m in metas if m.scene not in compacted]
-    small = [m for m in metas if m.scene in compacted]
-    cap = extra.get("cap_compacted_through")
-    policy = json.loads(extra["retention"]) if extra.get("retention") else {}
-    return {
-        "full": {
-            "chunks": len(full),
-            "bytes": sum(m.bytes for m in full),
-            "from_pts": min((m.first_pts for m in full), default=None),
-        },
-        "compacted": {"scenes": len(compacted), "chunks": len(small), "bytes": sum(m.bytes for m in small)},
-        "retention": {k: v for k, v in policy.items() if v is not None},
-        "cap_compacted_through": float(cap) if cap else None,
-    }
-
-
-def kv_dtypes(metas) -> dict[str, dict[str, int]]:
-    """Chunks and bytes per KV storage codec (int8, int4, float)."""
-    out: dict[str, dict[str, int]] = {}
-    for m in metas:
-        c = out.setdefault(m.codec, {"chunks": 0, "bytes": 0})
-        c["chunks"] += 1
-        c["bytes"] += m.bytes
-    return out

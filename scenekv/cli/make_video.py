@@ -17,8 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scenekv.errors import UserError
-    from scenekv.ingest import make_video
     from scenekv.ingest.sampling import parse_size
+    from scenekv.world.cut_video import make_video
 
     try:
         cuts = tuple(float(t) for t in args.cuts.split(",") if t.strip())

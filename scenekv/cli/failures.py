@@ -8,7 +8,7 @@ only the cause's own message is shown.
 
 from __future__ import annotations
 
-from scenekv.errors import UserError, unwrap
+from scenekv.errors import UserError, first_line, redis_full, unwrap
 
 # codes of failures that happen during a run, not because of how it was started
 RUNTIME_CODES = {
@@ -20,16 +20,6 @@ RUNTIME_CODES = {
     "encoder_unavailable",
     "stream_resumed",
 }
-
-
-def redis_full(text: str) -> bool:
-    """Redis's own words for a write refused at ``maxmemory`` (noeviction)."""
-    return "maxmemory" in text or "OOM" in text
-
-
-def first_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def describe(exc: BaseException) -> tuple[str, int]:

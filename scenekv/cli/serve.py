@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from scenekv.cmd_ingest_common import add_load_timeout, add_storage_arguments
-from scenekv.cmd_inspect import add_model_arguments
+from scenekv.cli.inspect import add_model_arguments
+from scenekv.cli.service_args import add_load_timeout, add_storage_arguments
 from scenekv.defaults import DEFAULT_CARRIERS
 
 HELP = "serve the WebSocket API and the demo page (http://127.0.0.1:8765/)"
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
 
-    from scenekv.cmd_ingest_common import service_from_args
-    from scenekv.hardstop import HardStop
+    from scenekv.cli.hardstop import HardStop
+    from scenekv.cli.service_args import service_from_args
     from scenekv.web.auth import redact_url
     from scenekv.web.config import GatewayConfig, MiB
     from scenekv.web.server import Gateway
@@ -177,7 +177,7 @@ def _close_loop(loop, timeout: float) -> None:
 
 def random_weights_banner(model: dict) -> str | None:
     """The model banner of cmd_inspect, framed for the server log (None for a real checkpoint)."""
-    from scenekv.cmd_inspect import model_banner
+    from scenekv.cli.inspect import model_banner
 
     text = model_banner(
         model.get("model", "?"),

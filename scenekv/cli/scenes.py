@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from scenekv.cmd_inspect import add_model_arguments
+from scenekv.cli.inspect import add_model_arguments
 from scenekv.defaults import VISION_MAX_SIDE
 
 HELP = "split a video into scenes (SceneTiling over frame signatures); print one line per scene"
@@ -33,29 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def iter_signatures(source, backend, batch: int = 8, max_frames: int | None = None):
-    """Yield (pts, signature) for the frames of an open ingest source, encoding ``batch`` at a time."""
-    from scenekv.vlm.carriers import frame_signature
-
-    frames = []
-    for seen, frame in enumerate(source, start=1):
-        frames.append(frame)
-        last = max_frames is not None and seen >= max_frames
-        if len(frames) >= batch or last:
-            signatures = frame_signature(backend.encode_frames([f.image for f in frames]))
-            yield from zip([f.pts for f in frames], signatures, strict=True)
-            frames = []
-        if last:
-            break
-    if frames:
-        signatures = frame_signature(backend.encode_frames([f.image for f in frames]))
-        yield from zip([f.pts for f in frames], signatures, strict=True)
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from scenekv.cmd_inspect import print_model_banner
+    from scenekv.cli.inspect import print_model_banner
     from scenekv.errors import UserError
     from scenekv.ingest import open_source
     from scenekv.memory.scenetiling import SceneTiler, offline_scenes
@@ -81,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     # Same frame size as the service decodes, so `scenes` shows the cuts a stream of this file gets.
     with open_source(args.source, fps=args.fps, max_side=VISION_MAX_SIDE) as source:  # bad input fails first
         from scenekv.vlm import load_backend
+        from scenekv.vlm.carriers import frame_signatures
 
         backend = load_backend(args.model, device=args.device, dtype=args.dtype)
         print_model_banner(backend.model_id, random=backend.is_random, world_only=backend.world_only)
@@ -88,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             mode = "offline" if args.offline else f"causal, look-ahead {args.lookahead}"
             print(f"model {backend.model_id}  SceneTiling {mode}  alpha {args.alpha}  min {args.min_scene}s")
             print(f"{'scene':>6} {'start':>10} {'end':>10} {'frames':>7}")
-        signatures = iter_signatures(source, backend, args.batch, args.max_frames)
+        signatures = frame_signatures(source, backend, args.batch, args.max_frames)
         if args.offline:
             pts, sigs = [], []
             for p, s in signatures:

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from scenekv.errors import UserError
     from scenekv.ingest.sampling import parse_size
-    from scenekv.ingest.world import make_world_video
+    from scenekv.world.render import make_world_video
 
     if args.duration < 3 or args.fps <= 0:
         raise UserError("--duration must be at least 3 s and --fps positive")

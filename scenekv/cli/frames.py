@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import warnings
 
-    from .errors import InvalidOption, SourceLostWarning
-    from .sampling import parse_size
-    from .source import open_source
+    from scenekv.ingest.errors import InvalidOption, SourceLostWarning
+    from scenekv.ingest.sampling import parse_size
+    from scenekv.ingest.source import open_source
 
     if args.fps < 0:
         raise InvalidOption(f"--fps must be positive (or 0 for every frame), got {args.fps:g}")

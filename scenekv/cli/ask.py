@@ -8,7 +8,7 @@ HELP = "ingest a video (or reuse its memory) and answer a question about it, wit
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from scenekv.cmd_ingest_common import add_service_arguments
+    from scenekv.cli.service_args import add_service_arguments
 
     p.add_argument("source", help="video file")
     p.add_argument("question", help='e.g. "what happened at 1:23?"')
@@ -25,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from scenekv.cmd_ingest_common import ingest_file, service_from_args, warn_if_random
+    from scenekv.cli.service_args import service_from_args, warn_if_random
     from scenekv.errors import UserError
+    from scenekv.workers.bulk_ingest import ingest_file
 
     service = service_from_args(args, captions=False)
     try:

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from scenekv.units import clock
+
 HELP = "caption video files scene by scene (SceneTiling + the VLM) into .vtt, .srt or .jsonl files"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from scenekv.cmd_ingest_common import add_service_arguments
+    from scenekv.cli.service_args import add_service_arguments
 
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--format", default="vtt", help="vtt, srt or jsonl (default vtt)")
     p.add_argument("--out", default=".", help="output directory (default: current directory)")
     p.add_argument("--json", action="store_true", help="print one JSON line per written file")
     add_service_arguments(p)
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 class Progress:
@@ -42,9 +38,9 @@ class Progress:
             frac = min(pts / self.total, 1.0) if not final else 1.0
             eta = elapsed / frac * (1 - frac) if frac > 0 else 0.0
             bar = "#" * int(frac * 30)
-            text = f"{self.name} [{bar:<30}] {_clock(pts)}/{_clock(self.total)} ETA {_clock(eta)}"
+            text = f"{self.name} [{bar:<30}] {clock(pts)}/{clock(self.total)} ETA {clock(eta)}"
         else:
-            text = f"{self.name} {_clock(pts)} processed"
+            text = f"{self.name} {clock(pts)} processed"
         if self.tty:
             print("\r" + text, end="\n" if final else "", file=self.out, flush=True)
         elif final or now - self.last_line >= 5:
@@ -57,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from scenekv.cmd_ingest_common import ingest_file, media_duration, service_from_args, warn_if_random
+    from scenekv.cli.service_args import service_from_args, warn_if_random
     from scenekv.errors import UserError
+    from scenekv.ingest.probe import media_duration
     from scenekv.qa.captions import output_path, parse_format, stream_cues, write_captions
+    from scenekv.workers.bulk_ingest import ingest_file
 
     fmt = parse_format(args.format)
     missing = [v for v in args.videos if not Path(v).is_file()]

@@ -17,16 +17,16 @@ from scenekv.errors import UserError
 
 # name -> module implementing it; order is the order shown in --help.
 COMMANDS: dict[str, str] = {
-    "serve": "scenekv.cmd_serve",
-    "frames": "scenekv.ingest.cli",
-    "inspect": "scenekv.cmd_inspect",
-    "scenes": "scenekv.cmd_scenes",
-    "ask": "scenekv.cmd_ask",
-    "caption": "scenekv.cmd_caption",
-    "memory": "scenekv.cmd_memory",
-    "make-video": "scenekv.cmd_make_video",
-    "make-world": "scenekv.cmd_make_world",
-    "train-world": "scenekv.cmd_train_world",
+    "serve": "scenekv.cli.serve",
+    "frames": "scenekv.cli.frames",
+    "inspect": "scenekv.cli.inspect",
+    "scenes": "scenekv.cli.scenes",
+    "ask": "scenekv.cli.ask",
+    "caption": "scenekv.cli.caption",
+    "memory": "scenekv.cli.memory",
+    "make-video": "scenekv.cli.make_video",
+    "make-world": "scenekv.cli.make_world",
+    "train-world": "scenekv.cli.train_world",
 }
 
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from scenekv.env_flags import apply_env_defaults
+    from scenekv.cli.env_flags import apply_env_defaults
 
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:  # one sentence, never a traceback (unless --verbose asks for it)
-        from scenekv.failures import describe
+        from scenekv.cli.failures import describe
 
         if getattr(args, "verbose", False) and not isinstance(exc, UserError):
             raise

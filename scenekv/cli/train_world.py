@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import tempfile
 
-    from scenekv.world_train import TrainConfig, train
+    from scenekv.world.train import TrainConfig, train
 
     cfg = TrainConfig.smoke(args.seed) if args.smoke else TrainConfig(seed=args.seed)
     over = {

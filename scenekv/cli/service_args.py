@@ -1,0 +1,115 @@
+"""The flags `scenekv serve`, `ask` and `caption` share, and the service they describe."""
+
+from __future__ import annotations
+
+import argparse
+
+from scenekv.cli.inspect import add_model_arguments
+from scenekv.defaults import DEFAULT_CARRIERS, DEFAULT_KV_DTYPE, KV_DTYPES
+
+
+def add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    """How stream memory is kept in Redis (ask, caption and serve share these)."""
+    p.add_argument(
+        "--kv-dtype",
+        default=DEFAULT_KV_DTYPE,
+        choices=KV_DTYPES,
+        help="how chunks' KV is stored in Redis: int8 (default; keys per channel, values per token), "
+        "int4, bf16, fp16, fp32, or exact (the model's own tensors, bit for bit)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    """A duration as ``parse_duration`` reads it (``900``, ``15m``), more than zero."""
+    from scenekv.errors import UserError
+    from scenekv.units import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
+    return value
+
+
+def add_load_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--load-timeout",
+        type=_positive_seconds,
+        default=900.0,
+        help="how long the encoders get to load the model before startup fails (seconds or 15m; default 900)",
+    )
+
+
+def add_service_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    add_storage_arguments(p)
+    add_load_timeout(p)
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    p.add_argument(
+        "--carriers", default=DEFAULT_CARRIERS, help=f"carrier strategy (default {DEFAULT_CARRIERS})"
+    )
+    p.add_argument("--redis-url", default=None, help="default: REDIS_URL, 127.0.0.1:6379, else a local child")
+    p.add_argument("--ray-address", default=None, help="join a Ray cluster (default: local Ray)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show transformers' and Ray's warnings and the actors' output (default: in Ray's logs)",
+    )
+
+
+def service_from_args(args: argparse.Namespace, *, captions: bool = True):
+    """A SceneKVService from the common flags (local Ray, Redis found or started, model loaded)."""
+    from scenekv.workers.service import SceneKVService
+
+    quiet = getattr(args, "verbose", None) is False  # ask / caption; serve keeps every log line
+    if quiet:
+        quiet_dependencies()
+    return SceneKVService(
+        worker_logs=not quiet,
+        model=args.model,
+        redis_url=args.redis_url,
+        ray_address=args.ray_address,
+        device=args.device,
+        dtype=args.dtype,
+        captions=captions,
+        rolling={"kv_dtype": args.kv_dtype},
+        live_retention=live_retention(args),
+        encoders=getattr(args, "encoders", None),
+        load_timeout=args.load_timeout,
+    )
+
+
+def live_retention(args: argparse.Namespace) -> dict | None:
+    """serve's --keep-full / --keep-compact / --max-stream-bytes as Retention fields (None elsewhere)."""
+    from scenekv.units import parse_duration, parse_size
+
+    if not hasattr(args, "keep_full"):
+        return None
+    cap = getattr(args, "max_stream_bytes", None)
+    return {
+        "keep_s": parse_duration(args.keep_full),
+        "max_s": parse_duration(args.keep_compact),
+        "max_bytes": parse_size(cap) if cap is not None else None,
+    }
+
+
+def quiet_dependencies() -> None:
+    """The terminal shows SceneKV's lines: dependencies' warnings (transformers' deprecations, torch,
+    Ray) are silenced in this process; SceneKV's own warnings (e.g. damaged media) still show."""
+    import logging
+    import warnings
+
+    for module in ("transformers", "torch", "ray", "huggingface_hub", "accelerate"):
+        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
+    for name in ("transformers", "ray", "torch", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def warn_if_random(service) -> None:
+    """Say once, on stderr, when the model's answers are placeholders or world-only."""
+    from scenekv.cli.inspect import print_model_banner
+
+    m = service.model
+    print_model_banner(m["model"], random=m["random_weights"], world_only=m.get("world_only", False))

@@ -1,0 +1,99 @@
+"""Bulk ingest of a video file: encode it once into a stream's memory, reuse it on every later run.
+
+`scenekv ask`, `scenekv caption` and SceneKV-Bench share it. The stream id is derived from the file's
+identity and the encoding settings, so a second run (or one resumed after an interruption) finds the
+memory the first one left and continues after its last stored frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from scenekv.errors import UserError, first_line, redis_full, unwrap
+from scenekv.ingest.probe import media_duration
+
+
+def stream_id_for(source: str, model: str, fps: float, carriers: str) -> str:
+    """A stable id per (file content identity, model, fps, carriers): re-running reuses the memory."""
+    path = Path(source)
+    if path.is_file():
+        st = path.stat()
+        ident = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"
+    else:
+        ident = source
+    digest = hashlib.sha1(f"{ident}|{model}|{fps:g}|{carriers}".encode()).hexdigest()[:16]
+    return f"file-{digest}" if path.is_file() else f"url-{digest}"
+
+
+def ingest_file(
+    service, source: str, *, fps: float, carriers: str, on_progress=None, parts: int | None = None
+) -> tuple[str, bool]:
+    """Encode ``source`` into memory unless an earlier run already did; returns (sid, reused).
+
+    Long files are split into time ranges decoded in parallel (one per ~minute, at most ``parts``,
+    default: the CPU count); a run that was interrupted continues after its last stored frame.
+    """
+    if not Path(source).is_file():
+        if "://" not in source:
+            raise UserError(f"no such file: {source}", code="not_found")
+        raise UserError("ask/caption take video files; for live URLs use `scenekv serve`", code="bad_request")
+    sid = stream_id_for(os.path.abspath(source), service.model["model"], fps, carriers)
+    if service.store.exists(sid) and service.store.info(sid).status == "ended":
+        return sid, True
+    duration = media_duration(source)
+    if duration is None:
+        raise UserError(
+            f"{source}: the file declares no duration; cannot split it into ranges", code="bad_media"
+        )
+    n = parts or max(1, min(os.cpu_count() or 1, int(duration // 60)))
+    try:
+        info = service.start_stream(
+            source, fps=fps, carriers=carriers, sid=sid, decode=False
+        )  # ranges feed it
+        _ingest_ranges(service, source, sid, info, duration, fps, n, on_progress)
+    except Exception as exc:
+        raise store_refused(service, source, sid, duration, exc) or exc from None
+    return sid, False
+
+
+def store_refused(service, source: str, sid: str, duration: float, exc: BaseException):
+    """A UserError saying what Redis kept when it refused writes (full, read-only), else None."""
+    cause = unwrap(exc)
+    text = f"{cause} {getattr(cause, '__cause__', '') or ''}"
+    full = redis_full(text)
+    if getattr(cause, "code", None) not in ("memory_write_failed", "memory_backpressure") and not (
+        type(cause).__module__.startswith("redis") and full
+    ):
+        return None
+    name = os.path.basename(source)
+    try:
+        info = service.store.info(sid) if service.store.exists(sid) else None
+        if info is not None and info.chunks:
+            kept = (
+                f"{info.chunks} chunks up to {info.last_pts or 0:.0f} s of {name} ({duration:.0f} s) are "
+                "stored, the rest is not"
+            )
+        else:  # not even the first chunk (or the stream itself) could be written
+            kept = f"nothing of {name} ({duration:.0f} s) could be stored"
+    except Exception:
+        kept = f"what is stored of {name} could not be checked"
+    if full:
+        why = "Redis is full"
+    elif getattr(cause, "code", None) == "memory_backpressure":
+        why = f"Redis is too slow to take the writes ({first_line(str(cause))})"
+    else:
+        why = f"Redis refused the writes ({first_line(str(cause))})"
+    fix = "free memory or raise maxmemory" if full else "fix Redis"
+    return UserError(
+        f"{why}: {kept}; {fix} and run the same command again to resume",
+        code="store_full" if full else "memory_write_failed",
+    )
+
+
+def _ingest_ranges(service, source, sid, info, duration, fps, n, on_progress) -> None:
+    service.ingest_ranges(
+        source, sid, duration=duration, fps=fps, parts=n, after=info["last_pts"], on_batch=on_progress
+    )
+    service.end_stream(sid)
