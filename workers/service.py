@@ -4,7 +4,7 @@ It keeps which streams are open here (and the DecoderActor reading each file or 
 composes one part per job: the runtime (Redis, Ray, store, encoders: workers/runtime.py), calls on
 a stream's encoder that survive its death (workers/encoder_router.py), pushed frames delivered
 without loss (workers/push_delivery.py), a file from parallel time ranges
-(workers/range_ingest.py) and questions (workers/questions.py).
+(workers/bulk_ingest.py) and questions (workers/questions.py).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from scenekv.errors import UserError
 from scenekv.memory import new_sid
 
 from .actors import DecoderActor
+from .bulk_ingest import ingest_ranges
 from .encoder_router import EncoderRouter
 from .push_delivery import PushDelivery
 from .questions import Questions
-from .range_ingest import ingest_ranges
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class SceneKVService:
         on_batch: Callable[[float], None] | None = None,
     ) -> int:
         """Encode a file into stream ``sid`` (opened with ``decode`` off) from ``parts`` time ranges
-        decoded in parallel, with the memory of one pass (workers/range_ingest.py). ``after``
+        decoded in parallel, with the memory of one pass (workers/bulk_ingest.py). ``after``
         resumes after the last stored frame; ``on_batch(pts)`` reports progress. The frames encoded."""
         self._require_stream(sid)
         return ingest_ranges(
