@@ -1,10 +1,14 @@
-"""Shared fixtures: synthetic videos made once per test session (small, a few seconds each)."""
+"""The fixtures every test folder shares, in one place: synthetic videos made once per session, and
+the real Redis the tests use (tests/support/redis_fixtures.py). Helpers that are not fixtures live
+in tests/support/ and are imported by name."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from support.redis_fixtures import own_redis, prefix, redis_client, redis_url, store  # noqa: F401
 
 
 @pytest.fixture(scope="session")

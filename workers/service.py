@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 
 import numpy as np
 import ray
@@ -88,6 +88,9 @@ class SceneKVService:
         self.router = EncoderRouter(self.pool)
         self.delivery = PushDelivery(self.router, self.store, self._touch)
         self.questions = Questions(self.pool, self._require_stream, self.delivery.replay_lost_frames)
+        # answers stream from the stream's encoder: Questions.ask / ask_async, signatures there
+        self.ask = self.questions.ask
+        self.ask_async = self.questions.ask_async
         self._decoders: dict[str, tuple] = {}  # sid -> (actor, run ref)
         self._streams: set[str] = set()
         self._touched: dict[str, float] = {}  # push streams open here: monotonic time of last use
@@ -267,59 +270,6 @@ class SceneKVService:
         return self.pool.first()
 
     # -- questions and captions -------------------------------------------------------------------
-    def ask(
-        self,
-        sid: str,
-        question: str,
-        *,
-        qid: str | None = None,
-        at=None,
-        range_=None,
-        last=None,
-        max_tokens: int = 128,
-        temperature: float = 0.0,
-        policy: str | None = None,
-    ) -> Iterator[dict]:
-        """Stream {"type": "delta"} messages, then one {"type": "done"} (or {"type": "error"}); see
-        Questions.ask. Lazy: nothing is checked or asked before the first item is read."""
-        return self.questions.ask(
-            sid,
-            question,
-            qid=qid,
-            at=at,
-            range_=range_,
-            last=last,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            policy=policy,
-        )
-
-    def ask_async(
-        self,
-        sid: str,
-        question: str,
-        *,
-        qid: str | None = None,
-        at=None,
-        range_=None,
-        last=None,
-        max_tokens: int = 128,
-        temperature: float = 0.0,
-        policy: str | None = None,
-    ) -> AsyncIterator[dict]:
-        """``ask`` for an event loop: no thread is held while the answer streams."""
-        return self.questions.ask_async(
-            sid,
-            question,
-            qid=qid,
-            at=at,
-            range_=range_,
-            last=last,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            policy=policy,
-        )
-
     async def cancel_async(self, qid: str, timeout: float = 5.0) -> bool:
         """Stop question ``qid`` on whichever encoder runs it; False if none does."""
         return await self.questions.cancel_async(qid, timeout)

@@ -141,7 +141,7 @@ Final language loss (mean of the last 50 steps): {final:.4f}.
 ## Held-out accuracy
 Greedy exact match on {rec.heldout.get("n", 0)} questions over contexts built from the held-out videos'
 frames (the training-time bank path). The service path (Ray actors, Redis memory, retrieval, re-rotation) is
-graded by `tests/test_world_model.py` and SceneKV-Bench (docs/benchmarks.md).
+graded by `tests/world/test_world_model.py` and SceneKV-Bench (docs/benchmarks.md).
 
 | question kind / carriers | accuracy |
 |---|---|

@@ -1,4 +1,4 @@
-"""What graders of world-video answers share (tests/test_world_model.py, bench/qa.py): which times
+"""What graders of world-video answers share (tests/world/test_world_model.py, bench/qa.py): which times
 to ask about, and which times an answer names."""
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Helpers the tests share: tiny models, Redis fixtures, KV chunks, WebSocket and live-source helpers."""

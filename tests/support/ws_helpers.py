@@ -1,0 +1,138 @@
+"""A WebSocket client's helpers for the gateway tests: a synthetic 1 fps clip, a phone's photo, send, wait."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import time
+
+import numpy as np
+from PIL import Image
+from websockets.sync.client import ClientConnection
+
+from scenekv.web.protocol import pack_binary_frame
+
+COLORS = [(200, 40, 40), (40, 180, 60), (50, 70, 220)]  # three scenes: hard cuts at 10 s and 20 s
+
+
+def frame_jpeg(t: int, size: tuple[int, int] = (128, 96)) -> bytes:
+    """Frame ``t`` of a 1 fps clip: flat colour per scene plus a moving white bar (motion inside scenes)."""
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = COLORS[min(t // 10, len(COLORS) - 1)]
+    x = (t * 11) % (w - 12)
+    img[:, x : x + 12] = 255
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def halves(w: int = 128, h: int = 96) -> np.ndarray:
+    """A landscape picture, red on the left and blue on the right: any turn of it shows."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (230, 20, 20)
+    img[:, w // 2 :] = (20, 20, 230)
+    return img
+
+
+def is_halves(rgb: np.ndarray) -> bool:
+    """``rgb`` is ``halves()`` upright (any size): red on the left third, blue on the right third."""
+    w = rgb.shape[1]
+    left, right = rgb[:, : w // 3].mean(axis=(0, 1)), rgb[:, -(w // 3) :].mean(axis=(0, 1))
+    return bool(left[0] > 180 and left[2] < 70 and right[2] > 180 and right[0] < 70)
+
+
+def phone_jpeg(upright: np.ndarray) -> bytes:
+    """``upright`` as a phone's camera stores it: the sensor's pixels (a quarter turn anticlockwise)
+    and EXIF orientation 6, which tells a viewer to turn them a quarter turn clockwise."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buf = io.BytesIO()
+    Image.fromarray(np.rot90(upright).copy()).save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def data_url(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def send(conn: ClientConnection, **msg) -> None:
+    conn.send(json.dumps(msg))
+
+
+def recv_until(conn: ClientConnection, pred, timeout: float = 30.0, seen: list | None = None) -> dict:
+    """Next message matching ``pred`` (others are appended to ``seen``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching message within {timeout} s; saw {seen!r}")
+        msg = json.loads(conn.recv(timeout=left))
+        if pred(msg):
+            return msg
+        if seen is not None:
+            seen.append(msg)
+
+
+def of_type(kind: str, **fields):
+    return lambda m: m["type"] == kind and all(m.get(k) == v for k, v in fields.items())
+
+
+def start_push(conn: ClientConnection, fps: float = 1.0) -> str:
+    send(conn, type="session.start", source="push", fps=fps, carriers="pool:4")
+    started = recv_until(conn, of_type("session.started"))
+    assert started["random_weights"] is True and started["model"] == "tiny-random-llava-onevision"
+    return started["stream_id"]
+
+
+def push(conn: ClientConnection, times, binary: bool = True) -> None:
+    for t in times:
+        if binary:
+            conn.send(pack_binary_frame(float(t), frame_jpeg(t)))
+        else:
+            send(conn, type="frame.append", pts=float(t), image=data_url(frame_jpeg(t)))
+
+
+def ask(conn: ClientConnection, qid: str, text: str = "What happens?", **kw) -> tuple[list[dict], dict]:
+    send(conn, type="question.ask", id=qid, text=text, **kw)
+    deltas: list[dict] = []
+    end = recv_until(
+        conn, lambda m: m.get("id") == qid and m["type"] in ("answer.done", "error"), seen=deltas
+    )
+    return [d for d in deltas if d["type"] == "answer.delta" and d["id"] == qid], end
+
+
+@contextlib.contextmanager
+def tiny_service(tag: str):
+    """A SceneKVService on the tiny random model, local Ray and the real Redis under a fresh key
+    prefix; every key under it is deleted afterwards."""
+    import uuid
+
+    import redis
+
+    from scenekv.workers.service import SceneKVService
+
+    from support.redis_fixtures import REDIS_URL, drop_prefix
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        raise AssertionError(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh") from None
+    prefix = f"skvtest:{tag}:{uuid.uuid4().hex[:10]}:"
+    svc = SceneKVService(
+        model="tiny-random-llava-onevision",
+        redis_url=REDIS_URL,
+        rolling={"window": 12, "chunk_frames": 4},
+        prefix=prefix,
+        num_cpus=2,
+    )
+    try:
+        yield svc
+    finally:
+        svc.shutdown()
+        client = redis.Redis.from_url(REDIS_URL)
+        drop_prefix(client, prefix)
+        assert not list(client.scan_iter(match=f"{prefix}*", count=1000))
+        client.close()
