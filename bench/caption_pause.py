@@ -37,7 +37,7 @@ from scenekv.workers.stream_hub import StreamHub
 
 
 def _frames(n_streams: int, rounds: int, scene_frames: int, size: tuple[int, int]) -> list[list]:
-    """Stream 0: a synthetic video (ingest.make_video) cut every ``scene_frames`` s, sampled at
+    """Stream 0: a synthetic video (world/cut_video.py) cut every ``scene_frames`` s, sampled at
     1 fps; the others: one still frame of it each, so only stream 0 closes scenes."""
     import tempfile
 

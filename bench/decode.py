@@ -3,9 +3,9 @@
     python bench/decode.py                      # 20-minute files, 3 repeats, prints a markdown table
     python bench/decode.py --minutes 1 --repeats 1   # quick smoke run
 
-The test files are generated once with scenekv.ingest.make_video (x264 veryfast: B-frames, CABAC, like
-typical H.264 files) into ~/.cache/scenekv/bench (or $SCENEKV_BENCH_DIR) and reused: a long-GOP file
-(keyframe every 10 s) and a short-GOP file (every 0.48 s). The reference is
+The test files are generated once with scenekv.world.cut_video.make_video (x264 veryfast: B-frames,
+CABAC, like typical H.264 files) into ~/.cache/scenekv/bench (or $SCENEKV_BENCH_DIR) and reused: a
+long-GOP file (keyframe every 10 s) and a short-GOP file (every 0.48 s). The reference is
 ``ffmpeg -i f.mp4 -vf fps=1 -f rawvideo -pix_fmt rgb24 -`` read through a pipe, frames counted.
 Every run of a method is a fresh process-free call in this process; the file is in the page cache
 after the first run, so all methods read from memory.

@@ -31,7 +31,7 @@ def decode_image(data: bytes, *, max_side: int = VISION_MAX_SIDE, max_pixels: in
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))  # reads the header only
             if im.format not in FORMATS:
-                raise InvalidImage(f"image format {im.format} is not JPEG or PNG")
+                raise InvalidImage(f"image format {im.format} is not JPEG, PNG or WebP")
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageTooLarge(f"image of {w}x{h} pixels exceeds {max_pixels} pixels")
@@ -39,7 +39,10 @@ def decode_image(data: bytes, *, max_side: int = VISION_MAX_SIDE, max_pixels: in
             im = im.convert("RGB")  # keeps the EXIF block
             if max(im.size) > max_side:
                 im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-            ImageOps.exif_transpose(im, in_place=True)  # after shrinking: fewer pixels to turn
+            try:
+                ImageOps.exif_transpose(im, in_place=True)  # after shrinking: fewer pixels to turn
+            except Exception:  # a damaged EXIF block: the picture itself is fine, keep it as stored
+                pass
             return np.asarray(im, dtype=np.uint8)
     except InvalidImage:
         raise

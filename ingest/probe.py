@@ -200,10 +200,14 @@ def describe(container: av.container.InputContainer, stream: av.video.stream.Vid
 
 
 def media_duration(path: str) -> float | None:
-    """The video stream's duration in seconds on the pts timeline (None when the file declares none).
+    """The video stream's duration in seconds on the pts timeline, else the container's (None when the
+    file declares neither).
 
     Raises the same clean errors as opening the file for decoding; the rule is ``describe``'s, so a
     duration here is the one the decoders and range splits see.
     """
     with open_file(path) as container:
-        return describe(container, video_stream(container, path)).duration
+        duration = describe(container, video_stream(container, path)).duration
+        if duration is None and container.duration:  # no per-stream figure: the container's own
+            duration = container.duration / 1_000_000
+        return duration

@@ -1,8 +1,9 @@
 """Times, durations and sizes as people write them (a command line, a session.start message, a
 question's ``at``), and stream times as SceneKV writes them back: each rule once, for every layer.
 
-Times and durations: seconds as a number, a clock time (``1:23``, ``01:02:03.5``) or amounts with ``d``,
-``h``, ``m``, ``s`` (``90s``, ``30m``, ``1h30m``, ``2m 30s``, ``7d``). Written back as a clock
+Times and durations: seconds as a number or amounts with ``d``, ``h``, ``m``, ``s`` (``90s``, ``30m``,
+``1h30m``, ``2m 30s``, ``7d``); times also as a clock (``1:23``, ``01:02:03.5``), durations not (is
+``12:00`` twelve minutes or twelve hours?). Written back as a clock
 (``01:23``, ``1:02:03`` from an hour on). Sizes: bytes as a number, or with SI (``kB``, ``MB``, ``GB``,
 ``TB``: powers of 1000) or IEC (``KiB``, ``MiB``, ``GiB``, ``TiB``: powers of 1024) suffixes, so ``2MB``
 is 2,000,000 bytes and ``2MiB`` is 2,097,152. Each refuses anything else with one sentence saying what
@@ -36,18 +37,22 @@ _FACTORS = {
 }
 
 
-def parse_seconds(value: str | float | int) -> float:
+def parse_seconds(value: str | float | int, *, clock_time: bool = True) -> float:
     """Seconds in ``value`` (``83.5``, ``"1:23"``, ``"01:02:03"``, ``"1h30m"``, ``"2m 30s"``); a
-    ValueError saying what is accepted for anything else (callers word it as their own error)."""
+    ValueError saying what is accepted for anything else (callers word it as their own error).
+    ``clock_time=False`` refuses the clock form: a point in a stream reads well as ``1:23``, but a
+    duration written ``12:00`` could mean 12 minutes or 12 hours."""
     if isinstance(value, bool):
         raise ValueError("it is not a number of seconds")
     if isinstance(value, int | float):
         seconds = float(value)
     else:
         text = str(value).strip().lower()
-        clock_time = _CLOCK.fullmatch(text)
-        if clock_time:
-            hours, minutes, secs = clock_time.groups()
+        clock = _CLOCK.fullmatch(text)
+        if clock and not clock_time:
+            raise ValueError("a clock time is ambiguous for a duration: use amounts (e.g. 90, 30m, 12h)")
+        if clock:
+            hours, minutes, secs = clock.groups()
             if float(secs) >= 60 or (hours is not None and int(minutes) >= 60):
                 raise ValueError("it is not a clock time: minutes and seconds go up to 59")
             seconds = int(hours or 0) * 3600 + int(minutes) * 60 + float(secs)
@@ -69,9 +74,9 @@ def parse_seconds(value: str | float | int) -> float:
 
 
 def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``text`` (``1h30m`` -> 5400.0), as ``parse_seconds`` reads them; UserError otherwise."""
+    """Seconds in ``text`` (``1h30m`` -> 5400.0), as ``parse_seconds`` reads amounts; UserError otherwise."""
     try:
-        return parse_seconds(text)
+        return parse_seconds(text, clock_time=False)
     except ValueError as exc:
         raise UserError(f"bad duration {text!r}: {exc}") from None
 

@@ -97,7 +97,7 @@ class StreamRegistry:
         self.streams: dict[str, StreamState] = {}
         from scenekv.memory.event_feed import EventFeed  # here: importing web/ stays light (no torch)
 
-        self.feed = EventFeed(service.redis_url, service.store.prefix)
+        self.feed = EventFeed(service.redis_url, service.prefix)
         self.cursors: dict[str, str] = {}  # sid -> id of the last event read (streams that are ready)
         self._reader: asyncio.Task | None = None
 

@@ -27,6 +27,8 @@ from scenekv.ingest.probe import media_duration
 from .actors import RangeDecoder
 from .encoder_router import EncoderRouter
 
+log = logging.getLogger(__name__)
+
 
 def stream_id_for(source: str, model: str, fps: float, carriers: str) -> str:
     """A stable id per (file content identity, model, fps, carriers): re-running reuses the memory."""
@@ -51,7 +53,7 @@ def ingest_file(
     if not Path(source).is_file():
         if "://" not in source:
             raise UserError(f"no such file: {source}", code="not_found")
-        raise UserError("ask/caption take video files; for live URLs use `scenekv serve`", code="bad_request")
+        raise UserError("bulk ingest takes video files; a live URL is served as a stream", code="bad_request")
     sid = stream_id_for(os.path.abspath(source), service.model["model"], fps, carriers)
     if service.store.exists(sid) and service.store.info(sid).status == "ended":
         return sid, True
@@ -112,7 +114,6 @@ def _ingest_ranges(service, source, sid, info, duration, fps, n, on_progress) ->
     service.end_stream(sid)
 
 
-log = logging.getLogger(__name__)
 
 
 def ingest_ranges(

@@ -1,6 +1,6 @@
 """EncoderConfig: what every EncoderActor of a service is built with, as one typed object.
 
-The CLI's flags (whose defaults come from SCENEKV_* variables, scenekv/env_flags.py) reach
+The CLI's flags (whose defaults come from SCENEKV_* variables, scenekv/cli/env_flags.py) reach
 SceneKVService, which builds one of these and hands the same object to each encoder it starts.
 """
 

@@ -84,6 +84,7 @@ class SceneKVService:
         self.live_retention = dict(live_retention or {})
         self.store, self.pool, self.model = self.runtime.store, self.runtime.pool, self.runtime.model
         self.redis_url, self.redis_how = self.runtime.redis_url, self.runtime.redis_how
+        self.prefix = prefix  # the Redis key prefix: the gateway's event feed reads under it
         self.ray_address = self.runtime.ray_address
         self.router = EncoderRouter(self.pool)
         self.delivery = PushDelivery(self.router, self.store, self._touch)

@@ -1,7 +1,7 @@
 """SceneKV's synthetic world: rendered videos with exact ground truth, and the world model trained on them.
 
 Nothing in the product imports this package (only the CLI, tests and benchmarks do); it may import
-the core, ingest, vlm and qa, whose prompt layout the world model is trained in.
+the core, ingest, vlm, memory and qa (qa and vlm hold the prompt layout the world model is trained in).
 
 - ``truth.py``: a world timeline drawn from a seed, its JSON sidecar; ``render.py``: to x264 MP4.
 - ``grading.py``: what graders of answers about a world video share.

@@ -1,8 +1,9 @@
 """The `scenekv` command line.
 
-Each subcommand lives beside the layer it exercises (``ingest/cli.py`` for ``frames`` ...) as a module
-with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Those modules import only argparse
-at top level so that ``scenekv --help`` stays instant; heavy imports (torch, av) happen inside run().
+Each subcommand is a module of this package (``frames.py`` for ``scenekv frames`` ...) with ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``; nothing below the CLI imports it. Those modules
+import only argparse at top level so that ``scenekv --help`` stays instant; heavy imports (torch, av)
+happen inside run().
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-# the service commands read SCENEKV_<FLAG> variables (scenekv/env_flags.py); the others, whose flags
+# the service commands read SCENEKV_<FLAG> variables (scenekv/cli/env_flags.py); the others, whose flags
 # mean other things (make-video's --fps is its output rate), do not
 ENV_COMMANDS = ("serve", "ask", "caption")
 

@@ -176,7 +176,7 @@ def _close_loop(loop, timeout: float) -> None:
 
 
 def random_weights_banner(model: dict) -> str | None:
-    """The model banner of cmd_inspect, framed for the server log (None for a real checkpoint)."""
+    """The model banner of `scenekv inspect`, framed for the server log (None for a real checkpoint)."""
     from scenekv.cli.inspect import model_banner
 
     text = model_banner(

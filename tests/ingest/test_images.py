@@ -44,7 +44,7 @@ def test_a_phone_jpeg_with_exif_orientation_is_turned_upright():
     [
         (b"not an image", "cannot decode image"),
         (b"GIF89a" + b"\0" * 64, "cannot decode image"),
-        (encoded(np.zeros((4, 4, 3), np.uint8), "BMP"), "not JPEG or PNG"),
+        (encoded(np.zeros((4, 4, 3), np.uint8), "BMP"), "not JPEG, PNG or WebP"),
     ],
 )
 def test_other_bytes_are_refused(data, match):
