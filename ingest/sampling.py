@@ -108,7 +108,7 @@ class Resize:
         return width, height
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_frame_size(text: str) -> tuple[int, int]:
     """Parse ``"WxH"`` (e.g. ``640x360``) into (width, height)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m or int(m[1]) < 1 or int(m[2]) < 1:

@@ -41,14 +41,14 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from scenekv.ingest.errors import InvalidOption, SourceLostWarning
-    from scenekv.ingest.sampling import parse_size
+    from scenekv.ingest.sampling import parse_frame_size
     from scenekv.ingest.source import open_source
 
     if args.fps < 0:
         raise InvalidOption(f"--fps must be positive (or 0 for every frame), got {args.fps:g}")
     if args.max_frames is not None and args.max_frames < 1:
         raise InvalidOption(f"--max-frames must be at least 1, got {args.max_frames}")
-    size = parse_size(args.size) if args.size else None
+    size = parse_frame_size(args.size) if args.size else None
     # Reconnect notices from the live reader thread, in the same one-line style as errors.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("scenekv frames: %(message)s"))

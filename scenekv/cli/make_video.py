@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scenekv.errors import UserError
-    from scenekv.ingest.sampling import parse_size
+    from scenekv.ingest.sampling import parse_frame_size
     from scenekv.world.cut_video import make_video
 
     try:
@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     bad = [t for t in cuts if not 0 < t < args.duration]
     if bad:
         raise UserError(f"cut times must lie inside (0, {args.duration:g}) s, got {bad}")
-    path = make_video(args.out, duration=args.duration, fps=args.fps, size=parse_size(args.size), cuts=cuts)
+    path = make_video(
+        args.out, duration=args.duration, fps=args.fps, size=parse_frame_size(args.size), cuts=cuts
+    )
     print(path)
     return 0

@@ -17,14 +17,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scenekv.errors import UserError
-    from scenekv.ingest.sampling import parse_size
+    from scenekv.ingest.sampling import parse_frame_size
     from scenekv.world.render import make_world_video
 
     if args.duration < 3 or args.fps <= 0:
         raise UserError("--duration must be at least 3 s and --fps positive")
     try:
         truth = make_world_video(
-            args.out, seed=args.seed, duration=args.duration, fps=args.fps, size=parse_size(args.size)
+            args.out, seed=args.seed, duration=args.duration, fps=args.fps, size=parse_frame_size(args.size)
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc

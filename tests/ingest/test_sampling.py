@@ -9,7 +9,7 @@ import pytest
 
 from scenekv.ingest.errors import InvalidOption
 from scenekv.ingest.latest import Closed, LatestQueue
-from scenekv.ingest.sampling import Resize, Sampler, parse_size, quarter_turns
+from scenekv.ingest.sampling import Resize, Sampler, parse_frame_size, quarter_turns
 
 
 def kept(times, fps, origin=0.0):
@@ -54,10 +54,10 @@ def test_resize_max_side_keeps_aspect_and_never_enlarges():
 
 
 def test_parse_size():
-    assert parse_size("640x360") == (640, 360)
+    assert parse_frame_size("640x360") == (640, 360)
     for bad in ("640", "x360", "0x10", "axb"):
         with pytest.raises(InvalidOption, match="WIDTHxHEIGHT"):
-            parse_size(bad)
+            parse_frame_size(bad)
 
 
 def test_quarter_turns():
