@@ -9,6 +9,7 @@ see it sideways. Images over ``max_pixels`` are refused from their header, befor
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -39,10 +40,9 @@ def decode_image(data: bytes, *, max_side: int = VISION_MAX_SIDE, max_pixels: in
             im = im.convert("RGB")  # keeps the EXIF block
             if max(im.size) > max_side:
                 im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-            try:
-                ImageOps.exif_transpose(im, in_place=True)  # after shrinking: fewer pixels to turn
-            except Exception:  # a damaged EXIF block: the picture itself is fine, keep it as stored
-                pass
+            # after shrinking: fewer pixels to turn; a damaged EXIF block keeps the picture as stored
+            with contextlib.suppress(Exception):
+                ImageOps.exif_transpose(im, in_place=True)
             return np.asarray(im, dtype=np.uint8)
     except InvalidImage:
         raise
