@@ -19,17 +19,19 @@ Public API (qa/ and workers/ build on exactly these)::
     store.scenes(sid) -> list[SceneInfo]; store.set_caption(sid, scene, text)
     store.events(sid, after=None) / store.wait_events(sid, after="$", block_ms=1000)
     store.list_streams(); store.delete_stream(sid)   # every key of the stream, one call
+    store.put_reading(sid, Reading(pts, object, background)); store.read_through(sid)  # content index
+    store.index_labels(sid); store.index_times(sid, label, start, end); store.label_hits(...)
 
     ChunkWriter(store, max_jobs=16, max_bytes=64 MiB)   # write-behind queue with backpressure
     encode_chunk(chunk, kv_dtype) / decode_chunk / encode_keys / decode_keys   # versioned, no pickle
     SceneTiler(TilingParams(alpha=0.5, lookahead=4, ...)) or SceneTiler(lookahead=4)
-        .push(pts, signature) -> list[Scene]; .flush() -> list[Scene]
-    offline_scenes(pts, signatures, ...) -> list[Scene]
+        .push(pts, signature, image=rgb) -> list[Scene]; .flush() -> list[Scene]   # image: colour signal
+    offline_scenes(pts, signatures, images=rgbs_or_histograms, ...) -> list[Scene]
     Retention(keep_s, keep_bytes, max_s, max_bytes); enforce(store, sid, policy)   # incremental walks
 
 The names are imported on first use, so ``scenekv.memory.<module>`` of a torch-free part (schema,
-scripts, redis_conn, records, streams, scenes, events, event_feed) loads without torch: the
-gateway reads events that way.
+scripts, redis_conn, records, streams, scenes, events, event_feed, content_index) loads without
+torch: the gateway reads events that way.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ _EXPORTS = {
     "ChunkMeta": "records",
     "ChunkNotFound": "records",
     "ChunkWriter": "writer",
+    "ContentIndex": "content_index",
     "CorruptBlob": "codec",
     "DEFAULT_KV_DTYPE": "quant",
     "DEFAULT_PREFIX": "schema",
@@ -50,6 +53,7 @@ _EXPORTS = {
     "KV_DTYPES": "quant",
     "MemoryStore": "store",
     "Retention": "retention",
+    "Reading": "content_index",
     "RetentionReport": "retention",
     "RollingConfig": "rolling",
     "RollingMemory": "rolling",

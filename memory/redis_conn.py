@@ -36,6 +36,9 @@ _STEPS = (
     "UPDATE_STREAM",
     "CLAIM_OWNER",
     "RELEASE_OWNER",
+    "INDEX_PUT",
+    "INDEX_TRIM",
+    "INDEX_HITS",
 )
 
 

@@ -14,7 +14,8 @@ Two tiers, each in seconds and/or bytes (None = no limit):
   so a single endless static scene is bounded by the hard cap alone.
 
 Byte figures count the chunk KV blobs and their retrieval keys, the bulk of a stream; scene hashes,
-chunk metadata and the capped event log are small and not counted.
+chunk metadata, the capped event log and the content index are small and not counted. The content
+index is kept by pts, so a compacted scene keeps its readings; the caps' drops trim them.
 
 The stream hash remembers ``compacted_through``: the end of the newest scene that compaction is done
 with (compacted, or closed with fewer than two chunks). The cheap ``keep_s`` test before any scan
@@ -225,6 +226,8 @@ def enforce(store: MemoryStore, sid: str, policy: Retention, *, owner: str | Non
             data = {"scene": scene.index, "start": scene.start, "end": scene.end}
             store.drop_scene(sid, scene.index, event="scene.dropped", data=data, owner=owner)
             report.dropped_scenes.append(scene.index)
+    if report.dropped_chunks:  # the content index keeps what every scene still kept shows
+        _trim_index(store, sid)
     report.bytes_after = used
     return report
 
@@ -261,6 +264,20 @@ def _compactable(scene: SceneInfo, status: str, newest_chunk: float | None) -> b
         and not scene.compacted
         and len(scene.chunks) >= 2
     )
+
+
+def _trim_index(store: MemoryStore, sid: str) -> None:
+    """Drop content-index entries of what the caps dropped: a compacted scene keeps the readings of its
+    whole span (not only of its representative chunk); a full scene that lost its oldest chunks (an
+    endless open one) keeps those of the chunks left; a dropped scene keeps none."""
+    first = store.scenes(sid, limit=1)
+    if not first:
+        return
+    before = first[0].start
+    head = store.oldest_chunks(sid, 1)
+    if not first[0].compacted and head:
+        before = max(before, head[0].first_pts)
+    store.trim_index(sid, before)
 
 
 def _float(value) -> float | None:

@@ -2,7 +2,7 @@
 
 It owns a StreamSession. After each append it
 
-1. feeds every frame's signature to the causal SceneTiler (scene.open / scene.closed go to Redis),
+1. feeds every frame's signature and picture to the causal SceneTiler (scene.open / scene.closed go to Redis),
 2. while more than ``window`` kept frames are resident on the device, exports the oldest ones as a
    chunk of up to ``chunk_frames`` kept frames (cut at scene boundaries, so every chunk belongs to
    exactly one scene), hands it to the write-behind ChunkWriter and evicts it from the session,
@@ -230,13 +230,13 @@ class RollingMemory:
         writes: list[tuple] = []
         dedup = self.session.spec.dedup_tau is not None
         try:
-            for r in records:
+            for r, (_, image) in zip(records, frames, strict=True):
                 if r.position is not None:
                     self._sigs[r.index] = [r.signature]
                 elif r.kept_as in self._sigs:
                     self._sigs[r.kept_as].append(r.signature)
                 opens = self.tiler.open_scene is None  # this frame starts the stream's (next) first scene
-                scenes = self.tiler.push(r.pts, r.signature, r.index)
+                scenes = self.tiler.push(r.pts, r.signature, r.index, image=image)
                 if opens and self.tiler.open_scene is not None:
                     index, first, start = self.tiler.open_scene
                     self._scene_starts.append((first, index))

@@ -19,6 +19,11 @@ The registry of streams is its own key (another slot) and no per-stream step tou
     S:events              stream scene.closed, scene.compacted, ... (capped, MAXLEN ~)
     S:owner               string lease of the process appending to the stream (PX lease)
     S:eventmarks          hash   event key -> event id: stream-level events already added (dedup)
+    S:readings            zset   the content index's frame entries: score = pts, member =
+                                 "pts|obj:<label>|bg:<label>" (content_index.py)
+    S:captionwords        zset   the same for scene captions: score = scene start, member = "start|word:w|..."
+    S:labels              hash   label -> entries that show it (which S:idx:* keys exist)
+    S:idx:{label}         zset   score = pts, member = pts: where one label was read
     {prefix}streams       set    ids of known streams (for listing; stale ids are pruned)
     {prefix}placement     hash   stream id -> name of the encoder serving it (workers/placement.py)
 """
@@ -102,6 +107,26 @@ class StreamKeys:
     @property
     def eventmarks(self) -> str:
         return f"{self.base}:eventmarks"
+
+    @property
+    def readings(self) -> str:
+        return f"{self.base}:readings"
+
+    @property
+    def caption_words(self) -> str:
+        return f"{self.base}:captionwords"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.base}:labels"
+
+    @property
+    def label_base(self) -> str:
+        """What a label's key starts with: the Lua steps append the label (``S:idx:``)."""
+        return f"{self.base}:idx:"
+
+    def label(self, label: str) -> str:
+        return f"{self.label_base}{label}"
 
     @property
     def registry(self) -> str:

@@ -172,13 +172,17 @@ end
 for _, sc in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   n = n + redis.call('DEL', base .. ':scene:' .. sc)
 end
+for _, label in ipairs(redis.call('HKEYS', base .. ':labels')) do
+  n = n + redis.call('DEL', base .. ':idx:' .. label)
+end
 n = n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], base .. ':owner',
-                   base .. ':eventmarks')
+                   base .. ':eventmarks', base .. ':readings', base .. ':captionwords', base .. ':labels')
 return n
 """
 
 # KEYS: stream hash, chunks, chunkmeta, scenes, events, eventmarks; ARGV: key base, ttl_ms (0 = persist)
-# Every key of the stream except the writer lease (:owner), which keeps its own expiry.
+# Every key of the stream (the content index's too) except the writer lease (:owner), which keeps its
+# own expiry.
 TOUCH_STREAM = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local base = ARGV[1]
@@ -191,6 +195,8 @@ for _, cid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   set(base .. ':chunk:' .. cid .. ':key')
 end
 for _, sc in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do set(base .. ':scene:' .. sc) end
+for _, label in ipairs(redis.call('HKEYS', base .. ':labels')) do set(base .. ':idx:' .. label) end
+for _, key in ipairs({'readings', 'captionwords', 'labels'}) do set(base .. ':' .. key) end
 for i = 1, #KEYS do set(KEYS[i]) end
 return 1
 """
@@ -221,6 +227,83 @@ end
 return id
 """
 )
+
+# The content index (content_index.py). An entry is one read frame (or one captioned scene): a member
+# "pts|label|label..." of an entries zset scored by pts; each label also has its own zset
+# (base .. label: score = member = pts) and a count in the labels hash, so the labels a stream has and
+# where one was read are lookups, not scans. Labels are [a-z0-9_:] only, so '|' never occurs in one.
+_ENTRY_HELPERS = """
+local function unindex(labels, base, member)
+  local pts, first = nil, true
+  for part in string.gmatch(member, '[^|]+') do
+    if first then pts, first = part, false else
+      redis.call('ZREM', base .. part, pts)
+      if redis.call('HINCRBY', labels, part, -1) <= 0 then redis.call('HDEL', labels, part) end
+    end
+  end
+end
+"""
+
+# KEYS: entries zset, labels hash, stream hash; ARGV: label key base, pts, member, ttl_ms, label...
+# Idempotent: the same entry again changes nothing; another entry at the same pts (a frame read again)
+# replaces the old one and its labels, so a re-read frame is never counted twice.
+INDEX_PUT = (
+    _ENTRY_HELPERS
+    + """
+if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])
+for _, m in ipairs(old) do if m == ARGV[3] then return 0 end end
+for _, m in ipairs(old) do
+  unindex(KEYS[2], ARGV[1], m)
+  redis.call('ZREM', KEYS[1], m)
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+local ttl = tonumber(ARGV[4])
+for i = 5, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  redis.call('ZADD', key, ARGV[2], ARGV[2])
+  redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 1
+"""
+)
+
+# KEYS: entries zset, labels hash; ARGV: label key base, bound (exclusive: "(pts")
+# Entries before the bound go with their labels (retention dropped what they describe).
+INDEX_TRIM = (
+    _ENTRY_HELPERS
+    + """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+for _, m in ipairs(old) do unindex(KEYS[2], ARGV[1], m) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+return #old
+"""
+)
+
+# KEYS: entries zset, then the zsets of the labels asked about; ARGV: lo, hi (score bounds)
+# Returns {entries, then per distinct pts of any label in [lo, hi]: pts, its rank among all entries
+# (how many entries come before it), the next entry's pts ('' for the newest)}: what `when` needs to
+# tell consecutive read frames from frames with others between them, in one round trip.
+INDEX_HITS = """
+local out, seen = {redis.call('ZCARD', KEYS[1])}, {}
+for i = 2, #KEYS do
+  for _, pts in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[2])) do
+    if not seen[pts] then
+      seen[pts] = true
+      local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. pts, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+      table.insert(out, pts)
+      table.insert(out, redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. pts))
+      table.insert(out, nxt[2] or '')
+    end
+  end
+end
+return out
+"""
 
 # KEYS: owner key; ARGV: token, lease_ms, '1' = take over from another owner
 # Returns 1 when ``token`` holds the lease afterwards, 0 when another owner holds it.

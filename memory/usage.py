@@ -1,6 +1,7 @@
 """What a stream costs in Redis, tier by tier and codec by codec (`scenekv memory info`, bench/memory.py).
 
-Computed from the chunk index and the scene records alone: no chunk is read.
+Computed from the chunk index and the scene records alone: no chunk is read. The content index
+(readings per frame, caption words) is counted apart: its entries are small and not in ``bytes``.
 """
 
 from __future__ import annotations
@@ -35,3 +36,8 @@ def kv_dtypes(metas) -> dict[str, dict[str, int]]:
         c["chunks"] += 1
         c["bytes"] += m.bytes
     return out
+
+
+def content(store, sid: str) -> dict:
+    """The content index: frames read, scenes whose caption words are indexed, labels, bytes."""
+    return store.index_usage(sid).as_dict()

@@ -22,12 +22,14 @@ from .context import ChunkRef, ContextPlan, plan_context
 from .policies import MemoryPolicy, single_frames
 from .scene_check import SceneScan, SceneSpan, check_frames, check_indices, scan_plan, scene_spans
 from .scene_heads import heads_plan, is_when_question, scene_heads
+from .when_index import CANONICAL, IndexWhen, asked_kind, index_when
 
 BASELINE_WINDOW = 8  # frames a `when` read covers under recent / full: no scene cuts to go by
 
 
 class StreamMemory(Protocol):
-    """What the engine needs of a stream's memory (memory_view.py implements it over Redis)."""
+    """What the engine needs of a stream's memory (memory_view.py implements it over Redis, and the
+    content index's lookups that `when` uses where a memory has them: qa/when_index.py)."""
 
     def now(self) -> float | None: ...
 
@@ -44,7 +46,7 @@ class StreamMemory(Protocol):
 class Answer:
     """Iterate for text deltas; then ``text``, ``evidence``, ``usage`` and ``finish_reason`` are final."""
 
-    generation: Generation | SceneScan  # a `when` scan (scene_check.py) yields its answer in one piece
+    generation: Generation | SceneScan | IndexWhen  # `when` answers come in one piece
     plan: ContextPlan
     anchor: TimeAnchor | None
     prompt_tokens: int
@@ -156,6 +158,9 @@ class QAEngine:
                 return self._baseline(
                     memory, question, anchor, now, refs, memory_policy, params, cancel, started
                 )
+            indexed = self._index_when(memory, question, anchor, now, refs, cancel)
+            if indexed is not None:
+                return Answer(indexed, indexed.plan, anchor, indexed.plan.tokens, started)
             question_ids = self.answerer.question_ids(question)
             scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
             scan = self._scene_scan(memory, question, anchor, now, refs, scores, cancel)
@@ -265,6 +270,28 @@ class QAEngine:
         return Answer(
             generation, plan, anchor, self.answerer.sink_len + plan.tokens + len(question_ids), started
         )
+
+    def _index_when(
+        self,
+        memory: StreamMemory,
+        question: str,
+        anchor: TimeAnchor | None,
+        now: float | None,
+        refs: list[ChunkRef],
+        cancel: threading.Event | None,
+    ) -> IndexWhen | None:
+        """A `when` question answered from the stream's content index (qa/when_index.py). None where
+        that does not apply: no ``scene_check``, no index, or a stream too far behind it (the scene
+        scan answers then, and the hub queues the stream's readings)."""
+        if not (self.backend.prompt_format.scene_check and is_when_question(question) and refs):
+            return None
+        end = now if now is not None else max(r.last_pts for r in refs)
+        check_ids = self.answerer.check_ids(CANONICAL[asked_kind(question)])
+
+        def read(frames: list[KVChunk]) -> str:
+            return self.answerer.read(check_ids, frames)
+
+        return index_when(memory, question, refs, _window(anchor, now), end, read, self._lock, cancel)
 
     def _scene_scan(
         self,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from scenekv.memory import DeviceLRU, MemoryStore, RollingMemory, chunk_id
+from scenekv.memory.content_index import Hits, Reading
 from scenekv.vlm import KVChunk, StreamSession
 
 from .context import ChunkRef
@@ -59,7 +60,9 @@ class MemoryView:
         self._index = self._snapshot.metas if self._snapshot is not None else store.chunk_index(sid)
         # The stream's own clock (newest frame seen), not the newest frame stored: "the last 30 s" and
         # future-anchor checks follow the stream even while its newest frames are still on an encoder.
-        self._last_pts = store.info(sid).newest_pts
+        info = store.info(sid)
+        self._last_pts = info.newest_pts
+        self._fps = info.fps
 
     @classmethod
     def of(cls, rolling: RollingMemory, **kwargs) -> MemoryView:
@@ -98,6 +101,23 @@ class MemoryView:
     def scene_starts(self) -> list[float]:
         """Where each scene SceneTiling found begins (the open one included): `when` contexts."""
         return [s.start for s in self.store.scenes(self.sid)]
+
+    # the content index (memory/content_index.py): what `when` looks up (qa/when_index.py)
+    def read_through(self) -> float | None:
+        return self.store.read_through(self.sid)
+
+    def index_labels(self) -> dict[str, int]:
+        return self.store.index_labels(self.sid)
+
+    def label_hits(self, labels: Sequence[str], start: float, end: float) -> Hits:
+        return self.store.label_hits(self.sid, labels, start, end)
+
+    def readings_by_rank(self, ranges: Sequence[tuple[int, int]]) -> list[list[Reading]]:
+        return self.store.readings_by_rank(self.sid, ranges)
+
+    def frame_step(self) -> float:
+        """Seconds between sampled frames (1 s for a stream of unknown rate)."""
+        return 1.0 / self._fps if self._fps and self._fps > 0 else 1.0
 
     def scores(self, queries: torch.Tensor, cids: Sequence[str]) -> dict[str, float]:
         """Retrieval scores of ``cids`` for a question's ``queries`` (qa/retrieval.py)."""

@@ -47,6 +47,9 @@ ENCODER_FIGURES = {
     "captions_made": ("counter", "Scene captions made and stored"),
     "caption_retries": ("counter", "Caption tries that failed and were scheduled again"),
     "captions_given_up": ("counter", "Scene captions left out after their last try"),
+    "readings_due_streams": ("gauge", "Streams with frames waiting to be read for the content index"),
+    "frames_read": ("counter", "Frames read for the content index (object and background)"),
+    "frame_reads_given_up": ("counter", "Frames left unread after their last try"),
 }
 ENCODER_HISTOGRAMS = {
     "batch_streams": "Distinct streams in each vision batch",

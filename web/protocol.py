@@ -39,6 +39,9 @@ MAX_ID_CHARS = 128
 MAX_QUESTION_CHARS = 4000
 MAX_TOKENS_LIMIT = 1024
 MAX_HEADER_BYTES = 4096
+MAX_SEARCH_CHARS = 500
+MAX_SEARCH_STREAMS = 64  # qa/search.py's MAX_STREAMS
+MAX_SEARCH_HITS = 100
 _DATA_URL = re.compile(r"^data:image/(jpeg|jpg|png|webp);base64,", re.IGNORECASE)
 
 
@@ -87,7 +90,15 @@ class SessionEnd:
     pass
 
 
-ClientMessage = SessionStart | FrameAppend | QuestionAsk | QuestionCancel | SessionEnd
+@dataclass(frozen=True)
+class SearchRequest:
+    id: str
+    text: str
+    streams: tuple[str, ...] | None  # None: every stream the server knows
+    limit: int
+
+
+ClientMessage = SessionStart | FrameAppend | QuestionAsk | QuestionCancel | SessionEnd | SearchRequest
 
 
 def encode(type_: str, **fields: Any) -> str:
@@ -256,12 +267,35 @@ def _session_end(msg: dict, _limit: int) -> SessionEnd:
     return SessionEnd()
 
 
+def _search(msg: dict, _limit: int) -> SearchRequest:
+    sid = _id(msg)
+    text = msg.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ProtocolError(BAD_REQUEST, "search needs a non-empty 'text'", id=sid)
+    if len(text) > MAX_SEARCH_CHARS:
+        raise ProtocolError(BAD_REQUEST, f"search text longer than {MAX_SEARCH_CHARS} characters", id=sid)
+    streams = msg.get("streams")
+    if streams is not None:
+        if not isinstance(streams, list) or not all(
+            isinstance(x, str) and 0 < len(x) <= MAX_ID_CHARS for x in streams
+        ):
+            raise ProtocolError(BAD_REQUEST, "'streams' must be a list of stream ids", id=sid)
+        if not 0 < len(streams) <= MAX_SEARCH_STREAMS:
+            raise ProtocolError(BAD_REQUEST, f"'streams' must name 1-{MAX_SEARCH_STREAMS} streams", id=sid)
+        streams = tuple(streams)
+    limit = msg.get("limit", 10)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_SEARCH_HITS:
+        raise ProtocolError(BAD_REQUEST, f"'limit' must be an integer in [1, {MAX_SEARCH_HITS}]", id=sid)
+    return SearchRequest(id=sid, text=text, streams=streams, limit=limit)
+
+
 _PARSERS = {
     "session.start": _session_start,
     "frame.append": _frame_append,
     "question.ask": _question_ask,
     "question.cancel": _question_cancel,
     "session.end": _session_end,
+    "search": _search,
 }
 
 

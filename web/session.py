@@ -25,6 +25,7 @@ from . import protocol as P
 from .imaging import decode_image
 from .protocol import ProtocolError, encode, error_message
 from .ratelimit import TokenBucket
+from .search import handle_search
 from .sources import resolve_source
 from .streams import StreamState
 
@@ -162,6 +163,8 @@ class Connection:
             await self._start(msg)
         elif isinstance(msg, P.SessionEnd):
             await self._end()
+        elif isinstance(msg, P.SearchRequest):
+            await handle_search(self, msg)
 
     def _check_open(self) -> None:
         if self.ctx.draining:

@@ -62,7 +62,7 @@ class EncoderActor:
             budget_tokens=config.budget_tokens,
         )
         self.batcher = FrameBatcher(
-            self._append_batch, max_frames=config.batch_frames, between=self._caption_step
+            self._append_batch, max_frames=config.batch_frames, between=self._background_step
         )
 
     @ray.method(concurrency_group="status")
@@ -99,13 +99,16 @@ class EncoderActor:
     def _caption_figures(self) -> dict:
         if self.load_error is not None:
             return {}
-        due = self.hub.captions_due
+        due, reads = self.hub.captions_due, self.hub.readings_due
         return {
             "captions_due": len(due.jobs),
             "caption_steps": due.counts.steps,
             "captions_made": due.counts.done,
             "caption_retries": due.counts.retried,
             "captions_given_up": due.counts.given_up,
+            "readings_due_streams": reads.due(),
+            "frames_read": reads.counts.frames,
+            "frame_reads_given_up": reads.counts.given_up,
         }
 
     def describe_model(self) -> dict:
@@ -193,17 +196,18 @@ class EncoderActor:
                 results[i] = out
             return results
 
-    def _caption_step(self) -> float | None:
-        """The scheduler's work between vision batches: one step of the first caption that is due."""
-        if not self.hub.captions_due.jobs:  # nothing due: never queue for the lock behind answers
+    def _background_step(self) -> float | None:
+        """The scheduler's work between vision batches: one step of a due caption or frame reading."""
+        if not self.hub.background_due():  # nothing due: never queue for the lock behind answers
             return None
         with self._model_lock:
-            return self.hub.caption_step()
+            return self.hub.background_step()
 
     def end(self, sid: str) -> list[dict]:
-        """Close the last scene and wait for the stream's captions; a stream this actor does not have
-        open (it restarted) is re-opened from Redis first, so its last scene closes all the same.
-        The model lock is taken per step: other streams are encoded between the captions' tokens."""
+        """Close the last scene and wait for the stream's captions and frame readings; a stream this
+        actor does not have open (it restarted) is re-opened from Redis first, so its last scene
+        closes all the same. The model lock is taken per step: other streams are encoded between the
+        captions' tokens and the frames' reads."""
         with self._model_lock:
             if sid not in self.hub.streams:
                 if self.store.exists(sid) and self.store.info(sid).status == "ended":

@@ -22,6 +22,11 @@ CAPTION_TRIES = 5  # a scene's caption is tried this often before it is left out
 RETRY_AFTER_S = 0.25  # first back-off; doubled on each failed try (0.25, 0.5, 1, 2 s)
 
 
+def retry_delay(tries: int) -> float:
+    """Seconds before the next try after ``tries`` failed ones (frame readings back off the same)."""
+    return RETRY_AFTER_S * 2 ** (tries - 1)
+
+
 @dataclass
 class CaptionJob:
     sid: str
@@ -123,7 +128,7 @@ class CaptionQueue:
             )
             if job.tries < CAPTION_TRIES:
                 self.counts.retried += 1
-                job.not_before = time.monotonic() + RETRY_AFTER_S * 2 ** (job.tries - 1)
+                job.not_before = time.monotonic() + retry_delay(job.tries)
                 self.jobs[job.key] = self.jobs.pop(job.key)  # to the back: other scenes go first
                 return 0.0
             job.given_up = True

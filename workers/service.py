@@ -287,6 +287,14 @@ class SceneKVService:
             for s in self.store.scenes(sid)
         ]
 
+    def search(self, text: str, streams: Collection[str] | None = None, limit: int = 10) -> list[dict]:
+        """Scenes of every stored stream (or ``streams``) matching ``text``, best first (qa/search.py):
+        read from Redis alone, no model pass; blocking, so the gateway calls it in a thread."""
+        from scenekv.qa.search import search
+
+        hits = search(self.store, text, list(streams) if streams is not None else None, limit)
+        return [h.as_dict() for h in hits]
+
     def caption_track(self, sid: str, fmt: str) -> str:
         """The stream's scene captions as a VTT / SRT / JSONL file's text, as `scenekv caption` writes."""
         from scenekv.qa.captions import render_captions, stream_cues

@@ -1,11 +1,13 @@
-"""StreamHub: one model serving many streams — encode, segment, caption, answer.
+"""StreamHub: one model serving many streams — encode, segment, caption, read, answer.
 
 This is the whole live pipeline as plain Python (testable without Ray); workers/actors.py hosts a
 hub in a Ray actor. Frames go into each stream's RollingMemory (device window + Redis); when
 SceneTiling closes a scene, its caption becomes a scheduled job (workers/caption_jobs.py) made from
 that scene's chunks alone, one decode step at a time between vision batches, and stored with the
-scene (a ``scene.captioned`` event tells every gateway); questions are answered by the QAEngine on
-the stream's memory, live window included.
+scene (a ``scene.captioned`` event tells every gateway). For a checkpoint with ``scene_check`` every
+kept frame is also read once for the content index (workers/reading_jobs.py, frame_reader.py), in
+turn with the captions; other checkpoints index their captions' words. Questions are answered by
+the QAEngine on the stream's memory, live window included (`when` from the index).
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ from scenekv.memory import (
 from scenekv.qa.engine import Answer, QAEngine
 from scenekv.qa.key_index import KeyIndex
 from scenekv.qa.memory_view import MemoryView
+from scenekv.qa.scene_heads import is_when_question
 from scenekv.vlm import SamplingParams, VLMBackend
 
 from .caption_jobs import CaptionJob, CaptionQueue
+from .frame_reader import FrameReader, ReadingsHook
+from .reading_jobs import ReadingQueue
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,22 @@ class StreamHub:
         # Closed scenes waiting for their caption: advanced by caption_step (the encoder's scheduler
         # between vision batches) and drained by end; a failed one is retried, never failing a frame.
         self.captions_due = CaptionQueue(self._caption_steps, fatal=MEMORY_FAILURES)
+        # Frame readings for the content index (a scene_check checkpoint only), stepped in turn with
+        # the captions; every stored reading goes to the ``on_readings`` callbacks.
+        self.on_readings: list[ReadingsHook] = []
+        self.reads_frames = bool(backend.prompt_format.scene_check)
+        self.reader = FrameReader(
+            store,
+            self.streams,
+            self.engine.answerer,
+            lru=self.lru,
+            device=backend.device,
+            hooks=self.on_readings,
+        )
+        self.readings_due = ReadingQueue(
+            self.reader.steps, fatal=MEMORY_FAILURES, keep=self.streams.__contains__
+        )
+        self._turn = 0  # which queue the next background step tries first
 
     # -- streams ------------------------------------------------------------------------------
     def open(
@@ -123,6 +144,7 @@ class StreamHub:
             self.streams[mem.sid] = mem
             if sid is not None:  # continued: a crashed predecessor may have left captions due
                 self._caption_uncaptioned(sid)
+                self._read_later(sid)  # and readings: the stored frames after the index's newest
             return self.describe(mem.sid)
 
     def describe(self, sid: str) -> dict:
@@ -174,6 +196,7 @@ class StreamHub:
             sid, frames = requests[i]
             try:
                 appended = mems[i].append(frames, f)
+                self._read_later(sid)
                 closed = [self._scene_dict(s, self._caption_later(sid, s)) for s in appended.closed]
                 out[i] = {"frames": len(appended.records), "last_pts": mems[i].last_pts, "closed": closed}
             except Exception as exc:
@@ -205,18 +228,43 @@ class StreamHub:
             out["caption"], out["caption_pending"] = job.text, job.pending
         return out
 
+    def _read_later(self, sid: str) -> None:
+        """The stream's frames after its index's newest are due to be read (a scene_check model)."""
+        if self.reads_frames:
+            self.readings_due.add(sid, lambda: self.store.read_through(sid))
+
+    def background_due(self) -> bool:
+        """Whether a caption or a reading waits (the scheduler skips the model lock when not)."""
+        return bool(self.captions_due.jobs) or self.readings_due.due() > 0
+
+    def background_step(self, sid: str | None = None) -> float | None:
+        """One step of background work: captions and frame readings take turns, so neither starves
+        the other. Returns as ``caption_step`` does. The caller holds the model lock."""
+        queues = [self.captions_due.step, self.readings_due.step]
+        waits = []
+        for step in queues[self._turn :] + queues[: self._turn]:
+            wait = step(sid)
+            if wait == 0.0:
+                self._turn = 1 - self._turn
+                return 0.0
+            waits.append(wait)
+        return min((w for w in waits if w is not None), default=None)
+
     def caption_step(self, sid: str | None = None) -> float | None:
         """One unit of caption work (plan, a token, or the store write) on the first due scene: what
         the encoder's scheduler runs between vision batches. None: nothing waits; 0.0: maybe more
         now; else seconds until a retry is due. The caller holds the model lock."""
         return self.captions_due.step(sid)
 
-    def drain_captions(self, sid: str, model_lock: AbstractContextManager = NO_LOCK) -> None:
-        """Make every waiting caption of ``sid`` now, step by step, each step under ``model_lock``
-        (other streams' frames and answers get it between steps)."""
+    def drain_captions(
+        self, sid: str, model_lock: AbstractContextManager = NO_LOCK, *, readings: bool = False
+    ) -> None:
+        """Make every waiting caption of ``sid`` now (and its due frame readings, with ``readings``),
+        step by step, each step under ``model_lock`` (other streams' frames and answers get it between
+        steps)."""
         while True:
             with model_lock:
-                wait = self.caption_step(sid)
+                wait = self.background_step(sid) if readings else self.caption_step(sid)
             if wait is None:
                 return
             if wait > 0:
@@ -234,6 +282,8 @@ class StreamHub:
         if mem is not None:
             mem.flush()  # the scene's own record is written behind; the caption goes on top of it
         self.store.set_caption(job.sid, job.index, text)
+        if not self.reads_frames:  # the content index of a checkpoint without frame readings
+            self.store.put_caption_words(job.sid, job.start, text)
         return text
 
     def _caption_answer(self, sid: str, start: float, end: float) -> Answer:
@@ -269,6 +319,8 @@ class StreamHub:
             view = self._view(None, sid)
         else:
             raise StreamNotFound(f"no stream {sid!r}")
+        if is_when_question(question):  # first use of a stream recorded before the index: read it now
+            self._read_later(sid)
         return self.engine.ask(view, question, **kwargs)
 
     def end(self, sid: str, model_lock: AbstractContextManager = NO_LOCK) -> list[dict]:
@@ -288,7 +340,7 @@ class StreamHub:
                 raise
         try:
             for attempt in range(3):  # frames that came while captions were made may close a scene
-                self.drain_captions(sid, model_lock)
+                self.drain_captions(sid, model_lock, readings=True)
                 with model_lock:
                     if self.streams.get(sid) is not mem or mem.closed:
                         raise StreamNotFound(f"stream {sid!r} was dropped here while it ended")
@@ -304,6 +356,7 @@ class StreamHub:
         with self._lock:
             if self.streams.get(sid) is mem:
                 self.streams.pop(sid)
+                self.readings_due.drop(sid)  # all read; a continued stream starts a new job
         return [self._scene_dict(s, job) for s, job in last]
 
     def _caption_uncaptioned(self, sid: str, recent: int = RECOVER_SCENES) -> None:
@@ -333,6 +386,7 @@ class StreamHub:
                 return
             mem = self.streams.pop(sid, None)
             self.captions_due.drop(sid)
+            self.readings_due.drop(sid)
         if mem is not None:
             with contextlib.suppress(Exception):  # its writes are failing already; do not wait on them
                 mem.abandon()
@@ -353,6 +407,8 @@ class StreamHub:
         left = self.captions_due.pending()
         if left:  # `caption_missing` (scenekv caption) fills them in later
             log.warning("%d scene captions were still due at shutdown and are left out", left)
+        if self.readings_due.due():  # read when the stream is continued or asked `when`
+            log.warning("frame readings of %d streams were still due at shutdown", self.readings_due.due())
         for sid in list(self.streams):
             try:
                 self.detach(sid)

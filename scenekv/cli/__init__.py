@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "ask": "scenekv.cli.ask",
     "caption": "scenekv.cli.caption",
     "memory": "scenekv.cli.memory",
+    "search": "scenekv.cli.search",
     "make-video": "scenekv.cli.make_video",
     "make-world": "scenekv.cli.make_world",
     "train-world": "scenekv.cli.train_world",

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from scenekv.errors import UserError
     from scenekv.memory import MemoryStore
-    from scenekv.memory.usage import kv_dtypes, tiers
+    from scenekv.memory.usage import content, kv_dtypes, tiers
 
     store = MemoryStore(args.redis_url, args.prefix)
     store.ping()
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             metas = store.chunk_index(sid)
             row["kv_dtypes"] = kv_dtypes(metas)
             row["tiers"] = tiers(metas, store.scenes(sid), info.extra)
+            row["content_index"] = content(store, sid)
         if args.json:
             print(json.dumps(row))
             continue
@@ -90,4 +91,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             for codec, c in row["kv_dtypes"].items():
                 print(f"  KV stored as {codec}: {c['chunks']} chunks, {c['bytes'] / 1e6:.2f} MB")
+            ci = row["content_index"]
+            print(
+                f"  content index: {ci['readings']} frames read, {ci['caption_entries']} captions indexed, "
+                f"{ci['labels']} labels, {ci['bytes'] / 1e6:.3f} MB"
+            )
     return 0

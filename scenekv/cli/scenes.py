@@ -1,4 +1,5 @@
-"""`scenekv scenes`: SceneTiling boundaries of a video, from the signatures SceneKV already computes."""
+"""`scenekv scenes`: SceneTiling boundaries of a video, from the signatures SceneKV already computes and
+the decoded frames' colour histograms (the same signal a stream's tiler reads)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 from scenekv.cli.inspect import add_model_arguments
 from scenekv.defaults import VISION_MAX_SIDE
 
-HELP = "split a video into scenes (SceneTiling over frame signatures); print one line per scene"
+HELP = "split a video into scenes (SceneTiling over frame signatures and colours); print one line per scene"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.9,
         help="frames more similar than this are never split (0.9)",
     )
+    p.add_argument(
+        "--model-only",
+        action="store_true",
+        help="cut on the model's frame features alone, without the frames' colour histograms",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from scenekv.cli.inspect import print_model_banner
     from scenekv.errors import UserError
     from scenekv.ingest import open_source
+    from scenekv.memory.image_signal import colour_histogram
     from scenekv.memory.scenetiling import SceneTiler, offline_scenes
 
     if args.batch < 1:
@@ -48,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lookahead < 1:
         raise UserError("--lookahead must be >= 1")
     params = {"alpha": args.alpha, "min_scene_s": args.min_scene, "max_similarity": args.max_similarity}
+    params["image_signal"] = not args.model_only
 
     def show(scene) -> None:
         row = scene.as_dict()
@@ -68,20 +76,28 @@ def run(args: argparse.Namespace) -> int:
         print_model_banner(backend.model_id, random=backend.is_random, world_only=backend.world_only)
         if not args.json:
             mode = "offline" if args.offline else f"causal, look-ahead {args.lookahead}"
+            mode += ", model features only" if args.model_only else ", model features + colour"
             print(f"model {backend.model_id}  SceneTiling {mode}  alpha {args.alpha}  min {args.min_scene}s")
             print(f"{'scene':>6} {'start':>10} {'end':>10} {'frames':>7}")
-        signatures = frame_signatures(source, backend, args.batch, args.max_frames)
+        hists: dict[float, object] = {}  # pts -> colour histogram, the tiler's model-independent signal
+
+        def pictures():
+            for frame in source:
+                hists[frame.pts] = colour_histogram(frame.image)
+                yield frame
+
+        signatures = frame_signatures(pictures(), backend, args.batch, args.max_frames)
         if args.offline:
             pts, sigs = [], []
             for p, s in signatures:
                 pts.append(p)
                 sigs.append(s)
-            for scene in offline_scenes(pts, sigs, **params):
+            for scene in offline_scenes(pts, sigs, images=[hists.pop(p) for p in pts], **params):
                 show(scene)
         else:
             tiler = SceneTiler(lookahead=args.lookahead, **params)
             for p, s in signatures:
-                for scene in tiler.push(p, s):
+                for scene in tiler.push(p, s, image=hists.pop(p)):
                     show(scene)
             for scene in tiler.flush():
                 show(scene)

@@ -11,6 +11,7 @@ import torch
 from scenekv.errors import UserError
 from scenekv.ingest import open_source
 from scenekv.memory import SceneTiler, offline_scenes
+from scenekv.memory.scenetiling import depth_scores, similarities
 from scenekv.vlm.carriers import frame_signature, frame_signatures
 from scenekv.world.cut_video import make_video
 
@@ -48,11 +49,11 @@ def drifting_video(tmp_path_factory):
     return video_signatures(path)
 
 
-def streamed(pts, sigs, **params):
+def streamed(pts, sigs, images=None, **params):
     tiler = SceneTiler(**params)
     scenes = []
-    for p, s in zip(pts, sigs, strict=True):
-        scenes += tiler.push(p, s)
+    for i, (p, s) in enumerate(zip(pts, sigs, strict=True)):
+        scenes += tiler.push(p, s, image=None if images is None else images[i])
     return scenes + tiler.flush()
 
 
@@ -95,8 +96,10 @@ def test_a_static_shot_with_sensor_noise_is_not_cut_by_normalisation():
     sigs = array_signatures(images)
     pts = [float(i) for i in range(90)]
     assert len(streamed(pts, sigs)) == 1 and len(offline_scenes(pts, sigs)) == 1
-    # the guards are what makes this work: the bare relative test cuts noise into many "scenes"
-    assert len(offline_scenes(pts, sigs, max_similarity=2.0, min_depth=0.0)) > 5
+    assert len(streamed(pts, sigs, images)) == 1 and len(offline_scenes(pts, sigs, images=images)) == 1
+    # the guards are what makes this work: the bare relative test marks noise as many boundaries
+    depths = depth_scores(similarities(sigs))
+    assert (depths > depths.mean() + 0.5 * depths.std()).sum() > 5
 
 
 def test_a_slow_pan_is_one_scene_and_a_cut_in_it_is_found():

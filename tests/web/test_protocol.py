@@ -55,6 +55,8 @@ def test_every_client_message_parses():
         **LIMITS,
     )
     assert kept.retention == {"keep_s": 1800.0, "max_s": 7200.0, "max_bytes": 2_097_152}
+    found = parse_text('{"type": "search", "id": "s", "text": "black circle", "streams": ["a"]}', **LIMITS)
+    assert found == P.SearchRequest(id="s", text="black circle", streams=("a",), limit=10)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +85,11 @@ def test_every_client_message_parses():
         ('{"type": "question.ask", "id": "q", "text": "hi", "max_tokens": 0}', "bad_request"),
         ('{"type": "question.ask", "id": "q", "text": "hi", "last": true}', "bad_request"),
         ('{"type": "question.cancel"}', "bad_request"),
+        ('{"type": "search", "text": "circle"}', "bad_request"),
+        ('{"type": "search", "id": "s", "text": " "}', "bad_request"),
+        ('{"type": "search", "id": "s", "text": "circle", "streams": []}', "bad_request"),
+        ('{"type": "search", "id": "s", "text": "circle", "streams": [""]}', "bad_request"),
+        ('{"type": "search", "id": "s", "text": "circle", "limit": 101}', "bad_request"),
     ],
 )
 def test_malformed_messages_have_stable_codes(text, code):

@@ -129,6 +129,7 @@ async function connect() {
   client.addEventListener("answer.delta", (e) => onDelta(e.detail));
   client.addEventListener("answer.done", (e) => onDone(e.detail));
   client.addEventListener("session.ended", () => onEnded());
+  client.addEventListener("search.result", (e) => onSearchResult(e.detail));
   client.addEventListener("error", (e) => onError(e.detail));
   client.addEventListener("go_away", (e) =>
     notice(`Server is restarting (${Math.round(e.detail.time_left_ms / 1000)} s); this page will reconnect to the same stream.`));
@@ -157,6 +158,9 @@ function onStarted(msg) {
   ui.stop.disabled = false;
   ui.ask.disabled = false;
   notice("");
+  const hit = state.pendingSeek;
+  state.pendingSeek = null;
+  if (hit?.stream_id === msg.stream_id) showHit(hit);
   if (state.capture || !state.pendingPush) return;
   // push sources: start playing and capturing
   const live = state.tab === "webcam";
@@ -304,6 +308,48 @@ function onError(msg) {
   if (msg.code === "bad_request" || msg.code === "forbidden_source" || msg.code === "unknown_stream") {
     ui.start.disabled = false;
   }
+}
+
+// ---- search across streams: a hit opens its stream (attach) at the hit's time -------------------------
+$("search-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const text = $("search-text").value.trim();
+  if (!text) return;
+  try {
+    (await connect()).send({ type: "search", id: `search${++state.qn}`, text });
+  } catch (err) {
+    toast("search", String(err.message || err));
+  }
+};
+
+function onSearchResult(msg) {
+  const list = $("search-hits");
+  list.replaceChildren();
+  if (!msg.hits.length) list.append(Object.assign(document.createElement("li"), { textContent: "no match" }));
+  for (const hit of msg.hits) {
+    const li = document.createElement("li");
+    const link = document.createElement("button");
+    link.className = "chip";
+    link.textContent = `${hit.stream_id} ${fmtTime(hit.start)}`;
+    link.title = "open this stream here";
+    link.onclick = () => openHit(hit);
+    li.append(link, " ", cleanText(hit.caption || ""));
+    list.append(li);
+  }
+}
+
+function openHit(hit) {
+  if (hit.stream_id === state.sid && state.client?.isOpen) return showHit(hit);
+  document.querySelector('.tab[data-tab="attach"]').click();
+  $("attach-input").value = hit.stream_id;
+  state.pendingSeek = hit;
+  startSession().catch((err) => toast("start", String(err.message || err)));
+}
+
+function showHit(hit) {
+  timeline.showEvidence([{ start: hit.start, end: hit.end ?? hit.start }]);
+  seek(hit.start);
+  notice(`${hit.stream_id} at ${fmtTime(hit.start)}`);
 }
 
 // ---- helpers ------------------------------------------------------------------------------------------
