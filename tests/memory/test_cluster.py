@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from scenekv.memory import MemoryStore, Retention, RollingConfig, RollingMemory
+from scenekv.memory import MemoryStore, Reading, Retention, RollingConfig, RollingMemory
 from scenekv.qa.engine import QAEngine
 from scenekv.qa.key_index import KeyIndex
 from scenekv.qa.memory_view import MemoryView
@@ -109,6 +109,13 @@ def test_a_stream_is_written_and_answered_through_a_redis_cluster(cluster):
     )
     mem.append(frames(24, seed=5))
     mem.flush()
+    for t in range(4):  # the content index's Lua steps and reads run on the stream's node too
+        store.put_reading(mem.sid, Reading(float(t), "green circle" if t else "nothing", "red"))
+    store.put_caption_words(mem.sid, 0.0, "a green circle")
+    hits = store.label_hits(mem.sid, ["obj:green_circle"], 0.0, 10.0)
+    assert [(h.pts, h.rank) for h in hits.hits] == [(1.0, 1), (2.0, 2), (3.0, 3)]
+    assert [r.object for r in store.readings_by_rank(mem.sid, [(0, 1)])[0]] == ["nothing", "green circle"]
+    assert store.index_usage(mem.sid).readings == 4
     # every key of the stream is in one slot: each Lua step runs on one node
     names = list(store.client.scan_iter(match=f"{store.keys(mem.sid).base}*", count=1000))
     assert len(names) > 10
