@@ -129,7 +129,8 @@ class CaptionQueue:
             if job.tries < CAPTION_TRIES:
                 self.counts.retried += 1
                 job.not_before = time.monotonic() + retry_delay(job.tries)
-                self.jobs[job.key] = self.jobs.pop(job.key)  # to the back: other scenes go first
+                if self.jobs.pop(job.key, None) is job:  # to the back: other scenes go first
+                    self.jobs[job.key] = job  # (unless the stream was dropped meanwhile)
                 return 0.0
             job.given_up = True
             self.counts.given_up += 1
