@@ -27,6 +27,18 @@ def retry_delay(tries: int) -> float:
     return RETRY_AFTER_S * 2 ** (tries - 1)
 
 
+def next_due(jobs: list, now: float) -> tuple[object | None, float | None]:
+    """(the job to step, None), or (None, seconds until a retry is due; None if no job waits).
+
+    The job in progress first (one context on the device at a time), else the first whose back-off
+    has passed; caption and reading queues schedule alike."""
+    job = next((j for j in jobs if j.steps is not None), None)
+    job = job or next((j for j in jobs if j.not_before <= now), None)
+    if job is None:
+        return None, min((j.not_before - now for j in jobs), default=None)
+    return job, None
+
+
 @dataclass
 class CaptionJob:
     sid: str
@@ -94,12 +106,9 @@ class CaptionQueue:
         job is waiting, 0.0 when there may be more to do now, else the seconds until a retry is due.
         The caller holds the model lock."""
         now = time.monotonic()
-        mine = [j for j in list(self.jobs.values()) if sid is None or j.sid == sid]
-        # the one in progress first: one caption's context on the device at a time
-        job = next((j for j in mine if j.steps is not None), None)
-        job = job or next((j for j in mine if j.not_before <= now), None)
+        job, wait = next_due([j for j in list(self.jobs.values()) if sid is None or j.sid == sid], now)
         if job is None:
-            return min((j.not_before - now for j in mine), default=None)
+            return wait
         self.counts.steps += 1
         try:
             if job.steps is None:

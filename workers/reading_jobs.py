@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .caption_jobs import CAPTION_TRIES, retry_delay
+from .caption_jobs import CAPTION_TRIES, next_due, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,9 @@ class ReadingQueue:
         now; else seconds until a retry is due. The caller holds the model lock."""
         now = time.monotonic()
         mine = [j for j in list(self.jobs.values()) if not j.waiting and (sid is None or j.sid == sid)]
-        job = next((j for j in mine if j.steps is not None), None)
-        job = job or next((j for j in mine if j.not_before <= now), None)
+        job, wait = next_due(mine, now)
         if job is None:
-            return min((j.not_before - now for j in mine), default=None)
+            return wait
         self.counts.steps += 1
         try:
             if job.steps is None:
