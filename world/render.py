@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -88,6 +89,41 @@ def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray
     return (y >= -r) & (y <= r) & (np.abs(x) <= (y + r) / 2)
 
 
+def check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` if x264's 4:2:0 takes it (even sides) and the world's shapes fit (32 px); else ValueError."""
+    width, height = size
+    if width % 2 or height % 2 or width < 32 or height < 32:
+        raise ValueError(f"size must be even and at least 32x32, got {width}x{height}")
+    return width, height
+
+
+def write_x264(
+    path: Path,
+    frame_at: Callable[[float], np.ndarray],
+    *,
+    duration: float,
+    fps: float,
+    size: tuple[int, int],
+    preset: str,
+) -> None:
+    """An x264 MP4 of ``frame_at(t)`` (RGB) at ``fps`` for ``duration`` s, exact pts on a 90 kHz clock."""
+    width, height = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 90000)
+        stream.time_base = Fraction(1, 90000)
+        stream.codec_context.options = {"preset": preset, "crf": "20"}
+        for number in range(max(1, math.ceil(duration * fps - 1e-9))):
+            t = number / fps
+            frame = av.VideoFrame.from_ndarray(frame_at(t), format="rgb24").reformat(format="yuv420p")
+            frame.pts = round(t * 90000)
+            frame.time_base = Fraction(1, 90000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
 def make_world_video(
     path: str | Path,
     *,
@@ -100,27 +136,10 @@ def make_world_video(
 ) -> WorldTruth:
     """Render the world of ``seed`` to ``path`` (x264 MP4) and its ground truth to ``path``.json."""
     path = Path(path)
-    width, height = size
-    if width % 2 or height % 2 or width < 32 or height < 32:
-        raise ValueError(f"size must be even and at least 32x32, got {width}x{height}")
+    width, height = check_size(size)
     truth = truth or sample_world(seed, duration)
     truth.size, truth.fps = (width, height), fps
     painter = _Painter(truth, width, height)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001)
-    n = max(1, math.ceil(truth.duration * fps - 1e-9))
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 90000)
-        stream.time_base = Fraction(1, 90000)
-        stream.codec_context.options = {"preset": preset, "crf": "20"}
-        for number in range(n):
-            t = number / fps
-            frame = av.VideoFrame.from_ndarray(painter.frame(t), format="rgb24").reformat(format="yuv420p")
-            frame.pts = round(t * 90000)
-            frame.time_base = Fraction(1, 90000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_x264(path, painter.frame, duration=truth.duration, fps=fps, size=size, preset=preset)
     path.with_suffix(".json").write_text(json.dumps(truth.to_json(), indent=1) + "\n")
     return truth

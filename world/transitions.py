@@ -17,13 +17,11 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
-from scenekv.world.render import shape_mask
+from scenekv.world.render import check_size, shape_mask, write_x264
 from scenekv.world.truth import PALETTE, SHAPES
 
 __all__ = ["Edit", "GRADUAL", "load_edits", "make_transition_video", "plan_edits"]
@@ -104,9 +102,7 @@ def make_transition_video(
     scenes differ in colour, or with one colour allowed, in kind of look: then the colour histogram
     moves far less at a boundary and the model's features must find it."""
     path = Path(path)
-    width, height = size
-    if width % 2 or height % 2 or width < 32 or height < 32:
-        raise ValueError(f"size must be even and at least 32x32, got {width}x{height}")
+    width, height = check_size(size)
     for e in edits:
         if e.kind not in (*KINDS, "flash") or e.end < e.start or (e.kind == "cut") != (e.end == e.start):
             raise ValueError(f"bad edit {e}")
@@ -119,24 +115,14 @@ def make_transition_video(
         colour = rng.choice([c for c in palette if not looks or c != looks[-1].colour or len(palette) == 1])
         kinds = [k for k in LOOKS if not looks or colour != looks[-1].colour or k != looks[-1].kind]
         looks.append(_Look(rng.choice(kinds), colour, rng, width, height))
-    rate = Fraction(fps).limit_denominator(1001)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 90000)
-        stream.time_base = Fraction(1, 90000)
-        stream.codec_context.options = {"preset": preset, "crf": "20"}
-        for number in range(max(1, math.ceil(duration * fps - 1e-9))):
-            t = number / fps
-            img = _frame(t, looks, boundaries)
-            if any(f.start <= t < f.end for f in flashes):
-                img = (img.astype(np.float32) * 0.25 + 0.75 * 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-            frame.pts = round(t * 90000)
-            frame.time_base = Fraction(1, 90000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+
+    def frame_at(t: float) -> np.ndarray:
+        img = _frame(t, looks, boundaries)
+        if any(f.start <= t < f.end for f in flashes):  # a flash: the picture washed towards white
+            img = (img.astype(np.float32) * 0.25 + 0.75 * 255).astype(np.uint8)
+        return img
+
+    write_x264(path, frame_at, duration=duration, fps=fps, size=size, preset=preset)
     sidecar = {"duration": duration, "fps": fps, "size": list(size), "seed": seed}
     sidecar["edits"] = [asdict(e) for e in sorted(edits, key=lambda e: e.start)]
     sidecar["looks"] = [f"{look.kind} {look.colour}" for look in looks]
