@@ -9,7 +9,8 @@ show one still picture each. Two modes, same frames:
 - ``inline``: the batch that closes a scene also makes its caption before any caller gets a result
   (what the encoder did before captions became scheduled work);
 - ``scheduled``: the batch returns; the caption is made one step at a time between later batches
-  (``FrameBatcher(between=StreamHub.caption_step)``, what the encoder does now).
+  (``FrameBatcher(between=StreamHub.caption_step)``; the encoder now steps captions in turn with
+  frame readings, ``StreamHub.background_step``, and this bench measures the captions alone).
 
 Reported per mode: the other streams' append latency (submit -> result) p50 / p99 / max, scenes
 closed, captions stored. Random weights built from configs (real compute of the architecture).

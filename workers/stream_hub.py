@@ -79,7 +79,7 @@ class StreamHub:
         self.lru = DeviceLRU(lru_bytes)
         self.streams: dict[str, RollingMemory] = {}
         self._lock = threading.RLock()
-        # Closed scenes waiting for their caption: advanced by caption_step (the encoder's scheduler
+        # Closed scenes waiting for their caption: advanced by background_step (the encoder's scheduler
         # between vision batches) and drained by end; a failed one is retried, never failing a frame.
         self.captions_due = CaptionQueue(self._caption_steps, fatal=MEMORY_FAILURES)
         # Frame readings for the content index (a scene_check checkpoint only), stepped in turn with
