@@ -21,6 +21,8 @@ Public API (qa/ and workers/ build on exactly these)::
     store.list_streams(); store.delete_stream(sid)   # every key of the stream, one call
     store.put_reading(sid, Reading(pts, object, background)); store.read_through(sid)  # content index
     store.index_labels(sid); store.index_times(sid, label, start, end); store.label_hits(...)
+    store.add_watch(sid, Watch(...)); store.remove_watch(sid, id); store.watches(sid)   # watches.py
+    store.put_watch_hit(sid, watch, WatchHit(...)); store.watch_hits(sid)
 
     ChunkWriter(store, max_jobs=16, max_bytes=64 MiB)   # write-behind queue with backpressure
     encode_chunk(chunk, kv_dtype) / decode_chunk / encode_keys / decode_keys   # versioned, no pickle
@@ -30,7 +32,7 @@ Public API (qa/ and workers/ build on exactly these)::
     Retention(keep_s, keep_bytes, max_s, max_bytes); enforce(store, sid, policy)   # incremental walks
 
 The names are imported on first use, so ``scenekv.memory.<module>`` of a torch-free part (schema,
-scripts, redis_conn, records, streams, scenes, events, event_feed, content_index) loads without
+scripts, redis_conn, records, streams, scenes, events, event_feed, content_index, watches) loads without
 torch: the gateway reads events that way.
 """
 
@@ -54,6 +56,8 @@ _EXPORTS = {
     "MemoryStore": "store",
     "Retention": "retention",
     "Reading": "content_index",
+    "Watch": "watches",
+    "WatchHit": "watches",
     "RetentionReport": "retention",
     "RollingConfig": "rolling",
     "RollingMemory": "rolling",

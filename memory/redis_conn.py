@@ -38,6 +38,9 @@ _STEPS = (
     "RELEASE_OWNER",
     "INDEX_PUT",
     "INDEX_TRIM",
+    "WATCH_ADD",
+    "WATCH_REMOVE",
+    "WATCH_HIT",
     "INDEX_HITS",
 )
 

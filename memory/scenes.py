@@ -90,6 +90,18 @@ class SceneRecords(StoreBase):
             raise UserError(f"stream {sid!r} has no scene {index}", code="scene_not_found")
         return _scene_info(raw)
 
+    def scene_at(self, sid: str, pts: float) -> int | None:
+        """The id of the stored scene holding ``pts`` (a closed scene, or the stream's last one)."""
+        k = self.keys(sid)
+        ids = self.client.zrevrangebyscore(k.scenes, repr(float(pts)), "-inf", start=0, num=1)
+        if not ids:
+            return None
+        end = self.client.hget(k.scene(text(ids[0])), "end")
+        end = float_or_none(text(end)) if end is not None else None
+        if end is not None and end <= pts:
+            return None  # after the last stored scene: the open one, not stored yet
+        return int(text(ids[0]))
+
     def scenes(self, sid: str, start: float | None = None, limit: int | None = None) -> list[SceneInfo]:
         """Scenes in time order; with ``start``, only those starting at or after it; at most ``limit``."""
         k = self.keys(sid)

@@ -24,6 +24,10 @@ The registry of streams is its own key (another slot) and no per-stream step tou
     S:captionwords        zset   the same for scene captions: score = scene start, member = "start|word:w|..."
     S:labels              hash   label -> entries that show it (which S:idx:* keys exist)
     S:idx:{label}         zset   score = pts, member = pts: where one label was read
+    S:watches             hash   watch id -> JSON (text, webhook, cooldown_s, created): standing
+                                 questions on the stream (watches.py)
+    S:watchhits           hash   "<watch id>|<start>" -> JSON hit (start, end, scene_id, evidence)
+    S:watchorder          zset   score = start, member = "<watch id>|<start>": hits in time order
     {prefix}streams       set    ids of known streams (for listing; stale ids are pruned)
     {prefix}placement     hash   stream id -> name of the encoder serving it (workers/placement.py)
 """
@@ -127,6 +131,18 @@ class StreamKeys:
 
     def label(self, label: str) -> str:
         return f"{self.label_base}{label}"
+
+    @property
+    def watches(self) -> str:
+        return f"{self.base}:watches"
+
+    @property
+    def watch_hits(self) -> str:
+        return f"{self.base}:watchhits"
+
+    @property
+    def watch_order(self) -> str:
+        return f"{self.base}:watchorder"
 
     @property
     def registry(self) -> str:

@@ -176,7 +176,8 @@ for _, label in ipairs(redis.call('HKEYS', base .. ':labels')) do
   n = n + redis.call('DEL', base .. ':idx:' .. label)
 end
 n = n + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], base .. ':owner',
-                   base .. ':eventmarks', base .. ':readings', base .. ':captionwords', base .. ':labels')
+                   base .. ':eventmarks', base .. ':readings', base .. ':captionwords', base .. ':labels',
+                   base .. ':watches', base .. ':watchhits', base .. ':watchorder')
 return n
 """
 
@@ -196,7 +197,9 @@ for _, cid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
 end
 for _, sc in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do set(base .. ':scene:' .. sc) end
 for _, label in ipairs(redis.call('HKEYS', base .. ':labels')) do set(base .. ':idx:' .. label) end
-for _, key in ipairs({'readings', 'captionwords', 'labels'}) do set(base .. ':' .. key) end
+for _, key in ipairs({'readings', 'captionwords', 'labels', 'watches', 'watchhits', 'watchorder'}) do
+  set(base .. ':' .. key)
+end
 for i = 1, #KEYS do set(KEYS[i]) end
 return 1
 """
@@ -303,6 +306,75 @@ for i = 2, #KEYS do
   end
 end
 return out
+"""
+
+# Watches (watches.py): standing questions stored with the stream, and their hits. Each change is
+# announced in the stream's event log by the step that makes it, so every gateway's clients learn of
+# it, once, whichever process made it.
+
+# KEYS: stream hash, watches hash, events; ARGV: watch id, record JSON, max watches, events maxlen, ttl_ms
+# Returns 1 (added: watch.added logged), 0 (the same record is there already: nothing changes);
+# errors WATCHEXISTS (another record has this id) and WATCHFULL (the stream holds the most it may).
+WATCH_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur then
+  if cur == ARGV[2] then return 0 end
+  return redis.error_reply('WATCHEXISTS another watch has this id')
+end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then
+  return redis.error_reply('WATCHFULL the stream has as many watches as it may')
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'watch.added', 'data', ARGV[2])
+if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+return 1
+"""
+
+# KEYS: watches hash, hits hash, hit order zset, events; ARGV: watch id, event data JSON, events maxlen
+# The watch goes with its hits (watch.removed logged); 0 when there was no such watch.
+WATCH_REMOVE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local prefix = ARGV[1] .. '|'
+for _, field in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if string.sub(field, 1, #prefix) == prefix then
+    redis.call('ZREM', KEYS[3], field)
+    redis.call('HDEL', KEYS[2], field)
+  end
+end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'type', 'watch.removed', 'data', ARGV[2])
+return 1
+"""
+
+# KEYS: watches hash, hits hash, hit order zset, events
+# ARGV: watch id, the watch record it was found for, start, hit JSON, '1' = the hit has its end,
+#       events maxlen, hits kept, ttl_ms
+# Idempotent: a hit is known by (watch, start). A new one is stored and logged (1); its end, once,
+# when it was stored without one (2); anything else changes nothing (0): a frame read again, an
+# encoder that replays readings after a restart. A watch removed or replaced meanwhile gets no hit.
+# The oldest hits beyond ``hits kept`` go.
+WATCH_HIT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+local field = ARGV[1] .. '|' .. ARGV[3]
+local cur = redis.call('HGET', KEYS[2], field)
+local result = 1
+if cur then
+  if ARGV[5] ~= '1' or cjson.decode(cur)['end'] ~= nil then return 0 end
+  result = 2
+end
+redis.call('HSET', KEYS[2], field, ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], field)
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'type', 'watch.hit', 'data', ARGV[4])
+local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[7])
+if extra > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, extra - 1)) do redis.call('HDEL', KEYS[2], old) end
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1)
+end
+if tonumber(ARGV[8]) > 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+end
+return result
 """
 
 # KEYS: owner key; ARGV: token, lease_ms, '1' = take over from another owner

@@ -2,9 +2,9 @@
 
 It is the sum of one module per idea, all on one client (redis_conn.py): the stream record and its
 lease (streams.py), chunks (chunks.py, the only part that needs torch), scenes (scenes.py), the
-event log (events.py) and the content index (content_index.py). Key names are in schema.py, the Lua
-steps in scripts.py. Reads that QA does per question (a set of chunks, all retrieval keys) are one
-round trip each (MGET / HGETALL).
+event log (events.py), the content index (content_index.py) and watches (watches.py). Key names
+are in schema.py, the Lua steps in scripts.py. Reads that QA does per question (a set of chunks,
+all retrieval keys) are one round trip each (MGET / HGETALL).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from .content_index import ContentIndex
 from .events import EventLog
 from .scenes import SceneRecords
 from .streams import StreamRecords
+from .watches import WatchRecords
 
 
-class MemoryStore(StreamRecords, ChunkStore, SceneRecords, EventLog, ContentIndex):
+class MemoryStore(StreamRecords, ChunkStore, SceneRecords, EventLog, ContentIndex, WatchRecords):
     """Stream memory in one Redis, under ``prefix``; thread-safe (redis-py pools connections).
 
     ``MemoryStore(redis_url=None, prefix=DEFAULT_PREFIX, *, ttl_s=7 days, events_maxlen=10_000,

@@ -2,20 +2,20 @@
 
 A WebSocket client is remote and untrusted; "file:NAME" must never reach outside the media root
 (symlinks and ``..`` are resolved before the check), and only streaming URL schemes are accepted.
-A URL whose host resolves to an address inside (loopback, private, link-local such as the cloud
-metadata service, unspecified, multicast or reserved) is refused unless the operator allowed that
-host (``--allow-source-host``): otherwise any client could make the server fetch from its own
-network. Known gaps: the decoder resolves the name again when it connects (DNS rebinding) and
-follows HTTP redirects; an egress firewall is the complete answer.
+A URL whose host resolves to an address inside is refused unless the operator allowed that host
+(``--allow-source-host``): ingest/hosts.py's rule, which webhooks share. Known gaps: the decoder
+resolves the name again when it connects (DNS rebinding) and follows HTTP redirects; an egress
+firewall is the complete answer.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from scenekv.ingest.hosts import HostRefused, check_host
 
 from .protocol import BAD_REQUEST, FORBIDDEN_SOURCE, ProtocolError
 
@@ -36,66 +36,16 @@ def resolve_source(
     if scheme in URL_SCHEMES:
         if not parts.netloc:
             raise ProtocolError(BAD_REQUEST, f"URL {source!r} has no host")
-        _check_host(parts.hostname or "", allowed_hosts, resolve)
+        try:
+            check_host(parts.hostname or "", allowed_hosts, resolve=resolve)
+        except HostRefused as exc:
+            raise ProtocolError(exc.code, str(exc)) from None
         return source
     if scheme:
         raise ProtocolError(
             FORBIDDEN_SOURCE, f"URL scheme {scheme!r} is not allowed (use {', '.join(URL_SCHEMES)})"
         )
     raise ProtocolError(BAD_REQUEST, "source must be 'push', 'file:NAME' or a URL (rtsp, rtmp, http(s), udp)")
-
-
-def _check_host(host: str, allowed: Iterable[str], resolve) -> None:
-    host = host.strip("[]").lower()
-    rules = [a.strip().lower() for a in allowed if a.strip()]
-    if host in rules:
-        return
-    try:
-        addresses = {ipaddress.ip_address(host)}
-    except ValueError:
-        if not host:  # udp://@:PORT listens on every local address
-            addresses = {ipaddress.ip_address("0.0.0.0")}
-        else:
-            try:
-                addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in resolve(host, None)}
-            except (OSError, UnicodeError) as exc:
-                raise ProtocolError(BAD_REQUEST, f"cannot resolve host {host!r}: {exc}") from None
-    networks = []
-    for rule in rules:
-        try:
-            networks.append(ipaddress.ip_network(rule, strict=False))
-        except ValueError:
-            continue  # a host name: matched above
-    for address in addresses:
-        if any(address in net for net in networks):
-            continue
-        if _internal(address):
-            raise ProtocolError(
-                FORBIDDEN_SOURCE,
-                f"host {host!r} is an internal address ({address}); the server's operator can allow it "
-                "with --allow-source-host",
-            )
-
-
-def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
-        if embedded is not None and _internal(embedded):
-            return True
-        if address.is_site_local:
-            return True
-    return (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_unspecified
-        or address.is_multicast
-        or address.is_reserved
-        or (isinstance(address, ipaddress.IPv4Address) and address in _SHARED)
-    )
-
-
-_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: inside someone's network
 
 
 def media_file(name: str, media_root: Path | None) -> Path:

@@ -114,8 +114,6 @@ def _ingest_ranges(service, source, sid, info, duration, fps, n, on_progress) ->
     service.end_stream(sid)
 
 
-
-
 def ingest_ranges(
     router: EncoderRouter,
     source: str,

@@ -44,6 +44,8 @@ from scenekv.vlm import SamplingParams, VLMBackend
 from .caption_jobs import CaptionJob, CaptionQueue
 from .frame_reader import FrameReader, ReadingsHook
 from .reading_jobs import ReadingQueue
+from .watch_runner import WatchRunner
+from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,11 @@ class StreamHub:
         self.readings_due = ReadingQueue(
             self.reader.steps, fatal=MEMORY_FAILURES, keep=self.streams.__contains__
         )
+        # Watches: evaluated on each stored reading (or caption, for checkpoints that read no
+        # frames); their webhooks posted from one thread of their own.
+        self.webhooks = WebhookSender()
+        self.watches = WatchRunner(store, self.webhooks)
+        self.on_readings.append(self.watches.on_readings)
         self._turn = 0  # which queue the next background step tries first
 
     # -- streams ------------------------------------------------------------------------------
@@ -284,6 +291,7 @@ class StreamHub:
         self.store.set_caption(job.sid, job.index, text)
         if not self.reads_frames:  # the content index of a checkpoint without frame readings
             self.store.put_caption_words(job.sid, job.start, text)
+            self.watches.on_caption(job.sid, job.index, job.start, job.end, text)
         return text
 
     def _caption_answer(self, sid: str, start: float, end: float) -> Answer:
@@ -348,6 +356,8 @@ class StreamHub:
                     last += more
                     if not more or attempt == 2:
                         mem.end()
+                        fps = self.store.info(sid).fps
+                        self.watches.finish(sid, 1.0 / fps if fps and fps > 0 else 1.0)
                         break
         except BaseException:
             with model_lock:
@@ -387,6 +397,7 @@ class StreamHub:
             mem = self.streams.pop(sid, None)
             self.captions_due.drop(sid)
             self.readings_due.drop(sid)
+        self.watches.forget(sid)
         if mem is not None:
             with contextlib.suppress(Exception):  # its writes are failing already; do not wait on them
                 mem.abandon()
@@ -400,6 +411,7 @@ class StreamHub:
         made from Redis then)."""
         with self._lock:
             mem = self.streams.pop(sid, None)
+        self.watches.forget(sid)
         if mem is not None:
             mem.detach()
 
@@ -414,6 +426,7 @@ class StreamHub:
                 self.detach(sid)
             except Exception:  # keep closing the others; the error is logged
                 log.exception("detaching stream %s failed", sid)
+        self.webhooks.close()
 
 
 def _same_size(indices: list[int], requests) -> list[list[int]]:
