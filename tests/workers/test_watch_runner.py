@@ -46,7 +46,7 @@ def test_a_watch_hits_once_per_appearance_and_its_end_follows(store, sid):
     logged = _logged(store, sid, "watch.hit")
     assert [(h["start"], h.get("end")) for h in logged] == [
         (2.0, None),
-        (2.0, 9.0),
+        (2.0, 8.0),
         (17.0, None),
         (17.0, 19.0),
     ]
