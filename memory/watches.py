@@ -55,7 +55,10 @@ class Watch:
 
     @classmethod
     def from_record(cls, raw: str | bytes) -> Watch:
-        data = json.loads(raw)
+        return cls.from_record_dict(json.loads(raw))
+
+    @classmethod
+    def from_record_dict(cls, data: dict) -> Watch:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 

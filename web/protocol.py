@@ -15,6 +15,7 @@ import re
 import struct
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from scenekv.errors import UserError
 
@@ -30,6 +31,7 @@ BAD_PTS = "bad_pts"
 BAD_IMAGE = "bad_image"
 DUPLICATE_ID = "duplicate_id"
 UNKNOWN_QUESTION = "unknown_question"
+UNKNOWN_WATCH = "unknown_watch"
 FORBIDDEN_SOURCE = "forbidden_source"
 GOING_AWAY = "going_away"
 ENCODER_UNAVAILABLE = "encoder_unavailable"
@@ -42,6 +44,9 @@ MAX_HEADER_BYTES = 4096
 MAX_SEARCH_CHARS = 500
 MAX_SEARCH_STREAMS = 64  # qa/search.py's MAX_STREAMS
 MAX_SEARCH_HITS = 100
+MAX_WATCH_CHARS = 200
+MAX_WEBHOOK_CHARS = 2048
+MAX_COOLDOWN_S = 86400.0
 _DATA_URL = re.compile(r"^data:image/(jpeg|jpg|png|webp);base64,", re.IGNORECASE)
 
 
@@ -98,7 +103,29 @@ class SearchRequest:
     limit: int
 
 
-ClientMessage = SessionStart | FrameAppend | QuestionAsk | QuestionCancel | SessionEnd | SearchRequest
+@dataclass(frozen=True)
+class WatchAdd:
+    id: str
+    text: str
+    webhook: str | None  # http(s) URL: each hit is POSTed there as JSON
+    cooldown_s: float
+
+
+@dataclass(frozen=True)
+class WatchRemove:
+    id: str
+
+
+ClientMessage = (
+    SessionStart
+    | FrameAppend
+    | QuestionAsk
+    | QuestionCancel
+    | SessionEnd
+    | SearchRequest
+    | WatchAdd
+    | WatchRemove
+)
 
 
 def encode(type_: str, **fields: Any) -> str:
@@ -289,6 +316,40 @@ def _search(msg: dict, _limit: int) -> SearchRequest:
     return SearchRequest(id=sid, text=text, streams=streams, limit=limit)
 
 
+def _watch_add(msg: dict, _limit: int) -> WatchAdd:
+    wid = _id(msg)
+    text = msg.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ProtocolError(BAD_REQUEST, "watch.add needs a non-empty 'text' (what to watch for)", id=wid)
+    if len(text) > MAX_WATCH_CHARS:
+        raise ProtocolError(BAD_REQUEST, f"watch text longer than {MAX_WATCH_CHARS} characters", id=wid)
+    webhook = msg.get("webhook")
+    if webhook is not None and not _is_webhook(webhook):
+        raise ProtocolError(
+            BAD_REQUEST, f"'webhook' must be an http(s) URL of at most {MAX_WEBHOOK_CHARS} characters", id=wid
+        )
+    cooldown = msg.get("cooldown_s", 0)
+    if not _is_number(cooldown) or not 0 <= cooldown <= MAX_COOLDOWN_S:
+        raise ProtocolError(
+            BAD_REQUEST, f"'cooldown_s' must be a number of seconds in [0, {MAX_COOLDOWN_S:g}]", id=wid
+        )
+    return WatchAdd(id=wid, text=text.strip(), webhook=webhook, cooldown_s=float(cooldown))
+
+
+def _is_webhook(url: Any) -> bool:
+    if not isinstance(url, str) or len(url) > MAX_WEBHOOK_CHARS:
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a malformed host or port
+        return False
+
+
+def _watch_remove(msg: dict, _limit: int) -> WatchRemove:
+    return WatchRemove(id=_id(msg))
+
+
 _PARSERS = {
     "session.start": _session_start,
     "frame.append": _frame_append,
@@ -296,6 +357,8 @@ _PARSERS = {
     "question.cancel": _question_cancel,
     "session.end": _session_end,
     "search": _search,
+    "watch.add": _watch_add,
+    "watch.remove": _watch_remove,
 }
 
 

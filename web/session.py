@@ -28,6 +28,7 @@ from .ratelimit import TokenBucket
 from .search import handle_search
 from .sources import resolve_source
 from .streams import StreamState
+from .watches import handle_watch_add, handle_watch_remove, send_watches
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -71,6 +72,7 @@ class Connection:
             self.cfg.questions_per_min / 60.0, min(10.0, max(1.0, self.cfg.questions_per_min))
         )
         self._tasks: set[asyncio.Task] = set()
+        self.watches_added: dict[str, set[str]] = {}  # stream -> ids of watches this connection added
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -165,6 +167,10 @@ class Connection:
             await self._end()
         elif isinstance(msg, P.SearchRequest):
             await handle_search(self, msg)
+        elif isinstance(msg, P.WatchAdd):
+            await handle_watch_add(self, msg)
+        elif isinstance(msg, P.WatchRemove):
+            await handle_watch_remove(self, msg)
 
     def _check_open(self) -> None:
         if self.ctx.draining:
@@ -222,6 +228,7 @@ class Connection:
                             caption=scene.get("caption") or None,
                         )
                     )
+            await send_watches(self, sid)  # its watches and their hits so far
 
     async def _leave_stream(self) -> None:
         if self.stream is not None:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from .metrics import GatewayMetrics
 from .protocol import encode, error_message
+from .watches import watch_event
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,8 @@ class StreamRegistry:
             st.publish_scene({"scene_id": data["scene"], **data, "caption": None})
         elif kind == "scene.captioned":
             st.publish_scene({"scene_id": data["scene"], "caption": data.get("caption")})
+        elif kind.startswith("watch.") and (message := watch_event(kind, data)) is not None:
+            st.fan_out(message)
         elif kind == "stream.ended" and not st.ended:
             st.ended = True
             st.fan_out(encode("session.ended", stream_id=st.sid))

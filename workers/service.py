@@ -295,6 +295,41 @@ class SceneKVService:
         hits = search(self.store, text, list(streams) if streams is not None else None, limit)
         return [h.as_dict() for h in hits]
 
+    # -- watches ----------------------------------------------------------------------------------
+    def add_watch(
+        self,
+        sid: str,
+        watch_id: str,
+        text: str,
+        *,
+        webhook: str | None = None,
+        cooldown_s: float = 0.0,
+        webhook_trusted: bool = False,
+    ) -> bool:
+        """Store a watch on ``sid`` (memory/watches.py): the encoder evaluates it on every frame read
+        from now on. False when the very same watch is there already; WatchRefused for an id taken
+        by another watch or a stream at its limit; a text that names nothing is refused."""
+        from scenekv.memory.watches import new_watch
+        from scenekv.qa.watch_detector import watch_terms
+
+        self._require_stream(sid)
+        if not watch_terms(text):
+            raise UserError(f"{text!r} names nothing to watch for", code="bad_request")
+        watch = new_watch(watch_id, text, webhook=webhook, cooldown_s=cooldown_s, trusted=webhook_trusted)
+        return self.store.add_watch(sid, watch)
+
+    def remove_watch(self, sid: str, watch_id: str) -> bool:
+        self._require_stream(sid)
+        return self.store.remove_watch(sid, watch_id)
+
+    def watches(self, sid: str) -> list[dict]:
+        """The stream's watches as clients see them (``watch.added``: no webhook URL)."""
+        return [w.as_message() for w in self.store.watches(sid)]
+
+    def watch_hits(self, sid: str) -> list[dict]:
+        """The stream's kept hits (``watch.hit`` fields), in time order."""
+        return [h.as_message() for h in self.store.watch_hits(sid)]
+
     def caption_track(self, sid: str, fmt: str) -> str:
         """The stream's scene captions as a VTT / SRT / JSONL file's text, as `scenekv caption` writes."""
         from scenekv.qa.captions import render_captions, stream_cues

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "caption": "scenekv.cli.caption",
     "memory": "scenekv.cli.memory",
     "search": "scenekv.cli.search",
+    "watch": "scenekv.cli.watch",
     "make-video": "scenekv.cli.make_video",
     "make-world": "scenekv.cli.make_world",
     "train-world": "scenekv.cli.train_world",
@@ -34,7 +35,7 @@ COMMANDS: dict[str, str] = {
 
 # the service commands read SCENEKV_<FLAG> variables (scenekv/cli/env_flags.py); the others, whose flags
 # mean other things (make-video's --fps is its output rate), do not
-ENV_COMMANDS = ("serve", "ask", "caption")
+ENV_COMMANDS = ("serve", "ask", "caption", "watch")
 
 
 def build_parser() -> argparse.ArgumentParser:
