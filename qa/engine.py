@@ -23,6 +23,7 @@ from .policies import MemoryPolicy, single_frames
 from .scene_check import SceneScan, SceneSpan, check_frames, check_indices, scan_plan, scene_spans
 from .scene_heads import heads_plan, is_when_question, scene_heads
 from .when_index import CANONICAL, IndexWhen, asked_kind, index_when
+from .when_text import VERIFY, VERIFY_TOKENS, TextWhen, text_when
 
 BASELINE_WINDOW = 8  # frames a `when` read covers under recent / full: no scene cuts to go by
 
@@ -46,7 +47,7 @@ class StreamMemory(Protocol):
 class Answer:
     """Iterate for text deltas; then ``text``, ``evidence``, ``usage`` and ``finish_reason`` are final."""
 
-    generation: Generation | SceneScan | IndexWhen  # `when` answers come in one piece
+    generation: Generation | SceneScan | IndexWhen | TextWhen  # `when` answers come in one piece
     plan: ContextPlan
     anchor: TimeAnchor | None
     prompt_tokens: int
@@ -161,6 +162,9 @@ class QAEngine:
             indexed = self._index_when(memory, question, anchor, now, refs, cancel)
             if indexed is not None:
                 return Answer(indexed, indexed.plan, anchor, indexed.plan.tokens, started)
+            textual = self._text_when(memory, question, anchor, now, refs, cancel)
+            if textual is not None:
+                return Answer(textual, textual.plan, anchor, textual.plan.tokens, started)
             question_ids = self.answerer.question_ids(question)
             scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
             scan = self._scene_scan(memory, question, anchor, now, refs, scores, cancel)
@@ -292,6 +296,27 @@ class QAEngine:
             return self.answerer.read(check_ids, frames)
 
         return index_when(memory, question, refs, _window(anchor, now), end, read, self._lock, cancel)
+
+    def _text_when(
+        self,
+        memory: StreamMemory,
+        question: str,
+        anchor: TimeAnchor | None,
+        now: float | None,
+        refs: list[ChunkRef],
+        cancel: threading.Event | None,
+    ) -> TextWhen | None:
+        """A `when` question for a checkpoint without ``scene_check``: caption candidates verified by
+        the model (qa/when_text.py). None where that does not apply (no captions yet)."""
+        if self.backend.prompt_format.scene_check or not is_when_question(question) or not refs:
+            return None
+        verify_ids = self.answerer.question_ids(VERIFY.format(question=question.strip()))
+
+        def read(frames: list[KVChunk]) -> str:
+            return self.answerer.read(verify_ids, frames, max_new_tokens=VERIFY_TOKENS)
+
+        end = now if now is not None else max(r.last_pts for r in refs)
+        return text_when(memory, question, refs, _window(anchor, now), end, read, self._lock, cancel)
 
     def _scene_scan(
         self,

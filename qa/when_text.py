@@ -1,0 +1,145 @@
+"""`When` for checkpoints that read no frames (real ones): candidates found by text, checked by the model.
+
+A real checkpoint is not trained to name what one frame shows in a fixed vocabulary, so its streams
+have no frame readings; they have scene captions, written once as each scene closes, and the
+caption words in the content index. "When did the truck arrive?" is then: the stream's scenes
+ranked against the question by BM25 over their captions (and any labels read in their frames:
+qa/search.py's ranking, on this one stream), the ``MAX_CANDIDATES`` best with a score verified by the
+model, each with one short generation on the scene's frames (``CHECK_FRAMES`` of them, single-frame
+slices as the scene scan reads them; whole chunks where frames cannot be cut out, M-RoPE) and the
+question put as "... Does this part of the video show it? Answer yes or no.". The answer is the
+start of each scene it says yes to (adjacent ones are one appearance), as exact as the scene cut.
+
+Cost: one Redis read of the stream's scene records and labels, then at most ``MAX_CANDIDATES``
+generations of at most ``VERIFY_TOKENS`` tokens, whatever the stream's length (the scene-heads
+context it replaces grows with the scenes up to the token budget). Its limit: what the captions
+never name is not found (a caption is one sentence a scene), and an appearance in more than
+``MAX_CANDIDATES`` scenes is reported in part.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from scenekv.vlm import KVChunk
+
+from .context import ChunkRef, ContextPlan
+from .scene_check import SceneSpan, appearances, check_frames, when_text
+from .search import rank, stream_docs, words
+
+MAX_CANDIDATES = 8
+VERIFY_TOKENS = 3
+VERIFY = "{question} Does this part of the video show it? Answer yes or no."
+
+
+def said_yes(text: str) -> bool:
+    return re.match(r"\s*yes\b", text, re.IGNORECASE) is not None
+
+
+@dataclass
+class TextWhen:
+    """The verification reads as a generation (each under the engine's lock, an empty delta after
+    each), then the answer in one piece; ``plan`` gets the appearances as its evidence."""
+
+    question: str
+    spans: list[SceneSpan]  # the candidates, time order
+    frames: list[list[KVChunk]]  # what each is read on
+    read: Callable[[list[KVChunk]], str]
+    plan: ContextPlan
+    lock: threading.Lock
+    cancel: threading.Event | None = None
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    ttft_s: float | None = None
+    reads: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:
+        if self.finish_reason is not None:
+            raise RuntimeError("a TextWhen can be iterated once")
+        started = time.perf_counter()
+        for frames in self.frames:
+            if self.cancel is not None and self.cancel.is_set():
+                self.finish_reason = "cancelled"
+                return
+            with self.lock:
+                self.reads.append(self.read(frames))
+            yield ""
+        runs = appearances(self.spans, [said_yes(r) for r in self.reads])
+        self.plan.evidence_spans = [(r.start, r.end) for r in runs]
+        self.text = when_text(runs)
+        self.ttft_s = time.perf_counter() - started
+        self.finish_reason = "stop"
+        yield self.text
+
+
+def candidate_spans(
+    memory, question: str, refs: Sequence[ChunkRef], *, end: float, window: tuple[float, float] | None
+) -> list[SceneSpan]:
+    """The scenes whose captions (and read labels) best match ``question``, at most
+    ``MAX_CANDIDATES``, time order, each with the stored chunks holding it; [] when none matches.
+    ``memory``: a qa.memory_view.MemoryView (its ``store`` and ``sid``)."""
+    docs = stream_docs(memory.store, memory.sid, set(words(question)))
+    if window is not None:
+        docs = [
+            d for d in docs if (d.end is None or d.end > window[0] + 1e-6) and d.start <= window[1] + 1e-6
+        ]
+    docs.sort(key=lambda d: d.start)
+    starts = [d.start for d in docs]
+    chosen = {bisect.bisect_right(starts, h.start) - 1 for h in rank(docs, question, limit=MAX_CANDIDATES)}
+    ordered = sorted(refs, key=lambda c: c.first_pts)
+    lasts = [c.last_pts for c in ordered]  # chunks do not overlap: in time order too
+    spans = []
+    for i in sorted(chosen - {-1}):
+        doc = docs[i]
+        is_open = doc.end is None
+        start, stop = doc.start, doc.end if doc.end is not None else max(end, doc.start)
+        if window is not None:
+            start = max(start, window[0])
+        inside = []
+        for c in ordered[bisect.bisect_left(lasts, start - 1e-6) :]:
+            if c.first_pts > stop + 1e-6 or (not is_open and c.first_pts >= stop - 1e-6):
+                break
+            inside.append(c)
+        if inside:
+            spans.append(SceneSpan(start, stop, tuple(inside), is_open))
+    return spans
+
+
+def text_when(
+    memory,
+    question: str,
+    refs: Sequence[ChunkRef],
+    window: tuple[float, float] | None,
+    end: float,
+    read: Callable[[list[KVChunk]], str],
+    lock: threading.Lock,
+    cancel: threading.Event | None = None,
+) -> TextWhen | None:
+    """The verification of ``question``'s candidates; None when the stream has no captions to match
+    (the scene-heads context answers then). ``read``: the model's short answer to the verify prompt
+    on some frames."""
+    if not hasattr(memory, "store") or not refs:
+        return None
+    spans = candidate_spans(memory, question, refs, end=end, window=window)
+    if not spans:
+        if not any(s.caption for s in memory.store.scenes(memory.sid, limit=64)):
+            return None  # nothing captioned yet: no text to find candidates in
+        plan = ContextPlan([], retrieved=[])
+        return TextWhen(question, [], [], read, plan, lock, cancel)
+    loaded = memory.load(sorted({c.cid for sp in spans for c in sp.refs}))
+    cuttable = all(c.cuttable for c in loaded.values())
+    frames = [
+        check_frames(sp, loaded) if cuttable else [loaded[c.cid] for c in sp.refs if c.cid in loaded]
+        for sp in spans
+    ]
+    plan = ContextPlan(
+        [ChunkRef(f"{f.first_pts:g}", f.first_pts, f.last_pts, f.tokens, 1) for fs in frames for f in fs],
+        retrieved=sorted({c.cid for sp in spans for c in sp.refs}),
+    )
+    return TextWhen(question, spans, frames, read, plan, lock, cancel)
