@@ -27,5 +27,3 @@ def test_a_time_reads_as_a_clock_and_is_written_back_as_one():
         with pytest.raises(ValueError):
             parse_seconds(bad)
     assert clock(83.9) == "01:23" and clock(3723.5) == "1:02:03" and clock(341.7, tenths=True) == "05:41.7"
-
-

@@ -1,4 +1,5 @@
 """KV quantized at rest: sizes, errors, the KIVI axes, old blobs, and what `memory info` reports."""
+
 from __future__ import annotations
 
 import json

@@ -105,9 +105,10 @@ def ask(conn: ClientConnection, qid: str, text: str = "What happens?", **kw) -> 
 
 
 @contextlib.contextmanager
-def tiny_service(tag: str):
-    """A SceneKVService on the tiny random model, local Ray and the real Redis under a fresh key
-    prefix; every key under it is deleted afterwards."""
+def local_service(tag: str, model: str = "tiny-random-llava-onevision"):
+    """A SceneKVService on ``model`` (the tiny random one by default; ``scenekv-world``: the world
+    model), local Ray and the real Redis under a fresh key prefix; every key under it is deleted
+    afterwards."""
     import uuid
 
     import redis
@@ -122,7 +123,7 @@ def tiny_service(tag: str):
         raise AssertionError(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh") from None
     prefix = f"skvtest:{tag}:{uuid.uuid4().hex[:10]}:"
     svc = SceneKVService(
-        model="tiny-random-llava-onevision",
+        model=model,
         redis_url=REDIS_URL,
         rolling={"window": 12, "chunk_frames": 4},
         prefix=prefix,

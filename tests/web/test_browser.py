@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from support.browser import CHROMIUM, CHROMIUM_ARGS
-from support.ws_helpers import tiny_service
+from support.ws_helpers import local_service
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def gateway(media_root):
     from scenekv.web.server import GatewayThread
 
     config = GatewayConfig(port=0, progress_interval_s=0.5, media_root=media_root)
-    with tiny_service("webui") as service, GatewayThread(service, config) as gw:
+    with local_service("webui") as service, GatewayThread(service, config) as gw:
         yield gw
 
 

@@ -17,7 +17,7 @@ from scenekv.web.config import GatewayConfig
 from scenekv.web.protocol import pack_binary_frame
 from scenekv.web.server import GatewayThread
 
-from support.ws_helpers import ask, frame_jpeg, of_type, push, recv_until, send, start_push, tiny_service
+from support.ws_helpers import ask, frame_jpeg, local_service, of_type, push, recv_until, send, start_push
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ IDLE_S = 2.0
 
 @pytest.fixture(scope="module")
 def service():
-    with tiny_service("faults") as svc:
+    with local_service("faults") as svc:
         yield svc
 
 

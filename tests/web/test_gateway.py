@@ -23,13 +23,13 @@ from support.ws_helpers import (
     frame_jpeg,
     halves,
     is_halves,
+    local_service,
     of_type,
     phone_jpeg,
     push,
     recv_until,
     send,
     start_push,
-    tiny_service,
 )
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 # -- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def service():
-    with tiny_service("web") as svc:
+    with local_service("web") as svc:
         yield svc
 
 

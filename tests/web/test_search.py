@@ -14,14 +14,14 @@ from scenekv.web.config import GatewayConfig
 from scenekv.web.server import GatewayThread
 
 from support.redis_fixtures import REDIS_URL
-from support.ws_helpers import of_type, recv_until, send, tiny_service
+from support.ws_helpers import local_service, of_type, recv_until, send
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def service():
-    with tiny_service("search") as svc:
+    with local_service("search") as svc:
         yield svc
 
 

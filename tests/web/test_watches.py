@@ -23,11 +23,9 @@ from scenekv.ingest import open_source
 from scenekv.web.config import GatewayConfig
 from scenekv.web.protocol import pack_binary_frame
 from scenekv.web.server import GatewayThread
-from scenekv.workers.service import SceneKVService
 from scenekv.world.render import make_world_video
 
-from support.redis_fixtures import drop_prefix
-from support.ws_helpers import of_type, recv_until, send
+from support.ws_helpers import local_service, of_type, recv_until, send
 
 pytestmark = pytest.mark.slow
 
@@ -51,20 +49,9 @@ def frames(tmp_path_factory) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def service(redis_url):
-    import uuid
-
-    pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
-    svc = SceneKVService(
-        model="scenekv-world",
-        redis_url=redis_url,
-        prefix=pfx,
-        rolling={"window": 12, "chunk_frames": 4},
-        num_cpus=2,
-    )
-    yield svc
-    svc.shutdown()
-    drop_prefix(redis_url, pfx)
+def service():
+    with local_service("watches", model="scenekv-world") as svc:
+        yield svc
 
 
 def _config() -> GatewayConfig:

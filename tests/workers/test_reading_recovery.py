@@ -12,10 +12,9 @@ import pytest
 import ray
 
 from scenekv.workers.errors import EncoderUnavailable
-from scenekv.workers.service import SceneKVService
 from scenekv.world.render import make_world_video
 
-from support.redis_fixtures import drop_prefix
+from support.ws_helpers import local_service
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +25,9 @@ def video(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(redis_url):
-    import uuid
-
-    pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
-    svc = SceneKVService(
-        model="scenekv-world",
-        redis_url=redis_url,
-        prefix=pfx,
-        rolling={"window": 12, "chunk_frames": 4},
-        num_cpus=2,
-    )
-    yield svc
-    svc.shutdown()
-    drop_prefix(redis_url, pfx)
+def service():
+    with local_service("recovery", model="scenekv-world") as svc:
+        yield svc
 
 
 def _progress(service, sid) -> dict:

@@ -12,7 +12,7 @@ from scenekv.workers.errors import EncoderUnavailable
 from scenekv.workers.service import SceneKVService, UnknownStream
 from scenekv.world.cut_video import make_video
 
-from support.redis_fixtures import drop_prefix
+from support.ws_helpers import local_service
 
 CUTS = (10.5, 21.5)
 
@@ -25,20 +25,9 @@ def video(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(redis_url, tmp_path_factory):
-    import uuid
-
-    pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
-    svc = SceneKVService(
-        model="tiny-random-llava-onevision",
-        redis_url=redis_url,
-        prefix=pfx,
-        rolling={"window": 12, "chunk_frames": 4},
-        num_cpus=2,
-    )
-    yield svc
-    svc.shutdown()
-    drop_prefix(redis_url, pfx)
+def service():
+    with local_service("service") as svc:
+        yield svc
 
 
 def _decoded(service, sid, timeout):
@@ -198,7 +187,6 @@ def test_end_after_the_encoder_died_closes_the_last_scene_and_keeps_every_frame(
 
 def test_zero_encoders_is_refused_before_ray_or_redis_start(redis_url):
     from scenekv.errors import UserError
-    from scenekv.workers.service import SceneKVService
 
     before = ray.is_initialized()
     with pytest.raises(UserError, match="--encoders must be at least 1, got 0"):
