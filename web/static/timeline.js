@@ -1,4 +1,5 @@
 // Scene timeline: a proportional bar plus a list of scenes with captions; both seek on click.
+// Watch hits lie on the same bar as ticks (spanning to their end once it is known); they seek too.
 
 export function fmtTime(s) {
   if (s == null || !Number.isFinite(s)) return "–";
@@ -14,6 +15,11 @@ export function cleanText(text) {
   return String(text ?? "").replace(/[\u0000-\u0008\u000b-\u001f\u007f\ufffd]/g, "");
 }
 
+/** One appearance of a watch: its id and start (the server's upsert key for `watch.hit`). */
+export function hitKey(hit) {
+  return `${hit.id}@${Number(hit.start)}`;
+}
+
 export class Timeline {
   constructor(bar, now, list, onSeek) {
     this.bar = bar;
@@ -24,10 +30,12 @@ export class Timeline {
     this.pts = 0;
     this.duration = 0;
     this.highlight = [];
+    this.hits = new Map(); // `${watch id}@${start}` -> {id, text, start, end}
   }
 
   reset() {
     this.scenes.clear();
+    this.hits.clear();
     this.pts = 0;
     this.duration = 0;
     this.render();
@@ -36,6 +44,25 @@ export class Timeline {
   upsert(scene) {
     const prev = this.scenes.get(scene.scene_id) || {};
     this.scenes.set(scene.scene_id, { ...prev, ...Object.fromEntries(Object.entries(scene).filter(([, v]) => v != null)) });
+    this.render();
+  }
+
+  /** A watch hit: one mark per appearance (watch id + start); the end update widens the same mark. */
+  upsertHit(hit) {
+    const key = hitKey(hit);
+    const prev = this.hits.get(key) || {};
+    this.hits.set(key, { ...prev, ...Object.fromEntries(Object.entries(hit).filter(([, v]) => v != null)) });
+    this.render();
+  }
+
+  clearHits() {
+    this.hits.clear();
+    this.render();
+  }
+
+  /** A removed watch takes its hits with it (the server drops its kept hits too). */
+  dropHits(watchId) {
+    for (const [key, h] of this.hits) if (h.id === watchId) this.hits.delete(key);
     this.render();
   }
 
@@ -53,10 +80,11 @@ export class Timeline {
   render() {
     const sorted = [...this.scenes.entries()].sort((a, b) => a[1].start - b[1].start);
     const lastEnd = sorted.length ? sorted[sorted.length - 1][1].end ?? 0 : 0;
-    const total = Math.max(this.duration, this.pts, lastEnd, 1);
+    const hitEnd = Math.max(0, ...[...this.hits.values()].map((h) => h.end ?? h.start));
+    const total = Math.max(this.duration, this.pts, lastEnd, hitEnd, 1);
     const pct = (t) => `${(100 * Math.min(t, total)) / total}%`;
 
-    this.bar.querySelectorAll(".seg").forEach((el) => el.remove());
+    this.bar.querySelectorAll(".seg, .watch-mark").forEach((el) => el.remove());
     for (const [id, s] of sorted) {
       const seg = document.createElement("button");
       seg.className = "seg";
@@ -74,6 +102,19 @@ export class Timeline {
       open.style.width = pct(this.pts - lastEnd);
       open.title = "current scene (still open)";
       this.bar.appendChild(open);
+    }
+    for (const [key, h] of [...this.hits.entries()].sort((a, b) => a[1].start - b[1].start)) {
+      const mark = document.createElement("button");
+      mark.className = h.end == null ? "watch-mark open" : "watch-mark";
+      mark.dataset.hit = key;
+      mark.dataset.watch = h.id;
+      mark.dataset.start = String(h.start);
+      if (h.end != null) mark.dataset.end = String(h.end);
+      mark.style.left = pct(h.start);
+      if (h.end != null) mark.style.width = pct(h.end - h.start);
+      mark.title = `${cleanText(h.text)}: ${fmtTime(h.start)}${h.end != null ? `–${fmtTime(h.end)}` : " (still on screen)"}`;
+      mark.onclick = () => this.onSeek(h.start, h);
+      this.bar.appendChild(mark);
     }
     this.now.style.left = pct(this.pts);
 
