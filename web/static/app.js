@@ -2,7 +2,8 @@
 
 import { SceneKVClient } from "./client.js";
 import { FrameCapture } from "./capture.js";
-import { Timeline, fmtTime, cleanText, hitKey } from "./timeline.js";
+import { Timeline, fmtTime, cleanText } from "./timeline.js";
+import { WatchPanel } from "./watches.js";
 
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token");
@@ -16,10 +17,11 @@ const ui = {
 const state = { tab: "file", client: null, capture: null, objectUrl: null, webcam: null, qn: 0, live: false };
 const answers = new Map(); // question id -> card elements
 const timeline = new Timeline($("timeline"), $("timeline-now"), $("scene-list"), (t, hit) => (hit ? seekHit(hit) : seek(t)));
-// Watches of the stream the page is on: list: id -> {id, text, cooldown_s, webhook, li, count}; mine: the
-// page's own watch.add ids (to tell their errors from others); hits: `id@start` -> its notice line and
-// fields; announced: the appearances already announced (kept across a re-attach to the same stream).
-const watches = { list: new Map(), mine: new Set(), hits: new Map(), announced: new Set(), sid: null, n: 0 };
+const watches = new WatchPanel({
+  timeline,
+  seek: (hit) => seekHit(hit),
+  send: (msg) => (state.client?.isOpen && state.sid ? state.client.send(msg) : false),
+});
 
 // ---- page config: model banner, defaults, server media -------------------------------------------
 async function loadConfig() {
@@ -134,9 +136,9 @@ async function connect() {
   client.addEventListener("answer.done", (e) => onDone(e.detail));
   client.addEventListener("session.ended", () => onEnded());
   client.addEventListener("search.result", (e) => onSearchResult(e.detail));
-  client.addEventListener("watch.added", (e) => onWatchAdded(e.detail));
-  client.addEventListener("watch.removed", (e) => onWatchRemoved(e.detail));
-  client.addEventListener("watch.hit", (e) => onWatchHit(e.detail));
+  client.addEventListener("watch.added", (e) => watches.added(e.detail));
+  client.addEventListener("watch.removed", (e) => watches.removed(e.detail));
+  client.addEventListener("watch.hit", (e) => watches.hit(e.detail));
   client.addEventListener("error", (e) => onError(e.detail));
   client.addEventListener("go_away", (e) =>
     notice(`Server is restarting (${Math.round(e.detail.time_left_ms / 1000)} s); this page will reconnect to the same stream.`));
@@ -164,7 +166,7 @@ function onStarted(msg) {
   showModel(msg.model, msg.random_weights, msg.world_only);
   ui.stop.disabled = false;
   ui.ask.disabled = false;
-  watchSession(msg.stream_id);
+  watches.session(msg.stream_id);
   notice("");
   const hit = state.pendingSeek;
   state.pendingSeek = null;
@@ -213,7 +215,7 @@ function resetView() {
   stopCapture();
   if (state.client) { state.client.close(); state.client = null; }
   timeline.reset();
-  clearWatches(null);
+  watches.clear(null);
   $("downloads").hidden = true;
   ui.answers.replaceChildren();
   answers.clear();
@@ -305,7 +307,7 @@ function onDone(msg) {
 }
 
 function onError(msg) {
-  if (msg.id && (watches.mine.has(msg.id) || watches.list.has(msg.id))) return watchError(msg);
+  if (watches.owns(msg.id)) return watches.error(msg);
   const a = msg.id && answers.get(msg.id);
   if (a) {
     a.card.classList.remove("streaming");
@@ -362,145 +364,9 @@ function showHit(hit) {
   notice(`${hit.stream_id} at ${fmtTime(hit.start)}`);
 }
 
-// ---- watches: standing questions on the stream; their hits mark the timeline and raise a notice ------
-$("watch-form").onsubmit = (ev) => {
-  ev.preventDefault();
-  const text = $("watch-text").value.trim();
-  if (!text) return;
-  if (!state.client?.isOpen || !state.sid) return watchError({ code: "no_session", message: "start or attach a stream first" });
-  // ids are kept with the stream (reloads and other clients too): make them unlikely to meet
-  const id = `w${Date.now().toString(36)}${(++watches.n).toString(36)}${Math.random().toString(36).slice(2, 6)}`;
-  watches.mine.add(id);
-  watchError(null);
-  state.client.send({ type: "watch.add", id, text });
-  $("watch-text").value = "";
-};
-
-function setWatchEnabled(on) {
-  $("watch-text").disabled = !on;
-  $("watch-btn").disabled = !on;
-}
-
-/** session.started: a new stream clears the watches; the same one again (a reconnect) is re-told them
- * all, with their kept hits, so the list is rebuilt from that replay while its notices stay announced. */
-function watchSession(sid) {
-  clearWatches(sid === watches.sid ? watches.announced : null);
-  watches.sid = sid;
-  setWatchEnabled(true);
-}
-
-function clearWatches(announced) {
-  watches.list.clear();
-  watches.hits.clear();
-  watches.announced = announced || new Set();
-  if (!announced) { watches.mine.clear(); watches.sid = null; }
-  timeline.clearHits();
-  $("watch-list").replaceChildren();
-  $("watch-hits").replaceChildren();
-  watchError(null);
-  setWatchEnabled(false);
-}
-
-function onWatchAdded(msg) {
-  const prev = watches.list.get(msg.id);
-  const li = prev?.li || document.createElement("li");
-  li.dataset.watch = msg.id;
-  const text = document.createElement("span");
-  text.className = "text";
-  text.textContent = cleanText(msg.text);
-  const extra = [];
-  if (msg.cooldown_s) extra.push(`cooldown ${msg.cooldown_s} s`);
-  if (msg.webhook) extra.push("webhook");
-  const info = document.createElement("span");
-  info.className = "info";
-  info.textContent = extra.join(" · ");
-  const count = document.createElement("span");
-  count.className = "count";
-  const remove = document.createElement("button");
-  remove.className = "remove";
-  remove.type = "button";
-  remove.textContent = "×";
-  remove.title = `stop watching for ${cleanText(msg.text)}`;
-  remove.setAttribute("aria-label", remove.title);
-  remove.onclick = () => {
-    watchError(null);
-    if (!state.client?.send({ type: "watch.remove", id: msg.id })) {
-      watchError({ code: "no_session", message: "not connected", id: msg.id });
-    }
-  };
-  li.replaceChildren(text, info, count, remove);
-  watches.list.set(msg.id, { ...msg, li, count });
-  if (!prev) $("watch-list").append(li);
-  countHits(msg.id);
-  const err = $("watch-error");
-  if (err.dataset.watch === msg.id) watchError(null);
-}
-
-function onWatchRemoved(msg) {
-  const w = watches.list.get(msg.id);
-  w?.li.remove();
-  watches.list.delete(msg.id);
-  watches.mine.delete(msg.id);
-  for (const [key, h] of watches.hits) {
-    if (h.id === msg.id) { h.li.remove(); watches.hits.delete(key); }
-  }
-  timeline.dropHits(msg.id);
-}
-
-function onWatchHit(msg) {
-  const key = hitKey(msg);
-  let h = watches.hits.get(key);
-  if (!h) {
-    // one notice per appearance: the end update (and a replay on attach) upserts this same line
-    const li = document.createElement("li");
-    li.dataset.hit = key;
-    const chip = document.createElement("button");
-    chip.className = "chip";
-    chip.title = "seek the video here";
-    const label = document.createElement("span");
-    li.append(chip, " ", label);
-    h = { li, chip, label };
-    watches.hits.set(key, h);
-    insertHitLine(li, msg.start);
-  }
-  Object.assign(h, Object.fromEntries(Object.entries(msg).filter(([, v]) => v != null)));
-  h.chip.textContent = h.end != null ? `${fmtTime(h.start)}–${fmtTime(h.end)}` : fmtTime(h.start);
-  h.chip.onclick = () => seekHit(h);
-  h.label.textContent = `${cleanText(h.text)} at ${fmtTime(h.start)}${h.end == null ? " (on screen now)" : ""}`;
-  if (!watches.announced.has(key)) {
-    watches.announced.add(key);
-    h.li.classList.add("fresh");
-    setTimeout(() => h.li.classList.remove("fresh"), 4000);
-  }
-  timeline.upsertHit({ id: msg.id, text: msg.text, start: msg.start, end: msg.end, evidence: msg.evidence });
-  countHits(msg.id);
-}
-
-/** Notices newest first (by stream time: replayed hits land where they belong). */
-function insertHitLine(li, start) {
-  const list = $("watch-hits");
-  const after = [...list.children].find((el) => watches.hits.get(el.dataset.hit)?.start < start);
-  list.insertBefore(li, after || null);
-}
-
-function countHits(id) {
-  const w = watches.list.get(id);
-  if (!w) return;
-  const n = [...watches.hits.values()].filter((h) => h.id === id).length;
-  w.count.textContent = n ? `${n} hit${n === 1 ? "" : "s"}` : "";
-}
-
 function seekHit(hit) {
   timeline.showEvidence(hit.evidence?.length ? hit.evidence : [{ start: hit.start, end: hit.end ?? hit.start }]);
   seek(hit.start);
-}
-
-function watchError(msg) {
-  const el = $("watch-error");
-  el.hidden = !msg;
-  el.dataset.watch = msg?.id || "";
-  el.textContent = msg ? `${msg.code}: ${msg.message}` : "";
-  if (msg?.id && !watches.list.has(msg.id)) watches.mine.delete(msg.id); // a refused add leaves nothing
 }
 
 // ---- helpers ------------------------------------------------------------------------------------------
@@ -522,7 +388,7 @@ function setConn(st, detail) {
   pill.dataset.state = st;
   pill.textContent = st === "open" ? "connected" : st;
   pill.title = detail || "";
-  if (st !== "open") setWatchEnabled(false); // back on with the next session.started (the page re-attaches)
+  if (st !== "open") watches.enable(false); // back on with the next session.started (the page re-attaches)
 }
 
 function notice(text) {
