@@ -353,9 +353,8 @@ class QAEngine:
     ) -> SceneScan:
         """The reads of ``spans`` (each on its ``frames``) as a lazy generation."""
         check_ids = self.answerer.check_ids(question)
-        return SceneScan(
-            spans, frames, question, lambda c: self.answerer.read(check_ids, c), plan, self._lock, cancel
-        )
+        read = lambda c: self.answerer.read(check_ids, c)  # noqa: E731
+        return SceneScan(spans, frames, question, read, plan=plan, lock=self._lock, cancel=cancel)
 
     def _when_context(
         self,

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import math
 import re
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from scenekv.units import clock
 from scenekv.vlm import KVChunk
 
 from .context import ChunkRef, ContextPlan
+from .when_reads import WhenReads
 
 CHECK_FRAMES = 3  # frames of a scene the model reads: spread over it, clear of its cuts
 MAX_SCENES = 1024  # scenes one question checks at most; over it, retrieval's best-scoring stay
@@ -131,52 +129,25 @@ def appearances(spans: Sequence[SceneSpan], said_yes: Sequence[bool]) -> list[Sc
     return runs
 
 
-def when_text(runs: Sequence[SceneSpan], limit: int = 16) -> str:
-    """``at 01:10, 05:41`` (the first ``limit`` appearances), or ``never``."""
-    if not runs:
-        return "never"
-    return "at " + ", ".join(clock(r.start) for r in runs[:limit])
-
-
 @dataclass
-class SceneScan:
-    """A `when` answer as a generation: iterating runs the checks (each under the engine's lock, so
-    other questions interleave scene by scene, with an empty delta after each), then yields the
-    answer in one piece. ``plan`` gets the appearances' scene spans as its evidence."""
+class SceneScan(WhenReads):
+    """A `when` answer read scene by scene (qa/when_reads.py: one frame a lock hold); ``readings``:
+    per span, the model's reading of each of its frames."""
 
     spans: list[SceneSpan]
     frames: list[list[KVChunk]]  # per span, what check_frames gave
     question: str
     read: Callable[[list[KVChunk]], str]  # the model's reading of frames (here: one at a time)
-    plan: ContextPlan
-    lock: threading.Lock
-    cancel: threading.Event | None = None
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-    ttft_s: float | None = None
-    readings: list[list[str]] = field(default_factory=list)  # per span, one per frame
+    readings: list[list[str]] = field(default_factory=list)
 
-    def __iter__(self) -> Iterator[str]:
-        if self.finish_reason is not None or self.readings:
-            raise RuntimeError("a SceneScan can be iterated once")
-        started = time.perf_counter()
+    def reads(self) -> Iterator[Callable[[], None]]:
         for frames in self.frames:
-            reads = []
+            self.readings.append([])
             for frame in frames:
-                if self.cancel is not None and self.cancel.is_set():
-                    self.finish_reason = "cancelled"
-                    return
-                with self.lock:
-                    reads.append(self.read([frame]))
-                yield ""  # a consumer holding its own lock per item lets others run between reads
-            self.readings.append(reads)
-        runs = appearances(self.spans, [matches(self.question, r) for r in self.readings])
-        self.plan.evidence_spans = [(r.start, r.end) for r in runs]
-        self.text = when_text(runs)
-        self.ttft_s = time.perf_counter() - started
-        self.finish_reason = "stop"
-        yield self.text
+                yield lambda frame=frame: self.readings[-1].append(self.read([frame]))
+
+    def runs(self) -> list[SceneSpan]:
+        return appearances(self.spans, [matches(self.question, r) for r in self.readings])
 
 
 def scan_plan(spans: Sequence[SceneSpan], frames: Sequence[Sequence[KVChunk]]) -> ContextPlan:

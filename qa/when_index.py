@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scenekv.memory.content_index import BACKGROUND, OBJECT, Hit, Reading, label_of, label_words
 from scenekv.vlm import KVChunk
 
-from .appearances import appearances
+from .appearances import Appearance, appearances
 from .context import ChunkRef, ContextPlan
-from .scene_check import named_in, when_text
+from .scene_check import named_in
+from .when_reads import WhenReads
 
 MAX_TAIL = 64  # frames newer than the index a question reads itself; more: the scene scan answers
 CONTEXT = 8  # read frames around the frames showing the thing that its smoothing sees
@@ -70,11 +70,10 @@ def stretches(hits: Sequence[Hit], entries: int, *, newest: bool = False) -> lis
 
 
 @dataclass
-class IndexWhen:
-    """A `when` answer from the index as a generation: iterating reads the frames newer than the index
-    (each under the engine's lock, an empty delta after each), then yields the answer in one piece.
-    ``readings``: the stretches of the index to smooth, time order; ``shown``: the asked kind's
-    values the question names (``purple triangle``)."""
+class IndexWhen(WhenReads):
+    """A `when` answer from the index (qa/when_reads.py): the reads are the frames newer than the
+    index, one a lock hold. ``readings``: the stretches of the index to smooth, time order;
+    ``shown``: the asked kind's values the question names (``purple triangle``)."""
 
     question: str
     readings: list[list[Reading]]
@@ -83,36 +82,18 @@ class IndexWhen:
     read: Callable[[list[KVChunk]], str]
     step: float
     window: tuple[float, float] | None
-    plan: ContextPlan
-    lock: threading.Lock
-    cancel: threading.Event | None = None
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-    ttft_s: float | None = None
-    reads: list[str] = field(default_factory=list)  # of the tail frames
+    tail_reads: list[str] = field(default_factory=list)  # of the tail frames
 
-    def __iter__(self) -> Iterator[str]:
-        if self.finish_reason is not None:
-            raise RuntimeError("an IndexWhen can be iterated once")
-        started = time.perf_counter()
+    def reads(self) -> Iterator[Callable[[], None]]:
         for frame in self.tail:
-            if self.cancel is not None and self.cancel.is_set():
-                self.finish_reason = "cancelled"
-                return
-            with self.lock:
-                self.reads.append(self.read([frame]))
-            yield ""
+            yield lambda frame=frame: self.tail_reads.append(self.read([frame]))
+
+    def runs(self) -> list[Appearance]:
         kind = asked_kind(self.question)
-        runs = appearances(self._stretches(kind), self._shown(kind), kind, step=self.step, window=self.window)
-        self.plan.evidence_spans = [(r.start, r.end) for r in runs]
-        self.text = when_text(runs)
-        self.ttft_s = time.perf_counter() - started
-        self.finish_reason = "stop"
-        yield self.text
+        return appearances(self._stretches(kind), self._shown(kind), kind, step=self.step, window=self.window)
 
     def _tail_readings(self, kind: str) -> list[Reading]:
-        values = [label_words(label_of(kind, text)) for text in self.reads]
+        values = [label_words(label_of(kind, text)) for text in self.tail_reads]
         if kind == OBJECT:
             return [Reading(f.first_pts, v, "") for f, v in zip(self.tail, values, strict=True)]
         return [Reading(f.first_pts, "", v) for f, v in zip(self.tail, values, strict=True)]
@@ -125,7 +106,7 @@ class IndexWhen:
         return [*head, [*(self.readings[-1] if self.readings else []), *self._tail_readings(kind)]]
 
     def _shown(self, kind: str) -> set[str]:
-        tail = {label_words(label_of(kind, text)) for text in self.reads}
+        tail = {label_words(label_of(kind, text)) for text in self.tail_reads}
         return self.shown | {v for v in tail if v and named_in(self.question, v)}
 
 
@@ -164,4 +145,4 @@ def index_when(
     )
     shown = {label_words(x) for x in labels}
     readings = memory.readings_by_rank(ranges) if ranges else []
-    return IndexWhen(question, readings, shown, tail, read, step, window, plan, lock, cancel)
+    return IndexWhen(question, readings, shown, tail, read, step, window, plan=plan, lock=lock, cancel=cancel)

@@ -22,15 +22,15 @@ from __future__ import annotations
 import bisect
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scenekv.vlm import KVChunk
 
 from .context import ChunkRef, ContextPlan
-from .scene_check import SceneSpan, appearances, check_frames, when_text
+from .scene_check import SceneSpan, appearances, check_frames
 from .search import rank, stream_docs, words
+from .when_reads import WhenReads
 
 MAX_CANDIDATES = 8
 VERIFY_TOKENS = 3
@@ -42,40 +42,21 @@ def said_yes(text: str) -> bool:
 
 
 @dataclass
-class TextWhen:
-    """The verification reads as a generation (each under the engine's lock, an empty delta after
-    each), then the answer in one piece; ``plan`` gets the appearances as its evidence."""
+class TextWhen(WhenReads):
+    """The verification reads of the candidates, one a lock hold (qa/when_reads.py)."""
 
     question: str
     spans: list[SceneSpan]  # the candidates, time order
     frames: list[list[KVChunk]]  # what each is read on
     read: Callable[[list[KVChunk]], str]
-    plan: ContextPlan
-    lock: threading.Lock
-    cancel: threading.Event | None = None
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-    ttft_s: float | None = None
-    reads: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)  # the model's, one a candidate
 
-    def __iter__(self) -> Iterator[str]:
-        if self.finish_reason is not None:
-            raise RuntimeError("a TextWhen can be iterated once")
-        started = time.perf_counter()
+    def reads(self) -> Iterator[Callable[[], None]]:
         for frames in self.frames:
-            if self.cancel is not None and self.cancel.is_set():
-                self.finish_reason = "cancelled"
-                return
-            with self.lock:
-                self.reads.append(self.read(frames))
-            yield ""
-        runs = appearances(self.spans, [said_yes(r) for r in self.reads])
-        self.plan.evidence_spans = [(r.start, r.end) for r in runs]
-        self.text = when_text(runs)
-        self.ttft_s = time.perf_counter() - started
-        self.finish_reason = "stop"
-        yield self.text
+            yield lambda frames=frames: self.answers.append(self.read(frames))
+
+    def runs(self) -> list[SceneSpan]:
+        return appearances(self.spans, [said_yes(a) for a in self.answers])
 
 
 def candidate_spans(
@@ -131,7 +112,7 @@ def text_when(
         if not any(s.caption for s in memory.store.scenes(memory.sid, limit=64)):
             return None  # nothing captioned yet: no text to find candidates in
         plan = ContextPlan([], retrieved=[])
-        return TextWhen(question, [], [], read, plan, lock, cancel)
+        return TextWhen(question, [], [], read, plan=plan, lock=lock, cancel=cancel)
     loaded = memory.load(sorted({c.cid for sp in spans for c in sp.refs}))
     cuttable = all(c.cuttable for c in loaded.values())
     frames = [
@@ -142,4 +123,4 @@ def text_when(
         [ChunkRef(f"{f.first_pts:g}", f.first_pts, f.last_pts, f.tokens, 1) for fs in frames for f in fs],
         retrieved=sorted({c.cid for sp in spans for c in sp.refs}),
     )
-    return TextWhen(question, spans, frames, read, plan, lock, cancel)
+    return TextWhen(question, spans, frames, read, plan=plan, lock=lock, cancel=cancel)

@@ -12,8 +12,8 @@ from scenekv.qa.scene_check import (
     matches,
     named_in,
     scene_spans,
-    when_text,
 )
+from scenekv.qa.when_reads import when_text
 
 from support.kv_chunks import PER_FRAME, chunk, ref
 
@@ -101,7 +101,9 @@ def test_a_scan_yields_between_reads_stops_on_cancel_and_runs_once():
     def scan(cancel=None):
         question, reads = "When was the background red?", iter(said)
         lock = threading.Lock()
-        return SceneScan(spans, frames, question, lambda f: next(reads), ContextPlan([]), lock, cancel)
+        return SceneScan(
+            spans, frames, question, lambda f: next(reads), plan=ContextPlan([]), lock=lock, cancel=cancel
+        )
 
     done = scan()
     deltas = list(done)

@@ -98,8 +98,8 @@ def test_frames_newer_than_the_index_are_read_one_per_lock_hold_and_continue_its
         lambda frames: next(seen),
         1.0,
         None,
-        plan,
-        threading.Lock(),
+        plan=plan,
+        lock=threading.Lock(),
     )
     assert list(answer) == ["", "", "", "", "", "at 00:03"]
     assert plan.evidence_spans == [(3.0, 9.0)] and answer.finish_reason == "stop"
