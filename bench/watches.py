@@ -1,7 +1,8 @@
 """Watches on pushed world streams: recall, precision and latency of ``watch.hit`` against the truth.
 
     scenekv make-world /tmp/bench/w101.mp4 --seed 101 --duration 600 --fps 5
-    python bench/watches.py /tmp/bench/w10{1,2,3,4,5}.mp4 --threads 1 [--json out.json]
+    python bench/watches.py /tmp/bench/w10{1,2,3,4,5}.mp4 --threads 1 --json out.json
+    python bench/watches.py --replay out.json --confirm 3      # other detector settings, same readings
 
 Each video (with its ground-truth sidecar) is pushed into a new stream in this process through
 ``StreamHub`` as a live client would: one frame an append (1 fps), then the background work the
@@ -27,13 +28,15 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from scenekv.ingest import open_source
-from scenekv.memory import MemoryStore
+from scenekv.memory import MemoryStore, Reading
 from scenekv.memory.watches import new_watch
+from scenekv.qa.watch_detector import Started, WatchDetector, WatchMatcher, WatchParams
 from scenekv.vlm import load_backend
 from scenekv.workers.stream_hub import StreamHub
 from scenekv.world.truth import load_truth
@@ -55,9 +58,45 @@ def appearances(truth) -> dict[str, list[float]]:
     return out
 
 
+@dataclass(frozen=True)
+class Told:
+    text: str
+    start: float
+    end: float | None
+    told: float  # pts of the frame whose reading told it
+
+
+def grade(wanted: dict[str, list[float]], told: list[Told], frame_times: list[float]) -> dict:
+    """Recall, precision and latency in frames of ``told`` against the truth's appearances."""
+    right, latency, misses, false = 0, [], [], []
+    for text, truth_starts in wanted.items():
+        starts = list(truth_starts)
+        for h in sorted((h for h in told if h.text == text), key=lambda h: h.start):
+            match = next((s for s in starts if abs(h.start - s) <= TOLERANCE_S), None)
+            if match is None:
+                false.append({"text": text, "start": h.start, "end": h.end})
+                continue
+            starts.remove(match)
+            right += 1
+            first = min((t for t in frame_times if t >= match - 1e-6), default=match)  # first showing it
+            latency.append(round(h.told - first, 3))
+        misses += [{"text": text, "start": s} for s in starts]
+    total = sum(len(v) for v in wanted.values())
+    return {
+        "appearances": total,
+        "hits": len(told),
+        "right": right,
+        "recall": round(right / max(1, total), 3),
+        "precision": round(right / max(1, len(told)), 3),
+        "latency_frames_median": statistics.median(latency) if latency else None,
+        "latency_frames_max": max(latency) if latency else None,
+        "misses": misses,
+        "false": false,
+    }
+
+
 def run_video(hub: StreamHub, path: str) -> dict:
-    truth = load_truth(path)
-    wanted = appearances(truth)
+    wanted = appearances(load_truth(path))
     store = hub.store
     sid = hub.open(source="push")["stream_id"]
     ids = {}
@@ -75,73 +114,68 @@ def run_video(hub: StreamHub, path: str) -> dict:
             told_at.setdefault((watch.id, hit.start), (hit.evidence[0][1], time.perf_counter()))
 
     runner._store = timed_store
-    frames = 0
     with open_source(path, fps=1.0) as src:
         for frame in src:
             pushed_at[frame.pts] = time.perf_counter()
             hub.append(sid, [(frame.pts, frame.image)])
-            frames += 1
             while hub.background_due():  # the scheduler's idle time before the next frame
                 if hub.background_step() is None:
                     break
     hub.end(sid)
     runner._store = record
-    hits = store.watch_hits(sid)
-    right, latency_frames, latency_wall, misses, false = 0, [], [], [], []
-    truth_count = sum(len(v) for v in wanted.values())
-    for wid, text in ids.items():
-        starts = list(wanted[text])
-        for h in (h for h in hits if h.watch_id == wid):
-            match = next((s for s in starts if abs(h.start - s) <= TOLERANCE_S), None)
-            if match is None:
-                false.append({"text": text, "start": h.start, "end": h.end})
-                continue
-            starts.remove(match)
-            right += 1
-            told, t_hit = told_at.get((wid, h.start), (h.start, None))
-            first = min((t for t in pushed_at if t >= match - 1e-6), default=match)  # first frame showing it
-            latency_frames.append(round(told - first, 3))
-            t_push = pushed_at.get(told)
-            if t_push is not None and t_hit is not None:
-                latency_wall.append(t_hit - t_push)
-        misses += [{"text": text, "start": s} for s in starts]
-    hub.store.delete_stream(sid)
-    return {
-        "video": Path(path).name,
-        "frames": frames,
-        "watches": len(ids),
-        "appearances": truth_count,
-        "hits": len(hits),
-        "right": right,
-        "recall": round(right / max(1, truth_count), 3),
-        "precision": round(right / max(1, len(hits)), 3),
-        "latency_frames_median": statistics.median(latency_frames) if latency_frames else None,
-        "latency_frames_max": max(latency_frames) if latency_frames else None,
-        "latency_wall_ms_median": round(1000 * statistics.median(latency_wall), 1) if latency_wall else None,
-        "misses": misses,
-        "false": false,
-    }
+    told, wall = [], []
+    for h in store.watch_hits(sid):
+        frame, t_hit = told_at.get((h.watch_id, h.start), (h.start, None))
+        told.append(Told(ids[h.watch_id], h.start, h.end, frame))
+        if t_hit is not None and frame in pushed_at:
+            wall.append(t_hit - pushed_at[frame])
+    readings = [[r.pts, r.object, r.background] for r in store.readings(sid)]
+    store.delete_stream(sid)
+    row = {"video": str(Path(path).resolve()), "frames": len(pushed_at), "watches": len(ids)}
+    row |= grade(wanted, told, sorted(pushed_at))
+    row["latency_wall_ms_median"] = round(1000 * statistics.median(wall), 1) if wall else None
+    row["readings"] = readings  # what --replay evaluates other detector settings on
+    return row
+
+
+def replay(row: dict, params: WatchParams) -> dict:
+    """The same readings through detectors with ``params`` (no model pass): what a watch would tell."""
+    wanted = appearances(load_truth(row["video"]))
+    readings = [Reading(float(p), o, b) for p, o, b in row["readings"]]
+    step = readings[1].pts - readings[0].pts if len(readings) > 1 else 1.0
+    told = []
+    for text in wanted:
+        matcher, detector = WatchMatcher.of(text), WatchDetector(params)
+        opened: dict[float, float] = {}
+        changes = [(r.pts, c) for r in readings for c in detector.process(r.pts, matcher.reading(r))]
+        changes += [(readings[-1].pts, c) for c in detector.finish(step)]
+        for pts, change in changes:
+            if isinstance(change, Started):
+                opened[change.start] = pts
+            else:
+                told.append(Told(text, change.start, change.end, opened.get(change.start, change.start)))
+    out = {"video": Path(row["video"]).name, "frames": len(readings), "watches": len(wanted)}
+    return out | grade(wanted, told, [r.pts for r in readings])
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("videos", nargs="+")
-    p.add_argument("--json", default=None, help="write the results here too")
+    p.add_argument("videos", nargs="*")
+    p.add_argument("--json", default=None, help="write the results (and each video's readings) here too")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared machine)")
+    p.add_argument("--replay", default=None, help="a --json output: grade its readings with other settings")
+    p.add_argument("--confirm", type=int, default=WatchParams.confirm, help="with --replay")
+    p.add_argument("--end-after", type=int, default=WatchParams.end_after, help="with --replay")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    backend = load_backend("scenekv-world")
-    store = MemoryStore(prefix=f"benchwatch-{uuid.uuid4().hex[:8]}:")
-    hub = StreamHub(backend, store, captions=False)
-    rows = []
-    try:
-        for path in args.videos:
-            row = run_video(hub, path)
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k not in ("misses", "false")}), flush=True)
-    finally:
-        hub.close()
+    if args.replay:
+        params = WatchParams(confirm=args.confirm, end_after=args.end_after)
+        rows = [replay(r, params) for r in json.loads(Path(args.replay).read_text())["videos"]]
+    else:
+        rows = measure(args.videos, args.threads)
+    for row in rows:
+        print(
+            json.dumps({k: v for k, v in row.items() if k not in ("misses", "false", "readings")}), flush=True
+        )
     right = sum(r["right"] for r in rows)
     total = {
         "appearances": sum(r["appearances"] for r in rows),
@@ -149,12 +183,25 @@ def main() -> int:
         "right": right,
         "recall": round(right / max(1, sum(r["appearances"] for r in rows)), 3),
         "precision": round(right / max(1, sum(r["hits"] for r in rows)), 3),
+        "latency_frames_median": statistics.median(r["latency_frames_median"] for r in rows),
         "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
     }
     print(json.dumps(total))
     if args.json:
-        Path(args.json).write_text(json.dumps({"videos": rows, "total": total}, indent=1))
+        Path(args.json).write_text(json.dumps({"videos": rows, "total": total}))
     return 0
+
+
+def measure(videos: list[str], threads: int | None) -> list[dict]:
+    if threads:
+        torch.set_num_threads(threads)
+    backend = load_backend("scenekv-world")
+    store = MemoryStore(prefix=f"benchwatch-{uuid.uuid4().hex[:8]}:")
+    hub = StreamHub(backend, store, captions=False)
+    try:
+        return [run_video(hub, path) for path in videos]
+    finally:
+        hub.close()
 
 
 if __name__ == "__main__":
