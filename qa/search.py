@@ -9,11 +9,12 @@ Ranking is BM25 with scenes as documents, over all searched streams at once (so 
 across streams). A scene's words are its caption's plus those of the labels read in its frames; a
 label counts once per scene however many frames showed it (its duration says nothing about the
 query). Captions alone would miss what frames showed and captions left out; labels alone would miss
-real checkpoints' captions. Then a label whose words all occur in the query adds their idf once more,
-so "blue circle" ranks a read ``obj:blue_circle`` above ``obj:red_circle`` on a ``bg:blue`` scene,
-which share the same words; read in one frame only (perhaps a misread) it adds half. A hit starts
-where the best-matching label was first read inside the scene (frame precision), else at the
-scene's start.
+real checkpoints' captions. Then a label whose words occur in the query as a phrase (in order,
+stopwords aside) adds their idf once more, so "blue circle" ranks a read ``obj:blue_circle`` above
+``obj:red_circle`` on a ``bg:blue`` scene, which share the same words, and "yellow square on orange"
+ranks ``obj:yellow_square`` on ``bg:orange`` above ``obj:orange_square`` on ``bg:yellow``; read in
+one frame only (perhaps a misread) it adds half. A hit starts where the best-matching label was
+first read inside the scene (frame precision), else at the scene's start.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def words(text: str) -> list[str]:
 
 def rank(docs: Sequence[SceneDoc], query: str, limit: int = 10) -> list[SearchHit]:
     """The ``limit`` best scenes for ``query`` (score > 0), best first; pure."""
-    terms = set(words(query))
+    sequence = words(query)
+    terms = set(sequence)
     if not terms or not docs:
         return []
     bags = [_bag(d) for d in docs]
@@ -85,8 +87,8 @@ def rank(docs: Sequence[SceneDoc], query: str, limit: int = 10) -> list[SearchHi
         score = sum(idf[t] * bag[t] * (K1 + 1) / (bag[t] + norm) for t in terms if bag[t])
         best, best_bonus = None, 0.0
         for label, at in doc.labels.items():
-            lw = set(words(label_words(label)))
-            bonus = sum(idf[t] for t in lw) if len(lw) > 1 and lw <= terms else 0.0
+            lw = words(label_words(label))
+            bonus = sum(idf[t] for t in set(lw)) if len(lw) > 1 and _phrase_in(lw, sequence) else 0.0
             bonus *= min(doc.frames.get(label, 1), 2) / 2  # one frame's read may be a misread
             if bonus > best_bonus or (bonus == best_bonus and bonus > 0 and best is not None and at < best):
                 best, best_bonus = at, bonus
@@ -99,6 +101,12 @@ def rank(docs: Sequence[SceneDoc], query: str, limit: int = 10) -> list[SearchHi
         hits.append(SearchHit(doc.stream_id, best, doc.end, doc.caption, round(score, 6)))
     hits.sort(key=lambda h: (-h.score, h.stream_id, h.start))
     return hits[: max(0, min(limit, MAX_HITS))]
+
+
+def _phrase_in(phrase: list[str], sequence: list[str]) -> bool:
+    """Whether ``phrase`` occurs in ``sequence`` as consecutive words (stopwords already left out)."""
+    n = len(phrase)
+    return any(sequence[i : i + n] == phrase for i in range(len(sequence) - n + 1))
 
 
 def _bag(doc: SceneDoc) -> Counter:

@@ -24,6 +24,15 @@ def test_a_whole_label_beats_the_same_words_apart():
     assert all(h.start != 20.0 for h in hits)
 
 
+def test_a_label_counts_whole_only_as_a_phrase_of_the_query():
+    docs = [
+        SceneDoc("a", 0.0, 10.0, "", {"obj:orange_square": 1.0, "bg:yellow": 0.0}),
+        SceneDoc("a", 10.0, 20.0, "", {"obj:yellow_square": 12.0, "bg:orange": 10.0}),
+    ]
+    assert [h.start for h in rank(docs, "yellow square on orange")] == [12.0, 0.0]
+    assert [h.start for h in rank(docs, "orange square on yellow")] == [1.0, 10.0]
+
+
 def test_a_label_read_in_one_frame_only_ranks_below_one_read_in_several():
     docs = [
         SceneDoc("a", 0.0, 10.0, "", {"obj:black_circle": 3.0}, {"obj:black_circle": 1}),
