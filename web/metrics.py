@@ -50,6 +50,10 @@ ENCODER_FIGURES = {
     "readings_due_streams": ("gauge", "Streams with frames waiting to be read for the content index"),
     "frames_read": ("counter", "Frames read for the content index (object and background)"),
     "frame_reads_given_up": ("counter", "Frames left unread after their last try"),
+    "watch_hits": ("counter", "Watch hits stored (an appearance's start, and its end)"),
+    "webhooks_delivered": ("counter", "Watch hits POSTed to a webhook and accepted"),
+    "webhook_retries": ("counter", "Webhook tries that failed and were scheduled again"),
+    "webhooks_failed": ("counter", "Webhook deliveries given up, refused (host rule, 4xx) or dropped"),
 }
 ENCODER_HISTOGRAMS = {
     "batch_streams": "Distinct streams in each vision batch",

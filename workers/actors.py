@@ -109,6 +109,10 @@ class EncoderActor:
             "readings_due_streams": reads.due(),
             "frames_read": reads.counts.frames,
             "frame_reads_given_up": reads.counts.given_up,
+            "watch_hits": self.hub.watches.hits,
+            "webhooks_delivered": self.hub.webhooks.counts.delivered,
+            "webhook_retries": self.hub.webhooks.counts.retried,
+            "webhooks_failed": self.hub.webhooks.counts.failed,
         }
 
     def describe_model(self) -> dict:
