@@ -22,41 +22,50 @@ class HostRefused(UserError):
     """A host the server will not contact (``forbidden_source``) or cannot resolve (``bad_request``)."""
 
 
-def check_host(host: str, allowed: Iterable[str] = (), *, resolve=socket.getaddrinfo) -> bool:
-    """Raise HostRefused unless ``host`` may be contacted; True when an operator rule allowed it
-    (by name or network), False when every address it resolves to is public. Blocks on DNS."""
+def check_host(host: str, allowed: Iterable[str] = (), *, resolve=socket.getaddrinfo) -> None:
+    """Raise HostRefused unless ``host`` may be contacted: named by an operator rule, or every
+    address it resolves to is public or inside a rule's network. Blocks on DNS."""
+    if _named(host, allowed):
+        return
+    allowed_addresses(host, allowed, resolve=resolve)
+
+
+def allowed_addresses(host: str, allowed: Iterable[str] = (), *, resolve=socket.getaddrinfo) -> list[Address]:
+    """The addresses ``host`` resolves to, each checked (HostRefused if one is not allowed): what a
+    client should connect to, so that the name is not resolved again in between (DNS rebinding)."""
     host = host.strip("[]").lower()
     rules = [a.strip().lower() for a in allowed if a.strip()]
-    if host in rules:
-        return True
     try:
-        addresses = {ipaddress.ip_address(host)}
+        addresses = [ipaddress.ip_address(host)]
     except ValueError:
         if not host:  # udp://@:PORT listens on every local address
-            addresses = {ipaddress.ip_address("0.0.0.0")}
+            addresses = [ipaddress.ip_address("0.0.0.0")]
         else:
             try:
-                addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in resolve(host, None)}
-            except (OSError, UnicodeError) as exc:
+                found = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in resolve(host, None)]
+            except (OSError, UnicodeError, ValueError) as exc:
                 raise HostRefused(f"cannot resolve host {host!r}: {exc}", code="bad_request") from None
+            addresses = list(dict.fromkeys(found))
+    if host in rules:
+        return addresses
     networks = []
     for rule in rules:
         try:
             networks.append(ipaddress.ip_network(rule, strict=False))
         except ValueError:
             continue  # a host name: matched above
-    trusted = bool(addresses)
     for address in addresses:
-        if any(address in net for net in networks):
-            continue
-        trusted = False
-        if internal(address):
+        if internal(address) and not any(address in net for net in networks):
             raise HostRefused(
                 f"host {host!r} is an internal address ({address}); the server's operator can allow it "
                 "with --allow-source-host",
                 code="forbidden_source",
             )
-    return trusted
+    return addresses
+
+
+def _named(host: str, allowed: Iterable[str]) -> bool:
+    return host.strip("[]").lower() in {a.strip().lower() for a in allowed if a.strip()}
 
 
 def internal(address: Address) -> bool:

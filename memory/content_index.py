@@ -112,6 +112,19 @@ class ContentIndex(StoreBase):
         hi = "+inf" if end is None else repr(float(end))
         return [_reading(text(m)) for m in self.client.zrangebyscore(self.keys(sid).readings, lo, hi)]
 
+    def recent_readings(self, sid: str, before: float, after: float | None, count: int) -> list[Reading]:
+        """The last ``count`` frames read before ``before`` (exclusive) and after ``after`` (exclusive;
+        None: any), time order: one bounded read however long the stream."""
+        lo = "-inf" if after is None else f"({float(after)!r}"
+        raw = self.client.zrevrangebyscore(
+            self.keys(sid).readings, f"({float(before)!r}", lo, start=0, num=count
+        )
+        return [_reading(text(m)) for m in reversed(raw)]
+
+    def caption_entries(self, sid: str) -> int:
+        """Scenes whose caption words are indexed."""
+        return int(self.client.zcard(self.keys(sid).caption_words))
+
     def read_through(self, sid: str) -> float | None:
         """pts of the newest frame read: frames are read in order, so every stored one before it is."""
         newest = self.client.zrange(self.keys(sid).readings, -1, -1, withscores=True)

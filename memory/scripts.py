@@ -312,27 +312,46 @@ return out
 # announced in the stream's event log by the step that makes it, so every gateway's clients learn of
 # it, once, whichever process made it.
 
-# KEYS: stream hash, watches hash, events; ARGV: watch id, record JSON, max watches, events maxlen, ttl_ms
-# Returns 1 (added: watch.added logged), 0 (the same record is there already: nothing changes);
-# errors WATCHEXISTS (another record has this id) and WATCHFULL (the stream holds the most it may).
-WATCH_ADD = """
+# New keys take the stream's own remaining TTL (TOUCH_STREAM refreshes them with the rest), so a watch
+# added to an idle stream goes with it.
+_STREAM_TTL = """
+local function like_stream(stream, key)
+  local ttl = redis.call('PTTL', stream)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
+# KEYS: stream hash, watches hash, events; ARGV: watch id, record JSON, max watches, events maxlen
+# Returns 1 (added: watch.added logged), 0 (a watch with this id and the same text, webhook and
+# cooldown is there already: nothing changes); errors WATCHEXISTS (one with other settings has this
+# id) and WATCHFULL (the stream holds the most it may).
+WATCH_ADD = (
+    _STREAM_TTL
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur then
-  if cur == ARGV[2] then return 0 end
-  return redis.error_reply('WATCHEXISTS another watch has this id')
+  local old, new = cjson.decode(cur), cjson.decode(ARGV[2])
+  for _, k in ipairs({'text', 'webhook', 'cooldown_s'}) do
+    if tostring(old[k]) ~= tostring(new[k]) then
+      return redis.error_reply('WATCHEXISTS another watch has this id')
+    end
+  end
+  return 0
 end
 if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then
   return redis.error_reply('WATCHFULL the stream has as many watches as it may')
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'watch.added', 'data', ARGV[2])
-if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+like_stream(KEYS[1], KEYS[2])
 return 1
 """
+)
 
 # KEYS: watches hash, hits hash, hit order zset, events; ARGV: watch id, event data JSON, events maxlen
-# The watch goes with its hits (watch.removed logged); 0 when there was no such watch.
+# The watch goes with its hits (watch.removed logged); 0 when there was no such watch. Watch ids hold
+# no '|', so "<id>|" prefixes only this watch's hits.
 WATCH_REMOVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 local prefix = ARGV[1] .. '|'
@@ -346,36 +365,41 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'type', 'watch.removed'
 return 1
 """
 
-# KEYS: watches hash, hits hash, hit order zset, events
+# KEYS: stream hash, watches hash, hits hash, hit order zset, events
 # ARGV: watch id, the watch record it was found for, start, hit JSON, '1' = the hit has its end,
-#       events maxlen, hits kept, ttl_ms
+#       events maxlen, hits kept, '1' = quiet (inside the watch's cooldown: kept, not told)
 # Idempotent: a hit is known by (watch, start). A new one is stored and logged (1); its end, once,
 # when it was stored without one (2); anything else changes nothing (0): a frame read again, an
 # encoder that replays readings after a restart. A watch removed or replaced meanwhile gets no hit.
+# A quiet hit is stored (a restarted encoder must know the appearance is under way) but not logged.
 # The oldest hits beyond ``hits kept`` go.
-WATCH_HIT = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+WATCH_HIT = (
+    _STREAM_TTL
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSTREAM stream is gone') end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 local field = ARGV[1] .. '|' .. ARGV[3]
-local cur = redis.call('HGET', KEYS[2], field)
+local cur = redis.call('HGET', KEYS[3], field)
 local result = 1
 if cur then
   if ARGV[5] ~= '1' or cjson.decode(cur)['end'] ~= nil then return 0 end
   result = 2
 end
-redis.call('HSET', KEYS[2], field, ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], field)
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'type', 'watch.hit', 'data', ARGV[4])
-local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[7])
+redis.call('HSET', KEYS[3], field, ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[3], field)
+if ARGV[8] ~= '1' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'type', 'watch.hit', 'data', ARGV[4])
+end
+local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[7])
 if extra > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, extra - 1)) do redis.call('HDEL', KEYS[2], old) end
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1)
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[4], 0, extra - 1)) do redis.call('HDEL', KEYS[3], old) end
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1)
 end
-if tonumber(ARGV[8]) > 0 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[8])
-  redis.call('PEXPIRE', KEYS[3], ARGV[8])
-end
+like_stream(KEYS[1], KEYS[3])
+like_stream(KEYS[1], KEYS[4])
 return result
 """
+)
 
 # KEYS: owner key; ARGV: token, lease_ms, '1' = take over from another owner
 # Returns 1 when ``token`` holds the lease afterwards, 0 when another owner holds it.

@@ -36,9 +36,9 @@ class Watch:
     webhook: str | None = None
     cooldown_s: float = 0.0  # an appearance starting this soon after the previous one's end is not told
     created: float = 0.0  # when it was added: a watch removed and added again under its id is another
-    # the webhook's host was one the operator allowed (--allow-source-host) when the watch was added:
-    # deliveries skip the internal-address check that every other webhook gets on each try
-    webhook_trusted: bool = False
+    # the operator's host rules (--allow-source-host) when it was added: each delivery checks the
+    # webhook's host against them again, so a name that later resolves inside is still refused
+    webhook_allow: tuple[str, ...] = ()
 
     def record(self) -> str:
         """The stored JSON (also the ``watch.added`` event's data); keys sorted, so equal is equal."""
@@ -59,7 +59,9 @@ class Watch:
 
     @classmethod
     def from_record_dict(cls, data: dict) -> Watch:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["webhook_allow"] = tuple(fields.get("webhook_allow") or ())
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class WatchHit:
     end: float | None = None
     scene_id: int | None = None
     evidence: list[tuple[float, float]] = field(default_factory=list)
+    quiet: bool = False  # inside the watch's cooldown: kept for a restarted encoder, never told
 
     def as_message(self) -> dict:
         """The ``watch.hit`` message's fields (and the stored JSON): absent fields are left out."""
@@ -84,6 +87,12 @@ class WatchHit:
         out["evidence"] = [{"start": a, "end": b} for a, b in self.evidence]
         return out
 
+    def record(self) -> str:
+        """The stored JSON: the message's fields, and ``quiet`` when it is."""
+        return json.dumps(
+            {**self.as_message(), **({"quiet": True} if self.quiet else {})}, separators=(",", ":")
+        )
+
     @classmethod
     def from_message(cls, data: dict) -> WatchHit:
         return cls(
@@ -93,6 +102,7 @@ class WatchHit:
             None if data.get("end") is None else float(data["end"]),
             None if data.get("scene_id") is None else int(data["scene_id"]),
             [(float(e["start"]), float(e["end"])) for e in data.get("evidence", [])],
+            bool(data.get("quiet")),
         )
 
 
@@ -101,8 +111,9 @@ class WatchRecords(StoreBase):
         """Store ``watch`` (True; ``watch.added`` logged), or nothing when the very same watch is there
         (False). WatchRefused when another watch has its id or the stream has ``max_watches``."""
         k = self.keys(sid)
+        check_watch_id(watch.id)
         try:
-            args = [watch.id, watch.record(), max_watches, self.events_maxlen, self._ttl_ms]
+            args = [watch.id, watch.record(), max_watches, self.events_maxlen]
             return bool(self._run("WATCH_ADD", [k.stream, k.watches, k.events], args))
         except redis.ResponseError as exc:
             if "WATCHEXISTS" in str(exc):
@@ -136,28 +147,44 @@ class WatchRecords(StoreBase):
             watch.id,
             watch.record(),
             repr(float(hit.start)),
-            json.dumps(hit.as_message(), separators=(",", ":")),
+            hit.record(),
             "1" if hit.end is not None else "",
             self.events_maxlen,
             HITS_KEPT,
-            self._ttl_ms,
+            "1" if hit.quiet else "",
         ]
-        return int(self._run("WATCH_HIT", [k.watches, k.watch_hits, k.watch_order, k.events], args))
+        keys = [k.stream, k.watches, k.watch_hits, k.watch_order, k.events]
+        return int(self._run("WATCH_HIT", keys, args))
 
-    def watch_hits(self, sid: str, watch_id: str | None = None) -> list[WatchHit]:
-        """The stream's kept hits (of one watch, or all), in time order."""
+    def watch_hits(self, sid: str, watch_id: str | None = None, *, quiet: bool = False) -> list[WatchHit]:
+        """The stream's kept hits (of one watch, or all), in time order; ``quiet``: also those the
+        cooldown kept from being told (for the encoder, never for clients)."""
         k = self.keys(sid)
         fields = [text(f) for f in self.client.zrange(k.watch_order, 0, -1)]
         if watch_id is not None:
-            fields = [f for f in fields if f.startswith(watch_id + "|")]
+            fields = [f for f in fields if f.rpartition("|")[0] == watch_id]
         if not fields:
             return []
-        raw = self.client.hmget(k.watch_hits, fields)
-        return [WatchHit.from_message(json.loads(r)) for r in raw if r is not None]
+        hits = [WatchHit.from_message(json.loads(r)) for r in self.client.hmget(k.watch_hits, fields) if r]
+        return [h for h in hits if quiet or not h.quiet]
+
+
+def check_watch_id(watch_id: str) -> str:
+    """Watch ids name hits as ``<id>|<start>``: no ``|``, 1-128 characters."""
+    if not isinstance(watch_id, str) or not 0 < len(watch_id) <= 128 or "|" in watch_id:
+        raise UserError(f"bad watch id {watch_id!r}: 1-128 characters, no '|'", code="bad_request")
+    return watch_id
 
 
 def new_watch(
-    watch_id: str, text: str, *, webhook: str | None = None, cooldown_s: float = 0.0, trusted: bool = False
+    watch_id: str,
+    text: str,
+    *,
+    webhook: str | None = None,
+    cooldown_s: float = 0.0,
+    webhook_allow: tuple[str, ...] = (),
 ) -> Watch:
     """A watch stamped with the time it is added."""
-    return Watch(watch_id, text, webhook, float(cooldown_s), time.time(), trusted)
+    return Watch(
+        check_watch_id(watch_id), text, webhook, float(cooldown_s), time.time(), tuple(webhook_allow)
+    )

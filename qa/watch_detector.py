@@ -13,7 +13,8 @@ appearance starts when ``confirm`` read frames in a row match (the hit names the
 single misread frame never makes a hit, and the latency is ``confirm - 1`` frames after onset); it
 ends at the first frame of ``end_after`` in a row that do not (so one or two misread frames inside
 an appearance do not split it), and that end is told in a second hit. An appearance starting
-within ``cooldown_s`` of the previous one's end is not told (nor is its end). Plain Python.
+within ``cooldown_s`` of the previous one's end is not told (nor is its end): its changes come out
+``quiet``, to be kept where a restarted encoder finds them, not told. Plain Python.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class WatchParams:
 class Started:
     start: float  # the first of the confirming frames
     evidence: tuple[float, float]  # those frames' span
+    quiet: bool = False  # inside the cooldown: to be kept (a restart must know of it), not told
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Ended:
     start: float
     end: float  # the first frame that did not match
     evidence: tuple[float, float]  # first to last matching frame
+    quiet: bool = False
 
 
 Change = Started | Ended
@@ -116,7 +119,7 @@ class WatchDetector:
         start = self._run_start if self._run_start is not None else pts
         self.open_start, self._run, self._misses = start, 0, 0
         self.silent = self.last_end is not None and start - self.last_end < self.cooldown_s
-        return [] if self.silent else [Started(start, (start, pts))]
+        return [Started(start, (start, pts), self.silent)]
 
     def _while_open(self, pts: float, matched: bool) -> list[Change]:
         if matched:
@@ -130,10 +133,10 @@ class WatchDetector:
         start, end = self.open_start, self._first_miss
         assert start is not None
         last = self._last_match if self._last_match is not None else start
-        told = not self.silent
+        quiet = self.silent
         self.open_start, self.last_end, self.silent = None, end, False
         self._misses, self._first_miss, self._last_match = 0, None, None
-        return [Ended(start, end, (start, last))] if told else []
+        return [Ended(start, end, (start, last), quiet)]
 
     def finish(self, step: float) -> list[Change]:
         """The stream ended: an appearance still open ends one frame step after its last match."""
@@ -141,7 +144,7 @@ class WatchDetector:
             return []
         start = self.open_start
         last = self._last_match if self._last_match is not None else start
-        told = not self.silent
+        quiet = self.silent
         self.open_start, self.last_end, self.silent = None, last + step, False
         self._misses, self._first_miss, self._last_match = 0, None, None
-        return [Ended(start, last + step, (start, last))] if told else []
+        return [Ended(start, last + step, (start, last), quiet)]

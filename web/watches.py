@@ -7,7 +7,8 @@ is told through the stream's event log, as the store writes it (``watch.added``,
 that is there already gets its ``watch.added`` directly. Bounded: ``MAX_PER_CONNECTION`` watches
 added by one connection (and still there), the store's ``MAX_WATCHES_PER_STREAM`` per stream, and
 the question rate limit. A webhook's host passes the URL sources' rule (ingest/hosts.py) before
-the watch is stored; the encoder checks it again before each delivery unless the operator allowed it.
+the watch is stored, with the operator's rules stored beside it: the encoder checks the host against
+them again before each delivery and posts to the address it checked.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from scenekv.errors import UserError
-from scenekv.ingest.hosts import HostRefused, check_host
+from scenekv.ingest.hosts import HostRefused, allowed_addresses
 
 from . import protocol as P
 from .protocol import ProtocolError, encode
@@ -44,11 +45,11 @@ async def handle_watch_add(conn: Connection, msg: P.WatchAdd) -> None:
         raise ProtocolError(
             P.RATE_LIMITED, f"more than {conn.cfg.questions_per_min:g} questions/min", id=msg.id
         )
-    trusted = False
+    rules = tuple(conn.cfg.allowed_source_hosts)
     if msg.webhook is not None:
         host = urlsplit(msg.webhook).hostname or ""
-        try:
-            trusted = await asyncio.to_thread(check_host, host, conn.cfg.allowed_source_hosts)
+        try:  # refused now, with the reason; the encoder checks again before each delivery
+            await asyncio.to_thread(allowed_addresses, host, rules)
         except HostRefused as exc:
             raise ProtocolError(exc.code, f"webhook: {exc}", id=msg.id) from None
     try:
@@ -59,7 +60,7 @@ async def handle_watch_add(conn: Connection, msg: P.WatchAdd) -> None:
             msg.text,
             webhook=msg.webhook,
             cooldown_s=msg.cooldown_s,
-            webhook_trusted=trusted,
+            webhook_allow=rules if msg.webhook is not None else (),
         )
     except UserError as exc:  # taken id, full stream, a text naming nothing: the error keeps the id
         raise ProtocolError(exc.code, str(exc), id=msg.id) from None

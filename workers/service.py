@@ -304,18 +304,19 @@ class SceneKVService:
         *,
         webhook: str | None = None,
         cooldown_s: float = 0.0,
-        webhook_trusted: bool = False,
+        webhook_allow: tuple[str, ...] = (),
     ) -> bool:
         """Store a watch on ``sid`` (memory/watches.py): the encoder evaluates it on every frame read
-        from now on. False when the very same watch is there already; WatchRefused for an id taken
-        by another watch or a stream at its limit; a text that names nothing is refused."""
+        from now on; ``webhook_allow``: the operator's host rules its webhook is delivered under.
+        False when a watch with this id and the same settings is there already; WatchRefused for an
+        id taken by another watch or a stream at its limit; a text that names nothing is refused."""
         from scenekv.memory.watches import new_watch
         from scenekv.qa.watch_detector import watch_terms
 
         self._require_stream(sid)
         if not watch_terms(text):
             raise UserError(f"{text!r} names nothing to watch for", code="bad_request")
-        watch = new_watch(watch_id, text, webhook=webhook, cooldown_s=cooldown_s, trusted=webhook_trusted)
+        watch = new_watch(watch_id, text, webhook=webhook, cooldown_s=cooldown_s, webhook_allow=webhook_allow)
         return self.store.add_watch(sid, watch)
 
     def remove_watch(self, sid: str, watch_id: str) -> bool:

@@ -355,9 +355,10 @@ class StreamHub:
                     more = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
                     last += more
                     if not more or attempt == 2:
-                        mem.end()
+                        # appearances still on screen end first: whoever sees the stream end has them
                         fps = self.store.info(sid).fps
                         self.watches.finish(sid, 1.0 / fps if fps and fps > 0 else 1.0)
+                        mem.end()
                         break
         except BaseException:
             with model_lock:

@@ -56,21 +56,26 @@ class WatchRunner:
                         self._record(sid, watch, change)
 
     def on_caption(self, sid: str, scene_id: int, start: float, end: float | None, caption: str) -> None:
-        """A scene's caption written: each watch it matches gets one hit, start and end at once."""
+        """A scene's caption written: each watch it matches gets one hit, start and end at once
+        (quiet within the watch's cooldown of its previous hit's end)."""
         for watch in self.store.watches(sid):
             if WatchMatcher.of(watch.text).caption(caption):
+                before = [h for h in self.store.watch_hits(sid, watch.id, quiet=True) if h.start < start]
+                last_end = before[-1].end if before else None
+                quiet = last_end is not None and start - last_end < watch.cooldown_s
                 span = (start, end if end is not None else start)
-                self._store(sid, watch, WatchHit(watch.id, watch.text, start, end, scene_id, [span]))
+                self._store(sid, watch, WatchHit(watch.id, watch.text, start, end, scene_id, [span], quiet))
 
     def finish(self, sid: str, step: float) -> None:
-        """The stream ended: every appearance still open ends after its last matching frame."""
-        watches = {(w.id, w.created): w for w in self.store.watches(sid)}
+        """The stream ended: every appearance still open ends after its last matching frame (also
+        one this process never saw begin: its detector is restored first); the detectors go."""
+        newest = self.store.read_through(sid)
         with self._lock:
-            for (s, wid, created), (detector, _) in list(self._detectors.items()):
-                watch = watches.get((wid, created))
-                if s == sid and watch is not None:
-                    for change in detector.finish(step):
-                        self._record(sid, watch, change)
+            for watch in self.store.watches(sid):
+                detector, _ = self._detector(sid, watch, float("inf") if newest is None else newest + 1e-6)
+                for change in detector.finish(step):
+                    self._record(sid, watch, change)
+        self.forget(sid)
 
     def forget(self, sid: str) -> None:
         """Drop the stream's detectors (it left this encoder): restored from Redis if it comes back."""
@@ -97,28 +102,26 @@ class WatchRunner:
         past its last hit, so an appearance in progress when it was added is told."""
         matcher = WatchMatcher.of(watch.text)
         detector = WatchDetector(self.params, watch.cooldown_s)
-        hits = self.store.watch_hits(sid, watch.id)
+        hits = self.store.watch_hits(sid, watch.id, quiet=True)
         after = None
         if hits:
             last = hits[-1]
-            if last.end is None:
-                detector.open_start, after = last.start, last.start
+            if last.end is None:  # under way: told (or quiet) already
+                detector.open_start, detector.silent, after = last.start, last.quiet, last.start
             else:
                 detector.last_end, after = last.end, last.end - 1e-6
-        lo = after if after is not None else None
-        recent = [r for r in self.store.readings(sid, lo, before) if r.pts < before - 1e-9]
-        if after is not None:
-            recent = [r for r in recent if r.pts > after]
-        for reading in recent[-REPLAY:]:
+        for reading in self.store.recent_readings(sid, before, after, REPLAY):
             for change in detector.process(reading.pts, matcher.reading(reading)):
                 self._record(sid, watch, change)
         return detector, matcher
 
     def _record(self, sid: str, watch: Watch, change: Started | Ended) -> None:
         end = change.end if isinstance(change, Ended) else None
-        scene_id = self.store.scene_at(sid, change.start)
+        scene_id = self.store.scene_at(sid, change.start) if not change.quiet else None
         self._store(
-            sid, watch, WatchHit(watch.id, watch.text, change.start, end, scene_id, [change.evidence])
+            sid,
+            watch,
+            WatchHit(watch.id, watch.text, change.start, end, scene_id, [change.evidence], change.quiet),
         )
 
     def _store(self, sid: str, watch: Watch, hit: WatchHit) -> None:
@@ -127,9 +130,9 @@ class WatchRunner:
         except Exception:  # the reading stays stored; the next replay finds the hit again
             log.exception("storing a hit of watch %s on %s failed", watch.id, sid)
             return
-        if not stored:
+        if not stored or hit.quiet:
             return
         self.hits += 1
         if watch.webhook and self.webhooks is not None:
             payload = {"type": "watch.hit", "stream_id": sid, **hit.as_message()}
-            self.webhooks.send(watch.webhook, payload, trusted=watch.webhook_trusted)
+            self.webhooks.send(watch.webhook, payload, allow=watch.webhook_allow)

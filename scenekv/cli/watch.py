@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# the person at this terminal is the operator: their webhook may be on their own network
+ANYWHERE = ("0.0.0.0/0", "::/0")
+
 HELP = "watch a file, a URL or a stream (--stream SID) for something; print each appearance as it happens"
 
 
@@ -79,7 +82,7 @@ def _watch_source(args: argparse.Namespace, watch_id: str) -> int:
         sid = service.start_stream(args.source, fps=args.fps, carriers=args.carriers)["stream_id"]
         after = _last_event(service.store, sid)
         service.add_watch(
-            sid, watch_id, args.text, webhook=args.webhook, cooldown_s=args.cooldown, webhook_trusted=True
+            sid, watch_id, args.text, webhook=args.webhook, cooldown_s=args.cooldown, webhook_allow=ANYWHERE
         )
         print(f"stream: {sid}; watching for {args.text!r}", file=sys.stderr)
         _print_hits(service.store, sid, watch_id, after, args.json, stop_at_end=True)
@@ -89,8 +92,9 @@ def _watch_source(args: argparse.Namespace, watch_id: str) -> int:
 
 
 def _cli_watch(new_watch, watch_id: str, args: argparse.Namespace):
-    # the person at this terminal is the operator: their webhook may be on their own network
-    return new_watch(watch_id, args.text, webhook=args.webhook, cooldown_s=args.cooldown, trusted=True)
+    return new_watch(
+        watch_id, args.text, webhook=args.webhook, cooldown_s=args.cooldown, webhook_allow=ANYWHERE
+    )
 
 
 def _last_event(store, sid: str) -> str:

@@ -39,7 +39,12 @@ def test_a_frame_read_again_is_ignored_and_the_stream_end_closes_an_open_appeara
 
 def test_the_cooldown_silences_an_appearance_soon_after_the_last_and_its_end():
     d = WatchDetector(cooldown_s=10.0)
-    assert _run("xxx....xx....", d) == [Started(0, (0, 1)), Ended(0, 3, (0, 2))]
+    assert _run("xxx....xx....", d) == [
+        Started(0, (0, 1)),
+        Ended(0, 3, (0, 2)),
+        Started(7, (7, 8), quiet=True),  # 4 s after the last one's end: kept, not told
+        Ended(7, 9, (7, 8), quiet=True),
+    ]
     # the silenced one (7-8) ended at 9: 20 is 11 s later
     assert _run("xx...", d, start=20.0) == [Started(20, (20, 21)), Ended(20, 22, (20, 21))]
 

@@ -59,15 +59,20 @@ def _counted(engine: QAEngine) -> list:
     return calls
 
 
-def test_candidates_come_from_the_captions_and_each_is_read_once(store, stream):
-    _scenes(store, stream.sid, ["a red field", "a white truck at the gate", "a green field"], 16.0)
+def test_candidates_come_from_the_captions_and_the_newest_uncaptioned_scene(store, stream):
+    """Four 12-second scenes: the truck's caption, two others that do not name it (one says
+    "appears": a question word, not a thing), and the newest, not captioned yet (text cannot rank
+    what is on screen now): two reads, each on the scene's own frames."""
+    captions = ["a red field appears", "a white truck at the gate", "a green field", ""]
+    _scenes(store, stream.sid, captions, 12.0)
     engine = QAEngine(tiny(), budget_tokens=400, top_k=2)
     calls = _counted(engine)
-    answer = engine.ask(MemoryView.of(stream), "When did the truck arrive?")
+    answer = engine.ask(MemoryView.of(stream), "When did the truck appear?")
     list(answer)
-    assert len(calls) == 1 and all(16.0 <= t < 32.0 for t in calls[0])  # the truck's scene only
-    assert answer.text in ("never", "at 00:16")  # random weights: yes or no, never another time
-    assert all(e["start"] == 16.0 for e in answer.evidence)
+    assert len(calls) == 2
+    assert all(12.0 <= t < 24.0 for t in calls[0]) and all(36.0 <= t < 48.0 for t in calls[1])
+    assert answer.text in ("never", "at 00:12", "at 00:36", "at 00:12, 00:36")  # random weights
+    assert {e["start"] for e in answer.evidence} <= {12.0, 36.0}
 
 
 def test_a_long_stream_costs_no_more_model_passes_than_a_short_one(store, stream):

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from scenekv.errors import UserError
 from scenekv.memory import MemoryStore, Reading
 from scenekv.memory.watches import Watch, WatchRefused, new_watch
 from scenekv.workers.watch_runner import WatchRunner
@@ -121,7 +122,7 @@ def test_a_webhook_receives_the_hit_and_is_retried_after_a_500(store, sid):
     sender = WebhookSender(delays=(0.2, 0.4))
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        store.add_watch(sid, Watch("w1", "red square", url, 0.0, time.time(), webhook_trusted=True))
+        store.add_watch(sid, Watch("w1", "red square", url, 0.0, time.time(), webhook_allow=("127.0.0.1",)))
         _feed(WatchRunner(store, sender), store, sid, "..RRR")
         deadline = time.monotonic() + 10
         while len(_Receiver.got) < 2 and time.monotonic() < deadline:
@@ -149,7 +150,7 @@ def test_a_webhook_to_an_internal_address_not_allowed_by_the_operator_is_never_p
     sender = WebhookSender(delays=(0.1,))
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        store.add_watch(sid, Watch("w1", "red square", url, 0.0, time.time(), webhook_trusted=False))
+        store.add_watch(sid, Watch("w1", "red square", url, 0.0, time.time()))
         _feed(WatchRunner(store, sender), store, sid, "..RRR")
         deadline = time.monotonic() + 5
         while sender.counts.failed < 1 and time.monotonic() < deadline:
@@ -158,3 +159,72 @@ def test_a_webhook_to_an_internal_address_not_allowed_by_the_operator_is_never_p
     finally:
         sender.close()
         server.shutdown()
+
+
+def test_adding_the_same_watch_again_is_harmless_and_ids_with_a_bar_are_refused(store, sid):
+    assert store.add_watch(sid, new_watch("w1", "red square", cooldown_s=5)) is True
+    assert store.add_watch(sid, new_watch("w1", "red square", cooldown_s=5)) is False  # a client's retry
+    with pytest.raises(WatchRefused):
+        store.add_watch(sid, new_watch("w1", "red square", cooldown_s=6))
+    with pytest.raises(UserError):
+        new_watch("x|5", "red square")
+
+
+def test_a_restart_inside_a_quiet_appearance_tells_nothing_new(store, sid):
+    """The cooldown keeps the second appearance from being told; an encoder that restarts in the
+    middle of it must not take its frames for a new one."""
+    store.add_watch(sid, new_watch("w1", "red square", cooldown_s=10.0))
+    _feed(WatchRunner(store), store, sid, "RRRRR...RRRRRRRRRRRRRRRRRRRRRRR")  # 0-4, then 8-30
+    _feed(WatchRunner(store), store, sid, "RRRRRRRRRR....", start=31.0)  # restarted at 31
+    assert [(h.start, h.end) for h in store.watch_hits(sid)] == [(0.0, 5.0)]
+    assert [(h.start, h.end) for h in store.watch_hits(sid, quiet=True)] == [(0.0, 5.0), (8.0, 41.0)]
+    assert len(_logged(store, sid, "watch.hit")) == 2  # the first one's start and end only
+
+
+def test_the_stream_end_closes_an_appearance_a_new_runner_never_saw_begin(store, sid):
+    store.add_watch(sid, new_watch("w1", "red square"))
+    _feed(WatchRunner(store), store, sid, "..RRRR")
+    WatchRunner(store).finish(sid, 1.0)  # the stream ended on an encoder that restarted meanwhile
+    assert [(h.start, h.end) for h in store.watch_hits(sid)] == [(2.0, 6.0)]
+
+
+class _Drip(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        for b in b"HTTP/1.1 200 OK\r\n":  # a byte at a time: every read is quick, the answer never ends
+            try:
+                self.wfile.write(bytes([b]))
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.3)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_receiver_that_drips_its_answer_holds_up_no_one_else():
+    _Receiver.answers, _Receiver.got = [], []
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    good = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    for server in (slow, good):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    sender = WebhookSender(delays=(), timeout_s=1.0, deadline_s=1.5)
+    try:
+        allow = ("127.0.0.1",)
+        for i in range(3):
+            sender.send(f"http://127.0.0.1:{slow.server_address[1]}/", {"n": i}, allow=allow)
+        sender.send(f"http://127.0.0.1:{good.server_address[1]}/", {"n": "good"}, allow=allow)
+        deadline = time.monotonic() + 3
+        while not _Receiver.got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [g["body"] for g in _Receiver.got] == [{"n": "good"}]
+        deadline = time.monotonic() + 10
+        while sender.pending() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sender.pending() == 0 and sender.counts.delivered == 1
+        assert sender.counts.failed == 3  # each try cut at its deadline, no retry left
+    finally:
+        sender.close()
+        slow.shutdown()
+        good.shutdown()
