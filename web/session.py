@@ -73,6 +73,9 @@ class Connection:
         )
         self._tasks: set[asyncio.Task] = set()
         self.watches_added: dict[str, set[str]] = {}  # stream -> ids of watches this connection added
+        # live watch messages that arrive while the stream's watches are being sent on attach: sent
+        # after them, so a watch removed meanwhile is not shown again by the older snapshot
+        self._watch_held: list[str] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -114,6 +117,12 @@ class Connection:
         except asyncio.QueueFull:
             log.warning("connection %s is not reading; closing it", self.id)
             self._spawn(self.ws.close(1008, "client too slow"))
+
+    def deliver_watch(self, message: str) -> None:
+        if self._watch_held is not None:
+            self._watch_held.append(message)
+        else:
+            self.deliver(message)
 
     def send_error(self, code: str, message: str, id: str | None = None, **extra) -> None:
         self.metrics.errors.labels(code=code).inc()
@@ -213,22 +222,28 @@ class Connection:
             )
         )
         fresh = msg.stream_id is None
-        self.stream = await self.ctx.registry.subscribe(
-            sid, self, push=push, last_pts=info.get("last_pts"), fresh=fresh
-        )
-        if not fresh:  # a client that attaches sees the scenes closed so far
-            for scene in await asyncio.to_thread(self.service.scenes, sid):
-                if scene.get("closed"):
-                    self.deliver(
-                        encode(
-                            "scene.closed",
-                            scene_id=scene["scene_id"],
-                            start=scene["start"],
-                            end=scene["end"],
-                            caption=scene.get("caption") or None,
+        self._watch_held = None if fresh else []
+        try:
+            self.stream = await self.ctx.registry.subscribe(
+                sid, self, push=push, last_pts=info.get("last_pts"), fresh=fresh
+            )
+            if not fresh:  # a client that attaches sees the scenes closed so far
+                for scene in await asyncio.to_thread(self.service.scenes, sid):
+                    if scene.get("closed"):
+                        self.deliver(
+                            encode(
+                                "scene.closed",
+                                scene_id=scene["scene_id"],
+                                start=scene["start"],
+                                end=scene["end"],
+                                caption=scene.get("caption") or None,
+                            )
                         )
-                    )
-            await send_watches(self, sid)  # its watches and their hits so far
+                await send_watches(self, sid)  # its watches and their hits so far
+        finally:  # then the live watch messages that came meanwhile
+            held, self._watch_held = self._watch_held or [], None
+            for message in held:
+                self.deliver(message)
 
     async def _leave_stream(self) -> None:
         if self.stream is not None:

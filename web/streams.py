@@ -28,6 +28,10 @@ EVENTS_BLOCK_MS = 500
 class Subscriber(Protocol):
     def deliver(self, message: str) -> None: ...
 
+    def deliver_watch(self, message: str) -> None:
+        """A watch message: held back while the subscriber sends its snapshot of the stream's watches."""
+        ...
+
 
 @dataclass
 class StreamState:
@@ -65,6 +69,10 @@ class StreamState:
     def fan_out(self, message: str) -> None:
         for sub in list(self.subscribers):
             sub.deliver(message)
+
+    def fan_out_watch(self, message: str) -> None:
+        for sub in list(self.subscribers):
+            sub.deliver_watch(message)
 
     def publish_scene(self, scene: dict) -> None:
         """Send ``scene.closed`` unless every subscriber already has this scene with this caption."""
@@ -194,7 +202,7 @@ class StreamRegistry:
         elif kind == "scene.captioned":
             st.publish_scene({"scene_id": data["scene"], "caption": data.get("caption")})
         elif kind.startswith("watch.") and (message := watch_event(kind, data)) is not None:
-            st.fan_out(message)
+            st.fan_out_watch(message)
         elif kind == "stream.ended" and not st.ended:
             st.ended = True
             st.fan_out(encode("session.ended", stream_id=st.sid))

@@ -427,7 +427,7 @@ class StreamHub:
                 self.detach(sid)
             except Exception:  # keep closing the others; the error is logged
                 log.exception("detaching stream %s failed", sid)
-        self.webhooks.close()
+        self.webhooks.close(drain_s=5.0)  # hits found last (a file's end) still go out
 
 
 def _same_size(indices: list[int], requests) -> list[list[int]]:

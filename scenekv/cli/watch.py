@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from scenekv.errors import UserError
 
     if (args.source is None) == (args.stream is None):
-        raise UserError("give a SOURCE (file or URL) or --stream SID, not both")
+        raise UserError(
+            'give a SOURCE (file or URL) and the text, or --stream SID and the text: watch VIDEO "red square"'
+        )
     if args.webhook is not None and not args.webhook.lower().startswith(("http://", "https://")):
         raise UserError("--webhook must be an http(s) URL")
     if not 0 <= args.cooldown <= 86400:
@@ -76,7 +78,8 @@ def _watch_source(args: argparse.Namespace, watch_id: str) -> int:
 
     from scenekv.cli.service_args import service_from_args, warn_if_random
 
-    service = service_from_args(args, captions=False)
+    # captions on: a checkpoint that reads no frames matches its watches against them
+    service = service_from_args(args, captions=True)
     try:
         warn_if_random(service)
         sid = service.start_stream(args.source, fps=args.fps, carriers=args.carriers)["stream_id"]
@@ -85,7 +88,15 @@ def _watch_source(args: argparse.Namespace, watch_id: str) -> int:
             sid, watch_id, args.text, webhook=args.webhook, cooldown_s=args.cooldown, webhook_allow=ANYWHERE
         )
         print(f"stream: {sid}; watching for {args.text!r}", file=sys.stderr)
-        _print_hits(service.store, sid, watch_id, after, args.json, stop_at_end=True)
+        _print_hits(
+            service.store,
+            sid,
+            watch_id,
+            after,
+            args.json,
+            stop_at_end=True,
+            failed=lambda: _failed(service, sid),
+        )
     finally:
         service.shutdown()
     return 0
@@ -102,15 +113,31 @@ def _last_event(store, sid: str) -> str:
     return newest[0][0].decode() if newest else "0-0"
 
 
-def _print_hits(store, sid: str, watch_id: str, after: str, as_json: bool, *, stop_at_end: bool) -> None:
+def _failed(service, sid: str) -> str | None:
+    """The source's error, once its decoder gave up (it never ends the stream then)."""
+    try:
+        progress = service.progress(sid)
+    except Exception:  # the encoder restarting: asked again a second later
+        return None
+    if progress.get("status") != "error":
+        return None
+    return (progress.get("error") or {}).get("message", "the source failed")
+
+
+def _print_hits(
+    store, sid: str, watch_id: str, after: str, as_json: bool, *, stop_at_end: bool, failed=None
+) -> None:
     """Tail the stream's event log: this watch's hits as they are stored; until the stream ends
-    (``stop_at_end``) or Ctrl-C."""
+    (``stop_at_end``), its source fails (``failed()`` says why) or Ctrl-C."""
     import json
 
+    from scenekv.errors import UserError
     from scenekv.units import clock
 
     try:
         while True:
+            if failed is not None and (why := failed()) is not None:
+                raise UserError(f"the source failed: {why}", code="source_error")
             for eid, kind, data in store.wait_events(sid, after=after, block_ms=1000):
                 after = eid
                 if kind == "watch.hit" and data.get("id") == watch_id:
