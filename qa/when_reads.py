@@ -43,6 +43,7 @@ class WhenReads:
     token_ids: list[int] = field(default_factory=list)  # none: the answer is written, not decoded
     finish_reason: str | None = None
     ttft_s: float | None = None
+    _begun: bool = field(default=False, repr=False)
 
     def reads(self) -> Iterator[Callable[[], None]]:
         """Each model read to make, in order (one lock hold each)."""
@@ -53,8 +54,9 @@ class WhenReads:
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[str]:
-        if self.finish_reason is not None:
+        if self._begun:
             raise RuntimeError(f"a {type(self).__name__} can be iterated once")
+        self._begun = True
         started = time.perf_counter()
         for read in self.reads():
             if self.cancel is not None and self.cancel.is_set():
