@@ -104,11 +104,14 @@ def ask(conn: ClientConnection, qid: str, text: str = "What happens?", **kw) -> 
     return [d for d in deltas if d["type"] == "answer.delta" and d["id"] == qid], end
 
 
+SMALL_WINDOW = {"window": 12, "chunk_frames": 4}  # chunks written to Redis after a few frames
+
+
 @contextlib.contextmanager
-def local_service(tag: str, model: str = "tiny-random-llava-onevision"):
+def local_service(tag: str, model: str = "tiny-random-llava-onevision", rolling: dict | None = SMALL_WINDOW):
     """A SceneKVService on ``model`` (the tiny random one by default; ``scenekv-world``: the world
     model), local Ray and the real Redis under a fresh key prefix; every key under it is deleted
-    afterwards."""
+    afterwards. ``rolling``: the memory's settings (None: the service's own)."""
     import uuid
 
     import redis
@@ -125,7 +128,7 @@ def local_service(tag: str, model: str = "tiny-random-llava-onevision"):
     svc = SceneKVService(
         model=model,
         redis_url=REDIS_URL,
-        rolling={"window": 12, "chunk_frames": 4},
+        rolling=rolling,
         prefix=prefix,
         num_cpus=2,
     )

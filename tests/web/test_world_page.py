@@ -8,8 +8,6 @@ the banner saying the model knows only the synthetic world. One service for the 
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from support.browser import CHROMIUM, CHROMIUM_ARGS
@@ -31,18 +29,15 @@ def sample_root(tmp_path_factory):
 def world_gateway(sample_root):
     from scenekv.web.config import GatewayConfig
     from scenekv.web.server import GatewayThread
-    from scenekv.workers.service import SceneKVService
 
-    from support.redis_fixtures import REDIS_URL, drop_prefix
+    from support.ws_helpers import local_service
 
-    prefix = f"skvtest:worldpage:{uuid.uuid4().hex[:10]}:"
-    svc = SceneKVService(model="scenekv-world", redis_url=REDIS_URL, prefix=prefix, num_cpus=2)
-    try:
-        with GatewayThread(svc, GatewayConfig(port=0, media_root=sample_root[0])) as gw:
-            yield gw
-    finally:
-        svc.shutdown()
-        drop_prefix(REDIS_URL, prefix)
+    config = GatewayConfig(port=0, media_root=sample_root[0])
+    with (
+        local_service("worldpage", model="scenekv-world", rolling=None) as svc,
+        GatewayThread(svc, config) as gw,
+    ):
+        yield gw
 
 
 def test_the_sample_on_the_page_gets_the_right_background(world_gateway, sample_root):
