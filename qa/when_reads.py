@@ -28,10 +28,13 @@ class Run(Protocol):
 
 
 def when_text(runs: Sequence[Run], limit: int = 16) -> str:
-    """``at 01:10, 05:41`` (the first ``limit`` appearances), or ``never``."""
+    """``at 01:10, 05:41``, or ``never``; past ``limit`` appearances the answer says how many more
+    there are (``… and 94 more times``: the evidence spans hold them all)."""
     if not runs:
         return "never"
-    return "at " + ", ".join(clock(r.start) for r in runs[:limit])
+    extra = len(runs) - limit
+    more = f" and {extra} more time{'s' if extra > 1 else ''}" if extra > 0 else ""
+    return "at " + ", ".join(clock(r.start) for r in runs[:limit]) + more
 
 
 @dataclass(kw_only=True)

@@ -57,6 +57,7 @@ def test_adjacent_matching_scenes_are_one_appearance_and_nothing_is_never():
     assert [(r.start, r.end) for r in runs] == [(10.0, 30.0), (40.0, 49.0)]
     assert when_text(runs) == "at 00:10, 00:40"
     assert when_text(appearances(spans, [False] * 5)) == "never"
+    assert when_text(runs, limit=1) == "at 00:10 and 1 more time"  # never cut short silently
     # a scene between two matches that is not checked (retention dropped it) keeps them apart
     gapped = [spans[0], spans[2]]
     assert [(r.start, r.end) for r in appearances(gapped, [True, True])] == [(0.0, 10.0), (20.0, 30.0)]
