@@ -97,9 +97,10 @@ class WatchRunner:
         return found
 
     def _restore(self, sid: str, watch: Watch, before: float) -> tuple[WatchDetector, WatchMatcher]:
-        """A detector as if it had run all along: the stored last hit, then the read frames after
-        it (at most ``REPLAY``) before ``before``; frames before the watch was added are not replayed
-        past its last hit, so an appearance in progress when it was added is told."""
+        """A detector as if it had run all along: the watch's last stored hit (told or quiet; open:
+        under way from its start; ended: the cooldown counts from its end), then at most ``REPLAY``
+        read frames after it and before ``before``. A watch with no hit yet replays the last
+        ``REPLAY`` frames: an appearance in progress when it was added is told."""
         matcher = WatchMatcher.of(watch.text)
         detector = WatchDetector(self.params, watch.cooldown_s)
         hits = self.store.watch_hits(sid, watch.id, quiet=True)
