@@ -24,12 +24,14 @@ threads spin-wait when another process holds a core (a forward of the world mode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -147,18 +149,25 @@ def questions(truth) -> list[tuple[str, list[float]]]:
     return asked + [(f"When did the {a} appear?", []) for a in absent if a not in names][:2]
 
 
-def grade(hub: StreamHub, sid: str, asked) -> dict:
-    answerer = hub.engine.answerer
-    read = answerer.read
-    reads = [0]
+@contextlib.contextmanager
+def counted_reads(answerer) -> Iterator[list[int]]:
+    """Count the model reads (``answerer.read`` calls) made inside the block: ``reads[0]``."""
+    read, reads = answerer.read, [0]
 
     def counted(*args, **kwargs):
         reads[0] += 1
         return read(*args, **kwargs)
 
     answerer.read = counted
-    right, ttft, per_question, wrong = [], [], [], []
     try:
+        yield reads
+    finally:
+        answerer.read = read
+
+
+def grade(hub: StreamHub, sid: str, asked) -> dict:
+    right, ttft, per_question, wrong = [], [], [], []
+    with counted_reads(hub.engine.answerer) as reads:
         for question, starts in asked:
             reads[0] = 0
             answer = hub.ask(sid, question)
@@ -169,8 +178,6 @@ def grade(hub: StreamHub, sid: str, asked) -> dict:
             per_question.append(reads[0])
             if not ok:
                 wrong.append({"question": question, "want": starts, "got": answer.text})
-    finally:
-        answerer.read = read
     return {
         "right": sum(right),
         "asked": len(right),

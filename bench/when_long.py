@@ -53,7 +53,7 @@ from scenekv.world.grading import times_in
 from scenekv.world.truth import load_truth
 
 sys.path.insert(0, str(Path(__file__).parent))
-from when_index import ingest  # noqa: E402  (the same ingest)
+from when_index import counted_reads, ingest  # noqa: E402  (the same ingest, the same read count)
 
 from qa import WHEN_MAX_APPEARANCES, same_times  # noqa: E402  (bench/qa.py: the same grading)
 
@@ -92,22 +92,11 @@ def in_window(runs: list[tuple[float, float]], lo: float, hi: float) -> list[flo
 
 def ask(hub: StreamHub, sid: str, question: str, **kwargs) -> dict:
     """``question`` asked once: TTFT, the call's wall time, model reads, readings smoothed, the answer."""
-    answerer = hub.engine.answerer
-    read = answerer.read
-    reads = [0]
-
-    def counted(*args, **kw):
-        reads[0] += 1
-        return read(*args, **kw)
-
-    answerer.read = counted
-    try:
+    with counted_reads(hub.engine.answerer) as reads:
         t = time.perf_counter()
         answer = hub.ask(sid, question, **kwargs)
         list(answer)
         call_ms = (time.perf_counter() - t) * 1000
-    finally:
-        answerer.read = read
     gen = answer.generation
     return {
         "ttft_ms": answer.ttft_ms,
