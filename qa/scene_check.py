@@ -77,17 +77,20 @@ def scene_spans(
         inside = [c for c in ordered if c.last_pts >= s - 1e-6 and c.first_pts < hi - 1e-6]
         if not inside:
             continue
-        points = [s + (k + 0.5) * (e - s) / CHECK_FRAMES for k in range(CHECK_FRAMES)]
-        chosen: dict[str, ChunkRef] = {}
-        for t in points:
-            ref = min(inside, key=lambda c: c.gap(t))
-            chosen[ref.cid] = ref
-        spans.append(SceneSpan(s, e, tuple(sorted(chosen.values(), key=lambda c: c.first_pts)), last))
+        spans.append(SceneSpan(s, e, check_refs(inside, s, e), last))
     if len(spans) > max_scenes:
         best = sorted(spans, key=lambda sp: -max((scores or {}).get(c.cid, 0.0) for c in sp.refs))
         keep = {id(sp) for sp in best[:max_scenes]}
         spans = [sp for sp in spans if id(sp) in keep]
     return spans
+
+
+def check_refs(inside: Sequence[ChunkRef], start: float, end: float) -> tuple[ChunkRef, ...]:
+    """The chunks of ``inside`` (a scene's, [start, end)) holding the ``CHECK_FRAMES`` points a check
+    reads, each the middle of its share of the scene; time order, each once."""
+    points = [start + (k + 0.5) * (end - start) / CHECK_FRAMES for k in range(CHECK_FRAMES)]
+    chosen = {ref.cid: ref for ref in (min(inside, key=lambda c, t=t: c.gap(t)) for t in points)}
+    return tuple(sorted(chosen.values(), key=lambda c: c.first_pts))
 
 
 def check_frames(span: SceneSpan, loaded: dict[str, KVChunk]) -> list[KVChunk]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from scenekv.vlm import KVChunk
 
 from .context import ChunkRef, ContextPlan
-from .scene_check import CHECK_FRAMES, SceneSpan, appearances, check_frames
+from .scene_check import SceneSpan, appearances, check_frames, check_refs
 from .search import rank, stream_docs, words
 from .when_reads import WhenReads
 
@@ -105,10 +105,7 @@ def candidate_spans(
                 break
             inside.append(c)
         if inside:
-            points = [start + (k + 0.5) * (stop - start) / CHECK_FRAMES for k in range(CHECK_FRAMES)]
-            near = {min(inside, key=lambda c, t=t: c.gap(t)).cid for t in points}
-            kept = tuple(c for c in inside if c.cid in near)
-            spans.append(SceneSpan(start, stop, kept, is_open))
+            spans.append(SceneSpan(start, stop, check_refs(inside, start, stop), is_open))
     return spans
 
 
