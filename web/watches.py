@@ -66,11 +66,9 @@ async def handle_watch_add(conn: Connection, msg: P.WatchAdd) -> None:
         raise ProtocolError(exc.code, str(exc), id=msg.id) from None
     conn.watches_added.setdefault(st.sid, set()).add(msg.id)
     if not added:  # there already: the log has nothing new to tell, so the adder hears it here
-        conn.deliver(
-            encode(
-                "watch.added", id=msg.id, text=msg.text, cooldown_s=msg.cooldown_s, webhook=bool(msg.webhook)
-            )
-        )
+        for watch in await asyncio.to_thread(conn.service.watches, st.sid):
+            if watch["id"] == msg.id:
+                conn.deliver(encode("watch.added", **watch))
 
 
 async def handle_watch_remove(conn: Connection, msg: P.WatchRemove) -> None:

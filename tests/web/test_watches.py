@@ -199,5 +199,14 @@ def test_a_bad_watch_gets_a_clear_error_and_the_connection_stays(service, msg, c
         assert recv_until(conn, of_type("error", id="nope"), timeout=20)["code"] == "unknown_watch"
         send(conn, type="watch.add", id="ok", text="red square")
         recv_until(conn, of_type("watch.added", id="ok"), timeout=20)
+        send(conn, type="watch.add", id="ok", text="red square")  # a client's retry: harmless
+        again = recv_until(conn, of_type("watch.added", id="ok"), timeout=20)
+        assert again == {
+            "type": "watch.added",
+            "id": "ok",
+            "text": "red square",
+            "cooldown_s": 0.0,
+            "webhook": False,
+        }
         send(conn, type="watch.remove", id="ok")
         recv_until(conn, of_type("watch.removed", id="ok"), timeout=20)
