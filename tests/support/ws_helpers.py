@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -93,6 +94,51 @@ def push(conn: ClientConnection, times, binary: bool = True) -> None:
             conn.send(pack_binary_frame(float(t), frame_jpeg(t)))
         else:
             send(conn, type="frame.append", pts=float(t), image=data_url(frame_jpeg(t)))
+
+
+class Pusher:
+    """A client that keeps every frame until an ``ingest.progress`` acknowledges it and re-sends
+    from ``resend_from`` whenever the server refuses a frame with ``encoder_unavailable``; every
+    message it reads is kept in ``seen``. ``frame(i)``: the JPEG of frame i (pts i)."""
+
+    def __init__(self, conn: ClientConnection, frame: Callable[[int], bytes] = frame_jpeg) -> None:
+        self.conn, self.frame, self.next, self.acked = conn, frame, 0, -1.0
+        self.refusals: list[dict] = []
+        self.seen: list[dict] = []
+        self.resume_at = 0.0
+
+    def pump(self, timeout: float = 0.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = json.loads(self.conn.recv(timeout=max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                return
+            self.seen.append(msg)
+            if msg["type"] == "ingest.progress" and msg.get("pts") is not None:
+                self.acked = max(self.acked, msg["pts"])
+            elif msg["type"] == "error" and msg["code"] == "encoder_unavailable" and "pts" in msg:
+                self.refusals.append(msg)
+                self.next = min(self.next, int(msg["resend_from"]))
+                self.resume_at = time.monotonic() + msg["retry_after_ms"] / 1000
+            elif msg["type"] == "error":
+                raise AssertionError(f"unexpected error {msg}")
+
+    def send_up_to(self, n: int) -> None:
+        while self.next < n:
+            if time.monotonic() < self.resume_at:
+                self.pump(self.resume_at - time.monotonic())
+                continue
+            self.conn.send(pack_binary_frame(float(self.next), self.frame(self.next)))
+            self.next += 1
+            self.pump(0.02)
+
+    def wait_acked(self, pts: float, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.acked < pts:
+            assert time.monotonic() < deadline, f"pts {pts} not acknowledged (acked {self.acked})"
+            self.send_up_to(int(pts) + 1)  # re-sends whatever was refused meanwhile
+            self.pump(0.2)
 
 
 def ask(conn: ClientConnection, qid: str, text: str = "What happens?", **kw) -> tuple[list[dict], dict]:

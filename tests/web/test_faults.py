@@ -4,7 +4,6 @@ gateway, real websockets client."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -17,7 +16,16 @@ from scenekv.web.config import GatewayConfig
 from scenekv.web.protocol import pack_binary_frame
 from scenekv.web.server import GatewayThread
 
-from support.ws_helpers import ask, frame_jpeg, local_service, of_type, push, recv_until, send, start_push
+from support.ws_helpers import (
+    Pusher,
+    ask,
+    local_service,
+    of_type,
+    push,
+    recv_until,
+    send,
+    start_push,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,48 +43,6 @@ def gateway(service):
     config = GatewayConfig(port=0, progress_interval_s=0.3, retry_after_ms=300, idle_s=IDLE_S)
     with GatewayThread(service, config) as gw:
         yield gw
-
-
-class Pusher:
-    """A client that keeps every frame until an ``ingest.progress`` acknowledges it and re-sends
-    from ``resend_from`` whenever the server refuses a frame with ``encoder_unavailable``."""
-
-    def __init__(self, conn: ClientConnection) -> None:
-        self.conn, self.next, self.acked = conn, 0, -1.0
-        self.refusals: list[dict] = []
-        self.resume_at = 0.0
-
-    def pump(self, timeout: float = 0.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg = json.loads(self.conn.recv(timeout=max(0.0, deadline - time.monotonic())))
-            except TimeoutError:
-                return
-            if msg["type"] == "ingest.progress" and msg.get("pts") is not None:
-                self.acked = max(self.acked, msg["pts"])
-            elif msg["type"] == "error" and msg["code"] == "encoder_unavailable" and "pts" in msg:
-                self.refusals.append(msg)
-                self.next = min(self.next, int(msg["resend_from"]))
-                self.resume_at = time.monotonic() + msg["retry_after_ms"] / 1000
-            elif msg["type"] == "error":
-                raise AssertionError(f"unexpected error {msg}")
-
-    def send_up_to(self, n: int) -> None:
-        while self.next < n:
-            if time.monotonic() < self.resume_at:
-                self.pump(self.resume_at - time.monotonic())
-                continue
-            self.conn.send(pack_binary_frame(float(self.next), frame_jpeg(self.next)))
-            self.next += 1
-            self.pump(0.02)
-
-    def wait_acked(self, pts: float, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.acked < pts:
-            assert time.monotonic() < deadline, f"pts {pts} not acknowledged (acked {self.acked})"
-            self.send_up_to(int(pts) + 1)  # re-sends whatever was refused meanwhile
-            self.pump(0.2)
 
 
 def ask_until_answered(conn: ClientConnection, pusher: Pusher, qid: str, timeout: float = 90.0) -> dict:

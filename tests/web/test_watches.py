@@ -9,7 +9,6 @@ process is SIGKILLed before the third, and the gateway is replaced by a new one 
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import time
@@ -21,11 +20,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from scenekv.ingest import open_source
 from scenekv.web.config import GatewayConfig
-from scenekv.web.protocol import pack_binary_frame
 from scenekv.web.server import GatewayThread
 from scenekv.world.render import make_world_video
 
-from support.ws_helpers import local_service, of_type, recv_until, send
+from support.ws_helpers import Pusher, local_service, of_type, recv_until, send
 
 pytestmark = pytest.mark.slow
 
@@ -58,40 +56,16 @@ def _config() -> GatewayConfig:
     return GatewayConfig(port=0, progress_interval_s=0.3, retry_after_ms=300)
 
 
-class Client:
-    """Pushes frames, re-sends from ``resend_from`` when the encoder is away, and keeps every message."""
+class Client(Pusher):
+    """A pusher of the video's frames (re-sending what the encoder refused) that waits for hits."""
 
-    def __init__(self, conn: ClientConnection) -> None:
-        self.conn, self.seen, self.acked, self.resume_at = conn, [], -1.0, 0.0
-        self.next = 0
+    def __init__(self, conn: ClientConnection, frames: list[bytes]) -> None:
+        super().__init__(conn, frames.__getitem__)
 
-    def pump(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg = json.loads(self.conn.recv(timeout=max(0.0, deadline - time.monotonic())))
-            except TimeoutError:
-                return
-            self.seen.append(msg)
-            if msg["type"] == "ingest.progress" and msg.get("pts") is not None:
-                self.acked = max(self.acked, msg["pts"])
-            elif msg["type"] == "error" and msg["code"] == "encoder_unavailable" and "pts" in msg:
-                self.next = min(self.next, int(msg["resend_from"]))
-                self.resume_at = time.monotonic() + msg["retry_after_ms"] / 1000
-            elif msg["type"] == "error":
-                raise AssertionError(f"unexpected error {msg}")
-
-    def push_to(self, frames: list[bytes], end: int, timeout: float = 180.0) -> None:
+    def push_to(self, end: int, timeout: float = 180.0) -> None:
         """Frames up to ``end`` (exclusive) pushed and acknowledged."""
-        deadline = time.monotonic() + timeout
-        while self.acked < end - 1:
-            assert time.monotonic() < deadline, f"frame {end - 1} not acknowledged (acked {self.acked})"
-            if self.next < end and time.monotonic() >= self.resume_at:
-                self.conn.send(pack_binary_frame(float(self.next), frames[self.next]))
-                self.next += 1
-                self.pump(0.01)
-            else:
-                self.pump(0.2)
+        self.send_up_to(end)
+        self.wait_acked(end - 1, timeout)
 
     def hits(self) -> list[dict]:
         return [m for m in self.seen if m["type"] == "watch.hit"]
@@ -103,8 +77,8 @@ class Client:
             self.pump(0.2)
 
 
-def _attach(url: str, sid: str) -> Client:
-    client = Client(connect(url, open_timeout=10, max_size=None))
+def _attach(url: str, sid: str, frames: list[bytes]) -> Client:
+    client = Client(connect(url, open_timeout=10, max_size=None), frames)
     send(client.conn, type="session.start", stream_id=sid)
     started = recv_until(client.conn, of_type("session.started"), timeout=30)
     client.next = int(started["last_pts"]) + 1
@@ -126,14 +100,14 @@ def test_a_watch_fires_once_per_appearance_through_reconnect_encoder_kill_and_ga
 ):
     gateway = GatewayThread(service, _config()).start()
     try:
-        first = Client(connect(gateway.ws_url, open_timeout=10, max_size=None))
+        first = Client(connect(gateway.ws_url, open_timeout=10, max_size=None), frames)
         send(first.conn, type="session.start", source="push", fps=1.0, carriers="pool:16")
         sid = recv_until(first.conn, of_type("session.started"), timeout=30)["stream_id"]
         send(first.conn, type="watch.add", id="blue", text="blue background")
         assert (
             recv_until(first.conn, of_type("watch.added", id="blue"), timeout=30)["text"] == "blue background"
         )
-        first.push_to(frames, 90)
+        first.push_to(90)
         first.wait_hit(60, ended=False)
         first.wait_hit(60, ended=True)
         assert _near([h["start"] for h in first.hits()], [60, 60])  # told once, then its end
@@ -141,18 +115,18 @@ def test_a_watch_fires_once_per_appearance_through_reconnect_encoder_kill_and_ga
         first.conn.close()
 
         # the client comes back: told the watch and its first hit, then the second appearance
-        second = _attach(gateway.ws_url, sid)
+        second = _attach(gateway.ws_url, sid, frames)
         second.pump(1.0)
         assert [m["id"] for m in second.seen if m["type"] == "watch.added"] == ["blue"]
         assert [("end" in h) for h in second.hits()] == [True] and _near([second.hits()[0]["start"]], [60])
-        second.push_to(frames, 125)
+        second.push_to(125)
         second.wait_hit(102, ended=True)
         assert _near(_starts(second.hits()), [102])
 
         # the encoder's process dies between appearances: the third is still told, once
         pid = ray.get(service.encoder.pid.remote())
         os.kill(pid, signal.SIGKILL)
-        second.push_to(frames, 170)
+        second.push_to(170)
         second.wait_hit(145, ended=True, timeout=180)
         assert _near(_starts(second.hits()), [102, 145])
         second.conn.close()
@@ -161,8 +135,8 @@ def test_a_watch_fires_once_per_appearance_through_reconnect_encoder_kill_and_ga
 
     # a new gateway process takes over (the old one is gone): the fourth appearance
     with GatewayThread(service, _config()) as replacement:
-        third = _attach(replacement.ws_url, sid)
-        third.push_to(frames, SECONDS)
+        third = _attach(replacement.ws_url, sid, frames)
+        third.push_to(SECONDS)
         third.wait_hit(188, ended=False)
         send(third.conn, type="session.end")
         third.wait_hit(188, ended=True)
