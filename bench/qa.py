@@ -55,24 +55,33 @@ def ask(svc, sid: str, policy: str, question: str, **anchor) -> dict:
 WHEN_MAX_APPEARANCES = 8  # `when` is asked of things that appear at most this often (answers list them all)
 
 
-def when_questions(truth) -> list[tuple[str, list[float]]]:
-    """ "When did the X appear?" / "When was the background C?" for every object and background of
-    the video that appears 1-8 times, with the starts of its appearances (a run of adjacent scenes
-    showing it is one appearance, as SceneKV answers)."""
-    out = []
+def appearance_runs(truth) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(kind, thing) -> its appearances (start, end), kinds "object" (``red circle``) and "bg"
+    (``yellow``): a run of adjacent scenes showing the thing is one appearance, as SceneKV answers."""
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
     kinds = (("object", lambda s: s.object_name if s.object else None), ("bg", lambda s: s.background))
     for kind, key in kinds:
-        starts: dict[str, list[float]] = {}
         prev = None
         for s in truth.scenes:
             k = key(s)
-            if k is not None and k != prev:
-                starts.setdefault(k, []).append(s.start)
+            if k is not None and k == prev:
+                runs[kind, k][-1] = (runs[kind, k][-1][0], s.end)
+            elif k is not None:
+                runs.setdefault((kind, k), []).append((s.start, s.end))
             prev = k
-        for k, st in sorted(starts.items()):
-            if len(st) <= WHEN_MAX_APPEARANCES:
+    return runs
+
+
+def when_questions(truth) -> list[tuple[str, list[float]]]:
+    """ "When did the X appear?" / "When was the background C?" for every object and background of
+    the video that appears 1-8 times, with the starts of its appearances (appearance_runs)."""
+    out = []
+    runs = appearance_runs(truth)
+    for kind in ("object", "bg"):
+        for k, spans in sorted((k, v) for (kd, k), v in runs.items() if kd == kind):
+            if len(spans) <= WHEN_MAX_APPEARANCES:
                 q = f"When did the {k} appear?" if kind == "object" else f"When was the background {k}?"
-                out.append((q, st))
+                out.append((q, [a for a, _ in spans]))
     return out
 
 

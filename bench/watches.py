@@ -41,21 +41,18 @@ from scenekv.vlm import load_backend
 from scenekv.workers.stream_hub import StreamHub
 from scenekv.world.truth import load_truth
 
+sys.path.insert(0, str(Path(__file__).parent))
+from qa import appearance_runs  # noqa: E402  (bench/qa.py: the same appearances)
+
 TOLERANCE_S = 2.0
 
 
 def appearances(truth) -> dict[str, list[float]]:
-    """Watch text -> the starts of its truth appearances (runs of adjacent scenes showing it)."""
-    out: dict[str, list[float]] = {}
-    kinds = ((lambda s: s.object_name if s.object else None), (lambda s: f"{s.background} background"))
-    for key in kinds:
-        prev = None
-        for s in truth.scenes:
-            k = key(s)
-            if k is not None and k != prev:
-                out.setdefault(k, []).append(s.start)
-            prev = k
-    return out
+    """Watch text -> the starts of its truth appearances (bench/qa.py's appearance_runs)."""
+    runs = appearance_runs(truth)
+    return {
+        (k if kind == "object" else f"{k} background"): [a for a, _ in v] for (kind, k), v in runs.items()
+    }
 
 
 @dataclass(frozen=True)

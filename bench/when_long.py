@@ -55,7 +55,7 @@ from scenekv.world.truth import load_truth
 sys.path.insert(0, str(Path(__file__).parent))
 from when_index import counted_reads, ingest  # noqa: E402  (the same ingest, the same read count)
 
-from qa import WHEN_MAX_APPEARANCES, same_times  # noqa: E402  (bench/qa.py: the same grading)
+from qa import WHEN_MAX_APPEARANCES, appearance_runs, same_times  # noqa: E402  (bench/qa.py: the same grading)
 
 WINDOW_S = 600.0
 ABSENT = [f"{c} {o}" for c in ("white", "black", "red", "blue") for o in ("square", "circle", "triangle")]
@@ -64,21 +64,10 @@ ABSENT = [f"{c} {o}" for c in ("white", "black", "red", "blue") for o in ("squar
 def truth_runs(truth) -> dict[str, list[tuple[float, float]]]:
     """Per question, the thing's appearances (start, end): a run of adjacent scenes showing it is one,
     as SceneKV answers and bench/qa.py grades."""
-    runs: dict[str, list[tuple[float, float]]] = {}
-    kinds = (
-        (lambda k: f"When did the {k} appear?", lambda s: s.object_name if s.object else None),
-        (lambda k: f"When was the background {k}?", lambda s: s.background),
-    )
-    for phrase, key in kinds:
-        prev = None
-        for s in truth.scenes:
-            k = key(s)
-            if k is not None and k == prev:
-                q = phrase(k)
-                runs[q][-1] = (runs[q][-1][0], s.end)
-            elif k is not None:
-                runs.setdefault(phrase(k), []).append((s.start, s.end))
-            prev = k
+    runs = {
+        (f"When did the {k} appear?" if kind == "object" else f"When was the background {k}?"): v
+        for (kind, k), v in appearance_runs(truth).items()
+    }
     names = {s.object_name for s in truth.scenes}
     for a in [a for a in ABSENT if a not in names][:2]:
         runs[f"When did the {a} appear?"] = []
