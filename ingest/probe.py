@@ -2,6 +2,14 @@
 
 This is the only place that maps FFmpeg's exceptions to :mod:`scenekv.ingest.errors`, so a missing file,
 a text file, an audio-only file or a dead URL reads the same whichever source type hit it.
+
+A URL is opened with an FFmpeg ``protocol_whitelist`` for its scheme (``URL_PROTOCOLS``): the network
+protocols that scheme needs and never ``file``, ``pipe``, ``fd``, ``concat``, ``subfile`` or ``cache``,
+so nothing a remote server sends (an HLS playlist, a redirect, an RTSP answer) can make FFmpeg read a
+local file. RTSP gets no ``udp``/``rtp`` unless the caller asks for a UDP ``rtsp_transport``: SceneKV
+reads RTSP over TCP, and over UDP a server chooses where FFmpeg sends its packets. A caller's own
+``protocol_whitelist`` option wins (only trusted callers pass options; web clients cannot). Local
+files are opened without one: FFmpeg's file protocol already allows only ``file,crypto,data``.
 """
 
 from __future__ import annotations
@@ -30,6 +38,18 @@ from .errors import (
 URL_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp")
 # Protocols whose streams are live by nature; http(s) is decided by what the server sends.
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp")
+_HTTP = "http,https,tcp,tls,crypto,data,httpproxy"  # crypto and data: HLS keys and inline URIs
+_RTSP = "tcp,tls,http,https,httpproxy"  # interleaved over TCP, or tunnelled in HTTP
+URL_PROTOCOLS = {  # FFmpeg protocols a URL of each scheme may open (see the module docstring)
+    "http": _HTTP,
+    "https": _HTTP,
+    "rtsp": _RTSP,
+    "rtsps": _RTSP,
+    "rtmp": "rtmp,rtmps,tcp,tls",
+    "rtmps": "rtmp,rtmps,tcp,tls",
+    "udp": "udp",
+    "tcp": "tcp",
+}
 
 
 def classify(source: str | os.PathLike) -> tuple[str, str]:
@@ -85,8 +105,10 @@ def open_url(
 ) -> av.container.InputContainer:
     """Open a URL with an open and a read timeout (seconds); FFmpeg waits forever otherwise."""
     opts = dict(options or {})
-    if urlsplit(url).scheme.lower() in ("rtsp", "rtsps"):
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("rtsp", "rtsps"):
         opts.setdefault("rtsp_transport", "tcp")  # survives NAT and firewalls; UDP loses packets
+    opts.setdefault("protocol_whitelist", url_protocols(scheme, opts))
     try:
         return av.open(url, options=opts, timeout=(timeout, timeout), metadata_errors="replace")
     except av.error.ExitError as exc:  # our interrupt callback fired
@@ -97,6 +119,18 @@ def open_url(
         raise NotMedia(f"cannot open {url}: the server sent no readable media ({_reason(exc)})") from exc
     except (av.FFmpegError, OSError) as exc:
         raise SourceUnreachable(f"cannot open {url}: {_reason(exc)}") from exc
+
+
+def url_protocols(scheme: str, options: dict[str, str] | None = None) -> str:
+    """The FFmpeg ``protocol_whitelist`` for a URL of ``scheme`` (never ``file``); RTSP adds UDP and
+    RTP only when ``options`` ask for a UDP ``rtsp_transport``."""
+    protocols = URL_PROTOCOLS.get(scheme.lower())
+    if protocols is None:
+        raise UnsupportedSource(f"unsupported source scheme {scheme + '://'!r}")
+    transport = str((options or {}).get("rtsp_transport", ""))
+    if scheme.lower() in ("rtsp", "rtsps") and "udp" in transport:
+        protocols += ",udp,rtp,srtp"
+    return protocols
 
 
 def _reason(exc: BaseException) -> str:

@@ -34,7 +34,9 @@ def open_source(
     file handling of a URL (default: rtsp/rtmp/udp/tcp are live; http(s) is live when the server gives
     no duration, e.g. MPEG-TS or a live HLS playlist). ``queue_size``, ``reconnect``
     (:class:`~scenekv.ingest.live.Reconnect`): live lag bound and backoff policy. ``options``: extra
-    FFmpeg input options for URLs (e.g. ``{"rtsp_flags": "listen", "listen_timeout": "10"}``).
+    FFmpeg input options for URLs (e.g. ``{"rtsp_flags": "listen", "listen_timeout": "10"}``); a URL
+    gets its scheme's ``protocol_whitelist`` unless they name one (never ``file``: see
+    :mod:`scenekv.ingest.probe`), a local file none.
     ``start``/``end``: only the frames of [start, end) seconds of a file (it seeks there; the frames
     are exactly those a whole-file pass samples in that range), so ranges can be decoded in parallel.
 

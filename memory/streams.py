@@ -14,6 +14,8 @@ from .records import StreamExists, StreamInfo, StreamNotFound, field_args, float
 from .redis_conn import StoreBase
 from .schema import check_sid, new_sid
 
+KEY_FIELD = "key_sha256"  # the stream hash's field holding the hash of its owner key
+
 
 class StreamRecords(StoreBase):
     def create_stream(
@@ -110,7 +112,13 @@ class StreamRecords(StoreBase):
         if not raw:
             raise StreamNotFound(f"no stream {sid!r} under prefix {self.prefix!r}")
         h = {text(a): b for a, b in raw.items()}
-        known = set(StreamInfo.__dataclass_fields__) | {"last_signature", "tiler", "resume", "updated_at"}
+        known = set(StreamInfo.__dataclass_fields__) | {
+            "last_signature",
+            "tiler",
+            "resume",
+            "updated_at",
+            KEY_FIELD,
+        }
         last_pts = float_or_none(h.get("last_pts"))
         newest_pts = float_or_none(h.get("newest_pts"))
         return StreamInfo(
@@ -133,6 +141,16 @@ class StreamRecords(StoreBase):
             extra={key: text(v) for key, v in h.items() if key not in known},
             newest_pts=newest_pts if newest_pts is not None else last_pts,
         )
+
+    def set_key_hash(self, sid: str, key_hash: str) -> bool:
+        """Give the stream its owner's key (as a hash; the key itself is never stored). Only once:
+        False when it already has one, so nobody can take a stream over by setting another."""
+        return bool(self.client.hsetnx(self.keys(sid).stream, KEY_FIELD, key_hash))
+
+    def key_hash(self, sid: str) -> str | None:
+        """The hash of the stream's owner key; None for a stream made before streams had owners."""
+        value = self.client.hget(self.keys(sid).stream, KEY_FIELD)
+        return text(value) if value else None
 
     def stored_pts(self, sid: str) -> float | None:
         """pts of the newest frame whose KV Redis holds (one HGET): what survives the encoder's death."""

@@ -134,6 +134,9 @@ class WatchRecords(StoreBase):
         args = [watch_id, data, self.events_maxlen]
         return bool(self._run("WATCH_REMOVE", [k.watches, k.watch_hits, k.watch_order, k.events], args))
 
+    def has_watches(self, sid: str) -> bool:
+        return bool(self.client.hlen(self.keys(sid).watches))
+
     def watches(self, sid: str) -> list[Watch]:
         """The stream's watches, oldest first."""
         raw = self.client.hgetall(self.keys(sid).watches)

@@ -22,6 +22,7 @@ _N = r"(\d+(?:\.\d+)?)"
 _AMOUNTS = re.compile(rf"(?:{_N}\s*d)?\s*(?:{_N}\s*h)?\s*(?:{_N}\s*m)?\s*(?:{_N}\s*s)?")
 _UNIT_SECONDS = (86400.0, 3600.0, 60.0, 1.0)
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKMGT]i?B|B)?$")
+MAX_SIZE = 2**63  # sizes are signed 64-bit counts wherever they are stored
 _FACTORS = {
     "B": 1,
     "kB": 10**3,
@@ -45,7 +46,10 @@ def parse_seconds(value: str | float | int, *, clock_time: bool = True) -> float
     if isinstance(value, bool):
         raise ValueError("it is not a number of seconds")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float's range (hundreds of digits)
+            raise ValueError("it must be a finite number of seconds, not negative") from None
     else:
         text = str(value).strip().lower()
         clock = _CLOCK.fullmatch(text)
@@ -70,7 +74,7 @@ def parse_seconds(value: str | float | int, *, clock_time: bool = True) -> float
                 )
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError("it must be a finite number of seconds, not negative")
-    return seconds
+    return seconds + 0.0  # -0.0 is 0
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -106,9 +110,14 @@ def parse_size(text: str | int) -> int:
                 f"bad size {text!r}: use bytes or a number with kB, MB, GB, TB (powers of 1000) or "
                 "KiB, MiB, GiB, TiB (powers of 1024), e.g. 2MB or 512MiB"
             )
-        value = int(float(m[1]) * _FACTORS[m[2] or "B"])
+        amount = float(m[1]) * _FACTORS[m[2] or "B"]
+        if not amount < MAX_SIZE:  # also inf, from hundreds of digits
+            raise UserError(f"bad size {text!r}: it must be less than 2**63 bytes")
+        value = int(amount)
     if not isinstance(value, int):
         raise UserError(f"bad size {text!r}: use a whole number of bytes or a number with a suffix")
     if value < 0:
         raise UserError(f"bad size {text!r}: it must not be negative")
+    if value >= MAX_SIZE:  # beyond a signed 64-bit count: a float, Redis or numpy would overflow
+        raise UserError(f"bad size {text!r}: it must be less than 2**63 bytes")
     return value

@@ -1,4 +1,11 @@
-"""Who may open the WebSocket: a bearer token (header or ?token=) and, for browsers, the Origin.
+"""Who may use the server: the Host a request names, a bearer token (header or ?token=) and, for
+browsers, the Origin.
+
+A page on another site can make a victim's browser talk to a server on 127.0.0.1 by giving its own
+name an address there (DNS rebinding): the browser then sends that name as ``Host`` and treats the
+server as the page's own origin. So every route first checks that ``Host`` is a name this server
+answers to (``host_ok``): loopback names, its own name when bound beyond loopback, an IP address
+(rebinding needs a name), or one allowed with --allow-host.
 
 Browsers send ``Origin`` on every WebSocket handshake and let any page open a socket to
 127.0.0.1, so a page from another site could drive a local server: only the server's own origin
@@ -9,7 +16,46 @@ Browsers send ``Origin`` on every WebSocket handshake and let any page open a so
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import socket
+from collections.abc import Collection
 from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def own_host_names(bound: str, allowed: Collection[str] = ()) -> frozenset[str]:
+    """The names a server bound to ``bound`` answers to, lower-case, with the allowed ones."""
+    names = set(LOOPBACK_NAMES) | {a.strip().lower().strip("[]") for a in allowed if a.strip()}
+    if not _is_loopback(bound):  # reachable from elsewhere: by the machine's own names as well
+        names |= {bound.lower(), socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(n for n in names if n)
+
+
+def host_ok(host_header: str | None, names: frozenset[str], bound: str) -> bool:
+    """Whether a request's ``Host`` names this server (``names`` from ``own_host_names``)."""
+    if not host_header:
+        return False  # HTTP/1.1 requires it; a browser always sends it
+    try:
+        name = (urlsplit(f"//{host_header.strip()}").hostname or "").rstrip(".")
+    except ValueError:
+        return False
+    if "*" in names or name in names or name.endswith(".localhost"):  # *.localhost is loopback (RFC 6761)
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback or not _is_loopback(bound)
+
+
+def _is_loopback(bound: str) -> bool:
+    if bound.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bound.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def token_ok(expected: str | None, headers, path: str) -> bool:

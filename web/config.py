@@ -17,6 +17,8 @@ class GatewayConfig:
     token: str | None = None  # bearer token for /ws and /metrics; None: open (loopback demo)
     media_root: Path | None = None  # where "file:NAME" sources may come from; None: file sources off
     allowed_origins: tuple[str, ...] = ()  # extra browser origins besides the server's own
+    # names a request's Host may carry besides the server's own (web/auth.py host_ok); "*": any
+    allowed_hosts: tuple[str, ...] = ()
     # hosts (names, addresses or networks) a client's URL source may reach although they are
     # internal (loopback, private, link-local): none by default
     allowed_source_hosts: tuple[str, ...] = ()
@@ -29,6 +31,11 @@ class GatewayConfig:
     questions_per_min: float = 30.0  # per connection (burst: 10)
     max_questions_in_flight: int = 4  # per connection
     frame_queue: int = 4  # frames buffered per connection before reading stops (backpressure)
+    messages_per_s: float = 20.0  # every text message a connection sends (burst: 3 s worth)
+    starts_per_min: float = 30.0  # session.start per connection (burst: 10)
+    max_streams_per_connection: int = 8  # new streams one connection may start
+    max_connections: int = 256  # open WebSockets on this gateway
+    max_connections_per_client: int = 32  # open WebSockets from one address
     encoder_wait_s: float = 60.0  # how long queued frames wait for a restarting encoder
     retry_after_ms: int = 1000  # what an encoder_unavailable refusal tells the client to wait
     progress_interval_s: float = 1.0

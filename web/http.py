@@ -20,8 +20,8 @@ from websockets.http11 import Request, Response
 
 from scenekv.errors import UserError
 
-from .auth import origin_ok, redact_url, token_ok
-from .media import MAX_WHOLE, RangeError, byte_range, content_type, read_part, size_of
+from .auth import host_ok, origin_ok, own_host_names, redact_url, token_ok
+from .media import MAX_WHOLE, RangeError, byte_range, content_type, read_part, safe_relative, size_of
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .protocol import FORBIDDEN_SOURCE, ProtocolError
 from .sources import list_media, media_file
@@ -47,6 +47,7 @@ REASONS = {
     404: "Not Found",
     413: "Content Too Large",
     416: "Range Not Satisfiable",
+    421: "Misdirected Request",
     503: "Service Unavailable",
 }
 CAPTION_TYPES = {
@@ -54,6 +55,7 @@ CAPTION_TYPES = {
     "srt": "application/x-subrip; charset=utf-8",
     "jsonl": "application/jsonl; charset=utf-8",
 }
+MEDIA_READS = 8  # /media bodies read at once
 _CAPTIONS_PATH = re.compile(r"^/streams/([A-Za-z0-9_-]{1,128})/captions\.(vtt|srt|jsonl)$")
 
 
@@ -80,16 +82,25 @@ class HttpRoutes:
     def __init__(self, ctx: GatewayContext) -> None:
         self.ctx = ctx
         self.static_dir = ctx.config.static_dir.resolve()
+        self.host_names = own_host_names(ctx.config.host, ctx.config.allowed_hosts)
+        self._media_reads = asyncio.Semaphore(MEDIA_READS)
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         result = await self._route(path, request)
+        if result is None:  # a WebSocket handshake that passed the checks: is there room for it?
+            result = self._room_for(connection)
         status = result.status_code if result is not None else 101
         self.ctx.metrics.http.labels(path=path if path in _KNOWN_PATHS else "other", status=str(status)).inc()
         return result
 
     async def _route(self, path: str, request: Request) -> Response | None:
         cfg = self.ctx.config
+        if not host_ok(request.headers.get("Host"), self.host_names, cfg.host):  # DNS rebinding
+            self.ctx.metrics.errors.labels(code="forbidden_host").inc()
+            return error_response(
+                421, "forbidden_host", "this server does not answer to that Host (see --allow-host)"
+            )
         authorized = token_ok(cfg.token, request.headers, request.path)
         if path == "/ws":
             host = request.headers.get("Host")
@@ -108,7 +119,7 @@ class HttpRoutes:
                 return error_response(503, "going_away", "the server is shutting down")
             return None  # go on with the WebSocket handshake
         if path == "/healthz":
-            return await self._healthz()
+            return await self._healthz(authorized)
         if path == "/metrics":
             if not authorized:
                 return error_response(401, "unauthorized", "missing or wrong token")
@@ -123,12 +134,29 @@ class HttpRoutes:
             if captions:
                 return await asyncio.to_thread(self._captions, *captions.groups())
             name = unquote(path[len("/media/") :])
-            return await asyncio.to_thread(self._media, name, request.headers.get("Range"))
+            async with self._media_reads:  # at most MEDIA_READS x MAX_PART bytes held at once
+                return await asyncio.to_thread(self._media, name, request.headers.get("Range"))
         return self._static(path)
+
+    def _room_for(self, connection: ServerConnection) -> Response | None:
+        """503 when the gateway, or this client's address, has as many connections as it may."""
+        cfg, open_now = self.ctx.config, list(self.ctx.connections)
+        address = _address(connection)
+        if len(open_now) >= cfg.max_connections:
+            code, message = "too_many_connections", f"this server has {cfg.max_connections} connections open"
+        elif sum(1 for c in open_now if _address(c.ws) == address) >= cfg.max_connections_per_client:
+            code = "too_many_connections"
+            message = f"{cfg.max_connections_per_client} connections from your address are open already"
+        else:
+            return None
+        self.ctx.metrics.errors.labels(code=code).inc()
+        return error_response(503, code, message, {"Retry-After": "5"})
 
     def _media(self, name: str, range_header: str | None) -> Response:
         """A file under --media-root for the player: 206 for a Range, 200 for a whole small file."""
-        if any(p.startswith(".") and p not in (".", "..") for p in name.split("/")):  # hidden files
+        if safe_relative(name) is None:  # NUL, dot segments, hidden files, absolute names
+            if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
+                return error_response(403, FORBIDDEN_SOURCE, f"{name!r} is outside the media root")
             return error_response(404, "not_found", f"no file {name!r} in the media root")
         try:
             path = media_file(name, self.ctx.config.media_root)
@@ -171,7 +199,9 @@ class HttpRoutes:
             snapshot = [{"error": f"{type(exc).__name__}: {exc}"}]
         self.ctx.metrics.encoders.snapshot = snapshot
 
-    async def _healthz(self) -> Response:
+    async def _healthz(self, authorized: bool) -> Response:
+        """Up or not for anyone (a load balancer's probe); the parts, pids and addresses only with
+        the token."""
         try:
             health = await asyncio.wait_for(asyncio.to_thread(self.ctx.service.health), timeout=5)
         except Exception as exc:
@@ -180,6 +210,8 @@ class HttpRoutes:
         if isinstance(health.get("redis"), dict) and health["redis"].get("url"):
             health["redis"] = {**health["redis"], "url": redact_url(health["redis"]["url"])}
         ok = all(bool(health.get(part, {}).get("ok")) for part in ("redis", "ray")) and not self.ctx.draining
+        if not authorized:
+            return json_response(200 if ok else 503, {"ok": ok})
         body = {
             "ok": ok,
             **health,
@@ -208,7 +240,7 @@ class HttpRoutes:
     def _static(self, path: str) -> Response:
         name = "index.html" if path in ("/", "/index.html") else None
         if name is None and path.startswith("/static/"):
-            name = unquote(path[len("/static/") :])
+            name = safe_relative(unquote(path[len("/static/") :]))
         if not name:
             return error_response(404, "not_found", f"no page at {path}")
         file = (self.static_dir / name).resolve()
@@ -220,6 +252,11 @@ class HttpRoutes:
             _content_type(file),
             {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"},
         )
+
+
+def _address(connection) -> str:
+    peer = getattr(connection, "remote_address", None)
+    return str(peer[0]) if peer else ""
 
 
 _KNOWN_PATHS = {"/", "/ws", "/healthz", "/metrics", "/config.json", "/index.html"}  # metric labels

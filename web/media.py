@@ -3,6 +3,11 @@
 The same confinement as a ``file:NAME`` source (sources.media_file) and the same token rule as
 /ws. Browsers fetch media in ranges; a response carries at most ``MAX_PART`` bytes (an open range
 is cut there and the player asks for the rest), so no request reads a whole large file into memory.
+
+``safe_relative`` is the one rule for a name a client gives under a served folder (/media, /static,
+``file:NAME``): checked as text before any filesystem call, because ``Path.resolve`` and ``stat``
+raise (ValueError for NUL, OSError for a too-long segment, UnicodeEncodeError for a lone surrogate)
+instead of answering "no such file".
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import re
 from pathlib import Path
 
 MAX_PART = 4 << 20  # bytes per 206 response
-MAX_WHOLE = 64 << 20  # a request without Range gets the whole file only up to this size
+# a request without Range gets the whole file only up to this size (else 413): no request makes the
+# gateway hold more than MAX_PART of a file (websockets' HTTP responses are bodies in memory, not
+# streams, so the bound is what keeps many requests from filling it)
+MAX_WHOLE = MAX_PART
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 TYPES = {  # explicit: /etc/mime.types maps .ts to a translation file format
     ".mp4": "video/mp4",
@@ -24,6 +32,54 @@ TYPES = {  # explicit: /etc/mime.types maps .ts to a translation file format
     ".ts": "video/mp2t",
     ".avi": "video/x-msvideo",
 }
+
+
+MAX_NAME_CHARS = 1024  # a client's relative name; a real one is far shorter
+MAX_SEGMENT_BYTES = 255  # NAME_MAX: a longer segment is ENAMETOOLONG from the filesystem
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def malformed_name(name: str) -> str | None:
+    """Why ``name`` cannot be a file name at all (None when it can): empty, too long, control
+    characters (NUL included), not encodable as UTF-8, or a segment longer than a filesystem allows."""
+    if not name:
+        return "the name is empty"
+    if len(name) > MAX_NAME_CHARS:
+        return f"the name is longer than {MAX_NAME_CHARS} characters"
+    if _CONTROL.search(name):
+        return "the name holds a control character"
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON \ud800 escape
+        return "the name is not valid text"
+    if any(len(part) > MAX_SEGMENT_BYTES for part in encoded.split(b"/")):
+        return f"a part of the name is longer than {MAX_SEGMENT_BYTES} bytes"
+    return None
+
+
+def unsafe_segments(name: str) -> str | None:
+    """Why ``name`` could reach outside its folder or into a hidden file (None when it cannot):
+    absolute, a backslash (a separator on other systems), an empty, ``.`` or ``..`` part, or a part
+    starting with a dot (``.env``, ``.git/``)."""
+    if name.startswith(("/", "\\")):
+        return "the name must be relative to the folder"
+    if "\\" in name:
+        return "the name holds a backslash"
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            return "the name holds an empty, '.' or '..' part"
+        if part.startswith("."):
+            return "hidden names (starting with '.') are not served"
+    return None
+
+
+def safe_relative(name: str) -> str | None:
+    """``name`` when it is a plain relative path (``sub/clip.mp4``) that is safe to join to a served
+    folder; None for NUL or another control character, a name over ``MAX_NAME_CHARS``, a leading
+    slash or backslash, an empty / ``.`` / ``..`` / hidden part. Callers answer None with 404."""
+    if malformed_name(name) or unsafe_segments(name):
+        return None
+    return name
 
 
 class RangeError(ValueError):

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -140,12 +143,17 @@ class GatewayMetrics:
             "scenekv_questions_in_flight", "Questions being answered", registry=reg
         )
         self.outbox = Gauge("scenekv_outbox_depth", "Server messages queued for slow clients", registry=reg)
-        self.lag = Gauge("scenekv_ingest_lag_seconds", "Ingest lag per stream", ["stream"], registry=reg)
+        # Stream figures are over the streams this gateway serves, never labelled by stream: a
+        # stream id must not leak through a scrape, and a label per stream grows without end.
+        # StreamRegistry sets what they read (set_function).
+        self.lag = Gauge(
+            "scenekv_ingest_lag_seconds", "The largest ingest lag of the streams served here", registry=reg
+        )
         self.memory = Gauge(
-            "scenekv_stream_memory_bytes", "KV bytes stored in Redis per stream", ["stream"], registry=reg
+            "scenekv_stream_memory_bytes", "KV bytes stored in Redis by the streams served here", registry=reg
         )
         self.stream_frames = Gauge(
-            "scenekv_stream_frames", "Frames ingested per stream (this gateway)", ["stream"], registry=reg
+            "scenekv_stream_frames", "Frames ingested by the streams served here", registry=reg
         )
         self.answers = Counter(
             "scenekv_answers", "Answers finished, by finish reason", ["finish_reason"], registry=reg
@@ -164,6 +172,10 @@ class GatewayMetrics:
         )
         self.encoders = EncoderCollector()
         reg.register(self.encoders)
+        # the standard process and Python series every dashboard expects (resident memory, open
+        # files, CPU seconds, GC): the process-wide collectors, also shown by this registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            reg.register(collector)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value, 0 before its first event (``value("scenekv_errors_total", code=c)``)."""

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from scenekv.errors import UserError
+from scenekv.units import parse_seconds
 
 # Stable error codes (docs/protocol.md lists them with their meaning).
 BAD_JSON = "bad_json"
@@ -33,6 +34,8 @@ DUPLICATE_ID = "duplicate_id"
 UNKNOWN_QUESTION = "unknown_question"
 UNKNOWN_WATCH = "unknown_watch"
 FORBIDDEN_SOURCE = "forbidden_source"
+NOT_OWNER = "not_owner"
+TOO_MANY_STREAMS = "too_many_streams"
 GOING_AWAY = "going_away"
 ENCODER_UNAVAILABLE = "encoder_unavailable"
 INTERNAL = "internal"
@@ -47,7 +50,13 @@ MAX_SEARCH_HITS = 100
 MAX_WATCH_CHARS = 200
 MAX_WEBHOOK_CHARS = 2048
 MAX_COOLDOWN_S = 86400.0
+MAX_SECONDS = 1e9  # any stream time or duration a client gives (31 years): far from float overflow
+MAX_RETENTION_CHARS = 64
 _DATA_URL = re.compile(r"^data:image/(jpeg|jpg|png|webp);base64,", re.IGNORECASE)
+# the base64 body of a frame.append's image, found without parsing: what may exceed max_text_bytes
+_IMAGE_RUN = re.compile(r'"data:image/[A-Za-z]+;base64,([A-Za-z0-9+/=]*)"')
+_NOT_URL_TEXT = re.compile(r"[^\x21-\x7e]")  # URLs a client gives: printable ASCII only
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class ProtocolError(UserError):
@@ -67,6 +76,7 @@ class SessionStart:
     carriers: str | None
     # retention of a live or push stream, each at most the server's (memory.Retention field names)
     retention: dict | None = None
+    stream_key: str | None = None  # with stream_id: the owner key, to push, end and edit watches
 
 
 @dataclass(frozen=True)
@@ -138,21 +148,34 @@ def error_message(code: str, message: str, id: str | None = None, **extra: Any) 
 
 
 def parse_text(text: str, *, max_text_bytes: int, max_frame_bytes: int) -> ClientMessage:
-    """Parse one JSON text message. Frames may be larger than other messages (base64 images)."""
+    """Parse one JSON text message. Frames may be larger than other messages (base64 images).
+
+    Sizes are checked before ``json.loads``: only a frame.append may exceed ``max_text_bytes``, and
+    only by its base64 image, so no other message costs a parse of megabytes (or of a nesting bomb)."""
     frame_limit = max_frame_bytes * 4 // 3 + MAX_HEADER_BYTES
-    if len(text) > frame_limit:
-        raise ProtocolError(TOO_LARGE, f"message of {len(text)} bytes exceeds {frame_limit}")
-    try:
-        msg = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(BAD_JSON, f"message is not valid JSON: {exc}") from None
+    if _longer_than(text, frame_limit):
+        raise ProtocolError(TOO_LARGE, f"message of {len(text)} characters exceeds {frame_limit} bytes")
+    big = _longer_than(text, max_text_bytes)
+    if big:
+        image = _IMAGE_RUN.search(text)
+        rest = len(text) - (len(image[1]) if image else 0)
+        if rest > max_text_bytes:
+            raise ProtocolError(
+                TOO_LARGE,
+                f"message exceeds {max_text_bytes} bytes (only a frame.append's image may be larger)",
+            )
+    msg = _loads(text)
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_JSON, "a message must be a JSON object with a 'type'")
     kind = msg.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(BAD_REQUEST, "missing field 'type'")
-    if kind != "frame.append" and len(text) > max_text_bytes:
-        raise ProtocolError(TOO_LARGE, f"{kind} message of {len(text)} bytes exceeds {max_text_bytes}")
+    if kind != "frame.append" and big:
+        raise ProtocolError(TOO_LARGE, f"{kind} message of {len(text)} characters exceeds {max_text_bytes}")
+    if not _is_text(text, msg):
+        raise ProtocolError(
+            BAD_REQUEST, "a string in the message is not text (a lone UTF-16 surrogate such as \\ud800)"
+        )
     parser = _PARSERS.get(kind)
     if parser is None:
         raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind!r}", id=_maybe_id(msg))
@@ -169,8 +192,8 @@ def parse_binary(data: bytes, *, max_frame_bytes: int) -> FrameAppend:
     if n > MAX_HEADER_BYTES or 4 + n > len(data):
         raise ProtocolError(BAD_REQUEST, f"binary frame header length {n} is out of range")
     try:
-        header = json.loads(data[4 : 4 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        header = _loads(data[4 : 4 + n])
+    except UnicodeDecodeError as exc:
         raise ProtocolError(BAD_JSON, f"binary frame header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError(BAD_JSON, "binary frame header must be a JSON object")
@@ -180,6 +203,51 @@ def parse_binary(data: bytes, *, max_frame_bytes: int) -> FrameAppend:
     if len(image) > max_frame_bytes:
         raise ProtocolError(TOO_LARGE, f"image of {len(image)} bytes exceeds {max_frame_bytes}")
     return FrameAppend(pts=_pts(header), image=image)
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads`` with every way it fails as a ProtocolError: bad syntax or nesting too deep for
+    the parser (RecursionError) is ``bad_json``; an integer of more than 4300 digits, which Python
+    refuses to convert (ValueError), is ``bad_request``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(BAD_JSON, f"message is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(BAD_JSON, "message is not valid JSON: nested too deeply") from None
+    except ValueError:
+        raise ProtocolError(BAD_REQUEST, "a number in the message has too many digits") from None
+
+
+def _longer_than(text: str, limit: int) -> bool:
+    """Whether ``text`` is more than ``limit`` bytes as UTF-8, encoding it only when its length
+    cannot tell: ``len(text) <= bytes <= 4 * len(text)``, and ASCII (an O(1) check) is 1:1."""
+    if len(text) > limit:
+        return True
+    if text.isascii() or 4 * len(text) <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+def _is_text(text: str, msg: Any) -> bool:
+    """Whether every string in ``msg`` encodes as UTF-8: a JSON ``\\ud800`` escape decodes to a lone
+    surrogate, which fails later where the string is encoded (Redis, a tokenizer, a file name)."""
+    if text.isascii() and not _SURROGATE_ESCAPE.search(text):
+        return True
+    todo = [msg]
+    while todo:  # iterative: a message may nest as deep as json.loads allows
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 def pack_binary_frame(pts: float, image: bytes) -> bytes:
@@ -197,7 +265,10 @@ def _session_start(msg: dict, _limit: int) -> SessionStart:
             raise ProtocolError(BAD_REQUEST, "'stream_id' must be a non-empty string")
         if source is not None:
             raise ProtocolError(BAD_REQUEST, "give either 'source' (new stream) or 'stream_id' (attach)")
-        return SessionStart(source=None, stream_id=sid, fps=None, carriers=None)
+        key = msg.get("stream_key")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_ID_CHARS):
+            raise ProtocolError(BAD_REQUEST, "'stream_key' must be the string session.started gave")
+        return SessionStart(source=None, stream_id=sid, fps=None, carriers=None, stream_key=key)
     if not isinstance(source, str) or not source:
         raise ProtocolError(
             BAD_REQUEST, "session.start needs 'source' (push, file:NAME or URL) or 'stream_id'"
@@ -230,7 +301,11 @@ def _retention(msg: dict) -> dict | None:
         value = msg.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, str))
+            or (isinstance(value, str) and len(value) > MAX_RETENTION_CHARS)
+        ):
             raise ProtocolError(BAD_REQUEST, f"'{name}' must be a number or a string like 30m / 2MB")
         try:
             out[field] = parse(value)
@@ -268,12 +343,16 @@ def _question_ask(msg: dict, _limit: int) -> QuestionAsk:
         raise ProtocolError(BAD_REQUEST, "give at most one of 'at', 'range', 'last'", id=qid)
     if at is not None and not _is_time(at):
         raise ProtocolError(BAD_REQUEST, "'at' must be seconds or 'hh:mm:ss'", id=qid)
+    if at is not None:
+        at = _time(at)
     if range_ is not None:
         if not isinstance(range_, list) or len(range_) != 2 or not all(_is_time(x) for x in range_):
             raise ProtocolError(BAD_REQUEST, "'range' must be [start, end] in seconds or 'hh:mm:ss'", id=qid)
-        range_ = (range_[0], range_[1])
-    if last is not None and (not _is_number(last) or last <= 0):
-        raise ProtocolError(BAD_REQUEST, "'last' must be a positive number of seconds", id=qid)
+        range_ = (_time(range_[0]), _time(range_[1]))
+    if last is not None and (not _is_seconds(last) or last <= 0):
+        raise ProtocolError(
+            BAD_REQUEST, f"'last' must be a positive number of seconds, at most {MAX_SECONDS:g}", id=qid
+        )
     max_tokens = msg.get("max_tokens", 128)
     if (
         not isinstance(max_tokens, int)
@@ -333,12 +412,12 @@ def _watch_add(msg: dict, _limit: int) -> WatchAdd:
         raise ProtocolError(
             BAD_REQUEST, f"'cooldown_s' must be a number of seconds in [0, {MAX_COOLDOWN_S:g}]", id=wid
         )
-    return WatchAdd(id=wid, text=text.strip(), webhook=webhook, cooldown_s=float(cooldown))
+    return WatchAdd(id=wid, text=text.strip(), webhook=webhook, cooldown_s=float(cooldown) + 0.0)
 
 
 def _is_webhook(url: Any) -> bool:
-    if not isinstance(url, str) or len(url) > MAX_WEBHOOK_CHARS:
-        return False
+    if not isinstance(url, str) or len(url) > MAX_WEBHOOK_CHARS or _NOT_URL_TEXT.search(url):
+        return False  # a space, control character or NUL may split the URL differently elsewhere
     try:
         parts = urlsplit(url)
         return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
@@ -364,20 +443,44 @@ _PARSERS = {
 
 # -- field helpers --------------------------------------------------------------------------------
 def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    """A JSON number that is a finite float: not a bool (an int in Python), NaN, Infinity (or 1e400,
+    which json reads as inf), nor an int too large for a float (math.isfinite raises for those)."""
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def _is_seconds(x: Any) -> bool:
+    """A number of seconds in [0, MAX_SECONDS]."""
+    return _is_number(x) and 0 <= x <= MAX_SECONDS
 
 
 def _is_time(x: Any) -> bool:
-    if _is_number(x):
-        return x >= 0
-    return isinstance(x, str) and 0 < len(x) <= 32
+    """Seconds, or a string units.parse_seconds reads ("1:23", "90s"), in [0, MAX_SECONDS]; checked
+    here so that a time the service cannot read is bad_request now, not a failure later."""
+    if not isinstance(x, str):
+        return _is_seconds(x)
+    if not 0 < len(x) <= 32:
+        return False
+    try:
+        return parse_seconds(x) <= MAX_SECONDS
+    except (ValueError, OverflowError):
+        return False
+
+
+def _time(x: float | str) -> float | str:
+    """A checked time as the service gets it: numbers as floats (-0.0 as 0.0), strings as given."""
+    return x if isinstance(x, str) else float(x) + 0.0
 
 
 def _pts(msg: dict) -> float:
     pts = msg.get("pts")
-    if not _is_number(pts) or pts < 0:
-        raise ProtocolError(BAD_REQUEST, "'pts' must be a finite number of seconds >= 0")
-    return float(pts)
+    if not _is_seconds(pts):
+        raise ProtocolError(BAD_REQUEST, f"'pts' must be a finite number of seconds in [0, {MAX_SECONDS:g}]")
+    return float(pts) + 0.0  # -0.0 is 0.0
 
 
 def _id(msg: dict) -> str:

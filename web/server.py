@@ -61,7 +61,7 @@ class Gateway:
             self.config.port,
             process_request=self._routes.process_request,
             max_size=self.config.hard_max_message_bytes,
-            max_queue=16,
+            max_queue=2,  # frames read ahead of the handler: 2 x max_size at most per connection
             compression=None,  # frames are JPEG: deflate would burn CPU for nothing
             ping_interval=20,
             ping_timeout=20,
@@ -131,6 +131,8 @@ class Gateway:
         ``on_second_signal`` on another one during the drain (serve stops its children and exits)."""
         await self.start()
         log.info("serving the demo page on %s (WebSocket %sws)", self.url, self.url.replace("http", "ws", 1))
+        if self.config.token:  # the page keeps ?token= for its WebSocket, media and downloads
+            log.info("open the page with its token: %s?token=%s", self.url, self.config.token)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

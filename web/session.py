@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from scenekv.errors import UserError, unwrap
 from scenekv.workers.errors import EncoderUnavailable
 
 from . import protocol as P
-from .imaging import decode_image
+from .imaging import decode_frame
 from .protocol import ProtocolError, encode, error_message
 from .ratelimit import TokenBucket
 from .search import handle_search
+from .shown_source import shown_source as shown
 from .sources import resolve_source
 from .streams import StreamState
 from .watches import handle_watch_add, handle_watch_remove, send_watches
@@ -38,10 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 2000  # messages; a client this far behind is not reading and gets disconnected
-# A JPEG this small (about 320x240) decodes in about a millisecond (and a large picture is drafted
-# down at 1/8 scale), less than the hop to a worker thread costs under load; PNGs and larger images
-# are decoded in a thread, so the loop never stalls on one.
-INLINE_DECODE_BYTES = 24 << 10
+HISTORY_PAGE = OUTBOX_LIMIT // 2  # a stream's past scenes queued at once for a client that attaches
+HISTORY_STALL_S = 30.0  # a client that reads none of its history this long is not reading
 
 
 @dataclass
@@ -66,8 +66,12 @@ class Connection:
         self.frames_done = 0
         self._frames_cond = asyncio.Condition()
         self.stream: StreamState | None = None
+        self.owner = False  # holds the stream's key: may push, end it, add and remove watches
         self.questions: dict[str, _Question] = {}
         self.frame_bucket = TokenBucket(self.cfg.frames_per_s, max(1.0, 2 * self.cfg.frames_per_s))
+        self.message_bucket = TokenBucket(self.cfg.messages_per_s, max(1.0, 3 * self.cfg.messages_per_s))
+        self.start_bucket = TokenBucket(self.cfg.starts_per_min / 60.0, 10.0)
+        self.streams_started = 0
         self.question_bucket = TokenBucket(
             self.cfg.questions_per_min / 60.0, min(10.0, max(1.0, self.cfg.questions_per_min))
         )
@@ -151,6 +155,8 @@ class Connection:
             if isinstance(message, bytes | bytearray | memoryview):
                 msg = P.parse_binary(bytes(message), max_frame_bytes=self.cfg.max_frame_bytes)
             else:
+                if not self.message_bucket.take():  # before any parsing: a flood costs nothing
+                    raise ProtocolError(P.RATE_LIMITED, f"more than {self.cfg.messages_per_s:g} messages/s")
                 msg = P.parse_text(
                     message, max_text_bytes=self.cfg.max_text_bytes, max_frame_bytes=self.cfg.max_frame_bytes
                 )
@@ -188,10 +194,22 @@ class Connection:
     # -- session.start / session.end --------------------------------------------------------------
     async def _start(self, msg: P.SessionStart) -> None:
         self._check_open()
+        if not self.start_bucket.take():
+            raise ProtocolError(P.RATE_LIMITED, f"more than {self.cfg.starts_per_min:g} session.start/min")
+        if msg.stream_id is None and self.streams_started >= self.cfg.max_streams_per_connection:
+            raise ProtocolError(
+                P.TOO_MANY_STREAMS,
+                f"a connection may start {self.cfg.max_streams_per_connection} streams; attach to one",
+            )
         if msg.stream_id is not None:
+            owner = False
+            if msg.stream_key is not None:  # a wrong key is an error, not a quiet read-only attach
+                owner = await asyncio.to_thread(self.service.owns, msg.stream_id, msg.stream_key)
+                if not owner:
+                    raise ProtocolError(P.NOT_OWNER, f"that is not the stream_key of {msg.stream_id!r}")
             info = await asyncio.to_thread(self.service.attach, msg.stream_id)
             push = info.get("source") in ("push", "", None)
-            shown_source = info.get("source")
+            shown_source = shown(info.get("source"), self.cfg.media_root and self.cfg.media_root.resolve())
         else:
             assert msg.source is not None
             source = await asyncio.to_thread(
@@ -206,12 +224,17 @@ class Connection:
             )
             push = source == "push"
             shown_source = msg.source  # never echo the server-side path of a file:NAME source
+            owner = True
+            self.streams_started += 1
         await self._leave_stream()
         sid = info["stream_id"]
+        self.owner = owner
         self.deliver(
             encode(
                 "session.started",
                 stream_id=sid,
+                stream_key=info.get("stream_key") if msg.stream_id is None else None,
+                owner=owner,
                 model=info.get("model"),
                 random_weights=bool(info.get("random_weights")),
                 world_only=bool(info.get("world_only")),
@@ -228,22 +251,35 @@ class Connection:
                 sid, self, push=push, last_pts=info.get("last_pts"), fresh=fresh
             )
             if not fresh:  # a client that attaches sees the scenes closed so far
-                for scene in await asyncio.to_thread(self.service.scenes, sid):
-                    if scene.get("closed"):
-                        self.deliver(
-                            encode(
-                                "scene.closed",
-                                scene_id=scene["scene_id"],
-                                start=scene["start"],
-                                end=scene["end"],
-                                caption=scene.get("caption") or None,
-                            )
-                        )
+                await self._send_history(sid)
                 await send_watches(self, sid)  # its watches and their hits so far
         finally:  # then the live watch messages that came meanwhile
             held, self._watch_held = self._watch_held or [], None
             for message in held:
                 self.deliver(message)
+
+    async def _send_history(self, sid: str) -> None:
+        """The stream's closed scenes, paced by the client's reading: never more than half the
+        outbox at a time, so a stream with any number of scenes can be attached to (a client that
+        stops reading meanwhile is cut off by the outbox rule, as for live messages)."""
+        for scene in await asyncio.to_thread(self.service.scenes, sid):
+            if not scene.get("closed"):
+                continue
+            stalled = time.monotonic() + HISTORY_STALL_S
+            while self.outbox.qsize() >= HISTORY_PAGE:
+                if self.ws.state is not State.OPEN or time.monotonic() > stalled:
+                    self._spawn(self.ws.close(1008, "client too slow"))
+                    return
+                await asyncio.sleep(0.01)
+            self.deliver(
+                encode(
+                    "scene.closed",
+                    scene_id=scene["scene_id"],
+                    start=scene["start"],
+                    end=scene["end"],
+                    caption=scene.get("caption") or None,
+                )
+            )
 
     async def _leave_stream(self) -> None:
         if self.stream is not None:
@@ -251,8 +287,19 @@ class Connection:
             self.ctx.registry.unsubscribe(self.stream, self)
             self.stream = None
 
+    def require_owner(self, id: str | None = None) -> StreamState:
+        """The session's stream, if this connection holds its key (pushing, ending, watches)."""
+        st = self._session(id)
+        if not self.owner:
+            raise ProtocolError(
+                P.NOT_OWNER,
+                "only the stream's owner may do this: session.start {stream_id, stream_key}",
+                id=id,
+            )
+        return st
+
     async def _end(self) -> None:
-        st = self._session()
+        st = self.require_owner()
         await self._frames_flushed(self.frames_queued)
         closed = await asyncio.to_thread(self.service.end_stream, st.sid)
         for scene in closed:
@@ -261,9 +308,9 @@ class Connection:
             st.ended = True
             st.fan_out(encode("session.ended", stream_id=st.sid))
 
-    def _session(self) -> StreamState:
+    def _session(self, id: str | None = None) -> StreamState:
         if self.stream is None:
-            raise ProtocolError(P.NO_SESSION, "send session.start first")
+            raise ProtocolError(P.NO_SESSION, "send session.start first", id=id)
         return self.stream
 
     # -- frames -----------------------------------------------------------------------------------
@@ -275,6 +322,13 @@ class Connection:
             )
         self._check_open()
         st = self._session()
+        if not self.owner:
+            self.metrics.frames_dropped.labels(reason=P.NOT_OWNER).inc()
+            raise ProtocolError(
+                P.NOT_OWNER,
+                "frames need the stream's stream_key (session.start {stream_id, stream_key})",
+                pts=frame.pts,
+            )
         if not st.push:
             raise ProtocolError(P.BAD_REQUEST, "this stream reads its own source; frames are not accepted")
         if st.ended:
@@ -328,10 +382,7 @@ class Connection:
                 self.metrics.gateway_frame.observe(parsed_s + at - dequeued)
 
             try:
-                if frame.image[:2] == b"\xff\xd8" and len(frame.image) <= INLINE_DECODE_BYTES:
-                    rgb = decode_image(frame.image)
-                else:
-                    rgb = await asyncio.to_thread(decode_image, frame.image)
+                rgb = decode_frame.__globals__["decode_image"](frame.image)  # TEMP EXPERIMENT: on the loop
                 t0 = time.perf_counter()
                 result = await self._push_waiting(st, frame, rgb, called)
                 if result is None:  # the encoder stayed away: this and every queued frame refused

@@ -10,7 +10,6 @@ and again from the event log (which also carries scenes closed by other gateways
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ class StreamState:
     last_progress: dict | None = None
     decoder_error_sent: bool = False
     encoder_down_at: float | None = None  # when a pusher last found the stream's encoder away
+    figures: tuple[float, float, float] = (0.0, 0.0, 0.0)  # lag_s, memory bytes, frames: /metrics
 
     def encoder_down(self) -> None:
         self.encoder_down_at = time.monotonic()
@@ -109,6 +109,12 @@ class StreamRegistry:
         self.feed = EventFeed(service.redis_url, service.prefix)
         self.cursors: dict[str, str] = {}  # sid -> id of the last event read (streams that are ready)
         self._reader: asyncio.Task | None = None
+        metrics.lag.set_function(lambda: max((st.figures[0] for st in self._states()), default=0.0))
+        metrics.memory.set_function(lambda: sum(st.figures[1] for st in self._states()))
+        metrics.stream_frames.set_function(lambda: sum(st.figures[2] for st in self._states()))
+
+    def _states(self) -> list[StreamState]:
+        return list(self.streams.values())  # a copy: a scrape may run while the loop changes it
 
     async def subscribe(
         self, sid: str, sub: Subscriber, *, push: bool, last_pts: float | None, fresh: bool
@@ -141,9 +147,6 @@ class StreamRegistry:
         del self.streams[st.sid]
         self.cursors.pop(st.sid, None)
         self.metrics.streams.set(len(self.streams))
-        for gauge in (self.metrics.lag, self.metrics.memory, self.metrics.stream_frames):
-            with contextlib.suppress(KeyError):  # no sample yet: nothing to remove
-                gauge.remove(st.sid)
 
     async def close(self) -> None:
         tasks = [t for st in self.streams.values() for t in st.tasks]
@@ -237,9 +240,7 @@ class StreamRegistry:
             "dropped": p.get("dropped"),
             "status": status,
         }
-        self.metrics.lag.labels(stream=st.sid).set(payload["lag_s"])
-        self.metrics.memory.labels(stream=st.sid).set(float(p.get("memory_bytes") or 0))
-        self.metrics.stream_frames.labels(stream=st.sid).set(float(frames or 0))
+        st.figures = (payload["lag_s"], float(p.get("memory_bytes") or 0), float(frames or 0))
         error = p.get("error")
         if p.get("status") == "error" and error and not st.decoder_error_sent:
             st.decoder_error_sent = True

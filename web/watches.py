@@ -4,11 +4,13 @@ A watch is stored with the stream (memory/watches.py) and evaluated by the encod
 reads (workers/watch_runner.py); this handler only checks and stores it. Every client on the stream
 is told through the stream's event log, as the store writes it (``watch.added``, ``watch.removed``,
 ``watch.hit``), so whichever gateway a client is on, it hears each once; a client that adds a watch
-that is there already gets its ``watch.added`` directly. Bounded: ``MAX_PER_CONNECTION`` watches
-added by one connection (and still there), the store's ``MAX_WATCHES_PER_STREAM`` per stream, and
-the question rate limit. A webhook's host passes the URL sources' rule (ingest/hosts.py) before
-the watch is stored, with the operator's rules stored beside it: the encoder checks the host against
-them again before each delivery and posts to the address it checked.
+that is there already gets its ``watch.added`` directly. Only the stream's owner (a connection
+holding its ``stream_key``) adds and removes watches; every client hears them. Bounded:
+``MAX_PER_CONNECTION`` watches added by one connection (and still there), the store's
+``MAX_WATCHES_PER_STREAM`` per stream, and the question rate limit. A webhook's host passes the URL
+sources' rule (ingest/hosts.py) before the watch is stored, with the operator's rules stored beside
+it: the encoder checks the host against them again before each delivery and posts to the address
+it checked.
 """
 
 from __future__ import annotations
@@ -25,19 +27,12 @@ from .protocol import ProtocolError, encode
 
 if TYPE_CHECKING:
     from .session import Connection
-    from .streams import StreamState
 
 MAX_PER_CONNECTION = 8
 
 
-def _session(conn: Connection, watch_id: str) -> StreamState:
-    if conn.stream is None:
-        raise ProtocolError(P.NO_SESSION, "send session.start first: a watch is on a stream", id=watch_id)
-    return conn.stream
-
-
 async def handle_watch_add(conn: Connection, msg: P.WatchAdd) -> None:
-    st = _session(conn, msg.id)
+    st = conn.require_owner(msg.id)
     mine = conn.watches_added.get(st.sid, set())
     if msg.id not in mine and len(mine) >= MAX_PER_CONNECTION:
         raise ProtocolError(P.RATE_LIMITED, f"at most {MAX_PER_CONNECTION} watches a connection", id=msg.id)
@@ -72,7 +67,7 @@ async def handle_watch_add(conn: Connection, msg: P.WatchAdd) -> None:
 
 
 async def handle_watch_remove(conn: Connection, msg: P.WatchRemove) -> None:
-    st = _session(conn, msg.id)
+    st = conn.require_owner(msg.id)
     if not await asyncio.to_thread(conn.service.remove_watch, st.sid, msg.id):
         raise ProtocolError(P.UNKNOWN_WATCH, f"no watch {msg.id!r} on this stream", id=msg.id)
     conn.watches_added.get(st.sid, set()).discard(msg.id)

@@ -22,6 +22,7 @@ import ray
 from scenekv.defaults import DEFAULT_CARRIERS, DEFAULT_PREFIX
 from scenekv.errors import UserError
 from scenekv.memory import new_sid
+from scenekv.memory.owner_keys import key_matches, new_key
 
 from .actors import DecoderActor
 from .bulk_ingest import ingest_ranges
@@ -29,8 +30,12 @@ from .encoder_router import EncoderRouter
 from .push_delivery import PushDelivery
 from .questions import Questions
 from .runtime import Runtime
+from .stream_caps import StreamCaps, StreamSlots
 
 log = logging.getLogger(__name__)
+
+
+PUSHED = {"status": "push"}  # progress of a stream with no decoder
 
 
 class UnknownStream(UserError):
@@ -54,6 +59,7 @@ class SceneKVService:
         live_retention: dict | None = None,
         encoders: int | None = None,
         load_timeout: float = 900.0,
+        stream_caps: StreamCaps | None = None,
     ) -> None:
         """``encoders``: how many EncoderActors (each loads the model); default one per GPU of the
         cluster, one where it has none.
@@ -66,6 +72,8 @@ class SceneKVService:
 
         ``load_timeout``: seconds the encoders get to load the model; an actor the cluster cannot
         place (no free GPU, a dead node) is an error then, not a start that waits forever.
+
+        ``stream_caps``: how many push, file and live URL streams may be open at once (stream_caps.py).
         """
         self.runtime = Runtime(
             model=model,
@@ -94,7 +102,10 @@ class SceneKVService:
         self.ask_async = self.questions.ask_async
         self._decoders: dict[str, tuple] = {}  # sid -> (actor, run ref)
         self._streams: set[str] = set()
-        self._touched: dict[str, float] = {}  # push streams open here: monotonic time of last use
+        # push and live URL streams open here: monotonic time of their last frame or client
+        self._touched: dict[str, float] = {}
+        self._finished: dict[str, dict] = {}  # sid -> the last progress of a decoder reclaimed
+        self.slots = StreamSlots(stream_caps)
         self._lock = threading.Lock()
 
     # -- streams --------------------------------------------------------------------------------
@@ -112,20 +123,29 @@ class SceneKVService:
         a DecoderActor starts reading at once (unless ``decode`` is off: ingest_ranges feeds it).
 
         ``retention``: Retention fields for this stream, each at most the server's (``live_retention``);
-        live and push streams get the server's policy where a field is not given, files keep all."""
+        live and push streams get the server's policy where a field is not given, files keep all.
+
+        The info carries ``stream_key``, the owner key, given only here (``owns`` checks it); None
+        when ``sid`` names a stream that already has one."""
         if not 0 < fps <= 30:
             raise UserError(f"fps must be in (0, 30], got {fps:g}", code="bad_request")
-        live = source == "push" or (self._check_source(source) is True)
+        live_url = source != "push" and self._check_source(source) is True
+        live = source == "push" or live_url
         policy = self._retention(retention or {}) if live else None
         sid = sid or new_sid()  # named here, so it is placed before it exists
+        if source == "push" or decode:  # what holds a window or a decoder counts (stream_caps.py)
+            self.slots.take(sid, "push" if source == "push" else "live" if live_url else "file")
         try:
             info = self.router.call(sid, "open", sid, source, fps, carriers, policy)
         except BaseException:
             self.pool.release(sid)  # refused (bad carriers, ...): no record for a stream that is not
+            self.slots.give_back(sid)
             raise
+        key, digest = new_key()  # the creator's key to write to the stream (memory/owner_keys.py)
+        info = {**info, "stream_key": key if self.store.set_key_hash(sid, digest) else None}
         with self._lock:
             self._streams.add(sid)
-            if source == "push":
+            if source == "push" or (live_url and decode):  # released when nobody uses it
                 self._touched[sid] = time.monotonic()
             if source != "push" and decode and sid not in self._decoders:
                 decoder = DecoderActor.remote()
@@ -190,7 +210,7 @@ class SceneKVService:
     def progress(self, sid: str) -> dict:
         self._require_stream(sid)
         decoder = self._decoders.get(sid)
-        out = ray.get(decoder[0].progress.remote()) if decoder else {"status": "push"}
+        out = ray.get(decoder[0].progress.remote()) if decoder else self._finished.get(sid, PUSHED)
         return _progress(out, self.router.call(sid, "info", sid, place=False))
 
     async def progress_async(self, sid: str) -> dict:
@@ -198,7 +218,7 @@ class SceneKVService:
         if sid not in self._streams:
             await asyncio.to_thread(self._require_stream, sid)
         decoder = self._decoders.get(sid)
-        out = await decoder[0].progress.remote() if decoder else {"status": "push"}
+        out = await decoder[0].progress.remote() if decoder else self._finished.get(sid, PUSHED)
         return _progress(out, await self.router.info_async(sid))
 
     def end_stream(self, sid: str) -> list[dict]:
@@ -220,6 +240,8 @@ class SceneKVService:
             self.delivery.forget(sid)  # end flushed everything to Redis
             with self._lock:
                 self._touched.pop(sid, None)
+                self._finished.pop(sid, None)
+            self.slots.give_back(sid)
         return closed
 
     def attach(self, sid: str) -> dict:
@@ -229,23 +251,44 @@ class SceneKVService:
         with self.delivery.stream_lock(sid):
             # a restarted encoder first gets the frames only its predecessor had
             self.delivery.replay_lost_frames(sid)
-            info = self.router.call(sid, "attach", sid)
+            with self._lock:
+                decoding = sid in self._decoders
+            if not decoding:  # push, or a file read to its end: opened on an encoder again
+                self.slots.take(sid, "push")
+            try:
+                info = self.router.call(sid, "attach", sid)
+            except BaseException:
+                if not decoding:
+                    self.slots.give_back(sid)
+                raise
             with self._lock:
                 self._streams.add(sid)
-                if sid not in self._decoders:  # push, or a file read to its end: released when idle
+                if sid not in self._decoders:  # released when idle
                     self._touched[sid] = time.monotonic()
         return info
+
+    def owns(self, sid: str, key: str | None) -> bool:
+        """Whether ``key`` is the owner key ``start_stream`` gave for ``sid`` (one HGET: any gateway
+        can check it)."""
+        return key_matches(self.store.key_hash(sid), key)
 
     def release_idle(self, idle_s: float, keep: Collection[str] = ()) -> list[str]:
         """End every push stream that got no frame for ``idle_s`` and is not in ``keep`` (streams a
         client is connected to): its last scene closes, everything is written to Redis, and the
-        encoder lets go of its device window, lease and writer. ``attach`` continues it later."""
+        encoder lets go of its device window, lease and writer. ``attach`` continues it later.
+
+        A live URL stream is released the same way (its decoder stops) unless it has watches, which
+        run with no client; a file read to its end gives its decoder process back at once."""
+        self._reclaim_decoders()
         now = time.monotonic()
         with self._lock:
             for sid in keep:  # a watched stream's idle time starts when its last client leaves
                 if sid in self._touched:
                     self._touched[sid] = now
             idle = [sid for sid, t in self._touched.items() if now - t >= idle_s]
+        for sid in [sid for sid in idle if sid in self._decoders and self.store.has_watches(sid)]:
+            idle.remove(sid)  # a camera watched for something keeps decoding with nobody attached
+            self._touch(sid)
         released = []
         for sid in idle:
             try:
@@ -259,6 +302,38 @@ class SceneKVService:
             except Exception as exc:  # tried again at the next sweep
                 log.warning("stream %s: releasing it failed: %s", sid, exc)
         return released
+
+    def _reclaim_decoders(self) -> None:
+        """Stop the decoder processes whose source has ended (a file read to its end, a live source
+        that failed): their last progress is kept for ``progress``. A file's stream ended itself; a
+        failed live source's stays open until released idle, like a push stream."""
+        with self._lock:
+            decoders = dict(self._decoders)
+        if not decoders:
+            return
+        refs = [ref for _, ref in decoders.values()]
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for sid, (actor, ref) in decoders.items():
+            if ref not in done:
+                continue
+            try:
+                final = ray.get(ref)
+            except Exception as exc:  # the decoder died for good: its stream shows the error
+                final = {"status": "error", "error": {"code": "source_error", "message": str(exc)}}
+            final.pop("closed", None)
+            live = self.slots.kind(sid) == "live"
+            with self._lock:
+                if self._decoders.get(sid) != (actor, ref):
+                    continue  # ended or restarted meanwhile
+                del self._decoders[sid]
+                self._finished[sid] = final
+                if live:  # a failed camera's stream is still open on its encoder: released idle
+                    self._touched[sid] = time.monotonic()
+                else:  # a file read to its end ended its stream itself
+                    self._streams.discard(sid)
+            if not live:
+                self.slots.give_back(sid)
+            ray.kill(actor)
 
     def _require_stream(self, sid: str) -> None:
         """Raise UnknownStream unless ``sid`` is open here or stored."""

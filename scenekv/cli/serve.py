@@ -29,7 +29,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "least-loaded (default: one per GPU, one on a CPU-only cluster)",
     )
     p.add_argument(
-        "--token", default=None, help="require this bearer token (Authorization header or ?token=)"
+        "--token",
+        default=None,
+        help="require this bearer token (Authorization header or ?token=); default: a new one each "
+        "start, printed with the page's URL",
+    )
+    p.add_argument(
+        "--no-token",
+        action="store_true",
+        help="serve without a token: anyone who can reach the port can use the model, read every "
+        "stream's answers, captions and media, and /metrics",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name clients may reach this server by besides its own (repeatable; a proxy's or "
+        "load balancer's name); other Host headers get 421",
     )
     p.add_argument("--media-root", default=None, help="directory that file:NAME sources may read from")
     p.add_argument(
@@ -81,12 +98,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="hard cap per live or push stream in Redis, e.g. 2GB or 512MiB (default: none); oldest "
         "compacted scenes go first, then full scenes are compacted",
     )
+    p.add_argument("--max-connections", type=int, default=256, help="open WebSockets (default 256)")
+    p.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=32,
+        help="open WebSockets from one address (default 32)",
+    )
+    p.add_argument("--max-push-streams", type=int, default=64, help="push streams open at once (default 64)")
+    p.add_argument("--max-file-streams", type=int, default=8, help="files decoded at once (default 8)")
+    p.add_argument(
+        "--max-live-streams", type=int, default=8, help="live URL streams decoded at once (default 8)"
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import secrets
     from pathlib import Path
 
     from scenekv.errors import UserError
@@ -108,8 +138,16 @@ def run(args: argparse.Namespace) -> int:
         media_root = Path(args.media_root).expanduser()
         if not media_root.is_dir():
             raise UserError(f"--media-root {args.media_root!r} is not a directory")
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
-        log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
+    token = args.token
+    if args.no_token and token:
+        raise UserError("--no-token and --token (or SCENEKV_TOKEN) contradict each other")
+    if args.no_token:
+        log.warning(
+            "serving without a token (--no-token): anyone who can reach %s:%d can use the model and "
+            "read every stream, its captions and media, and /metrics", args.host, args.port,
+        )  # fmt: skip
+    elif not token:  # as Jupyter does: a fresh token, shown once with the page's URL
+        token = secrets.token_urlsafe(24)
 
     from scenekv.cli.hardstop import HardStop
     from scenekv.cli.service_args import service_from_args
@@ -132,9 +170,10 @@ def run(args: argparse.Namespace) -> int:
         config = GatewayConfig(
             host=args.host,
             port=args.port,
-            token=args.token,
+            token=token,
             media_root=media_root,
             allowed_origins=tuple(args.allow_origin),
+            allowed_hosts=tuple(args.allow_host),
             allowed_source_hosts=tuple(args.allow_source_host),
             fps=args.fps,
             carriers=args.carriers,
@@ -144,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             questions_per_min=args.questions_per_min,
             drain_s=args.drain_s,
             idle_s=args.idle_s,
+            max_connections=args.max_connections,
+            max_connections_per_client=args.max_connections_per_client,
         )
         gateway = Gateway(service, config)
         loop = asyncio.new_event_loop()

@@ -6,6 +6,7 @@ import argparse
 
 from scenekv.cli.inspect import add_model_arguments
 from scenekv.defaults import DEFAULT_CARRIERS, DEFAULT_KV_DTYPE, KV_DTYPES
+from scenekv.errors import UserError
 
 
 def add_storage_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +79,21 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
         live_retention=live_retention(args),
         encoders=getattr(args, "encoders", None),
         load_timeout=args.load_timeout,
+        stream_caps=stream_caps(args),
     )
+
+
+def stream_caps(args: argparse.Namespace):
+    """serve's --max-push-streams / --max-file-streams / --max-live-streams (None elsewhere)."""
+    from scenekv.workers.stream_caps import StreamCaps
+
+    if not hasattr(args, "max_push_streams"):
+        return None
+    caps = StreamCaps(push=args.max_push_streams, file=args.max_file_streams, live=args.max_live_streams)
+    for kind, cap in vars(caps).items():
+        if cap < 1:
+            raise UserError(f"--max-{kind}-streams must be at least 1, got {cap}")
+    return caps
 
 
 def live_retention(args: argparse.Namespace) -> dict | None:

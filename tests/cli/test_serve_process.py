@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,11 +51,25 @@ def server(tmp_path):
         except OSError:
             assert time.monotonic() < deadline, "serve did not come up in 120 s"
             time.sleep(0.3)
-    yield proc, url, tmp_path / "serve.log"
+    token = None  # no --token: serve made one and printed the page's URL with it, as Jupyter does
+    while token is None:
+        token = re.search(r"\?token=(\S+)", (tmp_path / "serve.log").read_text())
+        assert token or time.monotonic() < deadline, "serve printed no URL with a token"
+        time.sleep(0.1)
+    assert urlopen_status(url.replace("http", "ws", 1) + "ws") == 401  # and /ws wants it
+    yield proc, url + "?token=" + token.group(1), tmp_path / "serve.log"
     for child in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
         child.kill()
     proc.kill()
     proc.wait()
+
+
+def urlopen_status(url: str) -> int:
+    """The HTTP status of a GET (a WebSocket handshake refused before the upgrade)."""
+    try:
+        return urllib.request.urlopen(url.replace("ws", "http", 1), timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def encoder_process(proc: subprocess.Popen) -> psutil.Process:
@@ -71,7 +86,8 @@ def test_sigterm_stops_serve_within_drain_plus_5_s_even_with_a_hung_encoder(serv
     proc, url, log = server
     children = psutil.Process(proc.pid).children(recursive=True)
     assert any("redis-server" in c.name() for c in children)  # the private Redis child
-    with connect(url.replace("http", "ws", 1) + "ws", open_timeout=10, max_size=None) as conn:
+    ws_url = url.replace("http", "ws", 1).replace("/?token=", "/ws?token=")
+    with connect(ws_url, open_timeout=10, max_size=None) as conn:
         start_push(conn)
         for t in range(3):
             conn.send(pack_binary_frame(float(t), frame_jpeg(t)))

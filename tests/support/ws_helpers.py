@@ -59,6 +59,9 @@ def data_url(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
+KEYS: dict[str, str] = {}  # stream_id -> the owner key its session.started gave
+
+
 def send(conn: ClientConnection, **msg) -> None:
     conn.send(json.dumps(msg))
 
@@ -71,6 +74,8 @@ def recv_until(conn: ClientConnection, pred, timeout: float = 30.0, seen: list |
         if left <= 0:
             raise AssertionError(f"no matching message within {timeout} s; saw {seen!r}")
         msg = json.loads(conn.recv(timeout=left))
+        if msg.get("type") == "session.started" and msg.get("stream_key"):
+            KEYS[msg["stream_id"]] = msg["stream_key"]  # the tests re-attach as owners with it
         if pred(msg):
             return msg
         if seen is not None:
@@ -154,10 +159,13 @@ SMALL_WINDOW = {"window": 12, "chunk_frames": 4}  # chunks written to Redis afte
 
 
 @contextlib.contextmanager
-def local_service(tag: str, model: str = "tiny-random-llava-onevision", rolling: dict | None = SMALL_WINDOW):
+def local_service(
+    tag: str, model: str = "tiny-random-llava-onevision", rolling: dict | None = SMALL_WINDOW, **options
+):
     """A SceneKVService on ``model`` (the tiny random one by default; ``scenekv-world``: the world
     model), local Ray and the real Redis under a fresh key prefix; every key under it is deleted
-    afterwards. ``rolling``: the memory's settings (None: the service's own)."""
+    afterwards. ``rolling``: the memory's settings (None: the service's own); ``options``: more of
+    the service's arguments (``stream_caps``)."""
     import uuid
 
     import redis
@@ -177,6 +185,7 @@ def local_service(tag: str, model: str = "tiny-random-llava-onevision", rolling:
         rolling=rolling,
         prefix=prefix,
         num_cpus=2,
+        **options,
     )
     try:
         yield svc

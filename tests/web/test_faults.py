@@ -17,6 +17,7 @@ from scenekv.web.protocol import pack_binary_frame
 from scenekv.web.server import GatewayThread
 
 from support.ws_helpers import (
+    KEYS,
     Pusher,
     ask,
     local_service,
@@ -115,7 +116,7 @@ def test_an_idle_push_stream_is_released_and_continues_on_attach(service, gatewa
     assert service.store.info(sid).last_pts == 12.0  # the device window was written out
 
     with connect(ws_url, open_timeout=10, max_size=None) as conn:
-        send(conn, type="session.start", stream_id=sid)
+        send(conn, type="session.start", stream_id=sid, stream_key=KEYS[sid])
         assert recv_until(conn, of_type("session.started"))["last_pts"] == 12.0
         push(conn, range(13, 16))
         recv_until(conn, lambda m: m["type"] == "ingest.progress" and m.get("pts") == 15.0)
@@ -139,7 +140,7 @@ def test_reattaching_after_the_encoder_died_keeps_every_acknowledged_frame(servi
     deadline = time.monotonic() + 120
     with connect(gateway.ws_url, open_timeout=10, max_size=None) as conn:
         while True:
-            send(conn, type="session.start", stream_id=sid)
+            send(conn, type="session.start", stream_id=sid, stream_key=KEYS[sid])
             reply = recv_until(conn, lambda m: m["type"] in ("session.started", "error"), timeout=60)
             if reply["type"] == "session.started":
                 break

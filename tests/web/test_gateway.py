@@ -18,6 +18,7 @@ from scenekv.web.protocol import pack_binary_frame
 from scenekv.web.server import GatewayThread
 
 from support.ws_helpers import (
+    KEYS,
     ask,
     data_url,
     frame_jpeg,
@@ -146,7 +147,7 @@ def test_reconnect_with_stream_id_continues(gateway):
         push(first, range(10))
         recv_until(first, lambda m: m["type"] == "ingest.progress" and m.get("pts") == 9.0)
     with connect(gateway.ws_url) as again:
-        send(again, type="session.start", stream_id=sid)
+        send(again, type="session.start", stream_id=sid, stream_key=KEYS[sid])
         started = recv_until(again, of_type("session.started"))
         assert started["stream_id"] == sid and started["last_pts"] == 9.0
         push(again, [5])  # already in the stream

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import socket
 import struct
 
@@ -96,6 +97,79 @@ def test_malformed_messages_have_stable_codes(text, code):
     assert code_of(text) == code
 
 
+BIG = "9" * 400  # an int json reads, but float() cannot hold
+HUGE = "1" * 5000  # more digits than Python converts (ValueError inside json.loads)
+_ASK = '{"type": "question.ask", "id": "q", "text": "hi", '
+_START = '{"type": "session.start", "source": "push", '
+_FRAME = '{"type": "frame.append", "image": "data:image/jpeg;base64,AAAA", '
+_WATCH = '{"type": "watch.add", "id": "w", "text": "a dog", '
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _FRAME + f'"pts": {HUGE}}}',
+        _FRAME + f'"pts": {BIG}}}',
+        _FRAME + '"pts": 1e300}',  # beyond MAX_SECONDS: would overflow when written as a clock
+        _START + f'"fps": {BIG}}}',
+        _START + f'"keep_full": {BIG}}}',
+        _START + f'"keep_compact": {BIG}}}',
+        _START + f'"max_stream_bytes": {BIG}}}',  # math.isfinite raises on it in memory/retention.py
+        _START + f'"max_stream_bytes": "{BIG}TB"}}',
+        _START + '"max_stream_bytes": "9999999999999999999999TB"}',  # int(inf)
+        _START + '"keep_full": "' + "1" * 100 + 's"}',
+        _ASK + f'"at": {BIG}}}',
+        _ASK + '"at": 1.7e308}',
+        _ASK + f'"range": [0, {BIG}]}}',
+        _ASK + f'"last": {BIG}}}',
+        _ASK + '"at": "banana"}',  # a string the service cannot read as a time
+        _ASK + '"at": "\\u0000"}',
+        _ASK + '"range": ["1:00", "99:99"]}',
+        _WATCH + f'"cooldown_s": {BIG}}}',
+        _WATCH + '"webhook": "http://example.com\\u0000@10.0.0.1/"}',
+        _WATCH + '"webhook": "http://example.com/a b"}',
+        '{"type": "question.ask", "id": "q", "text": "\\ud800"}',  # a lone surrogate: not text
+        '{"type": "session.start", "stream_id": "\\udc80"}',
+        '{"type": "watch.add", "id": "w", "text": "x\\udfff"}',
+    ],
+)
+def test_malformed_numbers_times_and_strings_are_bad_request(text):
+    """Each once ended as ``internal`` (OverflowError, ValueError, UnicodeEncodeError later on) or
+    reached the service unchecked."""
+    assert code_of(text) == "bad_request"
+
+
+def test_negative_zero_is_zero():
+    url = "data:image/jpeg;base64,AAAA"
+    frame = parse_text(json.dumps({"type": "frame.append", "pts": -0.0, "image": url}), **LIMITS)
+    ask = parse_text(_ASK + '"at": -0.0}', **LIMITS)
+    watch = parse_text(_WATCH + '"cooldown_s": -0.0}', **LIMITS)
+    assert all(math.copysign(1, x) == 1 for x in (frame.pts, ask.at, watch.cooldown_s))
+
+
+def test_sizes_are_checked_before_parsing(monkeypatch):
+    def no_parse(*args, **kwargs):
+        raise AssertionError("json.loads ran on an oversized message")
+
+    monkeypatch.setattr(P.json, "loads", no_parse)
+    bomb = "[" * 100_000 + "]" * 100_000  # nesting deep enough for a RecursionError, and large
+    assert code_of(bomb) == "too_large"
+    padded = json.dumps(
+        {"type": "frame.append", "pts": 1, "pad": "x" * 70_000, "image": "data:image/png;base64,AA"}
+    )
+    assert code_of(padded) == "too_large"  # only the image may make a frame larger than a message
+
+
+def test_bytes_not_characters_are_measured():
+    wide = json.dumps({"type": "session.end", "pad": "\u20ac" * 25_000}, ensure_ascii=False)
+    assert len(wide) < LIMITS["max_text_bytes"] < len(wide.encode())
+    assert code_of(wide) == "too_large"
+
+
+def test_nesting_within_the_size_limit_is_bad_json():
+    assert code_of('{"type": "session.end", "x": ' + "[" * 30_000 + "]" * 30_000 + "}") == "bad_json"
+
+
 def test_size_limits():
     big_question = json.dumps({"type": "question.ask", "id": "q", "text": "x" * 70_000})
     assert code_of(big_question) == "too_large"
@@ -116,13 +190,15 @@ def test_binary_frames():
         struct.pack(">I", 999) + b"{}",  # header length past the end
         struct.pack(">I", 2) + b"{}",  # header without pts, no image
         struct.pack(">I", 3) + b"{x}" + b"img",  # header not JSON
+        struct.pack(">I", 2000) + b"[" * 2000 + b"img",  # nested too deeply (RecursionError)
+        struct.pack(">I", 408) + b'{"pts":' + b"9" * 400 + b"}" + b"img",  # OverflowError
     ]
     codes = []
     for data in bad:
         with pytest.raises(ProtocolError) as info:
             parse_binary(data, max_frame_bytes=1 << 20)
         codes.append(info.value.code)
-    assert codes == ["bad_request", "bad_request", "bad_request", "bad_json"]
+    assert codes == ["bad_request", "bad_request", "bad_request", "bad_json", "bad_json", "bad_request"]
 
 
 def test_images_decode_to_small_rgb():
@@ -246,7 +322,7 @@ def test_metrics_text_format():
     m = GatewayMetrics()
     m.frames.inc(3)
     m.errors.labels(code="bad_json").inc()
-    m.memory.labels(stream="s1").set(1024)
+    m.memory.set(1024)
     m.ttft.observe(0.02)
     m.encoders.snapshot = [
         {
@@ -262,7 +338,8 @@ def test_metrics_text_format():
     assert "# TYPE scenekv_frames_ingested_total counter" in text
     assert "scenekv_frames_ingested_total 3.0" in text
     assert 'scenekv_errors_total{code="bad_json"} 1.0' in text
-    assert 'scenekv_stream_memory_bytes{stream="s1"} 1024.0' in text
+    assert "scenekv_stream_memory_bytes 1024.0" in text and "s1" not in text  # no stream ids
+    assert "process_resident_memory_bytes" in text and "python_gc_objects_collected_total" in text
     assert 'scenekv_answer_ttft_seconds_bucket{le="0.025"} 1.0' in text
     assert 'scenekv_answer_ttft_seconds_bucket{le="+Inf"} 1.0' in text
     assert "scenekv_answer_ttft_seconds_count 1.0" in text

@@ -23,7 +23,7 @@ from scenekv.web.config import GatewayConfig
 from scenekv.web.server import GatewayThread
 from scenekv.world.render import make_world_video
 
-from support.ws_helpers import Pusher, local_service, of_type, recv_until, send
+from support.ws_helpers import KEYS, Pusher, local_service, of_type, recv_until, send
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ class Client(Pusher):
 
 def _attach(url: str, sid: str, frames: list[bytes]) -> Client:
     client = Client(connect(url, open_timeout=10, max_size=None), frames)
-    send(client.conn, type="session.start", stream_id=sid)
+    send(client.conn, type="session.start", stream_id=sid, stream_key=KEYS[sid])
     started = recv_until(client.conn, of_type("session.started"), timeout=30)
     client.next = int(started["last_pts"]) + 1
     client.acked = started["last_pts"]

@@ -1,6 +1,6 @@
 // SceneKV demo page: wires the source picker, frame capture, timeline and Q&A to the WebSocket.
 
-import { SceneKVClient } from "./client.js";
+import { SceneKVClient, attachMessage } from "./client.js";
 import { FrameCapture } from "./capture.js";
 import { Timeline, fmtTime, cleanText } from "./timeline.js";
 import { WatchPanel } from "./watches.js";
@@ -111,7 +111,7 @@ async function startSession() {
   } else {
     const sid = $("attach-input").value.trim();
     if (!sid) throw new Error("enter a stream id");
-    start = { type: "session.start", stream_id: sid };
+    start = attachMessage(sid);
   }
   resetView();
   const client = await connect();
@@ -162,11 +162,12 @@ function onStarted(msg) {
   $("stream-pill").hidden = false;
   $("stream-pill").textContent = msg.stream_id;
   state.sid = msg.stream_id;
+  state.owner = msg.owner !== false;
   offerDownloads(msg.stream_id);
   showModel(msg.model, msg.random_weights, msg.world_only);
   ui.stop.disabled = false;
   ui.ask.disabled = false;
-  watches.session(msg.stream_id);
+  watches.session(msg.stream_id, msg.owner !== false);
   notice("");
   const hit = state.pendingSeek;
   state.pendingSeek = null;
@@ -194,6 +195,10 @@ function onProgress(p) {
 
 function endSession() {
   stopCapture();
+  if (!state.owner) { // a viewer leaves; only the owner ends the stream
+    state.client?.close();
+    return onEnded();
+  }
   if (state.client?.isOpen) state.client.send({ type: "session.end" });
   ui.stop.disabled = true;
 }

@@ -28,7 +28,10 @@ export class SceneKVClient extends EventTarget {
       ws.onmessage = (ev) => {
         let msg;
         try { msg = JSON.parse(ev.data); } catch { return; }
-        if (msg.type === "session.started") this.streamId = msg.stream_id;
+        if (msg.type === "session.started") {
+          this.streamId = msg.stream_id;
+          if (msg.stream_key) rememberKey(msg.stream_id, msg.stream_key);
+        }
         this.dispatchEvent(new CustomEvent(msg.type, { detail: msg }));
         this.dispatchEvent(new CustomEvent("message", { detail: msg }));
       };
@@ -46,7 +49,7 @@ export class SceneKVClient extends EventTarget {
     setTimeout(() => {
       if (!this.wantOpen) return;
       // Continue the same stream after a drop or a server restart.
-      this.onOpenSend = this.streamId ? () => ({ type: "session.start", stream_id: this.streamId }) : null;
+      this.onOpenSend = this.streamId ? () => attachMessage(this.streamId) : null;
       this.connect().catch(() => {});
     }, delay);
   }
@@ -81,4 +84,28 @@ export class SceneKVClient extends EventTarget {
   #state(state, detail = "") {
     this.dispatchEvent(new CustomEvent("state", { detail: { state, detail } }));
   }
+}
+
+// Owner keys of the streams this browser started (session.started's stream_key): re-attaching
+// with one may push, end the stream and edit its watches; without one a page watches and asks.
+const KEYS = "scenekv.stream_keys";
+const MAX_KEYS = 50;
+
+function storedKeys() {
+  try { return JSON.parse(localStorage.getItem(KEYS) || "{}"); } catch { return {}; }
+}
+
+function rememberKey(sid, key) {
+  const keys = storedKeys();
+  delete keys[sid];
+  keys[sid] = key; // newest last: the oldest are dropped first
+  const sids = Object.keys(keys);
+  for (const old of sids.slice(0, Math.max(0, sids.length - MAX_KEYS))) delete keys[old];
+  try { localStorage.setItem(KEYS, JSON.stringify(keys)); } catch { /* private mode: this tab only */ }
+}
+
+/** session.start for an existing stream, with its key when this browser started it. */
+export function attachMessage(sid) {
+  const key = storedKeys()[sid];
+  return key ? { type: "session.start", stream_id: sid, stream_key: key } : { type: "session.start", stream_id: sid };
 }

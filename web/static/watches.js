@@ -44,11 +44,13 @@ export class WatchPanel {
   }
 
   /** session.started: a new stream clears the watches; the same one again (a reconnect) is re-told them
-   * all, with their kept hits, so the list is rebuilt from that replay while its notices stay announced. */
-  session(sid) {
+   * all, with their kept hits, so the list is rebuilt from that replay while its notices stay announced.
+   * Only the stream's owner (this browser started it) adds and removes watches; others see them. */
+  session(sid, owner = true) {
     this.clear(sid === this.sid ? this.announced : null);
     this.sid = sid;
-    this.enable(true);
+    this.owner = owner;
+    this.enable(owner);
   }
 
   clear(announced) {
@@ -92,6 +94,7 @@ export class WatchPanel {
     remove.textContent = "×";
     remove.title = `stop watching for ${cleanText(msg.text)}`;
     remove.setAttribute("aria-label", remove.title);
+    remove.hidden = this.owner === false; // only the owner may remove it
     remove.onclick = () => {
       this.error(null);
       if (!this.send({ type: "watch.remove", id: msg.id })) {
