@@ -1,0 +1,21 @@
+"""Stream owner keys in the real Redis: given once, only the hash stored, checked by anyone."""
+
+from __future__ import annotations
+
+from scenekv.memory.owner_keys import key_hash, key_matches, new_key
+
+
+def test_a_stream_takes_one_owner_key_and_stores_only_its_hash(store):
+    sid = store.create_stream(source="push", model="m", carriers="pool:4")
+    key, digest = new_key()
+    assert store.key_hash(sid) is None  # made without a key: nobody writes over the WebSocket
+    assert not key_matches(store.key_hash(sid), key)
+    assert store.set_key_hash(sid, digest)
+    other, other_digest = new_key()
+    assert not store.set_key_hash(sid, other_digest)  # a second key never replaces the first
+    stored = store.key_hash(sid)
+    assert key_matches(stored, key) and not key_matches(stored, other)
+    assert not key_matches(stored, None) and not key_matches(stored, "")
+    raw = store.client.hgetall(store.keys(sid).stream)
+    assert key.encode() not in b"".join(raw.values())  # the key itself is nowhere in Redis
+    assert stored == key_hash(key) and "key_sha256" not in store.info(sid).extra  # nor shown by info
