@@ -112,7 +112,20 @@ def test_demo_page_file_to_answer(gateway, browser, media):
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     assert not console_errors, console_errors
-    page.close()
+
+    # the page keeps the owner key of the stream it started: attaching again from this browser owns
+    # it (the watch box is on); a browser without the key watches and asks only (the box is off)
+    sid = page.locator("#stream-pill").inner_text()
+    assert page.evaluate("JSON.parse(localStorage.getItem('scenekv.stream_keys') || '{}')").get(sid)
+    for other, owner in ((page, True), (browser.new_page(), False)):  # reloaded; another profile
+        other.goto(gateway.http_url)
+        other.click(".tab[data-tab='attach']")
+        other.fill("#attach-input", sid)
+        other.click("#start-btn")
+        expect(other.locator("#stream-pill")).to_have_text(sid, timeout=30_000)
+        box = expect(other.locator("#watch-text"))
+        (box.to_be_enabled if owner else box.to_be_disabled)(timeout=10_000)
+        other.close()
 
 
 def test_a_server_file_plays_in_the_player_chips_seek_it_and_captions_download(gateway, browser):
