@@ -172,6 +172,12 @@ class GatewayThread:
             return
         self._started.set()
         self._loop.run_forever()
+        # asyncio.run's cleanup: what is still pending (a shielded push whose client left) is
+        # cancelled and runs its finally blocks, so no stream lock stays held after the loop
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.run_until_complete(self._loop.shutdown_default_executor())
         self._loop.close()
 
