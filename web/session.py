@@ -382,7 +382,7 @@ class Connection:
                 self.metrics.gateway_frame.observe(parsed_s + at - dequeued)
 
             try:
-                rgb = decode_frame.__globals__["decode_image"](frame.image)  # TEMP EXPERIMENT: on the loop
+                rgb = await decode_frame(frame.image)  # its own bounded pool, never this loop
                 t0 = time.perf_counter()
                 result = await self._push_waiting(st, frame, rgb, called)
                 if result is None:  # the encoder stayed away: this and every queued frame refused
