@@ -142,6 +142,10 @@ def main() -> None:
         str(port),
     ]
     cmd += ["--frames-per-s", "1000", "--questions-per-min", "1000", "--log-level", "WARNING"]
+    # one loopback address opens every client: the per-client and stream caps are lifted, no token
+    n_max = str(max(int(n) for n in args.clients.split(",")) + 16)
+    cmd += ["--no-token", "--max-connections", n_max, "--max-connections-per-client", n_max]
+    cmd += ["--max-push-streams", n_max]
     log = open("/tmp/scenekv-gateway-bench.log", "w")  # noqa: SIM115 (the server's, kept for a failure)
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -15,6 +15,7 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None  # bearer token for /ws and /metrics; None: open (loopback demo)
+    token_generated: bool = False  # made at start (serve without --token): printed with the page URL
     media_root: Path | None = None  # where "file:NAME" sources may come from; None: file sources off
     allowed_origins: tuple[str, ...] = ()  # extra browser origins besides the server's own
     # names a request's Host may carry besides the server's own (web/auth.py host_ok); "*": any
@@ -31,7 +32,9 @@ class GatewayConfig:
     questions_per_min: float = 30.0  # per connection (burst: 10)
     max_questions_in_flight: int = 4  # per connection
     frame_queue: int = 4  # frames buffered per connection before reading stops (backpressure)
-    messages_per_s: float = 20.0  # every text message a connection sends (burst: 3 s worth)
+    # every text message a connection sends, text frames too (burst: 3 s worth); above the frame
+    # rate, so --frames-per-s is what bounds a base64 pusher
+    messages_per_s: float = 50.0
     starts_per_min: float = 30.0  # session.start per connection (burst: 10)
     max_streams_per_connection: int = 8  # new streams one connection may start
     max_connections: int = 256  # open WebSockets on this gateway

@@ -11,6 +11,8 @@ import json
 import logging
 import mimetypes
 import re
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -55,7 +57,8 @@ CAPTION_TYPES = {
     "srt": "application/x-subrip; charset=utf-8",
     "jsonl": "application/jsonl; charset=utf-8",
 }
-MEDIA_READS = 8  # /media bodies read at once
+MEDIA_READS = 8  # /media files read at once
+HEALTH_TTL_S = 1.0  # a /healthz answer is reused this long
 _CAPTIONS_PATH = re.compile(r"^/streams/([A-Za-z0-9_-]{1,128})/captions\.(vtt|srt|jsonl)$")
 
 
@@ -84,6 +87,7 @@ class HttpRoutes:
         self.static_dir = ctx.config.static_dir.resolve()
         self.host_names = own_host_names(ctx.config.host, ctx.config.allowed_hosts)
         self._media_reads = asyncio.Semaphore(MEDIA_READS)
+        self._health_now = SharedResult(self._health, HEALTH_TTL_S)
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -125,8 +129,8 @@ class HttpRoutes:
                 return error_response(401, "unauthorized", "missing or wrong token")
             await self._refresh_encoder_figures()
             return response(200, self.ctx.metrics.render(), METRICS_CONTENT_TYPE)
-        if path == "/config.json":
-            return json_response(200, self._page_config(authorized))
+        if path == "/config.json":  # lists the media root: a thread
+            return json_response(200, await asyncio.to_thread(self._page_config, authorized))
         captions = _CAPTIONS_PATH.match(path)
         if path.startswith("/media/") or captions:
             if not authorized:  # the same token rule as /ws
@@ -134,7 +138,7 @@ class HttpRoutes:
             if captions:
                 return await asyncio.to_thread(self._captions, *captions.groups())
             name = unquote(path[len("/media/") :])
-            async with self._media_reads:  # at most MEDIA_READS x MAX_PART bytes held at once
+            async with self._media_reads:  # reads at once; a body waiting to be sent is <= MAX_PART
                 return await asyncio.to_thread(self._media, name, request.headers.get("Range"))
         return self._static(path)
 
@@ -199,14 +203,18 @@ class HttpRoutes:
             snapshot = [{"error": f"{type(exc).__name__}: {exc}"}]
         self.ctx.metrics.encoders.snapshot = snapshot
 
-    async def _healthz(self, authorized: bool) -> Response:
-        """Up or not for anyone (a load balancer's probe); the parts, pids and addresses only with
-        the token."""
+    async def _health(self) -> dict:
         try:
-            health = await asyncio.wait_for(asyncio.to_thread(self.ctx.service.health), timeout=5)
+            return await asyncio.wait_for(asyncio.to_thread(self.ctx.service.health), timeout=5)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            health = {"redis": {"ok": False, "error": error}, "ray": {"ok": False}, "encoders": []}
+            return {"redis": {"ok": False, "error": error}, "ray": {"ok": False}, "encoders": []}
+
+    async def _healthz(self, authorized: bool) -> Response:
+        """Up or not for anyone (a load balancer's probe); the parts, pids and addresses only with
+        the token. One health check a second at most, whoever asks how often (it asks every
+        encoder: unbounded, anyone could keep the service's threads busy with it)."""
+        health = dict(await self._health_now.get())
         if isinstance(health.get("redis"), dict) and health["redis"].get("url"):
             health["redis"] = {**health["redis"], "url": redact_url(health["redis"]["url"])}
         ok = all(bool(health.get(part, {}).get("ok")) for part in ("redis", "ray")) and not self.ctx.draining
@@ -252,6 +260,23 @@ class HttpRoutes:
             _content_type(file),
             {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"},
         )
+
+
+class SharedResult:
+    """One awaited call's result shared by every caller for ``ttl_s``, and by all who ask while it
+    runs: a route anyone may hit costs the service at most one call per ``ttl_s``."""
+
+    def __init__(self, call: Callable[[], Awaitable[dict]], ttl_s: float) -> None:
+        self.call, self.ttl_s = call, ttl_s
+        self._task: asyncio.Future | None = None
+        self._started = 0.0
+
+    async def get(self) -> dict:
+        stale = time.monotonic() - self._started > self.ttl_s
+        if self._task is None or (self._task.done() and stale):
+            self._started = time.monotonic()
+            self._task = asyncio.ensure_future(self.call())
+        return await asyncio.shield(self._task)
 
 
 def _address(connection) -> str:

@@ -55,7 +55,7 @@ MAX_RETENTION_CHARS = 64
 _DATA_URL = re.compile(r"^data:image/(jpeg|jpg|png|webp);base64,", re.IGNORECASE)
 # the base64 body of a frame.append's image, found without parsing: what may exceed max_text_bytes
 _IMAGE_RUN = re.compile(r'"data:image/[A-Za-z]+;base64,([A-Za-z0-9+/=]*)"')
-_NOT_URL_TEXT = re.compile(r"[^\x21-\x7e]")  # URLs a client gives: printable ASCII only
+NOT_URL_TEXT = re.compile(r"[^\x21-\x7e]")  # URLs a client gives: printable ASCII only
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -416,7 +416,7 @@ def _watch_add(msg: dict, _limit: int) -> WatchAdd:
 
 
 def _is_webhook(url: Any) -> bool:
-    if not isinstance(url, str) or len(url) > MAX_WEBHOOK_CHARS or _NOT_URL_TEXT.search(url):
+    if not isinstance(url, str) or len(url) > MAX_WEBHOOK_CHARS or NOT_URL_TEXT.search(url):
         return False  # a space, control character or NUL may split the URL differently elsewhere
     try:
         parts = urlsplit(url)

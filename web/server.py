@@ -131,7 +131,7 @@ class Gateway:
         ``on_second_signal`` on another one during the drain (serve stops its children and exits)."""
         await self.start()
         log.info("serving the demo page on %s (WebSocket %sws)", self.url, self.url.replace("http", "ws", 1))
-        if self.config.token:  # the page keeps ?token= for its WebSocket, media and downloads
+        if self.config.token and self.config.token_generated:  # the operator's own is never logged
             log.info("open the page with its token: %s?token=%s", self.url, self.config.token)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

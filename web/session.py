@@ -189,17 +189,21 @@ class Connection:
 
     def _check_open(self) -> None:
         if self.ctx.draining:
-            raise ProtocolError(P.GOING_AWAY, "the server is shutting down; reconnect with your stream_id")
+            raise ProtocolError(
+                P.GOING_AWAY, "the server is shutting down; reconnect with your stream_id (and stream_key)"
+            )
 
     # -- session.start / session.end --------------------------------------------------------------
     async def _start(self, msg: P.SessionStart) -> None:
         self._check_open()
         if not self.start_bucket.take():
             raise ProtocolError(P.RATE_LIMITED, f"more than {self.cfg.starts_per_min:g} session.start/min")
-        if msg.stream_id is None and self.streams_started >= self.cfg.max_streams_per_connection:
+        if self.streams_started >= self.cfg.max_streams_per_connection and (
+            msg.stream_id is None or not await asyncio.to_thread(self.service.is_open, msg.stream_id)
+        ):  # new streams, and streams an attach would open again, count alike
             raise ProtocolError(
                 P.TOO_MANY_STREAMS,
-                f"a connection may start {self.cfg.max_streams_per_connection} streams; attach to one",
+                f"a connection may open {self.cfg.max_streams_per_connection} streams (new or reopened)",
             )
         if msg.stream_id is not None:
             owner = False
@@ -208,6 +212,7 @@ class Connection:
                 if not owner:
                     raise ProtocolError(P.NOT_OWNER, f"that is not the stream_key of {msg.stream_id!r}")
             info = await asyncio.to_thread(self.service.attach, msg.stream_id)
+            self.streams_started += bool(info.get("reopened"))
             push = info.get("source") in ("push", "", None)
             shown_source = shown(info.get("source"), self.cfg.media_root and self.cfg.media_root.resolve())
         else:
@@ -333,7 +338,9 @@ class Connection:
             raise ProtocolError(P.BAD_REQUEST, "this stream reads its own source; frames are not accepted")
         if st.ended:
             raise ProtocolError(
-                P.NO_SESSION, "the stream has ended; session.start {stream_id} continues it", pts=frame.pts
+                P.NO_SESSION,
+                "the stream has ended; session.start {stream_id, stream_key} continues it",
+                pts=frame.pts,
             )
         item = (st, frame, time.monotonic(), time.perf_counter() - self._arrived)
         while True:

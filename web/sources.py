@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from scenekv.ingest.hosts import HostRefused, check_host
 
 from .media import malformed_name, unsafe_segments
-from .protocol import BAD_REQUEST, FORBIDDEN_SOURCE, ProtocolError
+from .protocol import BAD_REQUEST, FORBIDDEN_SOURCE, NOT_URL_TEXT, ProtocolError
 
 URL_SCHEMES = ("rtsp", "rtmp", "http", "https", "udp")
 MAX_URL_CHARS = 2048
@@ -54,7 +54,6 @@ INDIRECTION_SUFFIXES = frozenset({
 _INDIRECTION_HEADS = (b"#extm3u", b"ffconcat version", b"[playlist]", b"v=0", b"<")  # "<": XML (DASH)
 _SDP_LINE = re.compile(rb"(?m)^c=in ip")  # FFmpeg's SDP probe looks for this line anywhere
 _SNIFF_BYTES = 4096
-_NOT_URL_TEXT = re.compile(r"[^\x21-\x7e]")
 
 
 def resolve_source(
@@ -85,7 +84,7 @@ def resolve_source(
 def _checked_url(source: str, allowed_hosts: Iterable[str], resolve) -> str:
     """``source`` as FFmpeg should get it (scheme in lower case, udp options filtered), or a
     ProtocolError."""
-    if _NOT_URL_TEXT.search(source):
+    if NOT_URL_TEXT.search(source):
         raise ProtocolError(
             BAD_REQUEST,
             "a URL source must be printable ASCII without spaces or control characters "

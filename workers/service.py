@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 PUSHED = {"status": "push"}  # progress of a stream with no decoder
+FINISHED_KEPT = 1000  # last progress of reclaimed decoders kept for `progress` (a dict each)
 
 
 class UnknownStream(UserError):
@@ -73,7 +74,8 @@ class SceneKVService:
         ``load_timeout``: seconds the encoders get to load the model; an actor the cluster cannot
         place (no free GPU, a dead node) is an error then, not a start that waits forever.
 
-        ``stream_caps``: how many push, file and live URL streams may be open at once (stream_caps.py).
+        ``stream_caps``: how many push, file and live URL streams may be open at once (stream_caps.py;
+        None: no caps, as a library or benchmark wants; `scenekv serve` sets them).
         """
         self.runtime = Runtime(
             model=model,
@@ -133,24 +135,26 @@ class SceneKVService:
         live = source == "push" or live_url
         policy = self._retention(retention or {}) if live else None
         sid = sid or new_sid()  # named here, so it is placed before it exists
+        took = False
         if source == "push" or decode:  # what holds a window or a decoder counts (stream_caps.py)
-            self.slots.take(sid, "push" if source == "push" else "live" if live_url else "file")
+            took = self.slots.take(sid, "push" if source == "push" else "live" if live_url else "file")
         try:
             info = self.router.call(sid, "open", sid, source, fps, carriers, policy)
+            key, digest = new_key()  # the creator's key to write to the stream (memory/owner_keys.py)
+            info = {**info, "stream_key": key if self.store.set_key_hash(sid, digest) else None}
+            with self._lock:
+                self._streams.add(sid)
+                if source == "push" or (live_url and decode):  # released when nobody uses it
+                    self._touched[sid] = time.monotonic()
+                if source != "push" and decode and sid not in self._decoders:
+                    decoder = DecoderActor.remote()
+                    ref = decoder.run.remote(self.pool, sid, source, fps, 8, info["last_pts"])
+                    self._decoders[sid] = (decoder, ref)
         except BaseException:
             self.pool.release(sid)  # refused (bad carriers, ...): no record for a stream that is not
-            self.slots.give_back(sid)
+            if took:
+                self.slots.give_back(sid)
             raise
-        key, digest = new_key()  # the creator's key to write to the stream (memory/owner_keys.py)
-        info = {**info, "stream_key": key if self.store.set_key_hash(sid, digest) else None}
-        with self._lock:
-            self._streams.add(sid)
-            if source == "push" or (live_url and decode):  # released when nobody uses it
-                self._touched[sid] = time.monotonic()
-            if source != "push" and decode and sid not in self._decoders:
-                decoder = DecoderActor.remote()
-                ref = decoder.run.remote(self.pool, sid, source, fps, 8, info["last_pts"])
-                self._decoders[sid] = (decoder, ref)
         return info
 
     @staticmethod
@@ -252,25 +256,33 @@ class SceneKVService:
             # a restarted encoder first gets the frames only its predecessor had
             self.delivery.replay_lost_frames(sid)
             with self._lock:
-                decoding = sid in self._decoders
-            if not decoding:  # push, or a file read to its end: opened on an encoder again
-                self.slots.take(sid, "push")
+                decoding, reopened = sid in self._decoders, sid not in self._streams
+            # push, or a file read to its end: opened on an encoder again (a place unless it holds one)
+            took = not decoding and self.slots.take(sid, "push")
             try:
                 info = self.router.call(sid, "attach", sid)
             except BaseException:
-                if not decoding:
+                if took:
                     self.slots.give_back(sid)
                 raise
             with self._lock:
                 self._streams.add(sid)
                 if sid not in self._decoders:  # released when idle
                     self._touched[sid] = time.monotonic()
-        return info
+        return {**info, "reopened": reopened}
+
+    def is_open(self, sid: str) -> bool:
+        """Whether ``sid`` is open here (attaching to it takes no new place)."""
+        with self._lock:
+            return sid in self._streams
 
     def owns(self, sid: str, key: str | None) -> bool:
         """Whether ``key`` is the owner key ``start_stream`` gave for ``sid`` (one HGET: any gateway
-        can check it)."""
-        return key_matches(self.store.key_hash(sid), key)
+        can check it). UnknownStream for a stream Redis does not have."""
+        stored = self.store.key_hash(sid)
+        if stored is None and not self.store.exists(sid):
+            raise UnknownStream(f"no stream {sid!r}")
+        return key_matches(stored, key)
 
     def release_idle(self, idle_s: float, keep: Collection[str] = ()) -> list[str]:
         """End every push stream that got no frame for ``idle_s`` and is not in ``keep`` (streams a
@@ -327,6 +339,8 @@ class SceneKVService:
                     continue  # ended or restarted meanwhile
                 del self._decoders[sid]
                 self._finished[sid] = final
+                while len(self._finished) > FINISHED_KEPT:  # the oldest first (insertion order)
+                    self._finished.pop(next(iter(self._finished)))
                 if live:  # a failed camera's stream is still open on its encoder: released idle
                     self._touched[sid] = time.monotonic()
                 else:  # a file read to its end ended its stream itself

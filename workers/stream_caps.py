@@ -32,21 +32,23 @@ class StreamSlots:
     """The places taken, by kind (thread-safe: the gateway calls the service from many threads)."""
 
     def __init__(self, caps: StreamCaps | None = None) -> None:
-        self.caps = caps or StreamCaps()
+        self.caps = caps  # None: no caps (a library user or a benchmark; `scenekv serve` sets them)
         self._held: dict[str, str] = {}  # sid -> kind
         self._lock = threading.Lock()
 
-    def take(self, sid: str, kind: str) -> None:
-        """Hold a place of ``kind`` for ``sid`` (TooManyStreams when they are all taken)."""
-        cap = getattr(self.caps, kind)
+    def take(self, sid: str, kind: str) -> bool:
+        """Hold a place of ``kind`` for ``sid``: True if taken now, False if ``sid`` holds one
+        already (TooManyStreams when they are all taken)."""
+        cap = getattr(self.caps, kind) if self.caps is not None else None
         with self._lock:
-            if self._held.get(sid) == kind:
-                return
-            if sum(1 for k in self._held.values() if k == kind) >= cap:
+            if sid in self._held:
+                return False
+            if cap is not None and sum(1 for k in self._held.values() if k == kind) >= cap:
                 raise TooManyStreams(
                     f"this server already has {cap} {kind} streams open; end one or try later"
                 )
             self._held[sid] = kind
+            return True
 
     def kind(self, sid: str) -> str | None:
         with self._lock:

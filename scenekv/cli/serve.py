@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             token=token,
+            token_generated=token is not None and token != args.token,
             media_root=media_root,
             allowed_origins=tuple(args.allow_origin),
             allowed_hosts=tuple(args.allow_host),

@@ -11,9 +11,8 @@ from scenekv.workers.stream_caps import StreamCaps, StreamSlots, TooManyStreams
 
 def test_each_kind_has_its_own_cap_and_places_come_back():
     slots = StreamSlots(StreamCaps(push=2, file=1, live=1))
-    slots.take("a", "push")
-    slots.take("b", "push")
-    slots.take("a", "push")  # the same stream again takes no second place
+    assert slots.take("a", "push") and slots.take("b", "push")
+    assert not slots.take("a", "push")  # held already: no second place (and none to give back)
     with pytest.raises(TooManyStreams) as full:
         slots.take("c", "push")
     assert full.value.code == "too_many_streams" and "2 push streams" in str(full.value)
@@ -24,6 +23,11 @@ def test_each_kind_has_its_own_cap_and_places_come_back():
     slots.give_back("a")  # twice: harmless
     slots.take("c", "push")
     assert slots.counts()["push"] == 2
+
+
+def test_without_caps_nothing_is_refused():  # a library user or a benchmark: serve sets caps
+    slots = StreamSlots()
+    assert all(slots.take(f"s{i}", "push") for i in range(500)) and slots.counts()["push"] == 500
 
 
 def test_concurrent_starts_never_exceed_the_cap():

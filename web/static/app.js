@@ -197,7 +197,9 @@ function endSession() {
   stopCapture();
   if (!state.owner) { // a viewer leaves; only the owner ends the stream
     state.client?.close();
-    return onEnded();
+    onEnded();
+    $("st-status").textContent = "left";
+    return;
   }
   if (state.client?.isOpen) state.client.send({ type: "session.end" });
   ui.stop.disabled = true;
@@ -321,7 +323,12 @@ function onError(msg) {
     a.text.textContent = `${msg.code}: ${msg.message}`;
     return;
   }
+  if (msg.code === "not_owner" && state.capture) { // this page lost the stream's key: stop sending
+    stopCapture();
+    return toast(msg.code, "this page does not hold the stream's key any more: capture stopped");
+  }
   toast(msg.code, msg.message);
+  if (msg.code === "not_owner" || msg.code === "too_many_streams") ui.start.disabled = false;
   if (msg.code === "bad_request" || msg.code === "forbidden_source" || msg.code === "unknown_stream") {
     ui.start.disabled = false;
   }

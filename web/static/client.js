@@ -90,12 +90,14 @@ export class SceneKVClient extends EventTarget {
 // with one may push, end the stream and edit its watches; without one a page watches and asks.
 const KEYS = "scenekv.stream_keys";
 const MAX_KEYS = 50;
+const tabKeys = new Map(); // this tab's keys: enough to reconnect where localStorage is off
 
 function storedKeys() {
   try { return JSON.parse(localStorage.getItem(KEYS) || "{}"); } catch { return {}; }
 }
 
 function rememberKey(sid, key) {
+  tabKeys.set(sid, key);
   const keys = storedKeys();
   delete keys[sid];
   keys[sid] = key; // newest last: the oldest are dropped first
@@ -106,6 +108,6 @@ function rememberKey(sid, key) {
 
 /** session.start for an existing stream, with its key when this browser started it. */
 export function attachMessage(sid) {
-  const key = storedKeys()[sid];
+  const key = tabKeys.get(sid) || storedKeys()[sid];
   return key ? { type: "session.start", stream_id: sid, stream_key: key } : { type: "session.start", stream_id: sid };
 }
