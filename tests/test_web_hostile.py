@@ -62,6 +62,7 @@ def gateway(service, media_root):
         max_streams_per_connection=3,
         max_connections=24,
         max_connections_per_client=12,
+        allowed_source_hosts=("127.0.0.1",),  # the test's own live camera, on loopback
     )
     with GatewayThread(service, config) as gw:
         yield gw
@@ -278,6 +279,44 @@ def test_a_file_read_to_its_end_gives_its_decoder_process_back(gateway, service)
             ray.get(decoder.progress.remote(), timeout=30)  # the process is gone
         assert service.progress(sid)["status"] == "done"  # and the stream still says how it ended
         assert ask(conn, "after", at=1.0, max_tokens=2)[1]["type"] == "answer.done"
+
+
+def test_live_urls_are_capped_and_released_when_nobody_watches_them(gateway, service, tmp_path_factory):
+    from scenekv.world.cut_video import make_video
+
+    from support.live_server import TSServer
+
+    clip = make_video(
+        tmp_path_factory.mktemp("live") / "cam.ts", duration=3.0, fps=25, size=(160, 120), gop=25
+    )
+    camera = TSServer(clip.read_bytes(), 3.0, speed=1.0, loop=True)  # endless, in real time
+    conns, sids = [], []
+    try:
+        for _ in range(CAPS.live):
+            conns.append(connect(ws_url(gateway), open_timeout=10))
+            send(conns[-1], type="session.start", source=camera.url, fps=1.0, carriers="pool:4")
+            sids.append(recv_until(conns[-1], of_type("session.started"), timeout=60)["stream_id"])
+        assert all(service.slots.kind(sid) == "live" for sid in sids)
+        with client(gateway) as extra:
+            send(extra, type="session.start", source=camera.url, fps=1.0, carriers="pool:4")
+            assert recv_until(extra, of_type("error"), timeout=60)["code"] == "too_many_streams"
+        send(conns[0], type="watch.add", id="w", text="red square")  # this camera is watched for
+        recv_until(conns[0], of_type("watch.added", id="w"))
+        for conn in conns:
+            conn.close()
+        deadline = time.monotonic() + 30
+        while sids[1] in service._decoders or service.slots.kind(sids[1]):  # released after idle_s
+            assert time.monotonic() < deadline, "a live URL nobody watches kept decoding"
+            time.sleep(0.2)
+        time.sleep(3.0)  # past idle_s (2 s)
+        assert sids[0] in service._decoders and service.slots.kind(sids[0]) == "live"  # watched: goes on
+    finally:
+        for conn in conns:
+            conn.close()
+        for sid in sids:
+            with contextlib.suppress(Exception):
+                service.end_stream(sid)
+        camera.close()
 
 
 def test_media_without_range_never_loads_a_large_file(gateway):
