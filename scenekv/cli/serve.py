@@ -7,6 +7,8 @@ import argparse
 from scenekv.cli.inspect import add_model_arguments
 from scenekv.cli.service_args import add_load_timeout, add_storage_arguments
 from scenekv.defaults import DEFAULT_CARRIERS
+from scenekv.web.config import GatewayConfig
+from scenekv.workers.stream_caps import StreamCaps
 
 HELP = "serve the WebSocket API and the demo page (http://127.0.0.1:8765/)"
 
@@ -80,7 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--idle-s",
         type=float,
         default=300.0,
-        help="release a push stream after this long with no client and no frame (default 300)",
+        help="release a push stream after this long with no client and no frame, and a live URL "
+        "stream without watches after this long with no client (default 300)",
     )
     p.add_argument(
         "--keep-full",
@@ -98,18 +101,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="hard cap per live or push stream in Redis, e.g. 2GB or 512MiB (default: none); oldest "
         "compacted scenes go first, then full scenes are compacted",
     )
-    p.add_argument("--max-connections", type=int, default=256, help="open WebSockets (default 256)")
-    p.add_argument(
-        "--max-connections-per-client",
-        type=int,
-        default=32,
-        help="open WebSockets from one address (default 32)",
-    )
-    p.add_argument("--max-push-streams", type=int, default=64, help="push streams open at once (default 64)")
-    p.add_argument("--max-file-streams", type=int, default=8, help="files decoded at once (default 8)")
-    p.add_argument(
-        "--max-live-streams", type=int, default=8, help="live URL streams decoded at once (default 8)"
-    )
+    limits, caps = GatewayConfig(), StreamCaps()  # one copy of each default: theirs
+    for flag, default, what in [
+        ("--max-connections", limits.max_connections, "open WebSockets"),
+        (
+            "--max-connections-per-client",
+            limits.max_connections_per_client,
+            "open WebSockets from one address",
+        ),
+        ("--max-push-streams", caps.push, "push streams open at once"),
+        ("--max-file-streams", caps.file, "files decoded at once"),
+        ("--max-live-streams", caps.live, "live URL streams decoded at once"),
+    ]:
+        p.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
