@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 
+from .owner_keys import new_key
 from .records import StreamExists, StreamInfo, StreamNotFound, field_args, float_or_none, text
 from .redis_conn import StoreBase
 from .schema import check_sid, new_sid
@@ -146,6 +147,13 @@ class StreamRecords(StoreBase):
         """Give the stream its owner's key (as a hash; the key itself is never stored). Only once:
         False when it already has one, so nobody can take a stream over by setting another."""
         return bool(self.client.hsetnx(self.keys(sid).stream, KEY_FIELD, key_hash))
+
+    def replace_key(self, sid: str) -> str:
+        """A new owner key for ``sid`` (the operator's `scenekv memory key`): the old one, or none,
+        stops counting; the new key is returned, only its hash stored."""
+        key, digest = new_key()
+        self.client.hset(self.keys(sid).stream, KEY_FIELD, digest)
+        return key
 
     def key_hash(self, sid: str) -> str | None:
         """The hash of the stream's owner key; None for a stream made before streams had owners."""

@@ -1,4 +1,8 @@
-"""`scenekv memory`: list streams kept in Redis, show what one costs, delete one."""
+"""`scenekv memory`: list streams kept in Redis, show what one costs, delete one, give one a new key.
+
+``key`` is the operator's way back in: a stream made before streams had owners has no key (read-only
+over the WebSocket), and a key its client lost cannot be recovered (only its hash is stored). Anyone
+who can run this can reach Redis, so the command is the operator's, not a client's."""
 
 from __future__ import annotations
 
@@ -6,12 +10,16 @@ import argparse
 
 from scenekv.defaults import DEFAULT_PREFIX
 
-HELP = "list, inspect or delete the streams kept in Redis (bytes, chunks, scenes per stream)"
+HELP = "list, inspect, delete or re-key the streams kept in Redis (bytes, chunks, scenes per stream)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("list", "info", "scenes", "delete"), help="what to do")
-    p.add_argument("sid", nargs="?", help="stream id (info, scenes, delete)")
+    p.add_argument(
+        "action",
+        choices=("list", "info", "scenes", "delete", "key"),
+        help="what to do (key: a new owner key for the stream, printed once; the old one stops working)",
+    )
+    p.add_argument("sid", nargs="?", help="stream id (info, scenes, delete, key)")
     p.add_argument(
         "--redis-url", default=None, help="Redis URL (default: REDIS_URL or redis://127.0.0.1:6379/0)"
     )
@@ -39,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
             if args.json
             else f"deleted {args.sid} ({n} keys)"
         )
+        return 0
+    if args.action == "key":
+        if not store.exists(args.sid):
+            raise UserError(f"no stream {args.sid!r} under prefix {args.prefix!r}", code="stream_not_found")
+        key = store.replace_key(args.sid)
+        print(json.dumps({"sid": args.sid, "stream_key": key}) if args.json else key)
         return 0
     if args.action == "scenes":
         for s in store.scenes(args.sid):
