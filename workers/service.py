@@ -316,9 +316,8 @@ class SceneKVService:
         return released
 
     def _reclaim_decoders(self) -> None:
-        """Stop the decoder processes whose source has ended (a file read to its end, a live source
-        that failed): their last progress is kept for ``progress``. A file's stream ended itself; a
-        failed live source's stays open until released idle, like a push stream."""
+        """Stop the decoder processes whose source has ended (a file read to its end, a source that
+        failed): their last progress is kept for ``progress``."""
         with self._lock:
             decoders = dict(self._decoders)
         if not decoders:
@@ -333,7 +332,9 @@ class SceneKVService:
             except Exception as exc:  # the decoder died for good: its stream shows the error
                 final = {"status": "error", "error": {"code": "source_error", "message": str(exc)}}
             final.pop("closed", None)
-            live = self.slots.kind(sid) == "live"
+            # a file read to its end ended its stream itself; any other (a live source, a file that
+            # failed midway) is still open on its encoder: released when idle, like a push stream
+            ended = self.slots.kind(sid) != "live" and final.get("status") == "done"
             with self._lock:
                 if self._decoders.get(sid) != (actor, ref):
                     continue  # ended or restarted meanwhile
@@ -341,11 +342,11 @@ class SceneKVService:
                 self._finished[sid] = final
                 while len(self._finished) > FINISHED_KEPT:  # the oldest first (insertion order)
                     self._finished.pop(next(iter(self._finished)))
-                if live:  # a failed camera's stream is still open on its encoder: released idle
-                    self._touched[sid] = time.monotonic()
-                else:  # a file read to its end ended its stream itself
+                if ended:
                     self._streams.discard(sid)
-            if not live:
+                else:
+                    self._touched[sid] = time.monotonic()
+            if ended:
                 self.slots.give_back(sid)
             ray.kill(actor)
 
