@@ -126,6 +126,44 @@ def time_question(engine: QAEngine, rolling: RollingMemory, device: torch.device
     return first - t0, dict(answer.usage)
 
 
+STAGES = {  # where a question's time goes: functions on its path (file, name), outermost first
+    "MemoryView.of: Redis index + device window export": ("memory_view.py", "of"),
+    "QAEngine.ask: anchor, plan, scores, chunk loads, cache": ("engine.py", "ask"),
+    "  the question's queries for retrieval (a sink forward)": ("answer.py", "queries"),
+    "  retrieval scores": ("engine.py", "_scores"),
+    "  `when` paths tried first (index, captions, scene scan)": ("engine.py", "_index_when"),
+    "  context plan + chunk loads": ("engine.py", "_planned_context"),
+    "    chunk loads from Redis (+ dequantise)": ("chunks.py", "load_chunks"),
+    "  context cache: re-rotation + concat (Answerer.context)": ("answer.py", "context"),
+    "Generation: prefill of the question + first token": ("generate.py", "__iter__"),
+    "  model forward passes": ("backend.py", "forward"),
+}
+
+
+def profile_question(engine: QAEngine, rolling: RollingMemory, device: torch.device) -> dict:
+    """One question under cProfile and torch's profiler: seconds per stage (cumulative, the
+    outermost call of each function named in STAGES) and the torch ops that took the most time."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as ops:
+        prof.enable()
+        total, usage = time_question(engine, rolling, device)
+        prof.disable()
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (prim calls, calls, self s, cum s, callers)
+    stages = {}
+    for stage, (file, name) in STAGES.items():
+        found = [(v[3], v[1]) for (f, _, n), v in stats.items() if f.endswith(file) and n == name]
+        if found:  # recursive or per-layer calls: the outermost's cumulative time is the largest
+            stages[stage] = {"s": round(max(c for c, _ in found), 4), "calls": sum(n for _, n in found)}
+    top_ops = [
+        {"op": e.key, "calls": e.count, "self_s": round(e.self_cpu_time_total / 1e6, 4)}
+        for e in sorted(ops.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
+    ]
+    return {"ttft_s": round(total, 4), "usage": usage, "stages": stages, "top_ops": top_ops}
+
+
 def run_scenekv(backend: VLMBackend, args, res: Results, deadline: float) -> None:
     store = MemoryStore(args.redis_url, f"skvbench:ttft:{uuid.uuid4().hex[:8]}:", ttl_s=3600)
     rolling = RollingMemory.create(
@@ -193,6 +231,9 @@ def run_scenekv(backend: VLMBackend, args, res: Results, deadline: float) -> Non
                 "redis_MB": round(info.bytes / 1e6, 1),
                 "load": loadavg(),
             }
+            if args.profile:
+                row["profile"] = profile_question(engine, rolling, device)
+                log(f"profile at {target} frames: {json.dumps(row['profile'], indent=1)}")
             res.scenekv.append(row)
             log(f"SceneKV {target} frames: TTFT {row['ttft_s']:.3f}s {runs}, usage {usage}")
     finally:
@@ -474,6 +515,9 @@ def main() -> int:
     p.add_argument("--plot", default=None, help="write a PNG plot here (needs matplotlib)")
     p.add_argument("--json", default=None, help="write raw results here")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument(
+        "--profile", action="store_true", help="also profile one question per length: time per stage, top ops"
+    )
     args = p.parse_args()
     args.redis_url = args.redis_url or redis_url_default()
 

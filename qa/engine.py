@@ -166,7 +166,8 @@ class QAEngine:
             if textual is not None:
                 return Answer(textual, textual.plan, anchor, textual.plan.tokens, started)
             question_ids = self.answerer.question_ids(question)
-            scores = self._scores(memory, refs, question_ids) if top_k != 0 else {}
+            retrieve = top_k != 0 and self._may_retrieve(question, refs, anchor, now)
+            scores = self._scores(memory, refs, question_ids) if retrieve else {}
             scan = self._scene_scan(memory, question, anchor, now, refs, scores, cancel)
             if scan is not None:
                 prompt_tokens = self.answerer.sink_len + scan.plan.tokens + len(question_ids)
@@ -388,6 +389,20 @@ class QAEngine:
             return None
         plan = heads_plan(kept, [c.tokens for c in chunks], [c.first_pts for c in chunks])
         return plan, chunks
+
+    def _may_retrieve(
+        self, question: str, refs: list[ChunkRef], anchor: TimeAnchor | None, now: float | None
+    ) -> bool:
+        """Whether retrieval scores can change the context. Scoring runs the question through the
+        model once more (its queries), about half of a question's time to first token on the
+        full-size 0.5B on a CPU (docs/benchmarks.md, TTFT: where the time goes), so it is skipped
+        where the anchor's window (or the recent 30 s) already holds every chunk: nothing is left
+        to retrieve, and the plan is the same. A `when` question ranks its scenes by them."""
+        if is_when_question(question):
+            return True
+        window = _window(anchor, now)
+        plan = plan_context(refs, window=window, now=now, budget_tokens=self.budget_tokens, top_k=0)
+        return len(plan.chunks) < len(refs)
 
     def _scores(
         self, memory: StreamMemory, refs: list[ChunkRef], question_ids: list[int]

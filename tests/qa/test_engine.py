@@ -172,3 +172,35 @@ def test_a_when_question_reads_one_frame_per_scene(store, video, engine):
         assert other.usage["memory_tokens"] > answer.usage["memory_tokens"]
     finally:
         mem.detach()
+
+
+def test_retrieval_scores_are_computed_only_where_they_can_change_the_context(store, video, rolling):
+    """Scoring chunks runs the question through the model once more: skipped where the recent
+    window already holds every chunk, with the same context and answer as when it is computed."""
+
+    class Always(QAEngine):  # what the engine did before: scores for every question
+        def _may_retrieve(self, *args) -> bool:
+            return True
+
+    def counted(engine: QAEngine) -> list[int]:
+        calls, queries = [], engine.answerer.queries
+        engine.answerer.queries = lambda ids: calls.append(1) or queries(ids)
+        return calls
+
+    config = RollingConfig(window=12, chunk_frames=4)
+    short = RollingMemory.create(store, tiny(), carriers="pool:4", source="short", config=config)
+    try:
+        short.append(video[:10])  # 10 s: inside the recent 30 s
+        short.flush()
+        lean, full = QAEngine(tiny(), budget_tokens=400, top_k=2), Always(tiny(), budget_tokens=400, top_k=2)
+        lean_calls, full_calls = counted(lean), counted(full)
+        params = SamplingParams(max_new_tokens=6)
+        a = lean.ask(MemoryView.of(short), "What happens?", params=params)
+        b = full.ask(MemoryView.of(short), "What happens?", params=params)
+        assert (list(a), a.evidence, a.usage) == (list(b), b.evidence, b.usage)  # the same answer
+        assert lean_calls == [] and full_calls == [1]  # without the extra forward pass
+        # a 40 s stream asked about 0:05: chunks outside the anchor's window may be retrieved
+        lean.ask(MemoryView.of(rolling), "What happened at 0:05?", params=SamplingParams(max_new_tokens=1))
+        assert lean_calls == [1]
+    finally:
+        short.detach()
