@@ -48,6 +48,10 @@ class EncoderActor:
         self._cancels: dict[str, threading.Event] = {}
         self.started = time.time()
         self.counts = {"frames_encoded": 0, "append_calls": 0, "decode_tokens": 0, "questions": 0}
+        if config.threads:
+            import torch
+
+            torch.set_num_threads(config.threads)
         try:
             self.backend = load_backend(model, device=config.device, dtype=config.dtype)
         except Exception as exc:  # kept for describe_model: Ray's creation-task error loses the message

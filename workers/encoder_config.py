@@ -21,3 +21,7 @@ class EncoderConfig:
     captions: bool = True  # caption each scene as it closes
     budget_tokens: int = 4096  # a question's context budget
     batch_frames: int = 32  # most frames in one vision batch across streams
+    # torch threads of the encoder's model: Ray starts actors with OMP_NUM_THREADS=1, which halves
+    # every model step on a 2-core machine (measured: bench/question_wait.py); EncoderPool.start
+    # gives each encoder its node's CPUs divided by the encoders placed there. None: as Ray set it
+    threads: int | None = None

@@ -13,7 +13,10 @@ re-places its own stream.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
+from collections import Counter
+from dataclasses import replace
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -74,14 +77,17 @@ class EncoderPool:
         """``count`` named encoders, node by node (soft affinity: a full node lets Ray choose)."""
         slots = node_slots(gpus) or [None]
         tag = uuid.uuid4().hex[:6]  # names unique per service: two services never share an encoder
+        sharing = Counter(slots[i % len(slots)] for i in range(count))  # encoders per node
+        cpus = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")}
         handles = {}
         for i in range(count):
             name = f"encoder-{i}-{tag}"
             node = slots[i % len(slots)]
             strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
+            threads = config.threads or max(1, int(cpus.get(node) or os.cpu_count() or 1) // sharing[node])
             handles[name] = actor_cls.options(
                 name=name, namespace=NAMESPACE, num_gpus=1 if gpus else 0, scheduling_strategy=strategy
-            ).remote(model, redis_url, config)
+            ).remote(model, redis_url, replace(config, threads=threads))
         return cls(handles, redis_url, config.prefix)
 
     def __getstate__(self) -> dict:
