@@ -333,11 +333,7 @@ def _frame_append(msg: dict, max_frame_bytes: int) -> FrameAppend:
 
 def _question_ask(msg: dict, _limit: int) -> QuestionAsk:
     qid = _id(msg)
-    text = msg.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise ProtocolError(BAD_REQUEST, "question.ask needs a non-empty 'text'", id=qid)
-    if len(text) > MAX_QUESTION_CHARS:
-        raise ProtocolError(TOO_LARGE, f"question longer than {MAX_QUESTION_CHARS} characters", id=qid)
+    text = _text(msg, qid, "question.ask needs a non-empty 'text'", "question", MAX_QUESTION_CHARS, TOO_LARGE)
     at, range_, last = msg.get("at"), msg.get("range"), msg.get("last")
     if sum(x is not None for x in (at, range_, last)) > 1:
         raise ProtocolError(BAD_REQUEST, "give at most one of 'at', 'range', 'last'", id=qid)
@@ -375,11 +371,7 @@ def _session_end(msg: dict, _limit: int) -> SessionEnd:
 
 def _search(msg: dict, _limit: int) -> SearchRequest:
     sid = _id(msg)
-    text = msg.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise ProtocolError(BAD_REQUEST, "search needs a non-empty 'text'", id=sid)
-    if len(text) > MAX_SEARCH_CHARS:
-        raise ProtocolError(BAD_REQUEST, f"search text longer than {MAX_SEARCH_CHARS} characters", id=sid)
+    text = _text(msg, sid, "search needs a non-empty 'text'", "search text", MAX_SEARCH_CHARS)
     streams = msg.get("streams")
     if streams is not None:
         if not isinstance(streams, list) or not all(
@@ -397,11 +389,8 @@ def _search(msg: dict, _limit: int) -> SearchRequest:
 
 def _watch_add(msg: dict, _limit: int) -> WatchAdd:
     wid = _id(msg)
-    text = msg.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise ProtocolError(BAD_REQUEST, "watch.add needs a non-empty 'text' (what to watch for)", id=wid)
-    if len(text) > MAX_WATCH_CHARS:
-        raise ProtocolError(BAD_REQUEST, f"watch text longer than {MAX_WATCH_CHARS} characters", id=wid)
+    missing = "watch.add needs a non-empty 'text' (what to watch for)"
+    text = _text(msg, wid, missing, "watch text", MAX_WATCH_CHARS)
     webhook = msg.get("webhook")
     if webhook is not None and not _is_webhook(webhook):
         raise ProtocolError(
@@ -456,6 +445,16 @@ def _is_number(x: Any) -> bool:
 def _is_seconds(x: Any) -> bool:
     """A number of seconds in [0, MAX_SECONDS]."""
     return _is_number(x) and 0 <= x <= MAX_SECONDS
+
+
+def _text(msg: dict, id: str, missing: str, name: str, limit: int, too_long: str = BAD_REQUEST) -> str:
+    """The message's ``text``: a string with something in it, at most ``limit`` characters."""
+    text = msg.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ProtocolError(BAD_REQUEST, missing, id=id)
+    if len(text) > limit:
+        raise ProtocolError(too_long, f"{name} longer than {limit} characters", id=id)
+    return text
 
 
 def _is_time(x: Any) -> bool:
