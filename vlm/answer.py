@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from .backend import VLMBackend
+from .batch_decode import SequenceKV
 from .generate import Generation, SamplingParams
 from .kv import KVChunk, build_cache, cache_tensors
 
@@ -43,6 +44,17 @@ class Answerer:
 
     def context(self, chunks: Sequence[KVChunk]) -> tuple[DynamicCache, int]:
         """A fresh cache of sink + ``chunks`` at contiguous positions, and where the question starts."""
+        parts, position = self._parts(chunks)
+        return build_cache(parts, self.backend.model.config.get_text_config()), position
+
+    def sequence(self, chunks: Sequence[KVChunk], room: int = 0) -> tuple[SequenceKV, int]:
+        """As ``context``, in a generation's own buffers with ``room`` tokens to spare."""
+        parts, position = self._parts(chunks)
+        keys = torch.cat([k for k, _ in parts], dim=2)
+        values = torch.cat([v for _, v in parts], dim=2)
+        return SequenceKV(keys, values, room=room), position
+
+    def _parts(self, chunks: Sequence[KVChunk]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
         inv_freq = self.backend.rope_inv_freq()
         parts = [self.sink]
         position = self.sink_len
@@ -55,7 +67,7 @@ class Answerer:
                 )
             )
             position += chunk.span
-        return build_cache(parts, self.backend.model.config.get_text_config()), position
+        return parts, position
 
     def queries(self, question_ids: list[int]) -> torch.Tensor:
         """The question's mean pre-RoPE queries on the sink alone (retrieval scores chunks with them)."""
@@ -74,14 +86,15 @@ class Answerer:
         record_logits: bool = False,
     ) -> Generation:
         """Answer on sink + ``chunks``; iterate the result for streamed text."""
-        cache, position = self.context(chunks)
         prompt = self.backend.embed_ids(self.question_ids(question, anchor_pts))
+        params = params or SamplingParams()
+        cache, position = self.sequence(chunks, room=prompt.shape[0] + params.max_new_tokens)
         return Generation(
             self.backend,
             cache,
             prompt,
             position,
-            params or SamplingParams(),
+            params,
             cancel,
             record_logits=record_logits,
         )
@@ -92,13 +105,17 @@ class Answerer:
     def read(self, check_ids: list[int], chunks: Sequence[KVChunk], max_new_tokens: int = 8) -> str:
         """The model's greedy answer to a scene check (``check_ids``) on sink + ``chunks``: what the
         scene shows of the kind the question asks about (``purple triangle``, ``green``)."""
-        cache, position = self.context(chunks)
-        prompt = self.backend.embed_ids(check_ids)
-        params = SamplingParams(max_new_tokens=max_new_tokens)
-        generation = Generation(self.backend, cache, prompt, position, params)
+        generation = self.reading(check_ids, chunks, max_new_tokens)
         for _ in generation:
             pass
         return generation.text.strip()
+
+    def reading(self, check_ids: list[int], chunks: Sequence[KVChunk], max_new_tokens: int = 8) -> Generation:
+        """``read``'s generation, not run yet (a scheduler batches it with others)."""
+        prompt = self.backend.embed_ids(check_ids)
+        cache, position = self.sequence(chunks, room=prompt.shape[0] + max_new_tokens)
+        params = SamplingParams(max_new_tokens=max_new_tokens)
+        return Generation(self.backend, cache, prompt, position, params)
 
 
 def nearest_frame_pts(chunks: Sequence[KVChunk], target: float) -> float | None:

@@ -189,6 +189,18 @@ class VLMBackend(ABC):
             return None
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()[0]
 
+    @torch.inference_mode()
+    def forward_hidden(self, embeds: torch.Tensor, cache, positions: torch.Tensor) -> torch.Tensor:
+        """The language model's last hidden states [T, D] for ``embeds`` [T, D] (a packed forward of
+        many sequences: vlm/batch_decode.py, whose cache object routes each sequence's keys)."""
+        out = self._lm(
+            **self._lm_inputs(embeds),
+            position_ids=self._position_ids(positions).to(self.device),
+            **{self._cache_kwarg: cache},
+            use_cache=True,
+        )
+        return out.last_hidden_state[0]
+
     def text_positions(self, start: int, n: int) -> torch.Tensor:
         return torch.arange(start, start + n)
 

@@ -17,6 +17,8 @@ import torch
 from transformers import DynamicCache
 
 from .backend import VLMBackend
+from .batch_decode import SequenceKV
+from .kv import cache_tensors
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,14 @@ class SamplingParams:
 
 @dataclass
 class Generation:
-    """Iterate for text deltas; afterwards ``text``, ``token_ids``, ``finish_reason`` are final."""
+    """One answer's decoding, as a state machine a scheduler can step together with others
+    (vlm/batch_decode.py): ``inputs`` gives the next tokens to run (a chunk of the prompt, or the
+    last picked token), ``advance`` takes their logits and returns the text that may be shown now.
+    Iterating steps it alone, for text deltas; afterwards ``text``, ``token_ids``,
+    ``finish_reason`` are final."""
 
     backend: VLMBackend
-    cache: DynamicCache
+    cache: SequenceKV | DynamicCache
     prompt: torch.Tensor  # [T, D] embeddings to prefill before decoding
     position: int  # position of the prompt's first token
     params: SamplingParams = field(default_factory=SamplingParams)
@@ -50,52 +56,102 @@ class Generation:
     ttft_s: float | None = None
     record_logits: bool = False  # keep every step's logits in ``logits`` (tests, debugging)
     logits: list[torch.Tensor] = field(default_factory=list)
+    _fed: int = field(default=0, repr=False)  # prompt tokens already run
+    _started: float | None = field(default=None, repr=False)
+    _emitted: int = field(default=0, repr=False)
+    _rng: torch.Generator | None = field(default=None, repr=False)
+    _iterated: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cache, DynamicCache):  # a cache built elsewhere: copied once into buffers
+            keys, values = cache_tensors(self.cache)
+            self.cache = SequenceKV(keys, values, room=self.prompt.shape[0] + self.params.max_new_tokens)
+        if self.params.seed is not None:
+            self._rng = torch.Generator().manual_seed(self.params.seed)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def prompt_left(self) -> int:
+        """Prompt tokens not run yet (0 once decoding)."""
+        return self.prompt.shape[0] - self._fed
+
+    def inputs(self, budget: int | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The next tokens to run: (embeds [n, D], positions, whether their last token's logits are
+        needed). A prompt is run in chunks of at most ``budget`` tokens; then one token a step."""
+        if self._started is None:
+            self._started = time.perf_counter()
+        backend = self.backend
+        left = self.prompt_left
+        if left > 0:
+            n = left if budget is None else max(1, min(left, budget))
+            embeds = self.prompt[self._fed : self._fed + n]
+            return embeds, backend.text_positions(self.position + self._fed, n), n == left
+        at = self.position + self.prompt.shape[0] + len(self.token_ids) - 1
+        return backend.embed_ids([self.token_ids[-1]]), backend.text_positions(at, 1), True
+
+    def advance(self, n: int, logits: torch.Tensor | None) -> str:
+        """``n`` tokens from ``inputs`` were run (``logits``: their last one's, where asked for);
+        returns the text that may be shown now ("" if none)."""
+        if self.prompt_left > 0:
+            self._fed += n
+            if self.prompt_left > 0:
+                return ""
+        if logits is None:
+            raise ValueError("a finished prompt or a decoded token needs its logits")
+        if self.cancel is not None and self.cancel.is_set():
+            self.finish_reason = "cancelled"
+            return ""
+        if self.record_logits:
+            self.logits.append(logits)
+        token = _pick(logits, self.params, self._rng)
+        if self.ttft_s is None:
+            self.ttft_s = time.perf_counter() - (self._started or time.perf_counter())
+        if token in self.backend.eos_token_ids:
+            self.finish_reason = "stop"
+            return self._rest()
+        self.token_ids.append(token)
+        full = self.backend.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        cut = _first_stop(full, self.params.stop)
+        if cut is not None:
+            self.text = full[:cut]
+            self.finish_reason = "stop"
+            return self._rest()
+        self.text = full
+        delta = ""
+        # Hold back an incomplete UTF-8 sequence and anything that may grow into a stop string.
+        safe = len(full) - _held_back(full, self.params.stop)
+        if safe > self._emitted:
+            delta, self._emitted = full[self._emitted : safe], safe
+        if len(self.token_ids) >= self.params.max_new_tokens:
+            self.finish_reason = "length"
+            return delta + self._rest()
+        return delta
+
+    def _rest(self) -> str:
+        rest, self._emitted = self.text[self._emitted :], len(self.text)
+        return rest
+
+    def stop(self, reason: str = "cancelled") -> None:
+        """Finish now without another step (a scheduler dropping it: cancel, client gone, error)."""
+        if self.finish_reason is None:
+            self.finish_reason = reason
 
     def __iter__(self) -> Iterator[str]:
-        if self.finish_reason is not None or self.token_ids:
+        if self._iterated or self.finished or self.token_ids:
             raise RuntimeError("a Generation can be iterated once: its cache already holds the answer")
-        start = time.perf_counter()
-        backend, params = self.backend, self.params
-        gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-        stop_ids = backend.eos_token_ids
-        emitted = 0
-        positions = backend.text_positions(self.position, self.prompt.shape[0])
-        logits = backend.forward(self.prompt, self.cache, positions, logits=True)
-        next_pos = self.position + self.prompt.shape[0]
-        while True:
-            if self.cancel is not None and self.cancel.is_set():
+        self._iterated = True
+        from .batch_decode import step_generations
+
+        while not self.finished:
+            if self.cancel is not None and self.cancel.is_set() and self.prompt_left == 0:
                 self.finish_reason = "cancelled"
                 break
-            if self.record_logits:
-                self.logits.append(logits)
-            token = _pick(logits, params, gen)
-            if self.ttft_s is None:
-                self.ttft_s = time.perf_counter() - start
-            if token in stop_ids:
-                self.finish_reason = "stop"
-                break
-            self.token_ids.append(token)
-            full = backend.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-            cut = _first_stop(full, params.stop)
-            if cut is not None:
-                self.text = full[:cut]
-                self.finish_reason = "stop"
-                break
-            self.text = full
-            # Hold back an incomplete UTF-8 sequence and anything that may grow into a stop string.
-            safe = len(full) - _held_back(full, params.stop)
-            if safe > emitted:
-                yield full[emitted:safe]
-                emitted = safe
-            if len(self.token_ids) >= params.max_new_tokens:
-                self.finish_reason = "length"
-                break
-            logits = backend.forward(
-                backend.embed_ids([token]), self.cache, backend.text_positions(next_pos, 1), logits=True
-            )
-            next_pos += 1
-        if self.finish_reason != "cancelled" and len(self.text) > emitted:
-            yield self.text[emitted:]
+            delta = step_generations(self.backend, [self])[0]
+            if delta:
+                yield delta
 
 
 def _pick(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
