@@ -1,6 +1,6 @@
 """How long a scene close pauses the other streams' ingest: captions inside the batch vs scheduled.
 
-N push streams go through one ``FrameBatcher`` over one ``StreamHub`` (the encoder actor's
+N push streams go through one ``EncoderScheduler`` over one ``StreamHub`` (the encoder actor's
 pipeline, without Ray), one thread per stream, each appending one frame a round as soon as its
 last one is done (an encoder under full load). Stream 0 is a synthetic video cut every ``--scene-frames``
 seconds (1 frame a second), so SceneTiling closes a scene there about that often; the other streams
@@ -9,7 +9,7 @@ show one still picture each. Two modes, same frames:
 - ``inline``: the batch that closes a scene also makes its caption before any caller gets a result
   (what the encoder did before captions became scheduled work);
 - ``scheduled``: the batch returns; the caption is made one step at a time between later batches
-  (``FrameBatcher(between=StreamHub.caption_step)``; the encoder now steps captions in turn with
+  (``EncoderScheduler(background=StreamHub.caption_step)``; the encoder now steps captions in turn with
   frame readings, ``StreamHub.background_step``, and this bench measures the captions alone).
 
 Reported per mode: the other streams' append latency (submit -> result) p50 / p99 / max, scenes
@@ -33,7 +33,7 @@ import torch
 
 from scenekv.memory import MemoryStore, RollingConfig
 from scenekv.vlm import load_backend
-from scenekv.workers.frame_batcher import FrameBatcher
+from scenekv.workers.encoder_scheduler import EncoderScheduler
 from scenekv.workers.stream_hub import StreamHub
 
 
@@ -87,7 +87,9 @@ def run_mode(mode: str, backend, store, frames: list[list], caption_tokens: int)
                 step_s.append(time.perf_counter() - t)
             return wait
 
-    batcher = FrameBatcher(inline) if mode == "inline" else FrameBatcher(hub.append_batch, between=step)
+    batcher = (
+        EncoderScheduler(inline) if mode == "inline" else EncoderScheduler(hub.append_batch, background=step)
+    )
     sids = [hub.open(carriers="pool:16")["stream_id"] for _ in frames]
     latencies: dict[int, list[float]] = {i: [] for i in range(len(frames))}
     closed = [0]

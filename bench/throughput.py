@@ -1,8 +1,8 @@
 """Ingest throughput for N concurrent push streams: one vision batch across streams vs one stream at a time.
 
 Each round every stream gets one new frame (a push client at 1 fps). "one at a time" appends each
-stream's frame in its own call (what the encoder did before the frame batcher); "batched" runs the
-round through ``StreamHub.append_batch`` (what the ``FrameBatcher`` gives concurrent clients: one
+stream's frame in its own call (what the encoder did before it batched frames); "batched" runs the
+round through ``StreamHub.append_batch`` (what the ``EncoderScheduler`` gives concurrent clients: one
 vision forward for every stream's frame, then each stream's own prefill). Both write to the real
 Redis through each stream's RollingMemory. Captions are off (a caption is a decode, not ingest).
 Random weights built from configs: the compute is the real model's.

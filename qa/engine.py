@@ -56,7 +56,12 @@ class Answer:
     usage: dict = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[str]:
-        for delta in self.generation:  # a scan yields "" between its checks: no text, a chance to interleave
+        return self.follow(iter(self.generation))
+
+    def follow(self, deltas: Iterator[str]) -> Iterator[str]:
+        """The answer's text as ``deltas`` brings it: the generation's own, run here (iterating the
+        answer) or by the encoder's scheduler in a batch with others (workers/encoder_scheduler.py)."""
+        for delta in deltas:  # a scan yields "" between its checks: no text, a chance to interleave
             if delta and self.ttft_ms is None:
                 self.ttft_ms = (time.perf_counter() - self.started) * 1000
             yield delta
@@ -92,29 +97,11 @@ class Answer:
         }
 
 
-class OneAtATime:
-    """A generation whose every decode step holds the engine's lock: answers read from several
-    threads interleave token by token instead of running the model at the same time."""
-
-    def __init__(self, generation, lock: threading.Lock) -> None:
-        self._generation, self._lock = generation, lock
-
-    def __iter__(self):
-        steps = iter(self._generation)
-        while True:
-            with self._lock:
-                delta = next(steps, None)
-            if delta is None:
-                return
-            yield delta
-
-    def __getattr__(self, name: str):
-        return getattr(self._generation, name)
-
-
 class QAEngine:
-    """One model, any number of streams. Thread-safe: planning, loading and every decode step take
-    one lock, so questions asked from many threads share the model one forward at a time."""
+    """One model, any number of streams. Planning and loading take one lock; decoding happens as an
+    answer is read, by whoever reads it: in a service, the encoder's one scheduler, which decodes
+    every running answer in the same forward passes (workers/encoder_scheduler.py). Reading two
+    answers of one engine from two threads at once is not supported: give them to a scheduler."""
 
     def __init__(self, backend: VLMBackend, *, budget_tokens: int = 4096, top_k: int = 4) -> None:
         self.backend = backend
@@ -179,9 +166,8 @@ class QAEngine:
                 plan, chunks, anchor_pts = self._planned_context(memory, refs, anchor, now, scores, top_k)
                 if anchor is not None and now is not None:
                     question_ids = self.answerer.question_ids(question, anchor_pts)
-            generation = OneAtATime(
-                self.answerer.ask(question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel),
-                self._lock,
+            generation = self.answerer.ask(
+                question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel
             )
         prompt_tokens = self.answerer.sink_len + plan.tokens + len(question_ids)
         return Answer(generation, plan, anchor, prompt_tokens, started)
@@ -267,10 +253,7 @@ class QAEngine:
             anchor_pts = nearest_frame_pts(chunks, anchor.focus(now))
             if anchor_pts is not None and self.backend.prompt_format.anchor_last:
                 plan.chunks, chunks = _cut(plan.chunks, chunks, anchor_pts)
-        generation = OneAtATime(
-            self.answerer.ask(question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel),
-            self._lock,
-        )
+        generation = self.answerer.ask(question, chunks, anchor_pts=anchor_pts, params=params, cancel=cancel)
         question_ids = self.answerer.question_ids(question, anchor_pts)
         return Answer(
             generation, plan, anchor, self.answerer.sink_len + plan.tokens + len(question_ids), started

@@ -188,7 +188,8 @@ def step_generations(
     backend, generations: Sequence, budgets: Sequence[int | None] | None = None
 ) -> list[str]:
     """One step of each unfinished ``Generation`` (vlm/generate.py) in one packed forward: a chunk
-    of its prompt (at most ``budgets[i]`` tokens) or its next token. Returns each one's new text."""
+    of its prompt (at most ``budgets[i]`` tokens) or its next token. Returns each one's new text, or
+    the exception that failed it after the forward (the others' steps stand)."""
     budgets = list(budgets) if budgets is not None else [None] * len(generations)
     inputs = [g.inputs(b) for g, b in zip(generations, budgets, strict=True)]
     logits = packed_forward(
@@ -198,4 +199,11 @@ def step_generations(
         [p for _, p, _ in inputs],
         [w for _, _, w in inputs],
     )
-    return [g.advance(e.shape[0], lg) for g, (e, _, _), lg in zip(generations, inputs, logits, strict=True)]
+    out: list = []
+    for g, (e, _, _), lg in zip(generations, inputs, logits, strict=True):
+        try:
+            out.append(g.advance(e.shape[0], lg))
+        except Exception as exc:  # its forward is done: a failure here is this generation's alone
+            g.stop("error")
+            out.append(exc)
+    return out

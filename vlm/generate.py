@@ -150,6 +150,8 @@ class Generation:
                 self.finish_reason = "cancelled"
                 break
             delta = step_generations(self.backend, [self])[0]
+            if isinstance(delta, Exception):
+                raise delta
             if delta:
                 yield delta
 

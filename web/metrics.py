@@ -39,8 +39,10 @@ ENCODER_FIGURES = {
     "streams": ("gauge", "Streams open on the encoder"),
     "frames_encoded": ("counter", "Frames encoded (vision tower + prefill)"),
     "append_calls": ("counter", "Append calls served (each one batch of one stream's frames)"),
-    "lock_wait_seconds": ("counter", "Time calls waited for the model lock"),
-    "lock_held_seconds": ("counter", "Time the model lock was held"),
+    "busy_seconds": ("counter", "Time the encoder's scheduler spent running steps"),
+    "steps": ("counter", "Scheduler steps run (each: a call, a vision batch, a decode step, background)"),
+    "call_wait_seconds": ("counter", "Time planning and other model calls waited for their step, summed"),
+    "running_generations": ("gauge", "Answers decoding or waiting to start on the encoder"),
     "decode_tokens": ("counter", "Answer tokens decoded"),
     "questions": ("counter", "Questions started"),
     "queue_depth": ("gauge", "Append calls waiting for the next vision batch"),
@@ -61,6 +63,7 @@ ENCODER_FIGURES = {
 ENCODER_HISTOGRAMS = {
     "batch_streams": "Distinct streams in each vision batch",
     "batch_frames": "Frames in each vision batch",
+    "decode_batch": "Generations decoded together in each decode step",
 }
 
 

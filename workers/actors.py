@@ -1,8 +1,10 @@
 """Ray actors: thin shells around the pure pipeline (workers.stream_hub.StreamHub, scenekv.ingest).
 
-- EncoderActor owns the model (one per GPU/CPU worker) and a StreamHub: it batches frames of every
-  stream it serves, closes and captions scenes, and answers questions as a streaming generator.
-  It is a threaded actor so a question or a status call never waits for a long append.
+- EncoderActor owns the model (one per GPU/CPU worker), a StreamHub and the one scheduler that runs
+  every model step (workers/encoder_scheduler.py): vision batches of every stream it serves, the
+  decoding of every running answer in the same forward passes, captions and readings between.
+  It is a threaded actor: its threads queue work on the scheduler and wait, so a status call never
+  waits for a long append.
 - DecoderActor owns one source: it decodes and samples in its own process and feeds the encoder
   with bounded in-flight batches (files: wait, never drop; live sources: ingest drops to the newest
   frame when the encoder falls behind).
@@ -21,9 +23,8 @@ from scenekv.errors import UserError
 from scenekv.memory import StreamBusy, StreamNotFound, WriteFailed, WriterBusy
 
 from .encoder_config import EncoderConfig
+from .encoder_scheduler import EncoderScheduler, isolated
 from .errors import StreamResumed
-from .frame_batcher import FrameBatcher
-from .timed_lock import TimedLock
 
 
 def _error_dict(exc: BaseException) -> dict:
@@ -34,8 +35,8 @@ def _error_dict(exc: BaseException) -> dict:
 
 # Restarts without limit: a camera runs for weeks and every restart resumes from Redis. A model
 # that cannot load fails in __init__, which Ray does not restart.
-# Appends wait in the frame batcher on one of the 64 threads each; status calls and cancels have
-# threads of their own (the "status" group), so a busy encoder still answers them at once.
+# Appends, calls and answers wait on the scheduler on one of the 64 threads each; status calls and
+# cancels have threads of their own (the "status" group), so a busy encoder still answers them at once.
 @ray.remote(max_concurrency=64, max_restarts=-1, max_task_retries=0, concurrency_groups={"status": 4})
 class EncoderActor:
     def __init__(self, model: str, redis_url: str, config: EncoderConfig) -> None:
@@ -44,7 +45,6 @@ class EncoderActor:
         from scenekv.workers.stream_hub import StreamHub
 
         self.load_error: BaseException | None = None
-        self._model_lock = TimedLock()  # one forward at a time on the model
         self._cancels: dict[str, threading.Event] = {}
         self.started = time.time()
         self.counts = {"frames_encoded": 0, "append_calls": 0, "decode_tokens": 0, "questions": 0}
@@ -65,14 +65,21 @@ class EncoderActor:
             captions=config.captions,
             budget_tokens=config.budget_tokens,
         )
-        self.batcher = FrameBatcher(
-            self._append_batch, max_frames=config.batch_frames, between=self._background_step
+        from functools import partial
+
+        from scenekv.vlm.batch_decode import step_generations
+
+        self.scheduler = EncoderScheduler(
+            self._append_batch,
+            step_generations=partial(step_generations, self.backend),
+            background=self._background_step,
+            max_frames=config.batch_frames,
         )
 
     @ray.method(concurrency_group="status")
     def stats(self) -> dict:
         """Where this encoder runs and what it has done since it started (/metrics, /healthz).
-        Read without the model lock: a status call never waits for a long append."""
+        Read off the scheduler: a status call never waits for a long append."""
         import os
 
         return {
@@ -81,8 +88,6 @@ class EncoderActor:
             "pid": os.getpid(),
             "device": str(self.backend.device) if self.load_error is None else None,
             "streams": len(self.hub.streams) if self.load_error is None else 0,
-            "lock_wait_seconds": round(self._model_lock.wait_s, 6),
-            "lock_held_seconds": round(self._model_lock.held_s, 6),
             "uptime_s": round(time.time() - self.started, 3),
             **self.counts,
             **self._batch_figures(),
@@ -90,14 +95,19 @@ class EncoderActor:
         }
 
     def _batch_figures(self) -> dict:
-        batcher = getattr(self, "batcher", None)
-        if batcher is None:  # the model did not load
+        scheduler = getattr(self, "scheduler", None)
+        if scheduler is None:  # the model did not load
             return {}
         return {
-            "queue_depth": batcher.depth,
-            "queue_wait_seconds": round(batcher.queue_wait_s, 6),
-            "batch_streams": batcher.batch_streams.as_dict(),
-            "batch_frames": batcher.batch_frames.as_dict(),
+            "queue_depth": scheduler.depth,
+            "queue_wait_seconds": round(scheduler.queue_wait_s, 6),
+            "call_wait_seconds": round(scheduler.call_wait_s, 6),
+            "busy_seconds": round(scheduler.busy_s, 6),
+            "steps": scheduler.steps,
+            "running_generations": scheduler.running,
+            "batch_streams": scheduler.batch_streams.as_dict(),
+            "batch_frames": scheduler.batch_frames.as_dict(),
+            "decode_batch": scheduler.decode_batch.as_dict(),
         }
 
     def _caption_figures(self) -> dict:
@@ -133,16 +143,16 @@ class EncoderActor:
     def open(
         self, sid: str | None, source: str, fps: float, carriers: str, retention: dict | None = None
     ) -> dict:
-        with self._model_lock:
-            # This actor is the streams' only writer: after a crash its predecessor's lease is stale.
-            return self.hub.open(
+        # This actor is the streams' only writer: after a crash its predecessor's lease is stale.
+        return self.scheduler.call(
+            lambda: self.hub.open(
                 sid=sid, source=source, fps=fps, carriers=carriers, takeover=True, retention=retention
             )
+        )
 
     def open_streams(self) -> list[str]:
         """Streams this actor holds a device window, lease and writer for (after any end in progress)."""
-        with self._model_lock:
-            return list(self.hub.streams)
+        return self.scheduler.call(lambda: list(self.hub.streams))
 
     @ray.method(concurrency_group="status")
     def pid(self) -> int:
@@ -152,84 +162,77 @@ class EncoderActor:
 
     def attach(self, sid: str) -> dict:
         """Continue a stored stream here (after a restart too); a deleted or expired one is not re-created."""
-        with self._model_lock:
-            return self._attach(sid)
+        return self.scheduler.call(lambda: self._attach(sid))
 
-    def _attach(self, sid: str) -> dict:  # the caller holds _model_lock (it is not re-entrant)
+    def _attach(self, sid: str) -> dict:  # on the scheduler's thread
         if sid not in self.hub.streams and not self.store.exists(sid):
             raise StreamNotFound(f"stream {sid!r} no longer exists")
         return self.hub.open(sid=sid, takeover=True)
 
     def append(self, sid: str, frames: list) -> dict:
         """Encode ``frames`` into an open stream, in a vision batch with whatever other streams'
-        frames are pending (workers/frame_batcher.py). A stream that is not open here (this actor
+        frames are pending (workers/encoder_scheduler.py). A stream that is not open here (this actor
         restarted, or dropped it after a write failure) is re-opened from Redis and StreamResumed is
         raised with its stored last pts: the caller re-sends from there, so no frame lands after a
         silent gap."""
-        return self.batcher.submit(sid, frames)
+        return self.scheduler.submit(sid, frames)
 
     def _append_batch(self, requests: list[tuple[str, list]]) -> list:
-        """One batch of the frame batcher: each request's result, or the exception it raises."""
-        with self._model_lock:
-            results: list = [None] * len(requests)
-            todo = []
-            for i, (sid, _) in enumerate(requests):
-                if sid in self.hub.streams:
-                    todo.append(i)
-                    continue
-                try:
-                    last = self._attach(sid)["last_pts"]
-                    results[i] = StreamResumed(
-                        f"stream {sid!r} was re-opened from Redis; resend after {last}", last
-                    )
-                except Exception as exc:
-                    results[i] = exc
-            # never raise from here: a stream re-opened above must get its StreamResumed, not a
-            # retry of its frames after the gap; a batch that fails as a whole runs stream by stream
+        """One vision batch (on the scheduler's thread): each request's result, or its exception."""
+        results: list = [None] * len(requests)
+        todo = []
+        for i, (sid, _) in enumerate(requests):
+            if sid in self.hub.streams:
+                todo.append(i)
+                continue
             try:
-                done = self.hub.append_batch([requests[i] for i in todo]) if todo else []
-            except Exception:
-                done = []
-                for i in todo:
-                    try:
-                        done.append(self.hub.append_batch([requests[i]])[0])
-                    except Exception as exc:
-                        done.append(exc)
-            for i, out in zip(todo, done, strict=True):
-                if isinstance(out, WriteFailed | WriterBusy | StreamBusy | StreamNotFound):
-                    self.hub.forget(requests[i][0])  # its memory is unusable here: drop window and writer
-                elif isinstance(out, dict):
-                    self.counts["frames_encoded"] += out["frames"]
-                    self.counts["append_calls"] += 1
-                results[i] = out
-            return results
+                last = self._attach(sid)["last_pts"]
+                results[i] = StreamResumed(
+                    f"stream {sid!r} was re-opened from Redis; resend after {last}", last
+                )
+            except Exception as exc:
+                results[i] = exc
+        # never raise from here: a stream re-opened above must get its StreamResumed, not a retry
+        # of its frames after the gap; the rest are isolated as the scheduler isolates any batch
+        done = isolated([requests[i] for i in todo], self.hub.append_batch) if todo else []
+        for i, out in zip(todo, done, strict=True):
+            if isinstance(out, WriteFailed | WriterBusy | StreamBusy | StreamNotFound):
+                self.hub.forget(requests[i][0])  # its memory is unusable here: drop window and writer
+            elif isinstance(out, dict):
+                self.counts["frames_encoded"] += out["frames"]
+                self.counts["append_calls"] += 1
+            results[i] = out
+        return results
 
     def _background_step(self) -> float | None:
-        """The scheduler's work between vision batches: one step of a due caption or frame reading."""
-        if not self.hub.background_due():  # nothing due: never queue for the lock behind answers
+        """One step of a due caption or frame reading (on the scheduler's thread, between others)."""
+        if not self.hub.background_due():
             return None
-        with self._model_lock:
-            return self.hub.background_step()
+        return self.hub.background_step()
 
     def end(self, sid: str) -> list[dict]:
         """Close the last scene and wait for the stream's captions and frame readings; a stream this
         actor does not have open (it restarted) is re-opened from Redis first, so its last scene
-        closes all the same. The model lock is taken per step: other streams are encoded between the
-        captions' tokens and the frames' reads."""
-        with self._model_lock:
+        closes all the same. Each step goes through the scheduler: other streams are encoded and
+        answered between the captions' tokens and the frames' reads."""
+
+        def reopen() -> bool:
             if sid not in self.hub.streams:
                 if self.store.exists(sid) and self.store.info(sid).status == "ended":
-                    return []  # ended before (and not continued since): nothing to close
+                    return False  # ended before (and not continued since): nothing to close
                 self._attach(sid)
-        return self.hub.end(sid, model_lock=self._model_lock)
+            return True
+
+        if not self.scheduler.call(reopen):
+            return []
+        return self.hub.end(sid, run=self.scheduler.call)
 
     def detach(self, sid: str) -> None:
-        with self._model_lock:
-            self.hub.detach(sid)
+        self.scheduler.call(lambda: self.hub.detach(sid))
 
     def caption_missing(self, sid: str) -> int:
         """Caption closed scenes that have none (a stream ingested with captions off); returns how many."""
-        return self.hub.caption_missing(sid, model_lock=self._model_lock)
+        return self.hub.caption_missing(sid, run=self.scheduler.call)
 
     @ray.method(concurrency_group="status")
     def info(self, sid: str) -> dict:
@@ -245,32 +248,40 @@ class EncoderActor:
         return event is not None
 
     def ask_stream(self, sid: str, qid: str, question: str, anchor: dict, params: dict):
-        """Yields {"type": "delta", "text"} ... then {"type": "done", ...} or {"type": "error", ...}."""
-        from scenekv.vlm import SamplingParams
+        """Yields {"type": "delta", "text"} ... then {"type": "done", ...} or {"type": "error", ...}.
+        Planned on the scheduler, then decoded there with every other running answer; a client that
+        goes (the generator closed) or a cancel drops it from the batch at the next step."""
+        from contextlib import closing
+
+        from scenekv.vlm import Generation, SamplingParams
 
         cancel = self._cancels.setdefault(qid, threading.Event())
         self.counts["questions"] += 1
         try:
-            with self._model_lock:  # planning and loading; then the lock is taken per decode step
-                answer = self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
-            it = iter(answer)
-            while True:
-                with self._model_lock:  # frames of live streams get encoded between answer tokens
-                    delta = next(it, None)
-                if delta is None:
-                    break
-                if not delta:  # a `when` scan between two scenes: the lock was let go, nothing to send
-                    continue
-                self.counts["decode_tokens"] += 1
-                yield {"type": "delta", "text": delta}
+            answer = self.scheduler.call(
+                lambda: self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
+            )
+            gen = answer.generation
+            # a plain answer decodes in the batch; a `when` answer's reads run one a step
+            if isinstance(gen, Generation):
+                steps = self.scheduler.generate(gen)
+            else:
+                steps = self.scheduler.iterate(iter(gen))
+            with closing(steps), closing(answer.follow(steps)) as deltas:
+                for delta in deltas:
+                    if not delta:  # a `when` read between two others: nothing to send
+                        continue
+                    self.counts["decode_tokens"] += 1
+                    yield {"type": "delta", "text": delta}
             yield {"type": "done", "text": answer.text, **answer.result()}
         except Exception as exc:  # the client gets the error; the actor keeps serving
             yield _error_dict(exc)
         finally:
+            cancel.set()  # whatever is left of it (a client gone mid-answer) stops at the next step
             self._cancels.pop(qid, None)
 
     def shutdown(self) -> None:
-        self.batcher.close()
+        self.scheduler.close()
         self.hub.close()
 
 

@@ -17,8 +17,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -52,7 +52,12 @@ log = logging.getLogger(__name__)
 CAPTION_PROMPT = "Describe what happens in this part of the video in one short sentence."
 MEMORY_FAILURES = (WriteFailed, WriterBusy, StreamBusy, StreamNotFound)
 RECOVER_SCENES = 16  # a re-opened stream's newest scenes checked for a caption a crash left out
-NO_LOCK = contextlib.nullcontext()
+T = TypeVar("T")
+Run = Callable[[Callable[[], T]], T]  # where a unit of model work runs: now, or on the encoder's scheduler
+
+
+def _now(fn: Callable[[], T]) -> T:
+    return fn()
 
 
 class StreamHub:
@@ -263,15 +268,13 @@ class StreamHub:
         now; else seconds until a retry is due. The caller holds the model lock."""
         return self.captions_due.step(sid)
 
-    def drain_captions(
-        self, sid: str, model_lock: AbstractContextManager = NO_LOCK, *, readings: bool = False
-    ) -> None:
+    def drain_captions(self, sid: str, run: Run = _now, *, readings: bool = False) -> None:
         """Make every waiting caption of ``sid`` now (and its due frame readings, with ``readings``),
-        step by step, each step under ``model_lock`` (other streams' frames and answers get it between
-        steps)."""
+        step by step, each step through ``run`` (on an encoder: its scheduler, which runs other
+        streams' frames and answers between steps)."""
+        step = self.background_step if readings else self.caption_step
         while True:
-            with model_lock:
-                wait = self.background_step(sid) if readings else self.caption_step(sid)
+            wait = run(lambda: step(sid))
             if wait is None:
                 return
             if wait > 0:
@@ -304,11 +307,10 @@ class StreamHub:
             view, CAPTION_PROMPT, range_=(start, last), params=self.caption_params, top_k=0
         )
 
-    def caption_missing(self, sid: str, model_lock: AbstractContextManager = NO_LOCK) -> int:
+    def caption_missing(self, sid: str, run: Run = _now) -> int:
         """Caption the closed scenes that have none (a stream ingested with captions off); how many."""
-        with model_lock:  # the queue is stepped by the scheduler under the same lock
-            jobs = self._queue_uncaptioned(sid)
-        self.drain_captions(sid, model_lock)
+        jobs = run(lambda: self._queue_uncaptioned(sid))  # the queue is the scheduler's to step
+        self.drain_captions(sid, run)
         return sum(1 for job in jobs if job.text is not None)
 
     def ask(self, sid: str, question: str, **kwargs) -> Answer:
@@ -331,38 +333,48 @@ class StreamHub:
             self._read_later(sid)
         return self.engine.ask(view, question, **kwargs)
 
-    def end(self, sid: str, model_lock: AbstractContextManager = NO_LOCK) -> list[dict]:
+    def end(self, sid: str, run: Run = _now) -> list[dict]:
         """End of stream: close the last scene, make every caption still due (and those of its
         recent scenes that a crashed encoder left without one), then write everything to Redis and
         mark the stream ended, so whoever sees it end already finds every caption.
-        ``model_lock`` is taken per step (other streams are encoded between them)."""
-        with model_lock, self._lock:
-            mem = self.streams.get(sid)
-            if mem is None:
-                raise StreamNotFound(f"stream {sid!r} is not open here")
-            try:
-                last = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
-                self._caption_uncaptioned(sid)
-            except BaseException:
-                self._drop(sid, mem)
-                raise
+        Each step goes through ``run`` (other streams are encoded between them)."""
+
+        def close() -> tuple[RollingMemory, list]:
+            with self._lock:
+                mem = self.streams.get(sid)
+                if mem is None:
+                    raise StreamNotFound(f"stream {sid!r} is not open here")
+                try:
+                    last = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
+                    self._caption_uncaptioned(sid)
+                except BaseException:
+                    self._drop(sid, mem)
+                    raise
+                return mem, last
+
+        mem, last = run(close)
+
+        def close_more(final: bool) -> bool:
+            """Scenes closed by frames that came while captions were made; True once ended."""
+            if self.streams.get(sid) is not mem or mem.closed:
+                raise StreamNotFound(f"stream {sid!r} was dropped here while it ended")
+            more = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
+            last.extend(more)
+            if more and not final:
+                return False
+            # appearances still on screen end first: whoever sees the stream end has them
+            fps = self.store.info(sid).fps
+            self.watches.finish(sid, 1.0 / fps if fps and fps > 0 else 1.0)
+            mem.end()
+            return True
+
         try:
-            for attempt in range(3):  # frames that came while captions were made may close a scene
-                self.drain_captions(sid, model_lock, readings=True)
-                with model_lock:
-                    if self.streams.get(sid) is not mem or mem.closed:
-                        raise StreamNotFound(f"stream {sid!r} was dropped here while it ended")
-                    more = [(s, self._caption_later(sid, s)) for s in mem.close_last_scene()]
-                    last += more
-                    if not more or attempt == 2:
-                        # appearances still on screen end first: whoever sees the stream end has them
-                        fps = self.store.info(sid).fps
-                        self.watches.finish(sid, 1.0 / fps if fps and fps > 0 else 1.0)
-                        mem.end()
-                        break
+            for attempt in range(3):
+                self.drain_captions(sid, run, readings=True)
+                if run(lambda final=attempt == 2: close_more(final)):
+                    break
         except BaseException:
-            with model_lock:
-                self._drop(sid, mem)  # its lease and writer go; what Redis holds stays (attach continues it)
+            run(lambda: self._drop(sid, mem))  # its lease and writer go; what Redis holds stays
             raise
         with self._lock:
             if self.streams.get(sid) is mem:

@@ -329,7 +329,7 @@ def test_metrics_text_format():
             "node": "10.0.0.1",
             "streams": 2,
             "frames_encoded": 40,
-            "lock_wait_seconds": 0.5,
+            "busy_seconds": 0.5,
             "batch_streams": {"buckets": [1, 2, 4], "counts": [3, 1, 0, 0], "sum": 5.0, "count": 4},
         },
         {"error": "ActorDiedError"},

@@ -91,10 +91,15 @@ def test_a_stored_stream_of_another_model_is_refused_not_answered(store, video):
     list(hub.ask(sid, "what happened at 0:03?", params=SamplingParams(max_new_tokens=2)))  # its own model
 
 
-def test_questions_from_two_threads_never_run_the_model_at_once(store, video):
-    """The engine is shared by every stream's questions: decode steps of concurrent answers take
-    turns (one forward at a time) and each answer is what it would be alone."""
+def test_questions_from_two_threads_share_forward_passes_on_the_scheduler(store, video):
+    """The engine is shared by every stream's questions; read from two threads through the
+    encoder's scheduler, the two answers run in the same forward passes (never two forwards at
+    once) and each answer is what it would be alone."""
     import threading
+    from functools import partial
+
+    from scenekv.vlm.batch_decode import step_generations
+    from scenekv.workers.encoder_scheduler import EncoderScheduler
 
     hub = StreamHub(tiny(), store, rolling=RollingConfig(window=12, chunk_frames=4), captions=False)
     sid = hub.open(carriers="pool:4")["stream_id"]
@@ -104,7 +109,7 @@ def test_questions_from_two_threads_never_run_the_model_at_once(store, video):
     alone = ["".join(hub.ask(sid, q, params=params)) for q in questions]
 
     backend = hub.backend
-    forward, inside, overlaps = backend.forward, [0], [0]
+    forward, inside, overlaps = backend.forward_hidden, [0], [0]
     guard = threading.Lock()
 
     def counted(*args, **kwargs):
@@ -117,21 +122,26 @@ def test_questions_from_two_threads_never_run_the_model_at_once(store, video):
             with guard:
                 inside[0] -= 1
 
-    backend.forward = counted
+    backend.forward_hidden = counted
+    scheduler = EncoderScheduler(hub.append_batch, step_generations=partial(step_generations, backend))
     try:
-        answers = [hub.ask(sid, q, params=params) for q in questions]  # planned; decoded when read
+        answers = [scheduler.call(lambda q=q: hub.ask(sid, q, params=params)) for q in questions]
         texts = [""] * 2
-        threads = [
-            threading.Thread(target=lambda i=i: texts.__setitem__(i, "".join(answers[i]))) for i in range(2)
-        ]
+
+        def read(i: int) -> None:
+            texts[i] = "".join(answers[i].follow(scheduler.generate(answers[i].generation)))
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     finally:
-        del backend.forward
+        scheduler.close()
+        del backend.forward_hidden
     assert overlaps[0] == 0
     assert texts == alone
+    assert scheduler.decode_batch.as_dict()["counts"][1] > 0  # steps that decoded both answers
     hub.end(sid)
 
 

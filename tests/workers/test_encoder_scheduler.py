@@ -1,7 +1,8 @@
-"""The frame batcher: streams share vision batches, each stream's frames stay in order, no stream
-waits more than a batch, one stream's bad frame never fails another's, other work (captions) runs
-one step between batches; and a batched vision pass gives a stream exactly the memory a lone append
-gives."""
+"""The encoder's scheduler: streams share vision batches, each stream's frames stay in order, no
+stream waits more than a batch, one stream's bad frame never fails another's, other work (captions)
+runs one step between batches; a batched vision pass gives a stream exactly the memory a lone append
+gives; answers decode together in one forward a step and equal each answer decoded alone, frames
+are encoded between their tokens, and a failed, cancelled or abandoned answer leaves the others."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from scenekv.memory import RollingConfig
-from scenekv.workers.frame_batcher import FrameBatcher
+from scenekv.workers.encoder_scheduler import EncoderScheduler
 from scenekv.workers.stream_hub import StreamHub
 
 from support.tiny_model import frames, tiny
@@ -51,7 +52,7 @@ def _submit_all(batcher, requests):
 
 def test_pending_streams_share_a_batch_in_arrival_order_one_request_each():
     rec = Recorder()
-    batcher = FrameBatcher(rec, max_frames=8)
+    batcher = EncoderScheduler(rec, max_frames=8)
     try:
         threads, out = _submit_all(
             batcher, [("a", 1), ("b", 2), ("a", 1), ("c", 3), ("d", 4), ("e", 1), ("b", 1)]
@@ -75,7 +76,7 @@ def test_pending_streams_share_a_batch_in_arrival_order_one_request_each():
 def test_one_streams_error_is_its_own():
     rec = Recorder()
     rec.release.set()
-    batcher = FrameBatcher(rec)
+    batcher = EncoderScheduler(rec)
     try:
         threads, out = _submit_all(batcher, [("ok", 1), ("bad", 1)])
         for t in threads:
@@ -103,7 +104,7 @@ def test_a_batch_that_fails_as_a_whole_is_run_request_by_request():
             gate.wait(5)
         return execute(batch)
 
-    batcher = FrameBatcher(slow_first)
+    batcher = EncoderScheduler(slow_first)
     try:
         threads, out = _submit_all(batcher, [("x", 1), ("y", 1), ("z", 1)])
         gate.set()
@@ -141,7 +142,7 @@ def test_background_work_runs_one_step_between_batches_and_never_delays_frames_m
             submitted.set()
         return 0.0
 
-    batcher = FrameBatcher(execute, between=between)
+    batcher = EncoderScheduler(execute, background=between)
     try:
         assert batcher.submit("first", [0]) == {"sid": "first"}
         for _ in range(500):
@@ -174,7 +175,7 @@ def test_the_scheduler_captions_closed_scenes_between_batches(store):
     with open_source(path, fps=1.0) as src:
         video = [(f.pts, f.image) for f in src]
     hub = StreamHub(tiny(), store, rolling=RollingConfig(window=12, chunk_frames=4), caption_tokens=8)
-    batcher = FrameBatcher(hub.append_batch, between=hub.caption_step)
+    batcher = EncoderScheduler(hub.append_batch, background=hub.caption_step)
     try:
         sid = hub.open(carriers="pool:4")["stream_id"]
         closed = [c for i in range(0, len(video), 3) for c in batcher.submit(sid, video[i : i + 3])["closed"]]
@@ -290,3 +291,151 @@ def test_awaited_pushes_share_batches_beyond_the_loops_threads(redis_url, prefix
             assert (info.last_pts, info.next_index) == (3.0, 4), (sid, info)
     finally:
         svc.shutdown()
+
+
+# -- answers -----------------------------------------------------------------------------------
+QUESTIONS = ["What happened at 00:02?", "Describe the scene.", "What colour is it?", "Anything new?"]
+
+
+def _answers(sess, lengths=(6, 3, 8, 1)):
+    from scenekv.vlm import SamplingParams
+
+    chunks = [sess.export(0, 1), sess.export(0, 5), sess.export(2, 3), sess.export(4, 5)]
+    return [
+        sess.ask(q, chunks=[c], params=SamplingParams(max_new_tokens=n))
+        for q, c, n in zip(QUESTIONS, chunks, lengths, strict=True)
+    ]
+
+
+def _model_scheduler(**kwargs):
+
+    from scenekv.vlm.batch_decode import step_generations
+
+    steps: list[list[tuple[int, int | None]]] = []  # each decode step: (generation, prompt budget)
+
+    def recorded(gens, budgets):
+        steps.append([(id(g), b) for g, b in zip(gens, budgets, strict=True)])
+        return step_generations(tiny(), gens, budgets)
+
+    def frames_ok(batch):
+        return [{"sid": sid} for sid, _ in batch]
+
+    return EncoderScheduler(frames_ok, step_generations=recorded, **kwargs), steps
+
+
+def _read_all(scheduler, gens):
+    texts, errors = {}, {}
+
+    def read(i, g):
+        try:
+            texts[i] = "".join(scheduler.generate(g))
+        except Exception as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=read, args=(i, g)) for i, g in enumerate(gens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return texts, errors
+
+
+def _session():
+    from scenekv.vlm import StreamSession
+
+    sess = StreamSession(tiny(), "pool:16")
+    sess.append(frames(6))
+    return sess
+
+
+def test_answers_asked_at_once_decode_together_and_equal_each_alone():
+    sess = _session()
+    alone = _answers(sess)
+    expected = ["".join(g) for g in alone]
+    scheduler, steps = _model_scheduler()
+    try:
+        gens = _answers(sess)
+        texts, errors = _read_all(scheduler, gens)
+        assert not errors
+        assert [texts[i] for i in range(4)] == expected
+        assert [g.token_ids for g in gens] == [g.token_ids for g in alone]
+        assert max(len(s) for s in steps) == 4  # all four in one forward pass
+        assert scheduler.decode_batch.count == len(steps)
+        assert len(steps) < sum(len(g.token_ids) for g in alone)  # fewer passes than tokens
+    finally:
+        scheduler.close()
+
+
+def test_long_prompts_are_chunked_so_running_answers_step_every_time():
+    sess = _session()
+    scheduler, steps = _model_scheduler(prefill_tokens=4)
+    try:
+        first, *rest = _answers(sess, lengths=(30, 3, 3, 3))
+        it = scheduler.generate(first)
+        next(it)  # the first answer is decoding
+        texts, errors = _read_all(scheduler, rest)
+        assert not errors and len(texts) == 3
+        for step in steps:
+            assert sum(b for _, b in step if b is not None) <= 4  # prompt tokens a step, all answers
+        assert all(any(g == id(first) for g, _ in s) for s in steps)  # it stepped every time
+        # other prompts ran in chunks in the same steps as its tokens
+        assert any((id(first), None) in s and any(b for g, b in s if g != id(first)) for s in steps)
+        "".join(it)
+        assert first.finish_reason == "length" and len(first.token_ids) == 30
+    finally:
+        scheduler.close()
+
+
+def test_frames_are_encoded_between_an_answers_tokens():
+    sess = _session()
+    order: list[str] = []
+    scheduler, _ = _model_scheduler()
+    try:
+        (gen,) = _answers(sess, lengths=(40, 1, 1, 1))[:1]
+        it = scheduler.generate(gen)
+        next(it)
+        order.append("token")
+        assert scheduler.submit("cam", [0]) == {"sid": "cam"}
+        order.append("frames")
+        rest = "".join(it)
+        order.append("end")
+        assert gen.finish_reason == "length" and len(gen.token_ids) == 40
+        assert rest  # tokens came after the frames' batch, not all before it
+        assert order == ["token", "frames", "end"]
+    finally:
+        scheduler.close()
+
+
+def test_a_failing_or_abandoned_answer_leaves_the_others():
+    from scenekv.vlm import Generation
+
+    class Broken(Generation):
+        def advance(self, n, logits):
+            if self.token_ids:
+                raise RuntimeError("broken on its second token")
+            return super().advance(n, logits)
+
+    sess = _session()
+    alone = _answers(sess)
+    for g in alone:
+        list(g)
+    scheduler, _ = _model_scheduler()
+    try:
+        gens = _answers(sess)
+        g = gens[2]
+        gens[2] = Broken(g.backend, g.cache, g.prompt, g.position, g.params)
+        abandoned = _answers(sess, lengths=(60, 1, 1, 1))[0]
+        it = scheduler.generate(abandoned)
+        next(it)
+        it.close()  # its reader went away mid-answer
+        texts, errors = _read_all(scheduler, gens)
+        assert "broken" in str(errors[2])
+        assert {i: gens[i].token_ids for i in (0, 1, 3)} == {i: alone[i].token_ids for i in (0, 1, 3)}
+        for _ in range(200):
+            if scheduler.running == 0:
+                break
+            threading.Event().wait(0.01)
+        assert scheduler.running == 0
+        assert abandoned.finish_reason == "cancelled" and len(abandoned.token_ids) < 60
+    finally:
+        scheduler.close()

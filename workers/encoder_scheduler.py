@@ -1,0 +1,423 @@
+"""One scheduler for every model step of an encoder: ``step()`` = schedule -> execute -> update.
+
+An encoder's model does four kinds of work: vision batches of pushed frames (and each stream's
+prefill), decoding of answers, planning (an answer's retrieval pass and chunk loads, opening and
+ending streams), and background work (scene captions and the content index's frame readings). All
+of it runs on this scheduler's one thread, so nothing else locks the model; callers (the encoder
+actor's threads) queue requests and wait for their results.
+
+Each step plans (``StepPlan``):
+- **calls**: the oldest queued piece of exclusive model work (``call``: planning, open, end, one
+  read of a `when` answer), one a step, so no queue of calls holds running answers for long;
+- **frames**: pending append requests in arrival order, at most one per stream (a stream's frames
+  stay in order), up to ``max_frames`` (the first request always goes), as one vision batch;
+- **decode**: one step of **every** running generation in one packed forward over their own caches
+  (vlm/batch_decode.py): a decoding answer's next token, a new answer's prompt in chunks sharing
+  ``prefill_tokens`` a step, so a long prompt never holds the others for more than a step;
+- **background**: one step of due captions or readings.
+
+then executes it and updates each request (``StepOutput``): every caller gets its own result or
+error; answers get their text deltas; finished, cancelled and abandoned answers leave the batch.
+Failures are isolated in one place (``isolated``): a batch that fails as a whole is run request
+by request, so one stream's bad frame or one answer's failure never fails another. Plain Python:
+no Ray here (workers/actors.py is the Ray shell).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Frames = Sequence  # of (pts, RGB uint8 array)
+BATCH_STREAM_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+DECODE_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+log = logging.getLogger(__name__)
+_END = object()  # the end of an answer's deltas
+
+
+class Histogram:
+    """Counts per upper bound (not cumulative), sum and count: what prometheus_client's histogram
+    families are built from on the gateway side."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)  # the last one: above every bound
+        self.sum, self.count = 0.0, 0
+
+    def observe(self, value: float) -> None:
+        i = next((k for k, b in enumerate(self.buckets) if value <= b), len(self.buckets))
+        self.counts[i] += 1
+        self.sum += value
+        self.count += 1
+
+    def as_dict(self) -> dict:
+        return {
+            "buckets": list(self.buckets),
+            "counts": list(self.counts),
+            "sum": self.sum,
+            "count": self.count,
+        }
+
+
+@dataclass
+class _Waiter:
+    """A request whose caller waits for one result."""
+
+    submitted: float = field(default_factory=time.perf_counter)
+    done: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+
+    def resolve(self, result: object) -> None:
+        self.result = result
+        self.done.set()
+
+    def wait(self) -> Any:
+        self.done.wait()
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
+
+
+@dataclass
+class FrameRequest(_Waiter):
+    sid: str = ""
+    frames: Frames = ()
+
+
+@dataclass
+class CallRequest(_Waiter):
+    fn: Callable[[], Any] = lambda: None
+
+
+@dataclass
+class GenRequest:
+    """A running generation (vlm/generate.py ``Generation``) and where its deltas go."""
+
+    generation: Any
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    abandoned: bool = False  # its reader left (a client gone mid-answer): dropped at the next step
+    submitted: float = field(default_factory=time.perf_counter)
+
+    @property
+    def dropped(self) -> bool:
+        cancel = self.generation.cancel
+        return self.abandoned or (cancel is not None and cancel.is_set())
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    calls: tuple[CallRequest, ...] = ()
+    frames: tuple[FrameRequest, ...] = ()
+    decode: tuple[GenRequest, ...] = ()
+    budgets: tuple[int | None, ...] = ()  # each generation's prompt tokens this step (None: all)
+    background: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.calls or self.frames or self.decode or self.background)
+
+    @property
+    def frame_count(self) -> int:
+        return sum(len(r.frames) for r in self.frames)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    calls: tuple[object, ...] = ()  # each call's result or exception
+    frames: tuple[object, ...] = ()  # each frame request's result or exception
+    deltas: tuple[object, ...] = ()  # each generation's new text, or the exception that failed it
+    background_wait: float | None = None  # as ``background`` returns
+    seconds: float = 0.0
+
+
+class EncoderScheduler:
+    def __init__(
+        self,
+        execute_frames: Callable[[list[tuple[str, Frames]]], list],
+        *,
+        step_generations: Callable[[Sequence, Sequence[int | None]], list[str]] | None = None,
+        background: Callable[[], float | None] | None = None,
+        max_frames: int = 32,
+        prefill_tokens: int = 512,
+        max_running: int = 64,
+    ) -> None:
+        """``execute_frames``: runs a vision batch of (stream id, frames), one result or exception
+        each. ``step_generations``: one packed step of generations with their prompt budgets
+        (vlm/batch_decode.py). ``background``: one step of other work; returns None when it has
+        nothing left, 0.0 when it may have more now, else seconds until it has."""
+        self._execute_frames = execute_frames
+        self._step_generations = step_generations
+        self._background = background
+        self.max_frames = max_frames
+        self.prefill_tokens = prefill_tokens
+        self.max_running = max_running
+        self._frames: deque[FrameRequest] = deque()
+        self._calls: deque[CallRequest] = deque()
+        self._waiting: deque[GenRequest] = deque()  # generations not admitted yet
+        self._running: list[GenRequest] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._idle: float | None = None  # seconds until background work is due (None: none)
+        self.background_errors = 0
+        self.steps = 0
+        self.busy_s = 0.0  # summed step execution time
+        self.decode_tokens = 0
+        self.batch_streams = Histogram(BATCH_STREAM_BUCKETS)  # distinct streams in each vision batch
+        self.batch_frames = Histogram((1, 2, 4, 8, 16, 32, 64, 128))
+        self.decode_batch = Histogram(DECODE_BATCH_BUCKETS)  # generations in each decode step
+        self.queue_wait_s = 0.0  # summed over frame requests: submit -> batch start
+        self.call_wait_s = 0.0  # summed over calls: submit -> run
+        self._thread = threading.Thread(target=self._loop, name="encoder-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- what callers use ------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Append requests waiting for a vision batch."""
+        return len(self._frames)
+
+    @property
+    def running(self) -> int:
+        """Generations decoding or waiting to start."""
+        return len(self._running) + len(self._waiting)
+
+    def submit(self, sid: str, frames: Frames) -> dict:
+        """Encode ``frames`` into stream ``sid`` in the next vision batch that can take them; returns
+        that stream's result or raises its error."""
+        return self._enqueue(self._frames, FrameRequest(sid=sid, frames=frames)).wait()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the scheduler's thread between steps (it may use the model) and return its
+        result or raise its error. Not from the scheduler's own thread (it would wait for itself)."""
+        if threading.current_thread() is self._thread:
+            return fn()  # already between steps (work that calls back into the scheduler)
+        return self._enqueue(self._calls, CallRequest(fn=fn)).wait()
+
+    def generate(self, generation) -> Iterator[str]:
+        """The text deltas of ``generation``, decoded in the same forward passes as every other
+        running generation. Closing the iterator early (a client gone) drops it at the next step."""
+        request = GenRequest(generation)
+        self._enqueue(self._waiting, request)
+        try:
+            while True:
+                item = request.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not generation.finished:
+                request.abandoned = True
+                with self._cv:
+                    self._cv.notify()
+
+    def iterate(self, steps: Iterator[str]) -> Iterator[str]:
+        """Each ``next`` of ``steps`` as a call (one unit of model work a step, e.g. a `when`
+        answer's reads), yielding what it yields."""
+        while True:
+            item = self.call(lambda: next(steps, _END))
+            if item is _END:
+                return
+            yield item
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Refuse what is still queued (its callers get an error now, not work on a model that is
+        going away) and wait for the step in progress."""
+        with self._cv:
+            self._closed = True
+            frames, calls = list(self._frames), list(self._calls)
+            gens = list(self._waiting) + self._running
+            self._frames, self._calls, self._waiting, self._running = deque(), deque(), deque(), []
+            self._cv.notify()
+        error = RuntimeError("the encoder is shutting down")
+        for r in frames + calls:
+            r.resolve(error)
+        for g in gens:
+            g.generation.stop("cancelled")
+            g.out.put(error)
+        self._thread.join(timeout=timeout)
+
+    def _enqueue(self, where: deque, request):
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the encoder is shutting down")
+            where.append(request)
+            self._cv.notify()
+        return request
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            plan = self.schedule()
+            if plan is None:
+                return
+            self.update(plan, self.execute(plan))
+
+    def step(self) -> StepOutput | None:
+        """One step (schedule -> execute -> update) without waiting; None when closed."""
+        plan = self.schedule(wait=False)
+        if plan is None:
+            return None
+        out = self.execute(plan)
+        self.update(plan, out)
+        return out
+
+    def schedule(self, wait: bool = True) -> StepPlan | None:
+        """The next step's work; waits (``wait``) until there is some or background work is due."""
+        with self._cv:
+            while wait and not self._closed and not self._has_work():
+                if self._idle == 0.0:
+                    break
+                self._cv.wait(self._idle)
+                if self._idle is not None:
+                    break  # a retry of background work may be due now
+            if self._closed:
+                return None
+            calls = (self._calls.popleft(),) if self._calls else ()
+            return StepPlan(
+                calls=calls,
+                frames=self._take_frames(),
+                **self._take_decodes(),
+                background=self._background is not None and self._idle is not None,
+            )
+
+    def _has_work(self) -> bool:
+        return bool(self._frames or self._calls or self._waiting or self._running)
+
+    def _take_frames(self) -> tuple[FrameRequest, ...]:
+        """Requests in arrival order, one per stream, up to ``max_frames`` (the first always)."""
+        taken, streams, count, left = [], set(), 0, deque()
+        while self._frames:
+            r = self._frames.popleft()
+            if r.sid in streams or (taken and count + len(r.frames) > self.max_frames):
+                left.append(r)
+                continue
+            taken.append(r)
+            streams.add(r.sid)
+            count += len(r.frames)
+        self._frames = left
+        return tuple(taken)
+
+    def _take_decodes(self) -> dict:
+        """Every running generation's next step; waiting ones admitted while there is room, their
+        prompts sharing ``prefill_tokens`` (a prompt longer than what is left runs in chunks)."""
+        for r in [r for r in self._running if r.dropped]:
+            self._finish(r)
+        while self._waiting and len(self._running) < self.max_running:
+            self._running.append(self._waiting.popleft())
+        decode, budgets, left = [], [], self.prefill_tokens
+        for r in self._running:
+            prompt = r.generation.prompt_left
+            if prompt == 0:
+                decode.append(r)
+                budgets.append(None)
+            elif left > 0:
+                n = min(prompt, left)
+                left -= n
+                decode.append(r)
+                budgets.append(n)
+        return {"decode": tuple(decode), "budgets": tuple(budgets)}
+
+    def _finish(self, r: GenRequest) -> None:  # the caller holds _cv
+        if not r.generation.finished:
+            r.generation.stop("cancelled")
+        self._running.remove(r)
+        r.out.put(_END)
+
+    def execute(self, plan: StepPlan) -> StepOutput:
+        t0 = time.perf_counter()
+        calls = tuple(self._run_call(r) for r in plan.calls)
+        frames = tuple(self._run_frames(plan.frames)) if plan.frames else ()
+        deltas = tuple(self._run_decode(plan)) if plan.decode else ()
+        wait = self._run_background() if plan.background else None
+        return StepOutput(calls, frames, deltas, wait, time.perf_counter() - t0)
+
+    def _run_call(self, r: CallRequest) -> object:
+        self.call_wait_s += time.perf_counter() - r.submitted
+        try:
+            return r.fn()
+        except BaseException as exc:  # the loop must live on: its caller gets the error
+            return exc
+
+    def _run_frames(self, requests: tuple[FrameRequest, ...]) -> list:
+        now = time.perf_counter()
+        self.queue_wait_s += sum(now - r.submitted for r in requests)
+        return isolated(
+            [(r.sid, r.frames) for r in requests], lambda batch: _checked(self._execute_frames(batch), batch)
+        )
+
+    def _run_decode(self, plan: StepPlan) -> list:
+        if self._step_generations is None:
+            return [RuntimeError("this scheduler has no model to decode with")] * len(plan.decode)
+        items = [(r.generation, b) for r, b in zip(plan.decode, plan.budgets, strict=True)]
+
+        def run(batch):
+            return _checked(self._step_generations([g for g, _ in batch], [b for _, b in batch]), batch)
+
+        return isolated(items, run)
+
+    def _run_background(self) -> float | None:
+        try:
+            return self._background()
+        except Exception:  # the loop must live on; the work's own errors are its own to report
+            self.background_errors += 1
+            log.exception("background step failed")
+            return 1.0
+
+    def update(self, plan: StepPlan, out: StepOutput) -> None:
+        self.steps += 1
+        self.busy_s += out.seconds
+        for r, result in zip(plan.calls, out.calls, strict=True):
+            r.resolve(result)
+        if plan.frames:
+            self.batch_streams.observe(len(plan.frames))
+            self.batch_frames.observe(plan.frame_count)
+        for r, result in zip(plan.frames, out.frames, strict=True):
+            r.resolve(result)
+        if plan.decode:
+            self.decode_batch.observe(len(plan.decode))
+        with self._cv:
+            if plan.background:
+                self._idle = out.background_wait
+            for r, delta in zip(plan.decode, out.deltas, strict=True):
+                if isinstance(delta, BaseException):
+                    r.generation.stop("error")
+                    r.out.put(delta)
+                elif delta:
+                    r.out.put(delta)
+                if r.generation.prompt_left == 0 and not isinstance(delta, BaseException):
+                    self.decode_tokens += 1
+                if r.generation.finished and r in self._running:
+                    self._finish(r)
+            if self._background is not None and (plan.frames or plan.calls) and self._idle is None:
+                self._idle = 0.0  # work that may have closed a scene: look for background work
+
+
+def _checked(results: list, batch: list) -> list:
+    if len(results) != len(batch):
+        raise RuntimeError(f"a batch of {len(batch)} requests returned {len(results)} results")
+    return results
+
+
+def isolated(items: list, run: Callable[[list], list]) -> list:
+    """``run(items)``'s results; if the batch fails as a whole, each item run alone gets its own
+    result or its own error (one bad frame or answer never fails another)."""
+    try:
+        return run(items)
+    except BaseException as exc:  # the loop must live on: its callers wait for it
+        if len(items) == 1 or not isinstance(exc, Exception):
+            return [exc] * len(items)
+    out = []
+    for item in items:
+        try:
+            out.append(run([item])[0])
+        except BaseException as exc:
+            out.append(exc)
+    return out
