@@ -66,7 +66,9 @@ class Answer:
                 self.ttft_ms = (time.perf_counter() - self.started) * 1000
             yield delta
         if self.ttft_ms is None and self.generation.ttft_s is not None:
-            self.ttft_ms = (time.perf_counter() - self.started) * 1000
+            # no text yet at the first token (it was special, or part of a character): its time
+            first = getattr(self.generation, "first_token_at", None) or time.perf_counter()
+            self.ttft_ms = (first - self.started) * 1000
         self.usage = {
             "memory_tokens": self.plan.tokens,
             "prompt_tokens": self.prompt_tokens,

@@ -54,6 +54,7 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" | "length" | "cancelled"
     ttft_s: float | None = None
+    first_token_at: float | None = None  # perf_counter() when the first token was picked
     record_logits: bool = False  # keep every step's logits in ``logits`` (tests, debugging)
     logits: list[torch.Tensor] = field(default_factory=list)
     _fed: int = field(default=0, repr=False)  # prompt tokens already run
@@ -108,7 +109,8 @@ class Generation:
             self.logits.append(logits)
         token = _pick(logits, self.params, self._rng)
         if self.ttft_s is None:
-            self.ttft_s = time.perf_counter() - (self._started or time.perf_counter())
+            self.first_token_at = time.perf_counter()
+            self.ttft_s = self.first_token_at - (self._started or self.first_token_at)
         if token in self.backend.eos_token_ids:
             self.finish_reason = "stop"
             return self._rest()

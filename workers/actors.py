@@ -257,10 +257,12 @@ class EncoderActor:
 
         cancel = self._cancels.setdefault(qid, threading.Event())
         self.counts["questions"] += 1
+        arrived = time.perf_counter()
         try:
             answer = self.scheduler.call(
                 lambda: self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
             )
+            answer.started = arrived  # its ttft_ms counts the wait for its planning step too
             gen = answer.generation
             # a plain answer decodes in the batch; a `when` answer's reads run one a step
             if isinstance(gen, Generation):

@@ -10,7 +10,10 @@ Each step plans (``StepPlan``):
 - **calls**: the oldest queued piece of exclusive model work (``call``: planning, open, end, one
   read of a `when` answer), one a step, so no queue of calls holds running answers for long;
 - **frames**: pending append requests in arrival order, at most one per stream (a stream's frames
-  stay in order), up to ``max_frames`` (the first request always goes), as one vision batch;
+  stay in order), up to ``max_frames`` (the first request always goes), as one vision batch; while
+  answers run, at most ``busy_frames``, and only in the vision's turn: the two share the model's
+  time, answers ``decode_share`` of it (a vision batch takes seconds on a CPU: one in every step
+  would leave answers a token per batch);
 - **decode**: one step of **every** running generation in one packed forward over their own caches
   (vlm/batch_decode.py): a decoding answer's next token, a new answer's prompt in chunks sharing
   ``prefill_tokens`` a step, so a long prompt never holds the others for more than a step;
@@ -134,6 +137,8 @@ class StepOutput:
     deltas: tuple[object, ...] = ()  # each generation's new text, or the exception that failed it
     background_wait: float | None = None  # as ``background`` returns
     seconds: float = 0.0
+    vision_s: float = 0.0  # of which the vision batch
+    answer_s: float = 0.0  # and the calls and the decode step
 
 
 class EncoderScheduler:
@@ -144,17 +149,26 @@ class EncoderScheduler:
         step_generations: Callable[[Sequence, Sequence[int | None]], list[str]] | None = None,
         background: Callable[[], float | None] | None = None,
         max_frames: int = 32,
+        busy_frames: int = 4,
+        decode_share: float = 0.5,
         prefill_tokens: int = 512,
         max_running: int = 64,
     ) -> None:
         """``execute_frames``: runs a vision batch of (stream id, frames), one result or exception
         each. ``step_generations``: one packed step of generations with their prompt budgets
         (vlm/batch_decode.py). ``background``: one step of other work; returns None when it has
-        nothing left, 0.0 when it may have more now, else seconds until it has."""
+        nothing left, 0.0 when it may have more now, else seconds until it has.
+        ``decode_share``: the part of the model's time answers get while frames also wait (0: a
+        vision batch every step; at most 0.9, so frames never starve)."""
+        if not 0.0 <= decode_share <= 0.9:
+            raise ValueError("decode_share must be in [0, 0.9]")
         self._execute_frames = execute_frames
         self._step_generations = step_generations
         self._background = background
         self.max_frames = max_frames
+        self.busy_frames = max(1, busy_frames)
+        self.decode_share = decode_share
+        self._vision_s = self._decode_s = 0.0  # model time of each while both have work
         self.prefill_tokens = prefill_tokens
         self.max_running = max_running
         self._frames: deque[FrameRequest] = deque()
@@ -283,7 +297,7 @@ class EncoderScheduler:
             calls = (self._calls.popleft(),) if self._calls else ()
             return StepPlan(
                 calls=calls,
-                frames=self._take_frames(),
+                frames=self._take_frames() if self._frames_turn() else (),
                 **self._take_decodes(),
                 background=self._background is not None and self._idle is not None,
             )
@@ -291,12 +305,25 @@ class EncoderScheduler:
     def _has_work(self) -> bool:
         return bool(self._frames or self._calls or self._waiting or self._running)
 
+    def _answering(self) -> bool:
+        return bool(self._running or self._waiting or self._calls)
+
+    def _frames_turn(self) -> bool:
+        """Whether pending frames go in this step: always while no answer runs, else when vision
+        has had less than its share of the model's time since both had work."""
+        if not self._answering():
+            self._vision_s = self._decode_s = 0.0
+            return True
+        return self._vision_s * self.decode_share <= self._decode_s * (1.0 - self.decode_share)
+
     def _take_frames(self) -> tuple[FrameRequest, ...]:
-        """Requests in arrival order, one per stream, up to ``max_frames`` (the first always)."""
+        """Requests in arrival order, one per stream, up to ``max_frames`` (``busy_frames`` while
+        answers run; the first request always goes)."""
+        limit = self.busy_frames if self._answering() else self.max_frames
         taken, streams, count, left = [], set(), 0, deque()
         while self._frames:
             r = self._frames.popleft()
-            if r.sid in streams or (taken and count + len(r.frames) > self.max_frames):
+            if r.sid in streams or (taken and count + len(r.frames) > limit):
                 left.append(r)
                 continue
             taken.append(r)
@@ -334,10 +361,14 @@ class EncoderScheduler:
     def execute(self, plan: StepPlan) -> StepOutput:
         t0 = time.perf_counter()
         calls = tuple(self._run_call(r) for r in plan.calls)
+        t1 = time.perf_counter()
         frames = tuple(self._run_frames(plan.frames)) if plan.frames else ()
+        t2 = time.perf_counter()
         deltas = tuple(self._run_decode(plan)) if plan.decode else ()
+        t3 = time.perf_counter()
         wait = self._run_background() if plan.background else None
-        return StepOutput(calls, frames, deltas, wait, time.perf_counter() - t0)
+        t4 = time.perf_counter()
+        return StepOutput(calls, frames, deltas, wait, t4 - t0, vision_s=t2 - t1, answer_s=t1 - t0 + t3 - t2)
 
     def _run_call(self, r: CallRequest) -> object:
         self.call_wait_s += time.perf_counter() - r.submitted
@@ -384,6 +415,9 @@ class EncoderScheduler:
         if plan.decode:
             self.decode_batch.observe(len(plan.decode))
         with self._cv:
+            if self._answering() or plan.decode:
+                self._vision_s += out.vision_s
+                self._decode_s += out.answer_s
             if plan.background:
                 self._idle = out.background_wait
             for r, delta in zip(plan.decode, out.deltas, strict=True):

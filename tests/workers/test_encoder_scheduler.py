@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import torch
 
 from scenekv.memory import RollingConfig
@@ -439,3 +440,55 @@ def test_a_failing_or_abandoned_answer_leaves_the_others():
         assert abandoned.finish_reason == "cancelled" and len(abandoned.token_ids) < 60
     finally:
         scheduler.close()
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_answers_and_vision_batches_share_the_models_time(share):
+    """Two streams keep frames waiting, and each vision batch takes 0.1 s (seconds, on a CPU):
+    with a decode share of 0.5 an answer gets many tokens between two vision batches and ingest
+    still goes on; with 0 (a vision batch every step) it gets one token per batch."""
+    import time
+    from functools import partial
+
+    from scenekv.vlm.batch_decode import step_generations
+
+    batches: list[float] = []
+
+    def slow_vision(batch):
+        time.sleep(0.1)
+        batches.append(time.perf_counter())
+        return [{"sid": sid} for sid, _ in batch]
+
+    sess = _session()
+    scheduler = EncoderScheduler(
+        slow_vision, step_generations=partial(step_generations, tiny()), decode_share=share
+    )
+    stop = threading.Event()
+
+    def push(sid):
+        while not stop.is_set():
+            try:
+                scheduler.submit(sid, [0])
+            except RuntimeError:  # closed at the end of the test
+                return
+
+    pushers = [threading.Thread(target=push, args=(sid,)) for sid in ("a", "b")]
+    try:
+        for t in pushers:
+            t.start()
+        time.sleep(0.25)
+        (gen,) = _answers(sess, lengths=(30, 1, 1, 1))[:1]
+        t0 = time.perf_counter()
+        "".join(scheduler.generate(gen))
+        t1 = time.perf_counter()
+        assert len(gen.token_ids) == 30
+        during = [b for b in batches if t0 <= b <= t1]
+        if share == 0.0:
+            assert len(during) >= 25  # a vision batch in (almost) every step
+        else:
+            assert 1 <= len(during) <= 10, len(during)  # many tokens a batch, ingest not stopped
+    finally:
+        stop.set()
+        scheduler.close()
+        for t in pushers:
+            t.join(5)
