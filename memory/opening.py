@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from scenekv.errors import UserError
 from scenekv.vlm import StreamSession, VLMBackend
+from scenekv.vlm.session import CONTEXT_FRAMES
 
 from .records import StreamBusy
 from .resume import StreamResume
@@ -52,7 +53,7 @@ def register(
     """Create the stream's record (StreamExists if ``sid`` is taken) and take its writer lease."""
     tiler = SceneTiler(config.tiler)
     config.check(tiler.lookahead)
-    session = StreamSession(backend, carriers)
+    session = StreamSession(backend, carriers, context_frames=context_frames(config))
     sid = store.create_stream(
         sid,
         source=source,
@@ -103,12 +104,40 @@ def restore(
         )
     stored_state = StreamResume.from_fields(h)
     resume = stored_state.point()
-    session = StreamSession(backend, h["carriers"].decode(), resume=resume if resume.next_index else None)
+    session = StreamSession(
+        backend,
+        h["carriers"].decode(),
+        resume=resume if resume.next_index else None,
+        context_frames=context_frames(config),
+    )
     if session.next_position < session.sink_len:  # a stream that never wrote a frame
         session.next_position = session.sink_len
+    elif resume.next_index:
+        _preload(store, sid, session)
     tiler = SceneTiler.from_state(stored_state.tiler) if stored_state.tiler else SceneTiler(config.tiler)
     stored = Retention.from_fields(h)
     if stored is not None:  # the policy the stream was started with, whoever continues it
         config = dataclasses.replace(config, retention=stored)
     store.touch(sid)  # every key of the stream starts a fresh TTL, as any activity does
     return Opened(sid, session, tiler, config, token, resume.next_index)
+
+
+def context_frames(config: RollingConfig) -> int:
+    """Kept frames a frame attends to: at most what the device window always holds after an
+    export (``window - chunk_frames``), so every frame sees exactly as many."""
+    return max(0, min(CONTEXT_FRAMES, config.window - config.chunk_frames))
+
+
+def _preload(store: MemoryStore, sid: str, session: StreamSession) -> None:
+    """The stream's newest stored frames back on the device as the next frames' context."""
+    if session.context_frames == 0:
+        return
+    metas = [m for m in store.chunk_index(sid) if m.last_frame < session.next_index]
+    picked, frames = [], 0
+    for meta in reversed(metas):  # newest first, until they hold enough frames
+        picked.append(meta.cid)
+        frames += meta.frames
+        if frames >= session.context_frames:
+            break
+    if picked:
+        session.preload(store.load_chunks(sid, list(reversed(picked)), strict=False))

@@ -172,15 +172,25 @@ class VLMBackend(ABC):
 
     @torch.inference_mode()
     def forward(
-        self, embeds: torch.Tensor, cache: DynamicCache, positions: torch.Tensor, *, logits: bool
+        self,
+        embeds: torch.Tensor,
+        cache: DynamicCache,
+        positions: torch.Tensor,
+        *,
+        logits: bool,
+        visible: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """Run the language model on ``embeds`` [T, D] at ``positions``, appending to ``cache``.
 
         ``positions`` is [T] for 1-D RoPE or [3, T] for M-RoPE (from text_positions / frame_segment).
-        Returns the logits of the last position when ``logits`` is set (prefill of video needs none).
+        ``visible``: [T, cached + T] booleans, which keys each new token attends to (default: all
+        before it). Returns the logits of the last position when ``logits`` is set (prefill of
+        video needs none).
         """
+        mask = None if visible is None else visible.to(self.device)[None, None]
         out = self._lm(
             **self._lm_inputs(embeds),
+            attention_mask=mask,
             position_ids=self._position_ids(positions).to(self.device),
             **{self._cache_kwarg: cache},
             use_cache=True,

@@ -30,7 +30,9 @@ from .generate import Generation, SamplingParams
 from .kv import FrameSpan, KVChunk, cache_tensors, rotate
 from .prompt import time_tag
 
-__all__ = ["FrameRecord", "ResumePoint", "StreamSession", "time_tag"]
+__all__ = ["CONTEXT_FRAMES", "FrameRecord", "ResumePoint", "StreamSession", "time_tag"]
+
+CONTEXT_FRAMES = 8  # kept frames before it that a frame attends to, besides the sink
 
 
 @dataclass
@@ -60,7 +62,8 @@ class _Resident:
     tokens: int
     span: int  # RoPE positions the segment occupies (< tokens under M-RoPE, where a grid shares them)
     pts: float
-    positions: torch.Tensor  # of every token, [T] or [3, T]: to undo RoPE for retrieval keys
+    positions: torch.Tensor | None  # of every token, [T] or [3, T]: to undo RoPE for retrieval keys
+    stored: bool = False  # read back from storage as context (``preload``): never exported again
 
 
 class StreamSession:
@@ -70,8 +73,13 @@ class StreamSession:
         carriers: CarrierSpec | str = "native",
         *,
         resume: ResumePoint | None = None,
+        context_frames: int = CONTEXT_FRAMES,
     ) -> None:
+        """``context_frames``: how many kept frames before it a frame attends to (besides the sink),
+        whatever else is on the device: a frame's KV is a function of the stream alone, not of how
+        frames were batched, how long the window was, or where a restart resumed (``preload``)."""
         self.backend = backend
+        self.context_frames = context_frames
         self.spec = CarrierSpec.parse(carriers) if isinstance(carriers, str) else carriers
         if self.spec.needs_importance and not backend.supports_importance:
             raise UserError(
@@ -180,7 +188,8 @@ class StreamSession:
                 position = end
             if pieces:
                 embeds = torch.cat(pieces)
-                backend.forward(embeds, self.cache, torch.cat(places, dim=-1), logits=False)
+                visible = self._visible([p.shape[0] for p in pieces])
+                backend.forward(embeds, self.cache, torch.cat(places, dim=-1), logits=False, visible=visible)
             self.next_position = position
             self.next_index += len(records)
             self.last_pts = records[-1].pts
@@ -188,10 +197,59 @@ class StreamSession:
             self.frames.extend(records)
             return records
 
+    def _visible(self, sizes: list[int]) -> torch.Tensor | None:
+        """Which keys the new frames' tokens (segments of ``sizes``, already in ``_resident``)
+        attend to: the sink, the ``context_frames`` kept frames before their own, and their own
+        frame up to themselves. None where that is everything before them (a plain causal pass)."""
+        segments = [r.tokens for r in self._resident]  # cached frames, then the new ones, in order
+        first_new = len(segments) - len(sizes)
+        if len(segments) - 1 <= self.context_frames:
+            return None  # no new frame has more frames before it than it may see
+        starts, at = [], self.sink_len
+        for n in segments:
+            starts.append(at)
+            at += n
+        cached, total = starts[first_new], at
+        visible = torch.zeros(total - cached, total, dtype=torch.bool)
+        visible[:, : self.sink_len] = True
+        for k in range(first_new, len(segments)):
+            rows = slice(starts[k] - cached, starts[k] - cached + segments[k])
+            lo = starts[max(0, k - self.context_frames)]
+            visible[rows, lo : starts[k]] = True  # the frames before it
+            visible[rows, starts[k] : starts[k] + segments[k]] = torch.ones(
+                segments[k], segments[k], dtype=torch.bool
+            ).tril()  # its own tokens, causally
+        return visible
+
     # -- moving KV out and in -------------------------------------------------------------------
     @property
     def resident_frames(self) -> list[int]:
-        return [r.index for r in self._resident]
+        """Kept frames on the device that are not stored yet (what a rolling memory exports)."""
+        return [r.index for r in self._resident if not r.stored]
+
+    def preload(self, chunks: Sequence[KVChunk]) -> int:
+        """Put the stream's last stored frames (its newest ``chunks``, oldest first) back on the
+        device as context, after a restart: the next frames attend to them as they would have if
+        the stream had never stopped. Exact slices of what was stored; never exported again; the
+        next evict drops them. 1-D RoPE only (M-RoPE chunks cannot be cut into frames): returns how
+        many frames were loaded (0 where none could be)."""
+        with self.lock:
+            if self._resident or not chunks or not all(c.cuttable for c in chunks):
+                return 0
+            frames = [f for c in chunks for f in c.split_frames()][-self.context_frames :]
+            if frames and frames[-1].position + frames[-1].span != self.next_position:
+                return 0  # not the frames right before the resume point: no context rather than a wrong one
+            for f in frames:
+                for i, layer in enumerate(self.cache.layers):
+                    k = f.keys[i : i + 1].to(layer.keys.device, layer.keys.dtype)
+                    v = f.values[i : i + 1].to(layer.values.device, layer.values.dtype)
+                    layer.keys = torch.cat([layer.keys, k], dim=2)
+                    layer.values = torch.cat([layer.values, v], dim=2)
+                span = f.frames[0]
+                self._resident.append(
+                    _Resident(span.index, f.position, f.tokens, f.span, span.pts, None, stored=True)
+                )
+            return len(frames)
 
     def export(self, first: int, last: int) -> KVChunk:
         """The KV of resident kept frames with index in [first, last], as one movable chunk."""
