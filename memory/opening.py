@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from .resume import StreamResume
 from .retention import Retention
 from .scenetiling import SceneTiler
 from .store import MemoryStore
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .rolling import RollingConfig
@@ -139,5 +142,11 @@ def _preload(store: MemoryStore, sid: str, session: StreamSession) -> None:
         frames += meta.frames
         if frames >= session.context_frames:
             break
-    if picked:
+    if not picked:
+        return
+    try:
         session.preload(store.load_chunks(sid, list(reversed(picked)), strict=False))
+    except Exception as exc:  # the stream continues all the same, its next frames without context
+        log.warning(
+            "stream %s continues without its last frames as context: %s: %s", sid, type(exc).__name__, exc
+        )

@@ -187,7 +187,10 @@ class VLMBackend(ABC):
         before it). Returns the logits of the last position when ``logits`` is set (prefill of
         video needs none).
         """
-        mask = None if visible is None else visible.to(self.device)[None, None]
+        mask = None
+        if visible is not None:  # additive, as every attention implementation reads a 4-D mask
+            mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
+            mask = mask.masked_fill(~visible.to(self.device), torch.finfo(self.dtype).min)[None, None]
         out = self._lm(
             **self._lm_inputs(embeds),
             attention_mask=mask,

@@ -185,7 +185,6 @@ def packed_forward(
         hidden = backend.forward_hidden(torch.cat(list(embeds)), cache, torch.cat(list(positions), dim=-1))
     finally:
         text._attn_implementation_internal = before
-    cache.commit()
     rows = [b - 1 for (_, b), w in zip(cache.spans, want, strict=True) if w]
     out: list[torch.Tensor | None] = [None] * len(seqs)
     if rows:
@@ -195,6 +194,7 @@ def packed_forward(
             if w:
                 out[i] = logits[k]
                 k += 1
+    cache.commit()  # last: a pass that failed anywhere leaves every cache as it was
     return out
 
 

@@ -234,11 +234,15 @@ class StreamSession:
         next evict drops them. 1-D RoPE only (M-RoPE chunks cannot be cut into frames): returns how
         many frames were loaded (0 where none could be)."""
         with self.lock:
-            if self._resident or not chunks or not all(c.cuttable for c in chunks):
+            if self.context_frames <= 0 or self._resident or not chunks:
+                return 0
+            if not all(c.cuttable for c in chunks):
                 return 0
             frames = [f for c in chunks for f in c.split_frames()][-self.context_frames :]
-            if frames and frames[-1].position + frames[-1].span != self.next_position:
-                return 0  # not the frames right before the resume point: no context rather than a wrong one
+            ends = [f.position + f.span for f in frames]
+            gaps = any(e != f.position for e, f in zip(ends[:-1], frames[1:], strict=True))
+            if ends[-1] != self.next_position or gaps:
+                return 0  # not the run of frames right before the resume point: none rather than wrong
             for f in frames:
                 for i, layer in enumerate(self.cache.layers):
                     k = f.keys[i : i + 1].to(layer.keys.device, layer.keys.dtype)
@@ -259,7 +263,7 @@ class StreamSession:
             spans: list[FrameSpan] = []
             places: list[torch.Tensor] = []
             for r in self._resident:
-                if first <= r.index <= last:
+                if first <= r.index <= last and not r.stored:
                     if start is None:
                         start, position = offset, r.position
                     spans.append(FrameSpan(r.index, r.pts, offset - start, r.tokens))
@@ -316,7 +320,8 @@ class StreamSession:
     def _chunks_or_window(self, chunks: Sequence[KVChunk] | None) -> Sequence[KVChunk]:
         if chunks is not None:
             return chunks
-        return [self.export(self._resident[0].index, self._resident[-1].index)] if self._resident else []
+        own = self.resident_frames  # stored context frames (preload) are not this session's to export
+        return [self.export(own[0], own[-1])] if own else []
 
     def ask(
         self,

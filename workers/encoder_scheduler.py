@@ -11,7 +11,8 @@ Each step plans (``StepPlan``):
   read of a `when` answer), one a step, so no queue of calls holds running answers for long;
 - **frames**: pending append requests in arrival order, at most one per stream (a stream's frames
   stay in order), up to ``max_frames`` (the first request always goes), as one vision batch; while
-  answers run, at most ``busy_frames``, and only in the vision's turn: the two share the model's
+  answers run, only as many as the last batches say fit in ``busy_vision_s`` (at least one
+  request), and only in the vision's turn: the two share the model's
   time, answers ``decode_share`` of it (a vision batch takes seconds on a CPU: one in every step
   would leave answers a token per batch);
 - **decode**: one step of **every** running generation in one packed forward over their own caches
@@ -149,7 +150,7 @@ class EncoderScheduler:
         step_generations: Callable[[Sequence, Sequence[int | None]], list[str]] | None = None,
         background: Callable[[], float | None] | None = None,
         max_frames: int = 32,
-        busy_frames: int = 4,
+        busy_vision_s: float = 0.5,
         decode_share: float = 0.5,
         prefill_tokens: int = 512,
         max_running: int = 64,
@@ -162,11 +163,14 @@ class EncoderScheduler:
         vision batch every step; at most 0.9, so frames never starve)."""
         if not 0.0 <= decode_share <= 0.9:
             raise ValueError("decode_share must be in [0, 0.9]")
+        if prefill_tokens < 1 or max_running < 1:
+            raise ValueError("prefill_tokens and max_running must be >= 1")
         self._execute_frames = execute_frames
         self._step_generations = step_generations
         self._background = background
         self.max_frames = max_frames
-        self.busy_frames = max(1, busy_frames)
+        self.busy_vision_s = busy_vision_s
+        self._frame_s: float | None = None  # a frame's vision time, smoothed over the last batches
         self.decode_share = decode_share
         self._vision_s = self._decode_s = 0.0  # model time of each while both have work
         self.prefill_tokens = prefill_tokens
@@ -256,9 +260,12 @@ class EncoderScheduler:
         for g in gens:
             g.generation.stop("cancelled")
             g.out.put(error)
-        self._thread.join(timeout=timeout)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=timeout)
 
     def _enqueue(self, where: deque, request):
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("the scheduler's own thread cannot wait for the scheduler")
         with self._cv:
             if self._closed:
                 raise RuntimeError("the encoder is shutting down")
@@ -268,25 +275,28 @@ class EncoderScheduler:
 
     # -- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            plan = self.schedule()
-            if plan is None:
-                return
-            self.update(plan, self.execute(plan))
+        try:
+            while True:
+                if not self.step():
+                    return
+        except BaseException:  # a bug here must not leave every caller waiting forever
+            log.exception("the encoder's scheduler stopped")
+            self.close(timeout=0)
+            raise
 
-    def step(self) -> StepOutput | None:
-        """One step (schedule -> execute -> update) without waiting; None when closed."""
-        plan = self.schedule(wait=False)
+    def step(self) -> bool:
+        """One step: schedule (waiting for work) -> execute -> update. False once closed. Runs on
+        the scheduler's own thread only (its loop)."""
+        plan = self.schedule()
         if plan is None:
-            return None
-        out = self.execute(plan)
-        self.update(plan, out)
-        return out
+            return False
+        self.update(plan, self.execute(plan))
+        return True
 
-    def schedule(self, wait: bool = True) -> StepPlan | None:
-        """The next step's work; waits (``wait``) until there is some or background work is due."""
+    def schedule(self) -> StepPlan | None:
+        """The next step's work; waits until there is some or background work is due."""
         with self._cv:
-            while wait and not self._closed and not self._has_work():
+            while not self._closed and not self._has_work():
                 if self._idle == 0.0:
                     break
                 self._cv.wait(self._idle)
@@ -317,9 +327,11 @@ class EncoderScheduler:
         return self._vision_s * self.decode_share <= self._decode_s * (1.0 - self.decode_share)
 
     def _take_frames(self) -> tuple[FrameRequest, ...]:
-        """Requests in arrival order, one per stream, up to ``max_frames`` (``busy_frames`` while
+        """Requests in arrival order, one per stream, up to ``max_frames`` (fewer while
         answers run; the first request always goes)."""
-        limit = self.busy_frames if self._answering() else self.max_frames
+        limit = self.max_frames
+        if self._answering() and self._frame_s:  # a question waits for at most about busy_vision_s
+            limit = max(1, min(limit, int(self.busy_vision_s / self._frame_s)))
         taken, streams, count, left = [], set(), 0, deque()
         while self._frames:
             r = self._frames.popleft()
@@ -337,6 +349,10 @@ class EncoderScheduler:
         prompts sharing ``prefill_tokens`` (a prompt longer than what is left runs in chunks)."""
         for r in [r for r in self._running if r.dropped]:
             self._finish(r)
+        for r in [r for r in self._waiting if r.dropped]:  # gone before it started: never run
+            self._waiting.remove(r)
+            r.generation.stop("cancelled")
+            r.out.put(_END)
         while self._waiting and len(self._running) < self.max_running:
             self._running.append(self._waiting.popleft())
         decode, budgets, left = [], [], self.prefill_tokens
@@ -410,6 +426,8 @@ class EncoderScheduler:
         if plan.frames:
             self.batch_streams.observe(len(plan.frames))
             self.batch_frames.observe(plan.frame_count)
+            per_frame = out.vision_s / max(1, plan.frame_count)
+            self._frame_s = per_frame if self._frame_s is None else 0.7 * self._frame_s + 0.3 * per_frame
         for r, result in zip(plan.frames, out.frames, strict=True):
             r.resolve(result)
         if plan.decode:

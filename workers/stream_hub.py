@@ -374,7 +374,10 @@ class StreamHub:
                 if run(lambda final=attempt == 2: close_more(final)):
                     break
         except BaseException:
-            run(lambda: self._drop(sid, mem))  # its lease and writer go; what Redis holds stays
+            try:
+                run(lambda: self._drop(sid, mem))  # its lease and writer go; what Redis holds stays
+            except RuntimeError:  # the scheduler is closing: drop it here, nothing else runs now
+                self._drop(sid, mem)
             raise
         with self._lock:
             if self.streams.get(sid) is mem:

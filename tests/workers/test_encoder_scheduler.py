@@ -492,3 +492,51 @@ def test_answers_and_vision_batches_share_the_models_time(share):
         scheduler.close()
         for t in pushers:
             t.join(5)
+
+
+def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
+    """Frames cost 0.05 s each: alone, the four streams' pending frames share batches; while an
+    answer runs, a batch holds what fits in 0.07 s (one frame), so a question waits for one
+    frame's encode, not four."""
+    import time
+    from functools import partial
+
+    from scenekv.vlm.batch_decode import step_generations
+
+    sizes: list[tuple[int, bool]] = []
+
+    def vision(batch):
+        busy = scheduler.running > 0  # whether the answer was running when this batch was planned
+        time.sleep(0.05 * sum(len(f) for _, f in batch))
+        sizes.append((sum(len(f) for _, f in batch), busy))
+        return [{"sid": sid} for sid, _ in batch]
+
+    sess = _session()
+    scheduler = EncoderScheduler(
+        vision, step_generations=partial(step_generations, tiny()), busy_vision_s=0.07
+    )
+    stop = threading.Event()
+
+    def push(sid):
+        while not stop.is_set():
+            try:
+                scheduler.submit(sid, [0])
+            except RuntimeError:
+                return
+
+    pushers = [threading.Thread(target=push, args=(sid,)) for sid in "abcd"]
+    try:
+        for t in pushers:
+            t.start()
+        time.sleep(2.0)
+        (gen,) = _answers(sess, lengths=(300, 1, 1, 1))[:1]
+        "".join(scheduler.generate(gen))
+        alone = [n for n, busy in sizes if not busy]
+        during = [n for n, busy in sizes if busy]
+        assert max(alone) >= 3  # alone, the pending streams' frames share batches
+        assert during and set(during) == {1}, (sizes, len(gen.token_ids))
+    finally:
+        stop.set()
+        scheduler.close()
+        for t in pushers:
+            t.join(5)
