@@ -7,8 +7,9 @@ of it runs on this scheduler's one thread, so nothing else locks the model; call
 actor's threads) queue requests and wait for their results.
 
 Each step plans (``StepPlan``):
-- **calls**: the oldest queued piece of exclusive model work (``call``: planning, open, end, one
-  read of a `when` answer), one a step, so no queue of calls holds running answers for long;
+- **calls**: the oldest queued pieces of exclusive model work (``call``: planning, open, end, one
+  read of a `when` answer), as many as fit in ``call_budget_s`` by the last calls' time (at least
+  one), so questions asked together start together and no queue of calls holds answers long;
 - **frames**: pending append requests in arrival order, at most one per stream (a stream's frames
   stay in order), up to ``max_frames`` (the first request always goes), as one vision batch; while
   answers run, only as many as the last batches say fit in ``busy_vision_s`` (at least one
@@ -151,6 +152,7 @@ class EncoderScheduler:
         background: Callable[[], float | None] | None = None,
         max_frames: int = 32,
         busy_vision_s: float = 0.5,
+        call_budget_s: float = 0.25,
         decode_share: float = 0.5,
         prefill_tokens: int = 512,
         max_running: int = 64,
@@ -171,6 +173,8 @@ class EncoderScheduler:
         self.max_frames = max_frames
         self.busy_vision_s = busy_vision_s
         self._frame_s: float | None = None  # a frame's vision time, smoothed over the last batches
+        self.call_budget_s = call_budget_s
+        self._call_s: float | None = None  # a call's time, smoothed likewise
         self.decode_share = decode_share
         self._vision_s = self._decode_s = 0.0  # model time of each while both have work
         self.prefill_tokens = prefill_tokens
@@ -304,13 +308,23 @@ class EncoderScheduler:
                     break  # a retry of background work may be due now
             if self._closed:
                 return None
-            calls = (self._calls.popleft(),) if self._calls else ()
+            answering = self._answering()  # before the call is taken: a question's planning counts
+            calls = self._take_calls()
             return StepPlan(
                 calls=calls,
-                frames=self._take_frames() if self._frames_turn() else (),
+                frames=self._take_frames(answering) if self._frames_turn(answering) else (),
                 **self._take_decodes(),
                 background=self._background is not None and self._idle is not None,
             )
+
+    def _take_calls(self) -> tuple[CallRequest, ...]:
+        """The oldest calls, as many as the last ones say fit in ``call_budget_s`` (at least one):
+        questions that arrive together are planned together and start decoding in the same step."""
+        n = 1 if not self._call_s else max(1, int(self.call_budget_s / self._call_s))
+        taken = []
+        while self._calls and len(taken) < n:
+            taken.append(self._calls.popleft())
+        return tuple(taken)
 
     def _has_work(self) -> bool:
         return bool(self._frames or self._calls or self._waiting or self._running)
@@ -318,19 +332,19 @@ class EncoderScheduler:
     def _answering(self) -> bool:
         return bool(self._running or self._waiting or self._calls)
 
-    def _frames_turn(self) -> bool:
+    def _frames_turn(self, answering: bool) -> bool:
         """Whether pending frames go in this step: always while no answer runs, else when vision
         has had less than its share of the model's time since both had work."""
-        if not self._answering():
+        if not answering:
             self._vision_s = self._decode_s = 0.0
             return True
         return self._vision_s * self.decode_share <= self._decode_s * (1.0 - self.decode_share)
 
-    def _take_frames(self) -> tuple[FrameRequest, ...]:
+    def _take_frames(self, answering: bool) -> tuple[FrameRequest, ...]:
         """Requests in arrival order, one per stream, up to ``max_frames`` (fewer while
         answers run; the first request always goes)."""
         limit = self.max_frames
-        if self._answering() and self._frame_s:  # a question waits for at most about busy_vision_s
+        if answering and self._frame_s:  # a question waits for at most about busy_vision_s
             limit = max(1, min(limit, int(self.busy_vision_s / self._frame_s)))
         taken, streams, count, left = [], set(), 0, deque()
         while self._frames:
@@ -387,11 +401,15 @@ class EncoderScheduler:
         return StepOutput(calls, frames, deltas, wait, t4 - t0, vision_s=t2 - t1, answer_s=t1 - t0 + t3 - t2)
 
     def _run_call(self, r: CallRequest) -> object:
-        self.call_wait_s += time.perf_counter() - r.submitted
+        t0 = time.perf_counter()
+        self.call_wait_s += t0 - r.submitted
         try:
             return r.fn()
         except BaseException as exc:  # the loop must live on: its caller gets the error
             return exc
+        finally:
+            took = time.perf_counter() - t0
+            self._call_s = took if self._call_s is None else 0.7 * self._call_s + 0.3 * took
 
     def _run_frames(self, requests: tuple[FrameRequest, ...]) -> list:
         now = time.perf_counter()

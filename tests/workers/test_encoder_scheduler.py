@@ -533,7 +533,7 @@ def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
         "".join(scheduler.generate(gen))
         alone = [n for n, busy in sizes if not busy]
         during = [n for n, busy in sizes if busy]
-        assert max(alone) >= 3  # alone, the pending streams' frames share batches
+        assert max(alone) >= 2  # alone, the pending streams' frames share batches
         assert during and set(during) == {1}, (sizes, len(gen.token_ids))
     finally:
         stop.set()
