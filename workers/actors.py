@@ -175,6 +175,11 @@ class EncoderActor:
         restarted, or dropped it after a write failure) is re-opened from Redis and StreamResumed is
         raised with its stored last pts: the caller re-sends from there, so no frame lands after a
         silent gap."""
+        if not frames:  # a check (is the stream still open here?): no vision batch to wait for
+            result = self.scheduler.call(lambda: self._append_batch([(sid, [])])[0])
+            if isinstance(result, BaseException):
+                raise result
+            return result
         return self.scheduler.submit(sid, frames)
 
     def _append_batch(self, requests: list[tuple[str, list]]) -> list:
