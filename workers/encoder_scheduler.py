@@ -13,7 +13,8 @@ Each step plans (``StepPlan``):
 - **frames**: pending append requests in arrival order, at most one per stream (a stream's frames
   stay in order), up to ``max_frames`` (the first request always goes), as one vision batch; while
   answers run, only as many as the last batches say fit in ``busy_vision_s`` (at least one
-  request), and only in the vision's turn: the two share the model's
+  request; else in ``max_vision_s``, so a question that comes meanwhile never waits behind a
+  batch of many seconds), and only in the vision's turn: the two share the model's
   time, answers ``decode_share`` of it (a vision batch takes seconds on a CPU: one in every step
   would leave answers a token per batch);
 - **decode**: one step of **every** running generation in one packed forward over their own caches
@@ -152,6 +153,7 @@ class EncoderScheduler:
         background: Callable[[], float | None] | None = None,
         max_frames: int = 32,
         busy_vision_s: float = 0.5,
+        max_vision_s: float = 2.0,
         call_budget_s: float = 0.25,
         decode_share: float = 0.5,
         prefill_tokens: int = 512,
@@ -172,6 +174,7 @@ class EncoderScheduler:
         self._background = background
         self.max_frames = max_frames
         self.busy_vision_s = busy_vision_s
+        self.max_vision_s = max_vision_s
         self._frame_s: float | None = None  # a frame's vision time, smoothed over the last batches
         self.call_budget_s = call_budget_s
         self._call_s: float | None = None  # a call's time, smoothed likewise
@@ -344,8 +347,9 @@ class EncoderScheduler:
         """Requests in arrival order, one per stream, up to ``max_frames`` (fewer while
         answers run; the first request always goes)."""
         limit = self.max_frames
-        if answering and self._frame_s:  # a question waits for at most about busy_vision_s
-            limit = max(1, min(limit, int(self.busy_vision_s / self._frame_s)))
+        if self._frame_s:  # a question waits for about busy_vision_s, or max_vision_s if it comes now
+            budget = self.busy_vision_s if answering else self.max_vision_s
+            limit = max(1, min(limit, int(budget / self._frame_s)))
         taken, streams, count, left = [], set(), 0, deque()
         while self._frames:
             r = self._frames.popleft()
