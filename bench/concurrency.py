@@ -27,23 +27,13 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
+from question_wait import cpu_name  # bench/: the machine line every service bench prints
 
 from scenekv.workers.service import SceneKVService
 
 QUESTION = "What is happening in the video right now? Describe it in detail."
-
-
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "?"
-    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
-    flags = next((ln for ln in lines if ln.startswith("flags")), "")
-    return name + (" (AVX512-BF16)" if "avx512_bf16" in flags.split() else "")
 
 
 def frame(i: int, seed: int = 0) -> np.ndarray:
