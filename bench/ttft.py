@@ -134,9 +134,9 @@ STAGES = {  # where a question's time goes: functions on its path (file, name), 
     "  `when` paths tried first (index, captions, scene scan)": ("engine.py", "_index_when"),
     "  context plan + chunk loads": ("engine.py", "_planned_context"),
     "    chunk loads from Redis (+ dequantise)": ("chunks.py", "load_chunks"),
-    "  context cache: re-rotation + concat (Answerer.context)": ("answer.py", "context"),
+    "  context cache: re-rotation + concat (Answerer._parts)": ("answer.py", "_parts"),
     "Generation: prefill of the question + first token": ("generate.py", "__iter__"),
-    "  model forward passes": ("backend.py", "forward"),
+    "  model forward passes": ("backend.py", "forward_hidden"),
 }
 
 

@@ -187,6 +187,18 @@ class VLMBackend(ABC):
         before it). Returns the logits of the last position when ``logits`` is set (prefill of
         video needs none).
         """
+        hidden = self.forward_hidden(embeds, cache, positions, visible=visible)
+        if not logits:
+            return None
+        return self.model.lm_head(hidden[-1:]).float()[0]
+
+    @torch.inference_mode()
+    def forward_hidden(
+        self, embeds: torch.Tensor, cache, positions: torch.Tensor, *, visible: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The language model's last hidden states [T, D] for ``embeds`` [T, D]: every pass of the
+        language model goes through here (``forward``, and a packed forward of many sequences in
+        vlm/batch_decode.py, whose cache object routes each sequence's keys)."""
         mask = None
         if visible is not None:  # additive, as every attention implementation reads a 4-D mask
             mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
@@ -194,20 +206,6 @@ class VLMBackend(ABC):
         out = self._lm(
             **self._lm_inputs(embeds),
             attention_mask=mask,
-            position_ids=self._position_ids(positions).to(self.device),
-            **{self._cache_kwarg: cache},
-            use_cache=True,
-        )
-        if not logits:
-            return None
-        return self.model.lm_head(out.last_hidden_state[:, -1]).float()[0]
-
-    @torch.inference_mode()
-    def forward_hidden(self, embeds: torch.Tensor, cache, positions: torch.Tensor) -> torch.Tensor:
-        """The language model's last hidden states [T, D] for ``embeds`` [T, D] (a packed forward of
-        many sequences: vlm/batch_decode.py, whose cache object routes each sequence's keys)."""
-        out = self._lm(
-            **self._lm_inputs(embeds),
             position_ids=self._position_ids(positions).to(self.device),
             **{self._cache_kwarg: cache},
             use_cache=True,

@@ -14,11 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
 
 from .backend import VLMBackend
 from .batch_decode import SequenceKV
-from .kv import cache_tensors
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class Generation:
     ``finish_reason`` are final."""
 
     backend: VLMBackend
-    cache: SequenceKV | DynamicCache
+    cache: SequenceKV  # Answerer.sequence builds it with room for the prompt and the answer
     prompt: torch.Tensor  # [T, D] embeddings to prefill before decoding
     position: int  # position of the prompt's first token
     params: SamplingParams = field(default_factory=SamplingParams)
@@ -64,9 +62,6 @@ class Generation:
     _iterated: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.cache, DynamicCache):  # a cache built elsewhere: copied once into buffers
-            keys, values = cache_tensors(self.cache)
-            self.cache = SequenceKV(keys, values, room=self.prompt.shape[0] + self.params.max_new_tokens)
         if self.params.seed is not None:
             self._rng = torch.Generator().manual_seed(self.params.seed)
 

@@ -243,12 +243,14 @@ class StreamSession:
             gaps = any(e != f.position for e, f in zip(ends[:-1], frames[1:], strict=True))
             if ends[-1] != self.next_position or gaps:
                 return 0  # not the run of frames right before the resume point: none rather than wrong
+            keys = torch.cat([f.keys for f in frames], dim=2)  # [layers, kv_heads, tokens, dim]
+            values = torch.cat([f.values for f in frames], dim=2)
+            for i, layer in enumerate(self.cache.layers):  # the sink, then these frames
+                k = keys[i : i + 1].to(layer.keys.device, layer.keys.dtype)
+                v = values[i : i + 1].to(layer.values.device, layer.values.dtype)
+                layer.keys = torch.cat([layer.keys, k], dim=2)
+                layer.values = torch.cat([layer.values, v], dim=2)
             for f in frames:
-                for i, layer in enumerate(self.cache.layers):
-                    k = f.keys[i : i + 1].to(layer.keys.device, layer.keys.dtype)
-                    v = f.values[i : i + 1].to(layer.values.device, layer.values.dtype)
-                    layer.keys = torch.cat([layer.keys, k], dim=2)
-                    layer.values = torch.cat([layer.values, v], dim=2)
                 span = f.frames[0]
                 self._resident.append(
                     _Resident(span.index, f.position, f.tokens, f.span, span.pts, None, stored=True)

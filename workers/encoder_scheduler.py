@@ -192,7 +192,6 @@ class EncoderScheduler:
         self.background_errors = 0
         self.steps = 0
         self.busy_s = 0.0  # summed step execution time
-        self.decode_tokens = 0
         self.batch_streams = Histogram(BATCH_STREAM_BUCKETS)  # distinct streams in each vision batch
         self.batch_frames = Histogram((1, 2, 4, 8, 16, 32, 64, 128))
         self.decode_batch = Histogram(DECODE_BATCH_BUCKETS)  # generations in each decode step
@@ -413,7 +412,7 @@ class EncoderScheduler:
             return exc
         finally:
             took = time.perf_counter() - t0
-            self._call_s = took if self._call_s is None else 0.7 * self._call_s + 0.3 * took
+            self._call_s = _smoothed(self._call_s, took)
 
     def _run_frames(self, requests: tuple[FrameRequest, ...]) -> list:
         now = time.perf_counter()
@@ -449,7 +448,7 @@ class EncoderScheduler:
             self.batch_streams.observe(len(plan.frames))
             self.batch_frames.observe(plan.frame_count)
             per_frame = out.vision_s / max(1, plan.frame_count)
-            self._frame_s = per_frame if self._frame_s is None else 0.7 * self._frame_s + 0.3 * per_frame
+            self._frame_s = _smoothed(self._frame_s, per_frame)
         for r, result in zip(plan.frames, out.frames, strict=True):
             r.resolve(result)
         if plan.decode:
@@ -466,12 +465,15 @@ class EncoderScheduler:
                     r.out.put(delta)
                 elif delta:
                     r.out.put(delta)
-                if r.generation.prompt_left == 0 and not isinstance(delta, BaseException):
-                    self.decode_tokens += 1
                 if r.generation.finished and r in self._running:
                     self._finish(r)
             if self._background is not None and (plan.frames or plan.calls) and self._idle is None:
                 self._idle = 0.0  # work that may have closed a scene: look for background work
+
+
+def _smoothed(old: float | None, new: float) -> float:
+    """A duration smoothed over the last few (the budgets size steps by it): new one 30 %."""
+    return new if old is None else 0.7 * old + 0.3 * new
 
 
 def _checked(results: list, batch: list) -> list:

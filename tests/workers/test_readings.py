@@ -60,10 +60,11 @@ def _ingest(hub: StreamHub, frames, *, read: bool = True) -> str:
 
 
 def _counted(hub: StreamHub, monkeypatch) -> dict:
-    """Model reads (Answerer.read) and language-model forwards made from here on."""
+    """Model reads (Answerer.read) and language-model forwards made from here on (every pass,
+    single or packed, goes through ``forward_hidden``)."""
     counts = {"reads": 0, "forwards": 0}
     answerer, backend = hub.engine.answerer, hub.backend
-    read, forward = answerer.read, backend.forward
+    read, forward = answerer.read, backend.forward_hidden
 
     def counted_read(*args, **kwargs):
         counts["reads"] += 1
@@ -74,7 +75,7 @@ def _counted(hub: StreamHub, monkeypatch) -> dict:
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(answerer, "read", counted_read)
-    monkeypatch.setattr(backend, "forward", counted_forward)
+    monkeypatch.setattr(backend, "forward_hidden", counted_forward)
     return counts
 
 
