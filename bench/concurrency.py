@@ -31,7 +31,9 @@ import uuid
 import numpy as np
 from question_wait import cpu_name  # bench/: the machine line every service bench prints
 
-from scenekv.workers.service import SceneKVService
+from scenekv.workers.blocking_service import BlockingService
+from scenekv.workers.results import AnswerDelta, AnswerDone, AnswerError
+from scenekv.workers.scheduler_policy import SchedulerPolicy
 
 QUESTION = "What is happening in the video right now? Describe it in detail."
 
@@ -47,30 +49,30 @@ def pct(values: list[float], q: float) -> float:
     return round(ordered[k], 3)
 
 
-def ask(service: SceneKVService, sid: str, qid: str, max_tokens: int) -> dict:
+def ask(service: BlockingService, sid: str, qid: str, max_tokens: int) -> dict:
     t0 = time.perf_counter()
-    first, done = None, {}
+    first, done = None, None
     for item in service.ask(sid, QUESTION, qid=qid, max_tokens=max_tokens):
-        if first is None and item.get("type") == "delta":
+        if first is None and isinstance(item, AnswerDelta):
             first = time.perf_counter()
-        if item.get("type") in ("done", "error"):
+        if isinstance(item, AnswerDone | AnswerError):
             done = item
     end = time.perf_counter()
-    if done.get("type") != "done":
+    if not isinstance(done, AnswerDone):
         raise RuntimeError(f"question {qid} failed: {done}")
     # TTFT: the encoder's own figure (the question's arrival there -> its first token, its planning
     # wait included), since a random-weight model's first tokens often decode to no text at all;
     # the client's view adds a Ray hop (milliseconds)
     return {
-        "ttft_s": done["ttft_ms"] / 1000 if done.get("ttft_ms") is not None else (first or end) - t0,
+        "ttft_s": done.ttft_ms / 1000 if done.ttft_ms is not None else (first or end) - t0,
         "first_text_s": (first or end) - t0,
-        "tokens": done["usage"]["generated_tokens"],
+        "tokens": done.usage["generated_tokens"],
         "start": t0,
         "end": end,
     }
 
 
-def at_once(service: SceneKVService, sid: str, n: int, max_tokens: int, tag: str) -> list[dict]:
+def at_once(service: BlockingService, sid: str, n: int, max_tokens: int, tag: str) -> list[dict]:
     rows: list[dict] = [{} for _ in range(n)]
     go = threading.Barrier(n)
 
@@ -86,7 +88,7 @@ def at_once(service: SceneKVService, sid: str, n: int, max_tokens: int, tag: str
     return rows
 
 
-def concurrency(service: SceneKVService, sid: str, ns: list[int], max_tokens: int) -> list[dict]:
+def concurrency(service: BlockingService, sid: str, ns: list[int], max_tokens: int) -> list[dict]:
     table = []
     for n in ns:
         rows = at_once(service, sid, n, max_tokens, f"c{n}-")
@@ -113,9 +115,9 @@ def concurrency(service: SceneKVService, sid: str, ns: list[int], max_tokens: in
 class Pushers:
     """``n`` push streams fed at ``fps`` each from their own threads; frames encoded per second."""
 
-    def __init__(self, service: SceneKVService, n: int, fps: float) -> None:
+    def __init__(self, service: BlockingService, n: int, fps: float) -> None:
         self.service, self.fps = service, fps
-        self.sids = [service.start_stream("push", fps=fps, carriers="pool:16")["stream_id"] for _ in range(n)]
+        self.sids = [service.start_stream("push", fps=fps, carriers="pool:16").stream_id for _ in range(n)]
         self.count = [0] * n
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
@@ -146,7 +148,7 @@ class Pushers:
             self.service.store.delete_stream(sid)
 
 
-def ingesting(service: SceneKVService, sid: str, args) -> dict:
+def ingesting(service: BlockingService, sid: str, args) -> dict:
     pushers = Pushers(service, args.ingest_streams, args.fps)
     pushers.start()
     try:
@@ -203,11 +205,20 @@ def main() -> int:
     p.add_argument("--ingest-seconds", type=float, default=20.0, help="questions asked while ingesting")
     p.add_argument("--busy-questions", type=int, default=8)
     p.add_argument("--rate-seconds", type=float, default=15.0, help="seconds each ingest rate is measured")
+    p.add_argument(
+        "--decode-share", type=float, default=None, help="the scheduler's (serve's flag; default its own)"
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    share = {} if args.decode_share is None else {"decode_share": args.decode_share}
+    policy = SchedulerPolicy(**share)
 
-    service = SceneKVService(
-        model=args.model, dtype=args.dtype, prefix=f"skvbench:conc:{uuid.uuid4().hex[:8]}:", captions=False
+    service = BlockingService(
+        model=args.model,
+        dtype=args.dtype,
+        prefix=f"skvbench:conc:{uuid.uuid4().hex[:8]}:",
+        captions=False,
+        scheduling=policy,
     )
     (stats,) = service.encoder_stats()
     result: dict = {
@@ -215,12 +226,13 @@ def main() -> int:
         "model": service.model,
         "machine": f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} cores",
         "device": stats.get("device"),
+        "decode_share": policy.decode_share,
     }
     import ray
 
     result["dtype"] = ray.get(service.encoder.describe_model.remote())["dtype"]
     try:
-        sid = service.start_stream("push", fps=1.0, carriers="pool:16")["stream_id"]
+        sid = service.start_stream("push", fps=1.0, carriers="pool:16").stream_id
         for i in range(args.frames):
             service.push_frame(sid, float(i), frame(i))
         ask(service, sid, "warm", 2)

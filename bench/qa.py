@@ -3,8 +3,8 @@
     python bench/qa.py --videos 2 --minutes 10 --carriers native,pool:16,mean:1 [--json out.json]
 
 Each video is rendered from a seed no training run uses (scenekv.world, 640x360, x264 at
-``--render-fps``), ingested like any user file (``ingest_file``: Ray decoder and encoder actors,
-SceneTiling, Redis memory) once per carrier strategy, and asked questions whose answers its
+``--render-fps``), ingested like any user file (``SceneKVService.ingest_file``: Ray decoder and
+encoder actors, SceneTiling, Redis memory) once per carrier strategy, and asked questions whose answers its
 ground-truth sidecar knows, through ``SceneKVService.ask`` (anchors, retrieval, re-rotation, the QA
 engine). Graded, per carrier strategy:
 
@@ -46,10 +46,14 @@ HELD_OUT_BASE = 700_000  # training renders 100000+ and 900000+ (held-out eval; 
 
 
 def ask(svc, sid: str, policy: str, question: str, **anchor) -> dict:
+    """The answer's ``done`` fields (``answer``, ``evidence``, ``usage``, ...) as a dict."""
+    from scenekv.workers.results import AnswerDone
+
     done = list(svc.ask(sid, question, max_tokens=24, policy=policy, **anchor))[-1]
-    if done.get("type") != "done":
+    if not isinstance(done, AnswerDone):
         raise RuntimeError(f"{question!r}: {done}")
-    return done
+    fields = {"evidence": list(done.evidence), "ttft_ms": done.ttft_ms, "usage": done.usage}
+    return {"answer": done.text, **fields, "finish_reason": done.finish_reason}
 
 
 WHEN_MAX_APPEARANCES = 8  # `when` is asked of things that appear at most this often (answers list them all)
@@ -137,9 +141,9 @@ def grade_video(svc, sid: str, truth, per_kind: int, policy: str = "scenekv") ->
         record(done)
     scenes = svc.scenes(sid)
     for sc in scenes:
-        end = sc["end"] if sc["end"] is not None else truth.duration
-        want = truth.scene_at((sc["start"] + end) / 2).describe()
-        right["captions"].append((sc.get("caption") or "").strip() == want)
+        end = sc.end if sc.end is not None else truth.duration
+        want = truth.scene_at((sc.start + end) / 2).describe()
+        right["captions"].append((sc.caption or "").strip() == want)
     return {
         "right": right,
         "tokens": tokens,
@@ -184,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import redis
 
-    from scenekv.workers.bulk_ingest import ingest_file
-    from scenekv.workers.service import SceneKVService
+    from scenekv.workers.blocking_service import BlockingService
     from scenekv.world.render import make_world_video
     from scenekv.world.truth import load_truth
 
@@ -206,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         videos.append(path)
     print(f"rendered {len(videos)} videos in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     prefix = f"skvbench:{uuid.uuid4().hex[:8]}:"
-    svc = SceneKVService(model=args.model, redis_url=args.redis_url, prefix=prefix, worker_logs=False)
+    svc = BlockingService(model=args.model, redis_url=args.redis_url, prefix=prefix, worker_logs=False)
     results = {}
     try:
         for carriers in args.carriers.split(","):
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             ingest_s = 0.0
             for path in videos:
                 t1 = time.perf_counter()
-                sid, _ = ingest_file(svc, str(path), fps=1.0, carriers=carriers)
+                sid, _ = svc.ingest_file(str(path), fps=1.0, carriers=carriers)
                 ingest_s += time.perf_counter() - t1
                 for policy in policies:
                     per[policy].append(grade_video(svc, sid, load_truth(path), args.questions, policy))

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scenekv.workers.service import SceneKVService
+from scenekv.workers.blocking_service import BlockingService
+from scenekv.workers.results import AnswerDone, AnswerError
 
 QUESTION = "What is happening in the video right now?"
 
@@ -52,18 +53,18 @@ def frame(i: int) -> np.ndarray:
     return (rng.random((288, 384, 3)) * 255).astype(np.uint8)
 
 
-def ask(service: SceneKVService, sid: str, qid: str, max_tokens: int) -> dict:
+def ask(service: BlockingService, sid: str, qid: str, max_tokens: int) -> dict:
     t0 = time.perf_counter()
     first = None
-    done: dict = {}
+    done = None
     for item in service.ask(sid, QUESTION, qid=qid, max_tokens=max_tokens):
         if first is None:
             first = time.perf_counter()
-        if item.get("type") in ("done", "error"):
+        if isinstance(item, AnswerDone | AnswerError):
             done = item
-    if done.get("type") != "done":
+    if not isinstance(done, AnswerDone):
         raise RuntimeError(f"question {qid} failed: {done}")
-    return {"wall_s": round(first - t0, 3), "model_s": round((done.get("ttft_ms") or 0) / 1000, 3)}
+    return {"wall_s": round(first - t0, 3), "model_s": round((done.ttft_ms or 0) / 1000, 3)}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -85,13 +86,13 @@ def main() -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    service = SceneKVService(
+    service = BlockingService(
         model=args.model, dtype=args.dtype, prefix=f"skvbench:qwait:{uuid.uuid4().hex[:8]}:", captions=False
     )
     result: dict = {"command": " ".join(["python", *sys.argv]), "model": service.model}
     result["machine"] = f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} cores"
     try:
-        sid = service.start_stream("push", fps=1.0, carriers="pool:16")["stream_id"]
+        sid = service.start_stream("push", fps=1.0, carriers="pool:16").stream_id
         for i in range(args.frames):
             service.push_frame(sid, float(i), frame(i))
         ask(service, sid, "warm", args.max_tokens)

@@ -41,9 +41,8 @@ class Probe:
 async def run(service: SceneKVService, n: int, rounds: int) -> dict:
     registry = StreamRegistry(service, GatewayMetrics(), progress_interval_s=1.0)
     t0 = time.perf_counter()
-    sids = await asyncio.gather(
-        *(asyncio.to_thread(lambda: service.start_stream("push")["stream_id"]) for _ in range(n))
-    )
+    sids = await asyncio.gather(*(service.start_stream("push") for _ in range(n)))
+    sids = [info.stream_id for info in sids]
     opened_s = time.perf_counter() - t0
     threads_before = threading.active_count()
     probes = {sid: Probe() for sid in sids}
@@ -70,7 +69,7 @@ async def run(service: SceneKVService, n: int, rounds: int) -> dict:
         registry.unsubscribe(registry.streams[sid], probes[sid])
     await registry.close()
     for sid in sids:
-        await asyncio.to_thread(service.end_stream, sid)
+        await service.end_stream(sid)
     delays.sort()
     return {
         "streams": n,
@@ -97,6 +96,7 @@ def main() -> None:
         captions=False,
         worker_logs=False,
     )
+    loop = asyncio.new_event_loop()  # one loop for all runs: the service's locks and refs live on it
     try:
         print(f"machine: {platform.machine()}, {threading.active_count()} threads at start")
         print(
@@ -105,10 +105,11 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
         for n in [int(x) for x in args.streams.split(",")]:
-            row = asyncio.run(run(service, n, args.rounds))
+            row = loop.run_until_complete(run(service, n, args.rounds))
             print("| " + " | ".join(str(row[k]) for k in row) + " |", flush=True)
     finally:
-        service.shutdown()
+        loop.run_until_complete(service.shutdown())
+        loop.close()
 
 
 if __name__ == "__main__":

@@ -281,7 +281,11 @@ class QAEngine:
         def read(frames: list[KVChunk]) -> str:
             return self.answerer.read(check_ids, frames)
 
-        return index_when(memory, question, refs, _window(anchor, now), end, read, self._lock, cancel)
+        def reading(frames: list[KVChunk]) -> Generation:
+            return self.answerer.reading(check_ids, frames)
+
+        window = _window(anchor, now)
+        return index_when(memory, question, refs, window, end, read, self._lock, cancel, reading)
 
     def _text_when(
         self,
@@ -301,8 +305,12 @@ class QAEngine:
         def read(frames: list[KVChunk]) -> str:
             return self.answerer.read(verify_ids, frames, max_new_tokens=VERIFY_TOKENS)
 
+        def reading(frames: list[KVChunk]) -> Generation:
+            return self.answerer.reading(verify_ids, frames, max_new_tokens=VERIFY_TOKENS)
+
         end = now if now is not None else max(r.last_pts for r in refs)
-        return text_when(memory, question, refs, _window(anchor, now), end, read, self._lock, cancel)
+        window = _window(anchor, now)
+        return text_when(memory, question, refs, window, end, read, self._lock, cancel, reading)
 
     def _scene_scan(
         self,
@@ -340,7 +348,10 @@ class QAEngine:
         """The reads of ``spans`` (each on its ``frames``) as a lazy generation."""
         check_ids = self.answerer.check_ids(question)
         read = lambda c: self.answerer.read(check_ids, c)  # noqa: E731
-        return SceneScan(spans, frames, question, read, plan=plan, lock=self._lock, cancel=cancel)
+        reading = lambda c: self.answerer.reading(check_ids, c)  # noqa: E731
+        return SceneScan(
+            spans, frames, question, read, plan=plan, lock=self._lock, cancel=cancel, reading=reading
+        )
 
     def _when_context(
         self,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from scenekv.vlm import KVChunk
 
 from .context import ChunkRef, ContextPlan
-from .when_reads import WhenReads
+from .when_reads import Read, WhenReads
 
 CHECK_FRAMES = 3  # frames of a scene the model reads: spread over it, clear of its cuts
 MAX_SCENES = 1024  # scenes one question checks at most; over it, retrieval's best-scoring stay
@@ -143,11 +143,12 @@ class SceneScan(WhenReads):
     read: Callable[[list[KVChunk]], str]  # the model's reading of frames (here: one at a time)
     readings: list[list[str]] = field(default_factory=list)
 
-    def reads(self) -> Iterator[Callable[[], None]]:
+    def reads(self) -> Iterator[Read]:
         for frames in self.frames:
-            self.readings.append([])
+            said: list[str] = []
+            self.readings.append(said)
             for frame in frames:
-                yield lambda frame=frame: self.readings[-1].append(self.read([frame]))
+                yield [frame], said.append
 
     def runs(self) -> list[SceneSpan]:
         return appearances(self.spans, [matches(self.question, r) for r in self.readings])

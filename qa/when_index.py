@@ -24,12 +24,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scenekv.memory.content_index import BACKGROUND, OBJECT, Hit, Reading, label_of, label_words
-from scenekv.vlm import KVChunk
+from scenekv.vlm import Generation, KVChunk
 
 from .appearances import Appearance, appearances
 from .context import ChunkRef, ContextPlan
 from .scene_check import named_in
-from .when_reads import WhenReads
+from .when_reads import Read, WhenReads
 
 MAX_TAIL = 64  # frames newer than the index a question reads itself; more: the scene scan answers
 CONTEXT = 8  # read frames around the frames showing the thing that its smoothing sees
@@ -84,9 +84,9 @@ class IndexWhen(WhenReads):
     window: tuple[float, float] | None
     tail_reads: list[str] = field(default_factory=list)  # of the tail frames
 
-    def reads(self) -> Iterator[Callable[[], None]]:
+    def reads(self) -> Iterator[Read]:
         for frame in self.tail:
-            yield lambda frame=frame: self.tail_reads.append(self.read([frame]))
+            yield [frame], self.tail_reads.append
 
     def runs(self) -> list[Appearance]:
         kind = asked_kind(self.question)
@@ -119,10 +119,12 @@ def index_when(
     read: Callable[[list[KVChunk]], str],
     lock: threading.Lock,
     cancel: threading.Event | None = None,
+    reading: Callable[[list[KVChunk]], Generation] | None = None,
 ) -> IndexWhen | None:
     """The lookup for ``question`` on ``memory`` (a qa.memory_view.MemoryView: its index methods and
     chunk loads), or None when the stream has no index or more than ``MAX_TAIL`` frames newer than it
-    in the window. ``read``: the model's reading of one frame with the asked kind's canonical question."""
+    in the window. ``read``: the model's reading of one frame with the asked kind's canonical question
+    (``reading``: the same as a generation not run yet, for a scheduler to decode)."""
     if not hasattr(memory, "label_hits") or (through := memory.read_through()) is None:
         return None
     lo, hi = window if window is not None else (float("-inf"), end)
@@ -145,4 +147,16 @@ def index_when(
     )
     shown = {label_words(x) for x in labels}
     readings = memory.readings_by_rank(ranges) if ranges else []
-    return IndexWhen(question, readings, shown, tail, read, step, window, plan=plan, lock=lock, cancel=cancel)
+    return IndexWhen(
+        question,
+        readings,
+        shown,
+        tail,
+        read,
+        step,
+        window,
+        plan=plan,
+        lock=lock,
+        cancel=cancel,
+        reading=reading,
+    )

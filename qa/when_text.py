@@ -27,12 +27,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from scenekv.vlm import KVChunk
+from scenekv.vlm import Generation, KVChunk
 
 from .context import ChunkRef, ContextPlan
 from .scene_check import SceneSpan, appearances, check_frames, check_refs
 from .search import rank, stream_docs, words
-from .when_reads import WhenReads
+from .when_reads import Read, WhenReads
 
 MAX_CANDIDATES = 8
 RECENT = 2  # of them: the newest scenes without a caption yet
@@ -58,9 +58,9 @@ class TextWhen(WhenReads):
     read: Callable[[list[KVChunk]], str]
     answers: list[str] = field(default_factory=list)  # the model's, one a candidate
 
-    def reads(self) -> Iterator[Callable[[], None]]:
+    def reads(self) -> Iterator[Read]:
         for frames in self.frames:
-            yield lambda frames=frames: self.answers.append(self.read(frames))
+            yield frames, self.answers.append
 
     def runs(self) -> list[SceneSpan]:
         return appearances(self.spans, [said_yes(a) for a in self.answers])
@@ -118,10 +118,11 @@ def text_when(
     read: Callable[[list[KVChunk]], str],
     lock: threading.Lock,
     cancel: threading.Event | None = None,
+    reading: Callable[[list[KVChunk]], Generation] | None = None,
 ) -> TextWhen | None:
     """The verification of ``question``'s candidates; None when the stream has no captions to match
     (the scene-heads context answers then). ``read``: the model's short answer to the verify prompt
-    on some frames."""
+    on some frames (``reading``: the same as a generation not run yet, for a scheduler to decode)."""
     if not hasattr(memory, "store") or not refs:
         return None
     if not memory.store.caption_entries(memory.sid):
@@ -137,4 +138,4 @@ def text_when(
         [ChunkRef(f"{f.first_pts:g}", f.first_pts, f.last_pts, f.tokens, 1) for fs in frames for f in fs],
         retrieved=sorted({c.cid for sp in spans for c in sp.refs}),
     )
-    return TextWhen(question, spans, frames, read, plan=plan, lock=lock, cancel=cancel)
+    return TextWhen(question, spans, frames, read, plan=plan, lock=lock, cancel=cancel, reading=reading)

@@ -277,7 +277,7 @@ def test_a_file_read_to_its_end_gives_its_decoder_process_back(gateway, service)
         assert service.slots.kind(sid) is None  # its place is free for another file
         with pytest.raises(ray.exceptions.RayActorError):
             ray.get(decoder.progress.remote(), timeout=30)  # the process is gone
-        assert service.progress(sid)["status"] == "done"  # and the stream still says how it ended
+        assert service.progress(sid).status == "done"  # and the stream still says how it ended
         assert ask(conn, "after", at=1.0, max_tokens=2)[1]["type"] == "answer.done"
 
 

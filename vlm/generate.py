@@ -136,19 +136,25 @@ class Generation:
         if self.finish_reason is None:
             self.finish_reason = reason
 
+    def step(self) -> str:
+        """One step alone (the prompt whole, or the next token) on the same path as a packed step
+        of many; returns its text, raises what failed it."""
+        from .batch_decode import step_generations
+
+        delta = step_generations(self.backend, [self])[0]
+        if isinstance(delta, Exception):
+            raise delta
+        return delta
+
     def __iter__(self) -> Iterator[str]:
         if self._iterated or self.finished or self.token_ids:
             raise RuntimeError("a Generation can be iterated once: its cache already holds the answer")
         self._iterated = True
-        from .batch_decode import step_generations
-
         while not self.finished:
             if self.cancel is not None and self.cancel.is_set() and self.prompt_left == 0:
                 self.finish_reason = "cancelled"
                 break
-            delta = step_generations(self.backend, [self])[0]
-            if isinstance(delta, Exception):
-                raise delta
+            delta = self.step()
             if delta:
                 yield delta
 

@@ -136,7 +136,7 @@ class HttpRoutes:
             if not authorized:  # the same token rule as /ws
                 return error_response(401, "unauthorized", "missing or wrong token")
             if captions:
-                return await asyncio.to_thread(self._captions, *captions.groups())
+                return await self._captions(*captions.groups())
             name = unquote(path[len("/media/") :])
             async with self._media_reads:  # reads at once; a body waiting to be sent is <= MAX_PART
                 return await asyncio.to_thread(self._media, name, request.headers.get("Range"))
@@ -183,10 +183,10 @@ class HttpRoutes:
         extra["Content-Range"] = f"bytes {first}-{last}/{size}"
         return response(206, body, content_type(path), extra)
 
-    def _captions(self, sid: str, fmt: str) -> Response:
+    async def _captions(self, sid: str, fmt: str) -> Response:
         """The stream's scene captions as `scenekv caption` writes them (same cues, same normalising)."""
         try:
-            text = self.ctx.service.caption_track(sid, fmt)
+            text = await self.ctx.service.caption_track(sid, fmt)
         except UserError as exc:
             status = 404 if exc.code in ("unknown_stream", "stream_not_found") else 400
             return error_response(status, exc.code, str(exc))
@@ -196,14 +196,14 @@ class HttpRoutes:
     async def _refresh_encoder_figures(self) -> None:
         """The encoders' figures for this scrape; one that does not answer shows as down."""
         try:
-            snapshot = await asyncio.wait_for(asyncio.to_thread(self.ctx.service.encoder_stats), timeout=5)
+            snapshot = await asyncio.wait_for(self.ctx.service.encoder_stats(), timeout=5)
         except Exception as exc:
             snapshot = [{"error": f"{type(exc).__name__}: {exc}"}]
         self.ctx.metrics.encoders.snapshot = snapshot
 
     async def _health(self) -> dict:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self.ctx.service.health), timeout=5)
+            return await asyncio.wait_for(self.ctx.service.health(), timeout=5)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             return {"redis": {"ok": False, "error": error}, "ray": {"ok": False}, "encoders": []}

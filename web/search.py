@@ -7,7 +7,6 @@ thread pool; the reply is one ``search.result`` (or one ``error`` with the reque
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from scenekv.errors import UserError
@@ -25,9 +24,9 @@ async def handle_search(conn: Connection, msg: P.SearchRequest) -> None:
             P.RATE_LIMITED, f"more than {conn.cfg.questions_per_min:g} questions/min", id=msg.id
         )
     try:
-        hits = await asyncio.to_thread(conn.service.search, msg.text, msg.streams, msg.limit)
+        hits = await conn.service.search(msg.text, msg.streams, msg.limit)
     except ProtocolError:
         raise
     except UserError as exc:  # an unknown stream: the error keeps the request's id
         raise ProtocolError(exc.code, str(exc), id=msg.id) from None
-    conn.deliver(encode("search.result", id=msg.id, hits=hits))
+    conn.deliver(encode("search.result", id=msg.id, hits=[h.as_dict() for h in hits]))

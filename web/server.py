@@ -20,7 +20,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from .config import GatewayConfig
-from .context import GatewayContext
+from .context import GatewayContext, Service
 from .http import HttpRoutes
 from .metrics import GatewayMetrics
 from .session import Connection
@@ -28,11 +28,11 @@ from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
 
-BLOCKING_THREADS = 64  # service calls block (Ray, Redis XREAD): one thread per in-flight call
+BLOCKING_THREADS = 64  # Redis reads hop to threads (the event feed's XREADs wait in theirs)
 
 
 class Gateway:
-    def __init__(self, service: Any, config: GatewayConfig | None = None) -> None:
+    def __init__(self, service: Service, config: GatewayConfig | None = None) -> None:
         config = config or GatewayConfig()
         metrics = GatewayMetrics()
         registry = StreamRegistry(service, metrics, config.progress_interval_s)
@@ -77,7 +77,7 @@ class Gateway:
         while True:
             await asyncio.sleep(min(30.0, max(0.25, idle_s / 4)))
             try:
-                await asyncio.to_thread(self.service.release_idle, idle_s, set(self.registry.streams))
+                await self.service.release_idle(idle_s, set(self.registry.streams))
             except Exception:
                 log.exception("releasing idle streams failed")
 
@@ -149,15 +149,18 @@ class Gateway:
         await self.drain()
         if shutdown_service:
             log.info("shutting the service down")
-            await asyncio.to_thread(self.service.shutdown)
+            await self.service.shutdown()
 
 
 class GatewayThread:
-    """A gateway on its own event loop in a daemon thread (tests, notebooks)."""
+    """A gateway on an event loop in a daemon thread (tests, notebooks): its own, or, handed a
+    BlockingService, that service's loop, so the gateway and the caller's blocking calls share
+    the one loop the service's locks and refs belong to."""
 
-    def __init__(self, service: Any, config: GatewayConfig | None = None) -> None:
-        self.gateway = Gateway(service, config)
-        self._loop = asyncio.new_event_loop()
+    def __init__(self, service: Service, config: GatewayConfig | None = None) -> None:
+        self._hosted = getattr(service, "loop", None)  # a BlockingService's loop
+        self.gateway = Gateway(getattr(service, "service", service), config)
+        self._loop = self._hosted or asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="scenekv-gateway", daemon=True)
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -182,6 +185,9 @@ class GatewayThread:
         self._loop.close()
 
     def start(self) -> GatewayThread:
+        if self._hosted is not None:
+            self.run(self.gateway.start())
+            return self
         self._thread.start()
         self._started.wait(30)
         if self._error is not None:
@@ -192,6 +198,10 @@ class GatewayThread:
     def http_url(self) -> str:
         return self.gateway.url
 
+    def run(self, coro) -> Any:
+        """Run a coroutine (a service call, say) on the gateway's loop, from another thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
     @property
     def ws_url(self) -> str:
         return self.gateway.url.replace("http", "ws", 1) + "ws"
@@ -199,8 +209,9 @@ class GatewayThread:
     def stop(self, drain_s: float = 0.0) -> None:
         future = asyncio.run_coroutine_threadsafe(self.gateway.drain(drain_s), self._loop)
         future.result(timeout=drain_s + 30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
+        if self._hosted is None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
 
     def __enter__(self) -> GatewayThread:
         return self.start()

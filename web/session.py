@@ -21,6 +21,7 @@ from websockets.protocol import State
 
 from scenekv.errors import UserError, unwrap
 from scenekv.workers.errors import EncoderUnavailable
+from scenekv.workers.results import AnswerDelta, AnswerDone
 
 from . import protocol as P
 from .imaging import decode_frame
@@ -98,7 +99,7 @@ class Connection:
             task.cancel()
         for q in self.questions.values():  # nobody will read these answers: stop spending compute
             q.cancelled = True
-            asyncio.ensure_future(self.service.cancel_async(q.qid))  # after the loop above: runs
+            asyncio.ensure_future(self.service.cancel(q.qid))  # after the loop above: runs
         self.metrics.frame_queue.dec(self.frames.qsize())
         if self.stream is not None:
             self.ctx.registry.unsubscribe(self.stream, self)
@@ -199,7 +200,7 @@ class Connection:
         if not self.start_bucket.take():
             raise ProtocolError(P.RATE_LIMITED, f"more than {self.cfg.starts_per_min:g} session.start/min")
         if self.streams_started >= self.cfg.max_streams_per_connection and (
-            msg.stream_id is None or not await asyncio.to_thread(self.service.is_open, msg.stream_id)
+            msg.stream_id is None or not await self.service.is_open(msg.stream_id)
         ):  # new streams, and streams an attach would open again, count alike
             raise ProtocolError(
                 P.TOO_MANY_STREAMS,
@@ -208,20 +209,19 @@ class Connection:
         if msg.stream_id is not None:
             owner = False
             if msg.stream_key is not None:  # a wrong key is an error, not a quiet read-only attach
-                owner = await asyncio.to_thread(self.service.owns, msg.stream_id, msg.stream_key)
+                owner = await self.service.owns(msg.stream_id, msg.stream_key)
                 if not owner:
                     raise ProtocolError(P.NOT_OWNER, f"that is not the stream_key of {msg.stream_id!r}")
-            info = await asyncio.to_thread(self.service.attach, msg.stream_id)
-            self.streams_started += bool(info.get("reopened"))
-            push = info.get("source") in ("push", "", None)
-            shown_source = shown(info.get("source"), self.cfg.media_root and self.cfg.media_root.resolve())
+            info = await self.service.attach(msg.stream_id)
+            self.streams_started += info.reopened
+            push = info.pushed
+            shown_source = shown(info.source, self.cfg.media_root and self.cfg.media_root.resolve())
         else:
             assert msg.source is not None
             source = await asyncio.to_thread(
                 resolve_source, msg.source, self.cfg.media_root, self.cfg.allowed_source_hosts
             )
-            info = await asyncio.to_thread(
-                self.service.start_stream,
+            info = await self.service.start_stream(
                 source,
                 fps=msg.fps or self.cfg.fps,
                 carriers=msg.carriers or self.cfg.carriers,
@@ -232,20 +232,20 @@ class Connection:
             owner = True
             self.streams_started += 1
         await self._leave_stream()
-        sid = info["stream_id"]
+        sid = info.stream_id
         self.owner = owner
         self.deliver(
             encode(
                 "session.started",
                 stream_id=sid,
-                stream_key=info.get("stream_key") if msg.stream_id is None else None,
+                stream_key=info.stream_key if msg.stream_id is None else None,
                 owner=owner,
-                model=info.get("model"),
-                random_weights=bool(info.get("random_weights")),
-                world_only=bool(info.get("world_only")),
-                fps=info.get("fps"),
-                carriers=info.get("carriers"),
-                last_pts=info.get("last_pts"),
+                model=info.model,
+                random_weights=info.random_weights,
+                world_only=info.world_only,
+                fps=info.fps,
+                carriers=info.carriers,
+                last_pts=info.last_pts,
                 source=shown_source,
             )
         )
@@ -253,7 +253,7 @@ class Connection:
         self._watch_held = None if fresh else []
         try:
             self.stream = await self.ctx.registry.subscribe(
-                sid, self, push=push, last_pts=info.get("last_pts"), fresh=fresh
+                sid, self, push=push, last_pts=info.last_pts, fresh=fresh
             )
             if not fresh:  # a client that attaches sees the scenes closed so far
                 await self._send_history(sid)
@@ -267,8 +267,8 @@ class Connection:
         """The stream's closed scenes, paced by the client's reading: never more than half the
         outbox at a time, so a stream with any number of scenes can be attached to (a client that
         stops reading meanwhile is cut off by the outbox rule, as for live messages)."""
-        for scene in await asyncio.to_thread(self.service.scenes, sid):
-            if not scene.get("closed"):
+        for scene in await self.service.scenes(sid):
+            if not scene.closed:
                 continue
             stalled = time.monotonic() + HISTORY_STALL_S
             while self.outbox.qsize() >= HISTORY_PAGE:
@@ -279,10 +279,10 @@ class Connection:
             self.deliver(
                 encode(
                     "scene.closed",
-                    scene_id=scene["scene_id"],
-                    start=scene["start"],
-                    end=scene["end"],
-                    caption=scene.get("caption") or None,
+                    scene_id=scene.scene_id,
+                    start=scene.start,
+                    end=scene.end,
+                    caption=scene.caption or None,
                 )
             )
 
@@ -306,7 +306,7 @@ class Connection:
     async def _end(self) -> None:
         st = self.require_owner()
         await self._frames_flushed(self.frames_queued)
-        closed = await asyncio.to_thread(self.service.end_stream, st.sid)
+        closed = await self.service.end_stream(st.sid)
         for scene in closed:
             st.publish_scene(scene)
         if not st.ended:
@@ -400,7 +400,7 @@ class Connection:
                 st.frames += 1
                 st.encoded_pts = frame.pts
                 st.lag_s = time.monotonic() - received
-                for scene in result.get("closed", []):
+                for scene in result.closed:
                     st.publish_scene(scene)
             except UserError as exc:
                 self._allow_resend(st, frame.pts)
@@ -424,7 +424,7 @@ class Connection:
 
         while True:
             try:  # awaited: a frame waiting for its vision batch holds no thread
-                result = await self.service.push_frame_async(st.sid, frame.pts, rgb, on_call=called)
+                result = await self.service.push_frame(st.sid, frame.pts, rgb, on_call=called)
                 called = None
                 st.encoder_back()
                 return result
@@ -449,7 +449,7 @@ class Connection:
             exc = self._refusal(frame.pts, first.pts)
             self.send_error(exc.code, str(exc), None, **exc.extra)
         # the client re-sends these: their copies must not be replayed as well (before the next push)
-        await asyncio.to_thread(self.service.drop_unsent, st.sid, st.encoded_pts)
+        await self.service.drop_unsent(st.sid, st.encoded_pts)
 
     def _allow_resend(self, st: StreamState, pts: float) -> None:
         """A frame that failed does not use up its pts: unless newer frames are queued behind it,
@@ -479,7 +479,7 @@ class Connection:
         if st.push:
             has_frames = st.last_pts is not None
         else:
-            has_frames = (await self.service.progress_async(st.sid)).get("last_pts") is not None
+            has_frames = (await self.service.progress(st.sid)).last_pts is not None
         if not has_frames:
             raise ProtocolError(P.NO_FRAMES, "the stream has no frames yet", id=q.id)
         pending = _Question(qid=f"{self.id}:{q.id}")
@@ -491,7 +491,7 @@ class Connection:
         """Stream one answer; the question sees every frame this client sent before it."""
         try:
             await self._frames_flushed(frames)
-            answer = self.service.ask_async(
+            answer = self.service.ask(
                 st.sid,
                 q.text,
                 qid=pending.qid,
@@ -502,16 +502,15 @@ class Connection:
             )
             async for item in answer:  # awaited from Ray as it streams: no thread per answer
                 if pending.cancelled and not pending.confirmed:
-                    pending.confirmed = await self.service.cancel_async(pending.qid)
-                kind = item.get("type")
-                if kind == "delta":
-                    self.deliver(encode("answer.delta", id=q.id, text=item.get("text", "")))
+                    pending.confirmed = await self.service.cancel(pending.qid)
+                if isinstance(item, AnswerDelta):
+                    self.deliver(encode("answer.delta", id=q.id, text=item.text))
                     continue
                 self._finish(q.id, pending)  # before the client can see the end: the id is free again
-                if kind == "done":
+                if isinstance(item, AnswerDone):
                     self._done(q.id, item, pending)
                 else:
-                    self.send_error(item.get("code", P.INTERNAL), item.get("message", ""), q.id)
+                    self.send_error(item.code, item.message, q.id)
         except UserError as exc:
             self._finish(q.id, pending)
             self.send_error(*user_error(exc), q.id, **retry_hint(exc))
@@ -529,19 +528,19 @@ class Connection:
             del self.questions[qid]
             self.metrics.questions_in_flight.dec()
 
-    def _done(self, qid: str, item: dict, pending: _Question) -> None:
-        reason = item.get("finish_reason") or "stop"  # the engine's: a late cancel does not rewrite it
+    def _done(self, qid: str, item: AnswerDone, pending: _Question) -> None:
+        reason = item.finish_reason  # the engine's: a late cancel does not rewrite it
         self.metrics.answers.labels(finish_reason=reason).inc()
-        if item.get("ttft_ms") is not None:
-            self.metrics.ttft.observe(float(item["ttft_ms"]) / 1000.0)
+        if item.ttft_ms is not None:
+            self.metrics.ttft.observe(float(item.ttft_ms) / 1000.0)
         self.deliver(
             encode(
                 "answer.done",
                 id=qid,
-                text=item.get("text", ""),
-                evidence=item.get("evidence", []),
-                ttft_ms=item.get("ttft_ms"),
-                usage=item.get("usage"),
+                text=item.text,
+                evidence=list(item.evidence),
+                ttft_ms=item.ttft_ms,
+                usage=item.usage,
                 finish_reason=reason,
             )
         )
@@ -551,7 +550,7 @@ class Connection:
         if pending is None:
             raise ProtocolError(P.UNKNOWN_QUESTION, f"no question {msg.id!r} in flight", id=msg.id)
         pending.cancelled = True
-        pending.confirmed = await self.service.cancel_async(pending.qid)
+        pending.confirmed = await self.service.cancel(pending.qid)
 
 
 def user_error(exc: UserError) -> tuple[str, str]:

@@ -12,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
+
+from scenekv.workers.results import ClosedScene, Progress
 
 from .metrics import GatewayMetrics
 from .protocol import encode, error_message
 from .watches import watch_event
+
+if TYPE_CHECKING:
+    from .context import Service
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +79,14 @@ class StreamState:
         for sub in list(self.subscribers):
             sub.deliver_watch(message)
 
-    def publish_scene(self, scene: dict) -> None:
+    def publish_scene(self, scene: ClosedScene) -> None:
         """Send ``scene.closed`` unless every subscriber already has this scene with this caption."""
-        idx = int(scene["scene_id"])
-        caption = scene.get("caption")  # None: not captioned yet; "": the model wrote nothing
+        idx = scene.scene_id
+        caption = scene.caption  # None: not captioned yet; "": the model wrote nothing
         known = self.scenes.setdefault(idx, {})
         for key in ("start", "end", "frames"):
-            if scene.get(key) is not None:
-                known[key] = scene[key]
+            if getattr(scene, key) is not None:
+                known[key] = getattr(scene, key)
         if idx in self.captions_sent and (caption is None or caption == self.captions_sent[idx]):
             return
         self.captions_sent[idx] = caption
@@ -100,7 +105,7 @@ class StreamState:
 class StreamRegistry:
     """Streams watched by this gateway; a stream's watcher runs while it has subscribers."""
 
-    def __init__(self, service: Any, metrics: GatewayMetrics, progress_interval_s: float = 1.0) -> None:
+    def __init__(self, service: Service, metrics: GatewayMetrics, progress_interval_s: float = 1.0) -> None:
         self.service, self.metrics = service, metrics
         self.progress_interval_s = progress_interval_s
         self.streams: dict[str, StreamState] = {}
@@ -201,9 +206,9 @@ class StreamRegistry:
 
     def _on_event(self, st: StreamState, kind: str, data: dict) -> None:
         if kind == "scene.closed":
-            st.publish_scene({"scene_id": data["scene"], **data, "caption": None})
+            st.publish_scene(replace(ClosedScene.of(data), caption=None))
         elif kind == "scene.captioned":
-            st.publish_scene({"scene_id": data["scene"], "caption": data.get("caption")})
+            st.publish_scene(ClosedScene(int(data["scene"]), caption=data.get("caption")))
         elif kind.startswith("watch.") and (message := watch_event(kind, data)) is not None:
             st.fan_out_watch(message)
         elif kind == "stream.ended" and not st.ended:
@@ -215,7 +220,7 @@ class StreamRegistry:
         while True:
             await asyncio.sleep(self.progress_interval_s)
             try:
-                p = await self.service.progress_async(st.sid)
+                p = await self.service.progress(st.sid)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -223,26 +228,26 @@ class StreamRegistry:
                 continue
             self._on_progress(st, p)
 
-    def _on_progress(self, st: StreamState, p: dict) -> None:
+    def _on_progress(self, st: StreamState, p: Progress) -> None:
         if st.push:
             frames, pts, lag = st.frames, st.encoded_pts, st.lag_s
         else:
-            frames, pts, lag = p.get("frames"), p.get("pts"), p.get("lag_s")
+            frames, pts, lag = p.frames, p.pts, p.lag_s
         # a file read to its end ends its stream itself (its last scene closes): it stays "done"
-        status = "ended" if st.ended and p.get("status") != "done" else p.get("status")
+        status = "ended" if st.ended and p.status != "done" else p.status
         payload = {
             "frames": frames,
             "pts": pts,
             "lag_s": round(float(lag or 0.0), 3),
-            "memory_bytes": p.get("memory_bytes"),
-            "chunks": p.get("chunks"),
-            "scenes": p.get("scenes"),
-            "dropped": p.get("dropped"),
+            "memory_bytes": p.memory_bytes,
+            "chunks": p.chunks,
+            "scenes": p.scenes,
+            "dropped": p.dropped,
             "status": status,
         }
-        st.figures = (payload["lag_s"], float(p.get("memory_bytes") or 0), float(frames or 0))
-        error = p.get("error")
-        if p.get("status") == "error" and error and not st.decoder_error_sent:
+        st.figures = (payload["lag_s"], float(p.memory_bytes or 0), float(frames or 0))
+        error = p.error
+        if p.status == "error" and error and not st.decoder_error_sent:
             st.decoder_error_sent = True
             st.fan_out(
                 error_message(error.get("code", "source_error"), error.get("message", "source failed"))

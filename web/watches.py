@@ -48,8 +48,7 @@ async def handle_watch_add(conn: Connection, msg: P.WatchAdd) -> None:
         except HostRefused as exc:
             raise ProtocolError(exc.code, f"webhook: {exc}", id=msg.id) from None
     try:
-        added = await asyncio.to_thread(
-            conn.service.add_watch,
+        added = await conn.service.add_watch(
             st.sid,
             msg.id,
             msg.text,
@@ -61,26 +60,26 @@ async def handle_watch_add(conn: Connection, msg: P.WatchAdd) -> None:
         raise ProtocolError(exc.code, str(exc), id=msg.id) from None
     conn.watches_added.setdefault(st.sid, set()).add(msg.id)
     if not added:  # there already: the log has nothing new to tell, so the adder hears it here
-        for watch in await asyncio.to_thread(conn.service.watches, st.sid):
-            if watch["id"] == msg.id:
-                conn.deliver(encode("watch.added", **watch))
+        for watch in await conn.service.watches(st.sid):
+            if watch.id == msg.id:
+                conn.deliver(encode("watch.added", **watch.as_message()))
 
 
 async def handle_watch_remove(conn: Connection, msg: P.WatchRemove) -> None:
     st = conn.require_owner(msg.id)
-    if not await asyncio.to_thread(conn.service.remove_watch, st.sid, msg.id):
+    if not await conn.service.remove_watch(st.sid, msg.id):
         raise ProtocolError(P.UNKNOWN_WATCH, f"no watch {msg.id!r} on this stream", id=msg.id)
     conn.watches_added.get(st.sid, set()).discard(msg.id)
 
 
 async def send_watches(conn: Connection, sid: str) -> None:
     """What a client that attaches is told: the stream's watches, then their kept hits."""
-    watches = await asyncio.to_thread(conn.service.watches, sid)
-    hits = await asyncio.to_thread(conn.service.watch_hits, sid)
+    watches = await conn.service.watches(sid)
+    hits = await conn.service.watch_hits(sid)
     for watch in watches:
-        conn.deliver(encode("watch.added", **watch))
+        conn.deliver(encode("watch.added", **watch.as_message()))
     for hit in hits:
-        conn.deliver(encode("watch.hit", **hit))
+        conn.deliver(encode("watch.hit", **hit.as_message()))
 
 
 def watch_event(kind: str, data: dict) -> str | None:

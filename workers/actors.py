@@ -2,7 +2,8 @@
 
 - EncoderActor owns the model (one per GPU/CPU worker), a StreamHub and the one scheduler that runs
   every model step (workers/encoder_scheduler.py): vision batches of every stream it serves, the
-  decoding of every running answer in the same forward passes, captions and readings between.
+  decoding of every running answer, `when` read, caption and frame reading in the same forward
+  passes, the captions' and readings' planning between.
   It is a threaded actor: its threads queue work on the scheduler and wait, so a status call never
   waits for a long append.
 - DecoderActor owns one source: it decodes and samples in its own process and feeds the encoder
@@ -74,7 +75,9 @@ class EncoderActor:
             step_generations=partial(step_generations, self.backend),
             background=self._background_step,
             max_frames=config.batch_frames,
+            policy=config.scheduling,
         )
+        self.hub.decode_with(self.scheduler.adopt)  # captions' and readings' tokens: in the batch
 
     @ray.method(concurrency_group="status")
     def stats(self) -> dict:
@@ -210,7 +213,8 @@ class EncoderActor:
         return results
 
     def _background_step(self) -> float | None:
-        """One step of a due caption or frame reading (on the scheduler's thread, between others)."""
+        """One step of a due caption or frame reading (on the scheduler's thread, between others):
+        its planning, the hand-over of its generations to the packed decode, or its store write."""
         if not self.hub.background_due():
             return None
         return self.hub.background_step()
@@ -219,7 +223,7 @@ class EncoderActor:
         """Close the last scene and wait for the stream's captions and frame readings; a stream this
         actor does not have open (it restarted) is re-opened from Redis first, so its last scene
         closes all the same. Each step goes through the scheduler: other streams are encoded and
-        answered between the captions' tokens and the frames' reads."""
+        answered between them, and the captions' and frames' reads decode with the answers."""
 
         def reopen() -> bool:
             if sid not in self.hub.streams:
@@ -252,28 +256,41 @@ class EncoderActor:
             event.set()
         return event is not None
 
-    def ask_stream(self, sid: str, qid: str, question: str, anchor: dict, params: dict):
+    def ask_stream(self, sid: str, qid: str, question: str, anchor: dict, params: dict, check: bool = False):
         """Yields {"type": "delta", "text"} ... then {"type": "done", ...} or {"type": "error", ...}.
-        Planned on the scheduler, then decoded there with every other running answer; a client that
-        goes (the generator closed) or a cancel drops it from the batch at the next step."""
+        Planned on the scheduler, then decoded there with every other running answer (a `when`
+        answer's reads too, a few at a time); a client that goes (the generator closed) or a cancel
+        drops it from the batch at the next step.
+
+        ``check``: the caller keeps pushed frames of this stream that Redis may not hold. If the
+        stream is not open here (this actor restarted) the only item is {"type": "not_open"}: the
+        caller replays them (its empty append re-opens the stream, under the stream's push lock,
+        so no frame lands after a gap) and asks again."""
         from contextlib import closing
 
         from scenekv.vlm import Generation, SamplingParams
 
-        cancel = self._cancels.setdefault(qid, threading.Event())
+        cancel = self._cancels[qid] = threading.Event()  # a retry of qid gets its own
         self.counts["questions"] += 1
         arrived = time.perf_counter()
         try:
-            answer = self.scheduler.call(
-                lambda: self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
-            )
+
+            def plan():
+                if check and sid not in self.hub.streams:
+                    return {"type": "not_open"}
+                return self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
+
+            answer = self.scheduler.call(plan)  # the check and the planning: one call
+            if isinstance(answer, dict):
+                yield answer
+                return
             answer.started = arrived  # its ttft_ms counts the wait for its planning step too
             gen = answer.generation
-            # a plain answer decodes in the batch; a `when` answer's reads run one a step
+            # a plain answer decodes in the batch, and so do a `when` answer's reads
             if isinstance(gen, Generation):
                 steps = self.scheduler.generate(gen)
             else:
-                steps = self.scheduler.iterate(iter(gen))
+                steps = gen.scheduled(self.scheduler.call, self.scheduler.complete)
             with closing(steps), closing(answer.follow(steps)) as deltas:
                 for delta in deltas:
                     if not delta:  # a `when` read between two others: nothing to send
@@ -285,7 +302,8 @@ class EncoderActor:
             yield _error_dict(exc)
         finally:
             cancel.set()  # whatever is left of it (a client gone mid-answer) stops at the next step
-            self._cancels.pop(qid, None)
+            if self._cancels.get(qid) is cancel:
+                del self._cancels[qid]
 
     def shutdown(self) -> None:
         self.scheduler.close()

@@ -13,6 +13,7 @@ it was prefilled, so the batches of one DecoderActor pass give the same memory.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -42,10 +43,11 @@ def stream_id_for(source: str, model: str, fps: float, carriers: str) -> str:
     return f"file-{digest}" if path.is_file() else f"url-{digest}"
 
 
-def ingest_file(
+async def ingest_file(
     service, source: str, *, fps: float, carriers: str, on_progress=None, parts: int | None = None
 ) -> tuple[str, bool]:
     """Encode ``source`` into memory unless an earlier run already did; returns (sid, reused).
+    ``service``: the SceneKVService (SceneKVService.ingest_file is the way in).
 
     Long files are split into time ranges decoded in parallel (one per ~minute, at most ``parts``,
     default: the CPU count); a run that was interrupted continues after its last stored frame.
@@ -55,25 +57,31 @@ def ingest_file(
             raise UserError(f"no such file: {source}", code="not_found")
         raise UserError("bulk ingest takes video files; a live URL is served as a stream", code="bad_request")
     sid = stream_id_for(os.path.abspath(source), service.model["model"], fps, carriers)
-    if service.store.exists(sid) and service.store.info(sid).status == "ended":
+    if await asyncio.to_thread(_ended, service.store, sid):
         return sid, True
-    duration = media_duration(source)
+    duration = await asyncio.to_thread(media_duration, source)
     if duration is None:
         raise UserError(
             f"{source}: the file declares no duration; cannot split it into ranges", code="bad_media"
         )
     n = parts or max(1, min(os.cpu_count() or 1, int(duration // 60)))
     try:
-        info = service.start_stream(
-            source, fps=fps, carriers=carriers, sid=sid, decode=False
-        )  # ranges feed it
-        _ingest_ranges(service, source, sid, info, duration, fps, n, on_progress)
+        info = await service.start_stream(source, fps=fps, carriers=carriers, sid=sid, decode=False)
+        await service.ingest_ranges(  # the ranges feed it
+            source, sid, duration=duration, fps=fps, parts=n, after=info.last_pts, on_batch=on_progress
+        )
+        await service.end_stream(sid)
     except Exception as exc:
-        raise store_refused(service, source, sid, duration, exc) or exc from None
+        refused = await asyncio.to_thread(store_refused, service.store, source, sid, duration, exc)
+        raise refused or exc from None
     return sid, False
 
 
-def store_refused(service, source: str, sid: str, duration: float, exc: BaseException):
+def _ended(store, sid: str) -> bool:
+    return store.exists(sid) and store.info(sid).status == "ended"
+
+
+def store_refused(store, source: str, sid: str, duration: float, exc: BaseException):
     """A UserError saying what Redis kept when it refused writes (full, read-only), else None."""
     cause = unwrap(exc)
     text = f"{cause} {getattr(cause, '__cause__', '') or ''}"
@@ -84,7 +92,7 @@ def store_refused(service, source: str, sid: str, duration: float, exc: BaseExce
         return None
     name = os.path.basename(source)
     try:
-        info = service.store.info(sid) if service.store.exists(sid) else None
+        info = store.info(sid) if store.exists(sid) else None
         if info is not None and info.chunks:
             kept = (
                 f"{info.chunks} chunks up to {info.last_pts or 0:.0f} s of {name} ({duration:.0f} s) are "
@@ -107,14 +115,7 @@ def store_refused(service, source: str, sid: str, duration: float, exc: BaseExce
     )
 
 
-def _ingest_ranges(service, source, sid, info, duration, fps, n, on_progress) -> None:
-    service.ingest_ranges(
-        source, sid, duration=duration, fps=fps, parts=n, after=info["last_pts"], on_batch=on_progress
-    )
-    service.end_stream(sid)
-
-
-def ingest_ranges(
+async def ingest_ranges(
     router: EncoderRouter,
     source: str,
     sid: str,
@@ -139,8 +140,8 @@ def ingest_ranges(
     decoders = [RangeDecoder.remote() for _ in bounds]
     runs = [d.run.remote(source, fps, a, b, q) for d, (a, b), q in zip(decoders, bounds, queues, strict=True)]
 
-    def append(batch: list) -> int:
-        router.call(sid, "append", sid, batch)
+    async def append(batch: list) -> int:
+        await router.call(sid, "append", sid, batch)
         if on_batch is not None:
             on_batch(batch[-1][0])
         return len(batch)
@@ -150,22 +151,23 @@ def ingest_ranges(
         for queue, run in zip(queues, runs, strict=True):
             while True:
                 try:
-                    batch = queue.get(timeout=1.0)
+                    batch = await queue.get_async(timeout=1.0)
                 except Empty:
                     ready, _ = ray.wait([run], timeout=0)
-                    if ready and queue.empty():  # finished without its end marker: it failed
-                        raise _range_failed(source, run) from None
+                    # finished without its end marker: it failed (qsize awaited: no ray.get here)
+                    if ready and await queue.actor.qsize.remote() == 0:
+                        raise await _range_failed(source, run) from None
                     continue
                 if batch is None:
-                    for text in ray.get(run).get("warnings", []):
+                    for text in (await run).get("warnings", []):
                         log.warning("%s", text)
                     break
                 pending += batch
                 while len(pending) >= 8:
-                    frames += append(pending[:8])
+                    frames += await append(pending[:8])
                     pending = pending[8:]
         if pending:
-            frames += append(pending)
+            frames += await append(pending)
     finally:
         for d in decoders:
             ray.kill(d)
@@ -174,10 +176,10 @@ def ingest_ranges(
     return frames
 
 
-def _range_failed(source: str, run: ray.ObjectRef) -> UserError:
+async def _range_failed(source: str, run: ray.ObjectRef) -> UserError:
     """The error of a range decoder that stopped without its end marker (its own UserError if any)."""
     try:
-        ray.get(run)
+        await run
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, UserError) else None
         return cause or UserError(f"{source}: {exc}", code="internal")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from scenekv.defaults import DEFAULT_PREFIX
 from scenekv.memory import RollingConfig
 
+from .scheduler_policy import SchedulerPolicy
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -21,6 +23,8 @@ class EncoderConfig:
     captions: bool = True  # caption each scene as it closes
     budget_tokens: int = 4096  # a question's context budget
     batch_frames: int = 32  # most frames in one vision batch across streams
+    # the scheduler's policy (serve's --decode-share, --busy-vision-s, --prefill-tokens)
+    scheduling: SchedulerPolicy = field(default_factory=SchedulerPolicy)
     # torch threads of the encoder's model: Ray starts actors with OMP_NUM_THREADS=1, which halves
     # every model step on a 2-core machine (measured: bench/question_wait.py); EncoderPool.start
     # gives each encoder its node's CPUs divided by the encoders placed there. None: as Ray set it

@@ -23,31 +23,26 @@ class EncoderRouter:
     def __init__(self, pool: EncoderPool) -> None:
         self.pool = pool
 
-    def call(self, sid: str, method: str, *args, place: bool = True):
-        """``method(*args)`` on the stream's encoder, moved once to a live encoder if that one is
-        dead. ``place`` off: a read, which never records a placement (see EncoderPool.for_stream)."""
-        name, encoder = self.pool.for_stream(sid, place=place)
-        try:
-            return ray.get(getattr(encoder, method).remote(*args))
-        except ray.exceptions.RayActorError as exc:
-            moved, encoder = self.pool.replace(sid, name)
-            if moved == name:
-                raise encoder_unavailable(exc) from None
-        try:
-            return ray.get(getattr(encoder, method).remote(*args))
-        except ray.exceptions.RayActorError as exc:
-            raise encoder_unavailable(exc) from None
-
-    async def call_async(self, sid: str, method: str, *args, on_call: Callable[[float], None] | None = None):
-        """``call`` for a push stream, awaiting the call's ref (no thread held while it runs).
-        A push stream is placed and moved by this service's pool alone (a file's decoder moves
-        only its own stream), so the pool's last answer is current and needs no Redis read; a
-        first placement and a move hop to a thread. ``on_call(t)``: just before the call."""
-        name = self.pool.known_name(sid)
+    async def call(
+        self,
+        sid: str,
+        method: str,
+        *args,
+        place: bool = True,
+        cached: bool = False,
+        on_call: Callable[[float], None] | None = None,
+    ):
+        """``method(*args)`` on the stream's encoder, awaited (no thread held while it runs), moved
+        once to a live encoder if that one is dead. ``place`` off: a read, which never records a
+        placement (see EncoderPool.for_stream); the lookup is a Redis read, in a thread.
+        ``cached``: a push stream's append, placed and moved by this service alone (a file's decoder
+        moves only its own stream), so the pool's last answer is current and needs no Redis read.
+        ``on_call(t)``: just before the call."""
+        name = self.pool.known_name(sid) if cached else None
         if name is not None:
             encoder = self.pool.handles[name]
         else:
-            name, encoder = await asyncio.to_thread(self.pool.for_stream, sid)
+            name, encoder = await asyncio.to_thread(self.pool.for_stream, sid, place=place)
         if on_call is not None:
             on_call(time.perf_counter())
         try:
@@ -61,7 +56,7 @@ class EncoderRouter:
         except ray.exceptions.RayActorError as exc:
             raise encoder_unavailable(exc) from None
 
-    async def info_async(self, sid: str, timeout: float = 10.0) -> dict:
+    async def info(self, sid: str, timeout: float = 10.0) -> dict:
         """The stream's record from its encoder, which may be a move behind (a status read): the
         encoder as last found here, a Redis read only when there is none; a failed read forgets it."""
         encoder = self.pool.known(sid)

@@ -1,15 +1,17 @@
 """One scheduler for every model step of an encoder: ``step()`` = schedule -> execute -> update.
 
 An encoder's model does four kinds of work: vision batches of pushed frames (and each stream's
-prefill), decoding of answers, planning (an answer's retrieval pass and chunk loads, opening and
-ending streams), and background work (scene captions and the content index's frame readings). All
-of it runs on this scheduler's one thread, so nothing else locks the model; callers (the encoder
-actor's threads) queue requests and wait for their results.
+prefill), decoding (answers, the reads of `when` answers, scene captions and the content index's
+frame readings: every token the model generates), planning (an answer's retrieval pass and chunk
+loads, opening and ending streams) and background work (choosing what a caption or a reading reads,
+storing what it said). All of it runs on this scheduler's one thread, so nothing else locks the
+model; callers (the encoder actor's threads) queue requests and wait for their results.
 
 Each step plans (``StepPlan``):
-- **calls**: the oldest queued pieces of exclusive model work (``call``: planning, open, end, one
-  read of a `when` answer), as many as fit in ``call_budget_s`` by the last calls' time (at least
-  one), so questions asked together start together and no queue of calls holds answers long;
+- **calls**: the oldest queued pieces of exclusive model work (``call``: planning, open, end, the
+  caches of a `when` answer's next reads), as many as fit in ``call_budget_s`` by the last calls'
+  time (at least one), so questions asked together start together and no queue of calls holds
+  answers long;
 - **frames**: pending append requests in arrival order, at most one per stream (a stream's frames
   stay in order), up to ``max_frames`` (the first request always goes), as one vision batch; while
   answers run, only as many as the last batches say fit in ``busy_vision_s`` (at least one
@@ -19,14 +21,18 @@ Each step plans (``StepPlan``):
   would leave answers a token per batch);
 - **decode**: one step of **every** running generation in one packed forward over their own caches
   (vlm/batch_decode.py): a decoding answer's next token, a new answer's prompt in chunks sharing
-  ``prefill_tokens`` a step, so a long prompt never holds the others for more than a step;
-- **background**: one step of due captions or readings.
+  ``prefill_tokens`` a step, so a long prompt never holds the others for more than a step; the
+  reads of a `when` answer (``complete``) are answers here; captions and readings (``adopt``:
+  background generations, a few at a time) decode in the same forward, their prompts after the
+  answers' (first again after a step that left them none, so answers never starve them);
+- **background**: one step of due captions or readings (``background``: choosing and loading what
+  they read, handing their generations over, storing what they said).
 
 then executes it and updates each request (``StepOutput``): every caller gets its own result or
-error; answers get their text deltas; finished, cancelled and abandoned answers leave the batch.
-Failures are isolated in one place (``isolated``): a batch that fails as a whole is run request
-by request, so one stream's bad frame or one answer's failure never fails another. Plain Python:
-no Ray here (workers/actors.py is the Ray shell).
+error; answers get their text deltas; finished, cancelled and abandoned generations leave the
+batch. Failures are isolated in one place (``isolated``): a batch that fails as a whole is run
+request by request, so one stream's bad frame or one generation's failure never fails another.
+Plain Python: no Ray here (workers/actors.py is the Ray shell).
 """
 
 from __future__ import annotations
@@ -40,11 +46,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .scheduler_policy import SchedulerPolicy
+
 Frames = Sequence  # of (pts, RGB uint8 array)
 BATCH_STREAM_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 DECODE_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 log = logging.getLogger(__name__)
 _END = object()  # the end of an answer's deltas
+DEFAULT_POLICY = SchedulerPolicy()
 
 
 class Histogram:
@@ -109,6 +118,10 @@ class GenRequest:
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     abandoned: bool = False  # its reader left (a client gone mid-answer): dropped at the next step
     submitted: float = field(default_factory=time.perf_counter)
+    background: bool = False  # a caption's or a reading's (``adopt``): nobody reads its deltas
+    done: bool = False  # it left the batch (finished, failed, dropped): ``error`` says if it failed
+    error: BaseException | None = None
+    starved: bool = False  # a background prompt that got no prefill tokens last step
 
     @property
     def dropped(self) -> bool:
@@ -152,40 +165,36 @@ class EncoderScheduler:
         step_generations: Callable[[Sequence, Sequence[int | None]], list[str]] | None = None,
         background: Callable[[], float | None] | None = None,
         max_frames: int = 32,
-        busy_vision_s: float = 0.5,
-        max_vision_s: float = 2.0,
+        policy: SchedulerPolicy = DEFAULT_POLICY,
         call_budget_s: float = 0.25,
-        decode_share: float = 0.5,
-        prefill_tokens: int = 512,
         max_running: int = 64,
     ) -> None:
         """``execute_frames``: runs a vision batch of (stream id, frames), one result or exception
         each. ``step_generations``: one packed step of generations with their prompt budgets
         (vlm/batch_decode.py). ``background``: one step of other work; returns None when it has
         nothing left, 0.0 when it may have more now, else seconds until it has.
-        ``decode_share``: the part of the model's time answers get while frames also wait (0: a
-        vision batch every step; at most 0.9, so frames never starve)."""
-        if not 0.0 <= decode_share <= 0.9:
-            raise ValueError("decode_share must be in [0, 0.9]")
-        if prefill_tokens < 1 or max_running < 1:
-            raise ValueError("prefill_tokens and max_running must be >= 1")
+        ``policy``: the time share of answers and vision, the bounds of a vision batch and the
+        prompt tokens a step (workers/scheduler_policy.py; serve's flags)."""
+        if max_running < 1:
+            raise ValueError("max_running must be >= 1")
         self._execute_frames = execute_frames
         self._step_generations = step_generations
         self._background = background
         self.max_frames = max_frames
-        self.busy_vision_s = busy_vision_s
-        self.max_vision_s = max_vision_s
+        self.busy_vision_s = policy.busy_vision_s
+        self.max_vision_s = policy.max_vision_s
         self._frame_s: float | None = None  # a frame's vision time, smoothed over the last batches
         self.call_budget_s = call_budget_s
         self._call_s: float | None = None  # a call's time, smoothed likewise
-        self.decode_share = decode_share
+        self.decode_share = policy.decode_share
         self._vision_s = self._decode_s = 0.0  # model time of each while both have work
-        self.prefill_tokens = prefill_tokens
+        self.prefill_tokens = policy.prefill_tokens
         self.max_running = max_running
         self._frames: deque[FrameRequest] = deque()
         self._calls: deque[CallRequest] = deque()
         self._waiting: deque[GenRequest] = deque()  # generations not admitted yet
         self._running: list[GenRequest] = []
+        self._behind: list[GenRequest] = []  # background generations (``adopt``), decoding too
         self._cv = threading.Condition()
         self._closed = False
         self._idle: float | None = None  # seconds until background work is due (None: none)
@@ -208,8 +217,13 @@ class EncoderScheduler:
 
     @property
     def running(self) -> int:
-        """Generations decoding or waiting to start."""
+        """Answers' generations decoding or waiting to start."""
         return len(self._running) + len(self._waiting)
+
+    @property
+    def background_running(self) -> int:
+        """Captions' and readings' generations decoding (``adopt``)."""
+        return len(self._behind)
 
     def submit(self, sid: str, frames: Frames) -> dict:
         """Encode ``frames`` into stream ``sid`` in the next vision batch that can take them; returns
@@ -242,14 +256,40 @@ class EncoderScheduler:
                 with self._cv:
                     self._cv.notify()
 
-    def iterate(self, steps: Iterator[str]) -> Iterator[str]:
-        """Each ``next`` of ``steps`` as a call (one unit of model work a step, e.g. a `when`
-        answer's reads), yielding what it yields."""
-        while True:
-            item = self.call(lambda: next(steps, _END))
-            if item is _END:
-                return
-            yield item
+    def complete(self, generations: Sequence) -> None:
+        """Decode ``generations`` to their end as answers, in the same forward passes as every other
+        running generation (their prompts admitted together), and wait for all of them; raises the
+        first one's error (the others still finish). A `when` answer's reads (qa/when_reads.py)."""
+        requests = [GenRequest(g) for g in generations]
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("the scheduler's own thread cannot wait for the scheduler")
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the encoder is shutting down")
+            self._waiting.extend(requests)
+            self._cv.notify()
+        error = None
+        for r in requests:
+            item = r.out.get()
+            while item is not _END and not isinstance(item, BaseException):
+                item = r.out.get()  # a delta: the caller reads the text once it is done
+            if isinstance(item, BaseException) and error is None:
+                error = item
+        if error is not None:
+            raise error
+
+    def adopt(self, generation) -> GenRequest:
+        """Decode ``generation`` as background work (a caption, a frame's reading) in the packed
+        steps, beside the answers; nobody waits: the returned request says when it is ``done`` and
+        its ``error``, if any (setting its ``abandoned`` drops it). From any thread, the
+        scheduler's own included (a background step hands its generations over)."""
+        request = GenRequest(generation, background=True)
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the encoder is shutting down")
+            self._behind.append(request)
+            self._cv.notify()
+        return request
 
     def close(self, timeout: float = 60.0) -> None:
         """Refuse what is still queued (its callers get an error now, not work on a model that is
@@ -257,14 +297,16 @@ class EncoderScheduler:
         with self._cv:
             self._closed = True
             frames, calls = list(self._frames), list(self._calls)
-            gens = list(self._waiting) + self._running
-            self._frames, self._calls, self._waiting, self._running = deque(), deque(), deque(), []
+            gens = list(self._waiting) + self._running + self._behind
+            self._frames, self._calls, self._waiting = deque(), deque(), deque()
+            self._running, self._behind = [], []
             self._cv.notify()
         error = RuntimeError("the encoder is shutting down")
         for r in frames + calls:
             r.resolve(error)
         for g in gens:
             g.generation.stop("cancelled")
+            g.error, g.done = error, True
             g.out.put(error)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=timeout)
@@ -329,7 +371,7 @@ class EncoderScheduler:
         return tuple(taken)
 
     def _has_work(self) -> bool:
-        return bool(self._frames or self._calls or self._waiting or self._running)
+        return bool(self._frames or self._calls or self._waiting or self._running or self._behind)
 
     def _answering(self) -> bool:
         return bool(self._running or self._waiting or self._calls)
@@ -363,32 +405,37 @@ class EncoderScheduler:
 
     def _take_decodes(self) -> dict:
         """Every running generation's next step; waiting ones admitted while there is room, their
-        prompts sharing ``prefill_tokens`` (a prompt longer than what is left runs in chunks)."""
-        for r in [r for r in self._running if r.dropped]:
+        prompts sharing ``prefill_tokens`` (a prompt longer than what is left runs in chunks):
+        answers' first, then background ones (first of all where the last step left them none)."""
+        for r in [r for r in self._running + self._behind if r.dropped]:
             self._finish(r)
         for r in [r for r in self._waiting if r.dropped]:  # gone before it started: never run
             self._waiting.remove(r)
             r.generation.stop("cancelled")
+            r.done = True
             r.out.put(_END)
         while self._waiting and len(self._running) < self.max_running:
             self._running.append(self._waiting.popleft())
-        decode, budgets, left = [], [], self.prefill_tokens
-        for r in self._running:
+        starved = [r for r in self._behind if r.starved]
+        first = starved + self._running + [r for r in self._behind if not r.starved]
+        budgets: dict[int, int | None] = {}
+        left = self.prefill_tokens
+        for r in first:
             prompt = r.generation.prompt_left
             if prompt == 0:
-                decode.append(r)
-                budgets.append(None)
+                budgets[id(r)] = None
             elif left > 0:
-                n = min(prompt, left)
+                budgets[id(r)] = n = min(prompt, left)
                 left -= n
-                decode.append(r)
-                budgets.append(n)
-        return {"decode": tuple(decode), "budgets": tuple(budgets)}
+            r.starved = r.background and id(r) not in budgets
+        decode = tuple(r for r in self._running + self._behind if id(r) in budgets)
+        return {"decode": decode, "budgets": tuple(budgets[id(r)] for r in decode)}
 
     def _finish(self, r: GenRequest) -> None:  # the caller holds _cv
         if not r.generation.finished:
             r.generation.stop("cancelled")
-        self._running.remove(r)
+        (self._behind if r.background else self._running).remove(r)
+        r.done = True
         r.out.put(_END)
 
     def execute(self, plan: StepPlan) -> StepOutput:
@@ -462,11 +509,14 @@ class EncoderScheduler:
             for r, delta in zip(plan.decode, out.deltas, strict=True):
                 if isinstance(delta, BaseException):
                     r.generation.stop("error")
+                    r.error = delta
                     r.out.put(delta)
-                elif delta:
+                elif delta and not r.background:
                     r.out.put(delta)
-                if r.generation.finished and r in self._running:
+                if r.generation.finished and not r.done:
                     self._finish(r)
+                    if r.background and self._background is not None:
+                        self._idle = 0.0  # its job goes on (the caption stored) at the next step
             if self._background is not None and (plan.frames or plan.calls) and self._idle is None:
                 self._idle = 0.0  # work that may have closed a scene: look for background work
 

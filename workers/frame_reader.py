@@ -5,7 +5,9 @@ readings keep up (a live stream: read a batch after it arrives, before it is wri
 (a backlog, a restart, a stream recorded before the index, one not open here). Either way it is the
 KV the frame was prefilled with, read alone on the sink as the scene scan reads it (qa/scene_check.py)
 with the canonical question of each kind (qa/when_index.py): one model read for its object, one for
-its background. The stored reading goes to every ``on_readings`` callback (the seam for watches).
+its background, handed to the reading queue as two generations (decoded together in the encoder
+scheduler's packed steps). The stored reading goes to every ``on_readings`` callback (the seam for
+watches).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from scenekv.memory import DeviceLRU, MemoryStore, Reading, RollingMemory
 from scenekv.memory.content_index import BACKGROUND, OBJECT
 from scenekv.memory.records import text
 from scenekv.qa.when_index import CANONICAL
-from scenekv.vlm import Answerer, KVChunk
+from scenekv.vlm import Answerer, Generation, KVChunk
 
 from .reading_jobs import ReadingJob
 
@@ -47,16 +49,18 @@ class FrameReader:
         self.check = {kind: answerer.check_ids(CANONICAL[kind]) for kind in (OBJECT, BACKGROUND)}
         self.reads = 0  # model reads made (tests count them)
 
-    def steps(self, job: ReadingJob) -> Iterator[None]:
-        """Read and store the frame after ``job.after``: one model read per ``next()``; returns its
-        pts, or None when the stream has no frame after it (yet)."""
+    def steps(self, job: ReadingJob) -> Iterator[tuple[Generation, Generation]]:
+        """Read and store the frame after ``job.after``: the first ``next()`` finds it and yields its
+        two reads (object, background) as generations, decoded before the next (reading_jobs.py),
+        which stores what they said; returns its pts, or None when the stream has no frame after
+        it (yet)."""
         frame = self.next_frame(job.sid, job.after)
         if frame is None:
             return None
         job.current = frame.first_pts
-        seen = self._read(OBJECT, frame)
-        yield
-        reading = Reading(frame.first_pts, seen, self._read(BACKGROUND, frame))
+        seen, background = self._reading(OBJECT, frame), self._reading(BACKGROUND, frame)
+        yield seen, background
+        reading = Reading(frame.first_pts, seen.text.strip(), background.text.strip())
         self.store.put_reading(job.sid, reading)
         for hook in self.hooks:
             try:
@@ -65,9 +69,10 @@ class FrameReader:
                 log.exception("a readings hook failed on %s at %s", job.sid, reading.pts)
         return reading.pts
 
-    def _read(self, kind: str, frame: KVChunk) -> str:
+    def _reading(self, kind: str, frame: KVChunk) -> Generation:
+        """The read of ``frame`` with ``kind``'s canonical question, not run yet (Answerer.read's)."""
         self.reads += 1
-        return self.answerer.read(self.check[kind], [frame])
+        return self.answerer.reading(self.check[kind], [frame])
 
     def next_frame(self, sid: str, after: float | None) -> KVChunk | None:
         """The stream's first kept frame after ``after`` (the first of all for None), alone."""

@@ -3,14 +3,15 @@
 An answer streams from the encoder token by token; if that encoder dies before the first token the
 question is asked once more on the stream's next encoder (after it got the frames only the dead one
 had), and after a token it fails (an answer is not spliced across models). A question is cancelled
-by id on whichever encoder runs it.
+by id on whichever encoder runs it. Async only: the service's event loop awaits Ray's refs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import ray
 
@@ -19,22 +20,25 @@ from scenekv.qa.policies import MemoryPolicy
 
 from .encoder_pool import EncoderPool
 from .encoder_router import encoder_unavailable
+from .errors import EncoderUnavailable
+from .push_delivery import PushDelivery, retrieved
+from .results import AnswerEvent, answer_event
 
 
 class Questions:
     def __init__(
         self,
         pool: EncoderPool,
-        require_stream: Callable[[str], None],
-        replay_lost_frames: Callable[[str], object],
+        require_stream: Callable[[str], Awaitable[None]],
+        delivery: PushDelivery,
     ) -> None:
-        """``require_stream(sid)`` raises for an unknown stream; ``replay_lost_frames(sid)`` gives a
-        restarted encoder the pushed frames only its predecessor had, so an answer sees every
-        acknowledged frame."""
+        """``require_stream(sid)`` raises for an unknown stream; ``delivery`` gives a restarted
+        encoder the pushed frames only its predecessor had, so an answer sees every acknowledged
+        frame."""
         self.pool = pool
-        self._require_stream, self._replay_lost_frames = require_stream, replay_lost_frames
+        self._require_stream, self.delivery = require_stream, delivery
 
-    def ask(
+    async def ask(
         self,
         sid: str,
         question: str,
@@ -46,62 +50,60 @@ class Questions:
         max_tokens: int = 128,
         temperature: float = 0.0,
         policy: str | None = None,
-    ) -> Iterator[dict]:
-        """Stream {"type": "delta"} messages, then one {"type": "done"} (or {"type": "error"}).
+    ) -> AsyncIterator[AnswerEvent]:
+        """Stream AnswerDelta events, then one AnswerDone (or AnswerError). Ray's streaming
+        generator is awaited item by item, so an answer holds no thread while it streams.
 
         ``policy``: which frames the answer may read (qa/policies.py; default SceneKV's own plan;
-        ``recent``, ``uniform:N`` and ``full`` are the baselines SceneKV-Bench measures)."""
+        ``recent``, ``uniform:N`` and ``full`` are the baselines SceneKV-Bench measures).
+
+        A push stream whose frames this service still keeps (not yet in Redis) is asked with
+        ``check``: an encoder that no longer has it open (it restarted) says so instead of
+        answering; the kept frames are replayed (the replay re-opens the stream under its push
+        lock) and the question asked again. The check rides on the question's own call, so a
+        question costs one scheduler call, not two. A reader that leaves early cancels the answer
+        on the encoder (its slot in the batch is freed at the next step)."""
         call = self._prepare(sid, question, qid, at, range_, last, max_tokens, temperature, policy)
-        name, encoder = self.pool.for_stream(sid, place=False)
-        for attempt in range(2):  # a dead encoder's question runs again on the stream's next one
-            started = False
-            try:
-                for ref in encoder.ask_stream.options(num_returns="streaming").remote(*call):
-                    item = ray.get(ref)
-                    started = True
-                    yield item
-                    if item.get("type") != "delta":
-                        return  # the answer is complete: never wait on the actor for the stream's end
-                return
-            except ray.exceptions.RayActorError as exc:
-                name, encoder = self._failed(exc, sid, name, started or attempt > 0)
-
-    async def ask_async(
-        self,
-        sid: str,
-        question: str,
-        *,
-        qid: str | None = None,
-        at=None,
-        range_=None,
-        last=None,
-        max_tokens: int = 128,
-        temperature: float = 0.0,
-        policy: str | None = None,
-    ) -> AsyncIterator[dict]:
-        """``ask`` for an event loop: Ray's streaming generator is awaited item by item, so an
-        answer holds no thread while it streams (only the checks before it run in one)."""
-        call = await asyncio.to_thread(
-            self._prepare, sid, question, qid, at, range_, last, max_tokens, temperature, policy
-        )
+        await self._require_stream(sid)
+        if self.delivery.replay_due(sid):  # a replay an earlier restart left undone goes first
+            await self.delivery.replay_lost_frames(sid)
         name, encoder = await asyncio.to_thread(lambda: self.pool.for_stream(sid, place=False))
-        for attempt in range(2):
-            started = False
-            try:
-                async for ref in encoder.ask_stream.options(num_returns="streaming").remote(*call):
-                    item = await ref
-                    started = True
-                    yield item
-                    if item.get("type") != "delta":
+        reopened = died = 0
+        complete = False
+        try:
+            while True:
+                started = False
+                try:
+                    stream = encoder.ask_stream.options(num_returns="streaming")
+                    async for ref in stream.remote(*call, self.delivery.holds(sid)):
+                        item = await ref
+                        if item.get("type") == "not_open" and not started:
+                            break  # the encoder restarted: replay what it lacks, then ask again
+                        started = True
+                        complete = item.get("type") != "delta"
+                        yield answer_event(item)
+                        if complete:
+                            return  # never wait on the actor for the stream's end
+                    else:
+                        complete = True
                         return
-                return
-            except ray.exceptions.RayActorError as exc:
-                name, encoder = await asyncio.to_thread(self._failed, exc, sid, name, started or attempt > 0)
+                    reopened += 1
+                    if reopened > 2:
+                        raise EncoderUnavailable("the encoder keeps restarting; ask again")
+                    await self.delivery.replay_lost_frames(sid)
+                except ray.exceptions.RayActorError as exc:
+                    died += 1
+                    final = started or died > 1
+                    name, encoder = await asyncio.to_thread(self._failed, exc, sid, name, final)
+                    await self.delivery.replay_lost_frames(sid)  # the new encoder gets them first
+        finally:
+            if not complete:  # the reader left (or an error): the encoder stops it at its next step
+                with contextlib.suppress(RuntimeError):
+                    asyncio.ensure_future(self.cancel(call[1])).add_done_callback(retrieved)
 
-    def _prepare(self, sid, question, qid, at, range_, last, max_tokens, temperature, policy=None) -> tuple:
-        """Checks before a question (and the frames a restarted encoder lacks); the call's args."""
-        self._require_stream(sid)
-        self._replay_lost_frames(sid)  # after an encoder restart, the question sees every acknowledged frame
+    @staticmethod
+    def _prepare(sid, question, qid, at, range_, last, max_tokens, temperature, policy=None) -> tuple:
+        """Checks before a question; the call's args."""
         if not 1 <= int(max_tokens) <= 1024:
             raise UserError("max_tokens must be between 1 and 1024", code="bad_request")
         anchor = {"at": at, "range_": range_, "last": last}  # the engine's keyword arguments
@@ -117,10 +119,9 @@ class Questions:
         moved, encoder = (name, None) if final else self.pool.replace(sid, name)
         if final or moved == name:
             raise encoder_unavailable(exc) from None
-        self._replay_lost_frames(sid)  # the new encoder gets the frames only the dead one had, first
         return moved, encoder
 
-    async def cancel_async(self, qid: str, timeout: float = 5.0) -> bool:
+    async def cancel(self, qid: str, timeout: float = 5.0) -> bool:
         """Stop question ``qid`` on whichever encoder runs it (all asked at once, their answers
         awaited, no thread held); False if none does."""
         refs = [asyncio.ensure_future(e.cancel.remote(qid)) for e in self.pool.handles.values()]

@@ -2,16 +2,19 @@
 vision batches, never inside an append.
 
 Each stream has one job: a cursor (``after``, the pts of the last frame done) that walks the stream's
-kept frames in time order. ``run`` reads the next frame after it (workers/frame_reader.py: one
-``next()`` per model read, the object then the background, then the store write) and returns its pts,
-or None when no frame follows yet; the job then waits until the stream appends (``wake``). In order,
-so the index's newest reading says how far it is complete (``read_through``): a restarted encoder, or a
-stream recorded before the index existed, starts its job there and reads what is stored after it.
+kept frames in time order. ``run`` reads the next frame after it (workers/frame_reader.py: a step
+that finds the frame and hands over its two reads, the object and the background, as generations;
+then the store write) and returns its pts, or None when no frame follows yet; the job then waits
+until the stream appends (``wake``). In order, so the index's newest reading says how far it is
+complete (``read_through``): a restarted encoder, or a stream recorded before the index existed,
+starts its job there and reads what is stored after it.
 
 Scheduling is the caption queue's (workers/caption_jobs.py): one step per call, the frame in progress
-first, then streams in turn; a failed frame is retried after a back-off (0.25, 0.5, 1, 2 s) and left
-unread after ``READING_TRIES`` (the cursor moves past it); ``fatal`` errors (the stream's memory is
-gone or taken over) drop the job. Plain Python: no Ray here.
+first, then streams in turn; the handed-over reads decode in an encoder scheduler's packed steps
+(``decode``: a few streams' frames at a time, beside the answers) or here, one forward a step; a
+failed frame is retried after a back-off (0.25, 0.5, 1, 2 s) and left unread after
+``READING_TRIES`` (the cursor moves past it); ``fatal`` errors (the stream's memory is gone or taken
+over) drop the job. Plain Python: no Ray here.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from .caption_jobs import CAPTION_TRIES, next_due, retry_delay
+from .caption_jobs import CAPTION_TRIES, JOBS_AT_ONCE, Decoding, advance, next_due, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,13 @@ class ReadingJob:
     current: float | None = None  # the frame being read, once found
     tries: int = 0  # failed tries of the current frame
     not_before: float = 0.0
-    steps: Iterator[None] | None = None
+    steps: Iterator[Any] | None = None
+    decoding: Decoding | None = None  # the reads its last step handed over
     waiting: bool = False  # caught up: nothing to read until the stream appends
+
+    @property
+    def busy(self) -> bool:
+        return self.decoding is not None and self.decoding.busy
 
 
 @dataclass
@@ -51,14 +60,17 @@ class ReadingCounts:
 class ReadingQueue:
     """One job per stream; ``step`` advances the frame in progress, else the first due job.
 
-    ``run``: (job) -> an iterator whose ``next()`` is one model read and whose return value
+    ``run``: (job) -> an iterator whose ``next()`` is one unit of model work, yielding None or
+    generations to decode before the next (caption_jobs.Decoding), and whose return value
     (StopIteration's) is the pts of the frame it read and stored, or None when no frame follows
     ``job.after``. ``keep``: whether a caught-up job stays (its stream is open here and will append).
+    ``decode``: where handed-over generations decode (an encoder scheduler's ``adopt``; None: here).
     """
 
-    run: Callable[[ReadingJob], Iterator[None]]
+    run: Callable[[ReadingJob], Iterator[Any]]
     fatal: tuple[type[BaseException], ...] = ()
     keep: Callable[[str], bool] = lambda sid: True
+    decode: Callable[[Any], Any] | None = None
     jobs: dict[str, ReadingJob] = field(default_factory=dict)
     counts: ReadingCounts = field(default_factory=ReadingCounts)
 
@@ -77,18 +89,24 @@ class ReadingQueue:
             job.waiting = False
 
     def drop(self, sid: str) -> bool:
-        return self.jobs.pop(sid, None) is not None
+        job = self.jobs.pop(sid, None)
+        if job is not None and job.decoding is not None:
+            job.decoding.abandon()
+        return job is not None
 
     def due(self, sid: str | None = None) -> int:
         """Jobs with frames to read (or that do not know yet)."""
         return sum(1 for j in list(self.jobs.values()) if not j.waiting and (sid is None or j.sid == sid))
 
     def step(self, sid: str | None = None) -> float | None:
-        """One model read (of ``sid``'s job only, if given). None: nothing to do; 0.0: maybe more
-        now; else seconds until a retry is due. The caller holds the model lock."""
+        """One unit of reading work (of ``sid``'s job only, if given). None: nothing to do; 0.0: maybe
+        more now; else seconds until a retry is due (or, while a scheduler decodes the reads, until
+        it is worth looking again). The caller holds the model lock."""
         now = time.monotonic()
-        mine = [j for j in list(self.jobs.values()) if not j.waiting and (sid is None or j.sid == sid)]
-        job, wait = next_due(mine, now)
+        jobs = list(self.jobs.values())
+        room = sum(j.busy for j in jobs) < JOBS_AT_ONCE
+        mine = [j for j in jobs if not j.waiting and (sid is None or j.sid == sid)]
+        job, wait = next_due(mine, now, room)
         if job is None:
             return wait
         self.counts.steps += 1
@@ -96,7 +114,7 @@ class ReadingQueue:
             if job.steps is None:
                 job.current = None
                 job.steps = self.run(job)
-            next(job.steps)
+            advance(job, self.decode)
             return 0.0
         except StopIteration as stop:
             job.steps = None
@@ -118,7 +136,7 @@ class ReadingQueue:
         return 0.0
 
     def _failed(self, job: ReadingJob, exc: Exception) -> None:
-        job.steps = None
+        job.steps, job.decoding = None, None
         job.tries += 1
         log.warning(
             "reading of frame %s of %s failed (try %d of %d): %s: %s",

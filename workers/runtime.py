@@ -27,6 +27,7 @@ from scenekv.memory.migrate_untagged import migrate_untagged
 from .actors import EncoderActor
 from .encoder_config import EncoderConfig
 from .encoder_pool import NAMESPACE, EncoderPool, gpu_encoders
+from .scheduler_policy import SchedulerPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Runtime:
         worker_logs: bool,
         encoders: int | None,
         load_timeout: float,
+        scheduling: SchedulerPolicy | None = None,
     ) -> None:
         """Start everything, or raise with nothing left running (see SceneKVService for the options)."""
         if encoders is not None and encoders < 1:  # before anything starts, so nothing is left behind
@@ -71,6 +73,7 @@ class Runtime:
             prefix=prefix,
             rolling=RollingConfig(**(rolling or {})),
             captions=captions,
+            scheduling=scheduling or SchedulerPolicy(),
         )
         pool = None
         try:  # fails here, loudly, if the model cannot load (the actor's own error, e.g. UserError)
@@ -124,7 +127,7 @@ class Runtime:
         encoders = list(self.pool.handles.values())
         refs = [e.shutdown.remote() for e in encoders]
         try:
-            ray.get(refs, timeout=left())
+            ray.get(refs, timeout=max(0.1, left() - STOP_RAY_S))
         except ray.exceptions.GetTimeoutError:
             log.warning("an encoder did not detach its streams in time; killing it")
         except Exception:
@@ -142,6 +145,9 @@ class Runtime:
             ray.shutdown()
         if self._redis_child is not None:
             self._redis_child.stop(timeout=timeout)
+
+
+STOP_RAY_S = 1.0  # kept for stopping Ray and a private Redis: 0.8 s measured on a 2-core VM
 
 
 def _start_ray(address: str | None, num_cpus: int | None, worker_logs: bool) -> None:

@@ -1,10 +1,16 @@
-"""SceneKVService: what the CLI and the web gateway talk to; the only owner of Ray.
+"""SceneKVService: what the gateway and the CLI talk to; the only owner of Ray. Async only.
+
+Every method that reaches Ray or Redis is a coroutine of one event loop (the gateway's, or the one
+``BlockingService`` runs for the CLI): Ray's refs are awaited, so a frame waiting for its vision
+batch or an answer streaming holds no thread; only Redis's short reads hop to a thread. Results
+are the frozen dataclasses of workers/results.py.
 
 It keeps which streams are open here (and the DecoderActor reading each file or live source) and
 composes one part per job: the runtime (Redis, Ray, store, encoders: workers/runtime.py), calls on
 a stream's encoder that survive its death (workers/encoder_router.py), pushed frames delivered
 without loss (workers/push_delivery.py), a file from parallel time ranges
-(workers/bulk_ingest.py) and questions (workers/questions.py).
+(workers/bulk_ingest.py) and questions (workers/questions.py). Its state is touched on its event
+loop only, so it needs no locks beyond each push stream's (PushDelivery.stream_lock).
 """
 
 from __future__ import annotations
@@ -12,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 
 import numpy as np
 import ray
@@ -24,12 +29,14 @@ from scenekv.errors import UserError
 from scenekv.memory import new_sid
 from scenekv.memory.owner_keys import key_matches, new_key
 
+from . import bulk_ingest
 from .actors import DecoderActor
-from .bulk_ingest import ingest_ranges
 from .encoder_router import EncoderRouter
 from .push_delivery import PushDelivery
 from .questions import Questions
+from .results import AnswerEvent, ClosedScene, Progress, PushResult, SceneRow, StreamInfo
 from .runtime import Runtime
+from .scheduler_policy import SchedulerPolicy
 from .stream_caps import StreamCaps, StreamSlots
 
 log = logging.getLogger(__name__)
@@ -61,8 +68,11 @@ class SceneKVService:
         encoders: int | None = None,
         load_timeout: float = 900.0,
         stream_caps: StreamCaps | None = None,
+        scheduling: SchedulerPolicy | None = None,
     ) -> None:
-        """``encoders``: how many EncoderActors (each loads the model); default one per GPU of the
+        """Starts the runtime (blocking: Ray, Redis, the model's load); every other method is async.
+
+        ``encoders``: how many EncoderActors (each loads the model); default one per GPU of the
         cluster, one where it has none.
 
         ``worker_logs`` off: the actors' output (transformers' warnings, "(EncoderActor pid=…)"
@@ -76,6 +86,8 @@ class SceneKVService:
 
         ``stream_caps``: how many push, file and live URL streams may be open at once (stream_caps.py;
         None: no caps, as a library or benchmark wants; `scenekv serve` sets them).
+
+        ``scheduling``: the encoders' scheduler policy (None: its defaults).
         """
         self.runtime = Runtime(
             model=model,
@@ -90,6 +102,7 @@ class SceneKVService:
             worker_logs=worker_logs,
             encoders=encoders,
             load_timeout=load_timeout,
+            scheduling=scheduling,
         )
         self.live_retention = dict(live_retention or {})
         self.store, self.pool, self.model = self.runtime.store, self.runtime.pool, self.runtime.model
@@ -98,20 +111,16 @@ class SceneKVService:
         self.ray_address = self.runtime.ray_address
         self.router = EncoderRouter(self.pool)
         self.delivery = PushDelivery(self.router, self.store, self._touch)
-        self.questions = Questions(self.pool, self._require_stream, self.delivery.replay_lost_frames)
-        # answers stream from the stream's encoder: Questions.ask / ask_async, signatures there
-        self.ask = self.questions.ask
-        self.ask_async = self.questions.ask_async
+        self.questions = Questions(self.pool, self._require_stream, self.delivery)
         self._decoders: dict[str, tuple] = {}  # sid -> (actor, run ref)
         self._streams: set[str] = set()
         # push and live URL streams open here: monotonic time of their last frame or client
         self._touched: dict[str, float] = {}
         self._finished: dict[str, dict] = {}  # sid -> the last progress of a decoder reclaimed
         self.slots = StreamSlots(stream_caps)
-        self._lock = threading.Lock()
 
     # -- streams --------------------------------------------------------------------------------
-    def start_stream(
+    async def start_stream(
         self,
         source: str,
         *,
@@ -120,7 +129,7 @@ class SceneKVService:
         sid: str | None = None,
         decode: bool = True,
         retention: dict | None = None,
-    ) -> dict:
+    ) -> StreamInfo:
         """Open a stream; ``source`` is "push" (frames come from push_frame) or a file path / URL that
         a DecoderActor starts reading at once (unless ``decode`` is off: ingest_ranges feeds it).
 
@@ -131,7 +140,7 @@ class SceneKVService:
         when ``sid`` names a stream that already has one."""
         if not 0 < fps <= 30:
             raise UserError(f"fps must be in (0, 30], got {fps:g}", code="bad_request")
-        live_url = source != "push" and self._check_source(source) is True
+        live_url = source != "push" and await asyncio.to_thread(self._check_source, source) is True
         live = source == "push" or live_url
         policy = self._retention(retention or {}) if live else None
         sid = sid or new_sid()  # named here, so it is placed before it exists
@@ -139,23 +148,23 @@ class SceneKVService:
         if source == "push" or decode:  # what holds a window or a decoder counts (stream_caps.py)
             took = self.slots.take(sid, "push" if source == "push" else "live" if live_url else "file")
         try:
-            info = self.router.call(sid, "open", sid, source, fps, carriers, policy)
+            info = await self.router.call(sid, "open", sid, source, fps, carriers, policy)
             key, digest = new_key()  # the creator's key to write to the stream (memory/owner_keys.py)
-            info = {**info, "stream_key": key if self.store.set_key_hash(sid, digest) else None}
-            with self._lock:
-                self._streams.add(sid)
-                if source == "push" or (live_url and decode):  # released when nobody uses it
-                    self._touched[sid] = time.monotonic()
-                if source != "push" and decode and sid not in self._decoders:
-                    decoder = DecoderActor.remote()
-                    ref = decoder.run.remote(self.pool, sid, source, fps, 8, info["last_pts"])
-                    self._decoders[sid] = (decoder, ref)
+            kept = await asyncio.to_thread(self.store.set_key_hash, sid, digest)
+            self._streams.add(sid)
+            if source == "push" or (live_url and decode):  # released when nobody uses it
+                self._touched[sid] = time.monotonic()
+            if source != "push" and decode and sid not in self._decoders:
+                decoder = DecoderActor.remote()
+                ref = decoder.run.remote(self.pool, sid, source, fps, 8, info["last_pts"])
+                self._decoders[sid] = (decoder, ref)
         except BaseException:
-            self.pool.release(sid)  # refused (bad carriers, ...): no record for a stream that is not
+            # refused (bad carriers, ...): no record for a stream that is not
+            await asyncio.to_thread(self.pool.release, sid)
             if took:
                 self.slots.give_back(sid)
             raise
-        return info
+        return StreamInfo.of(info, stream_key=key if kept else None)
 
     @staticmethod
     def _check_source(source: str) -> bool:
@@ -171,28 +180,38 @@ class SceneKVService:
 
         return narrowed(self.live_retention, asked)
 
-    def push_frame(self, sid: str, pts: float, image: np.ndarray) -> dict:
-        """Append one pushed frame; blocks while the encoder is busy (see PushDelivery.push)."""
-        self._require_stream(sid)
-        return self.delivery.push(sid, pts, image)
-
-    async def push_frame_async(
+    async def push_frame(
         self, sid: str, pts: float, image: np.ndarray, *, on_call: Callable[[float], None] | None = None
-    ) -> dict:
-        """``push_frame`` for an event loop, holding no thread (see PushDelivery.push_async)."""
-        if sid not in self._streams:
-            await asyncio.to_thread(self._require_stream, sid)
-        return await self.delivery.push_async(sid, pts, image, on_call=on_call)
+    ) -> PushResult:
+        """Append one pushed frame; returns once it is encoded (see PushDelivery.push): the wait is
+        the backpressure, and holds no thread."""
+        await self._require_stream(sid)
+        result = await self.delivery.push(sid, pts, image, on_call=on_call)
+        return PushResult(result.get("last_pts"), tuple(ClosedScene.of(c) for c in result.get("closed", [])))
 
-    def drop_unsent(self, sid: str, after: float | None) -> None:
+    async def drop_unsent(self, sid: str, after: float | None) -> None:
         """The client was told to send the frames after ``after`` again: drop their copies."""
-        self.delivery.drop_unsent(sid, after)
+        await self.delivery.drop_unsent(sid, after)
 
     def _touch(self, sid: str) -> None:
-        with self._lock:
-            self._touched[sid] = time.monotonic()
+        self._touched[sid] = time.monotonic()
 
-    def ingest_ranges(
+    async def ingest_file(
+        self,
+        source: str,
+        *,
+        fps: float,
+        carriers: str,
+        on_progress: Callable[[float], None] | None = None,
+        parts: int | None = None,
+    ) -> tuple[str, bool]:
+        """Encode a video file into memory unless an earlier run already did (bulk ingest:
+        workers/bulk_ingest.py); (stream id, whether the memory was reused)."""
+        return await bulk_ingest.ingest_file(
+            self, source, fps=fps, carriers=carriers, on_progress=on_progress, parts=parts
+        )
+
+    async def ingest_ranges(
         self,
         source: str,
         sid: str,
@@ -206,153 +225,158 @@ class SceneKVService:
         """Encode a file into stream ``sid`` (opened with ``decode`` off) from ``parts`` time ranges
         decoded in parallel, with the memory of one pass (workers/bulk_ingest.py). ``after``
         resumes after the last stored frame; ``on_batch(pts)`` reports progress. The frames encoded."""
-        self._require_stream(sid)
-        return ingest_ranges(
+        await self._require_stream(sid)
+        return await bulk_ingest.ingest_ranges(
             self.router, source, sid, duration=duration, fps=fps, parts=parts, after=after, on_batch=on_batch
         )
 
-    def progress(self, sid: str) -> dict:
-        self._require_stream(sid)
-        decoder = self._decoders.get(sid)
-        out = ray.get(decoder[0].progress.remote()) if decoder else self._finished.get(sid, PUSHED)
-        return _progress(out, self.router.call(sid, "info", sid, place=False))
-
-    async def progress_async(self, sid: str) -> dict:
-        """``progress`` for an event loop: the actors' answers are awaited, no thread is held."""
-        if sid not in self._streams:
-            await asyncio.to_thread(self._require_stream, sid)
+    async def progress(self, sid: str) -> Progress:
+        """The decoder's progress (file and live URL streams) and the stream's memory; the actors'
+        answers are awaited."""
+        await self._require_stream(sid)
         decoder = self._decoders.get(sid)
         out = await decoder[0].progress.remote() if decoder else self._finished.get(sid, PUSHED)
-        return _progress(out, await self.router.info_async(sid))
+        return Progress.of(out, await self.router.info(sid))
 
-    def end_stream(self, sid: str) -> list[dict]:
-        self._require_stream(sid)
-        with self._lock:
-            decoder = self._decoders.pop(sid, None)
-            self._streams.discard(sid)
-        if decoder is not None:
-            ray.get(decoder[0].stop.remote())
-            try:
-                ray.get(decoder[1], timeout=15)
-            except ray.exceptions.GetTimeoutError:
-                log.warning("decoder of %s did not stop in 15 s; killing it", sid)
+    async def end_stream(self, sid: str) -> list[ClosedScene]:
+        """Stop its decoder, close the last scene, wait for its captions and write everything to
+        Redis; the scenes this closed."""
+        await self._require_stream(sid)
+        self._streams.discard(sid)
+        await self._stop_decoder(sid)
+        async with self.delivery.stream_lock(sid):
+            return await self._end_locked(sid)
+
+    async def _stop_decoder(self, sid: str) -> None:
+        """Stop the stream's DecoderActor, if it has one, and give its process back."""
+        decoder = self._decoders.pop(sid, None)
+        if decoder is None:
+            return
+        try:
+            await decoder[0].stop.remote()
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(decoder[1].future())), 15)
+        except TimeoutError:
+            log.warning("decoder of %s did not stop in 15 s; killing it", sid)
+        except Exception:  # dead, or its own error (progress shows it): the stream ends all the same
+            pass
+        with contextlib.suppress(Exception):
             ray.kill(decoder[0])
-        with self.delivery.stream_lock(sid):
-            closed = self.delivery.replay_lost_frames(sid)
-            closed += self.router.call(sid, "end", sid)
-            self.pool.release(sid)  # closed on its encoder: placed afresh when continued
-            self.delivery.forget(sid)  # end flushed everything to Redis
-            with self._lock:
-                self._touched.pop(sid, None)
-                self._finished.pop(sid, None)
-            self.slots.give_back(sid)
-        return closed
 
-    def attach(self, sid: str) -> dict:
+    async def _end_locked(self, sid: str) -> list[ClosedScene]:
+        closed = await self.delivery.replay_lost_frames(sid, locked=True)
+        closed += await self.router.call(sid, "end", sid)
+        await asyncio.to_thread(self.pool.release, sid)  # closed on its encoder: placed afresh when continued
+        self.delivery.forget(sid)  # end flushed everything to Redis
+        self._streams.discard(sid)
+        self._touched.pop(sid, None)
+        self._finished.pop(sid, None)
+        self.slots.give_back(sid)
+        return [ClosedScene.of(c) for c in closed]
+
+    async def attach(self, sid: str) -> StreamInfo:
         """Continue a stream by id (another client's, or one from before a restart)."""
-        if not self.store.exists(sid):
+        if not await asyncio.to_thread(self.store.exists, sid):
             raise UnknownStream(f"no stream {sid!r}")
-        with self.delivery.stream_lock(sid):
+        async with self.delivery.stream_lock(sid):
             # a restarted encoder first gets the frames only its predecessor had
-            self.delivery.replay_lost_frames(sid)
-            with self._lock:
-                decoding, reopened = sid in self._decoders, sid not in self._streams
+            await self.delivery.replay_lost_frames(sid, locked=True)
+            decoding, reopened = sid in self._decoders, sid not in self._streams
             # push, or a file read to its end: opened on an encoder again (a place unless it holds one)
             took = not decoding and self.slots.take(sid, "push")
             try:
-                info = self.router.call(sid, "attach", sid)
+                info = await self.router.call(sid, "attach", sid)
             except BaseException:
                 if took:
                     self.slots.give_back(sid)
                 raise
-            with self._lock:
-                self._streams.add(sid)
-                if sid not in self._decoders:  # released when idle
-                    self._touched[sid] = time.monotonic()
-        return {**info, "reopened": reopened}
+            self._streams.add(sid)
+            if sid not in self._decoders:  # released when idle
+                self._touched[sid] = time.monotonic()
+        return StreamInfo.of(info, reopened=reopened)
 
-    def is_open(self, sid: str) -> bool:
+    async def is_open(self, sid: str) -> bool:
         """Whether ``sid`` is open here (attaching to it takes no new place)."""
-        with self._lock:
-            return sid in self._streams
+        return sid in self._streams
 
-    def owns(self, sid: str, key: str | None) -> bool:
+    async def owns(self, sid: str, key: str | None) -> bool:
         """Whether ``key`` is the owner key ``start_stream`` gave for ``sid`` (one HGET: any gateway
         can check it). UnknownStream for a stream Redis does not have."""
-        stored = self.store.key_hash(sid)
-        if stored is None and not self.store.exists(sid):
-            raise UnknownStream(f"no stream {sid!r}")
-        return key_matches(stored, key)
 
-    def release_idle(self, idle_s: float, keep: Collection[str] = ()) -> list[str]:
+        def stored() -> str | None:
+            digest = self.store.key_hash(sid)
+            if digest is None and not self.store.exists(sid):
+                raise UnknownStream(f"no stream {sid!r}")
+            return digest
+
+        return key_matches(await asyncio.to_thread(stored), key)
+
+    async def release_idle(self, idle_s: float, keep: Collection[str] = ()) -> list[str]:
         """End every push stream that got no frame for ``idle_s`` and is not in ``keep`` (streams a
         client is connected to): its last scene closes, everything is written to Redis, and the
         encoder lets go of its device window, lease and writer. ``attach`` continues it later.
 
         A live URL stream is released the same way (its decoder stops) unless it has watches, which
         run with no client; a file read to its end gives its decoder process back at once."""
-        self._reclaim_decoders()
+        await self._reclaim_decoders()
         now = time.monotonic()
-        with self._lock:
-            for sid in keep:  # a watched stream's idle time starts when its last client leaves
-                if sid in self._touched:
-                    self._touched[sid] = now
-            idle = [sid for sid, t in self._touched.items() if now - t >= idle_s]
-        for sid in [sid for sid in idle if sid in self._decoders and self.store.has_watches(sid)]:
-            idle.remove(sid)  # a camera watched for something keeps decoding with nobody attached
-            self._touch(sid)
+        for sid in keep:  # a watched stream's idle time starts when its last client leaves
+            if sid in self._touched:
+                self._touched[sid] = now
+        idle = [sid for sid, t in self._touched.items() if now - t >= idle_s]
+        for sid in [sid for sid in idle if sid in self._decoders]:
+            if await asyncio.to_thread(self.store.has_watches, sid):
+                idle.remove(sid)  # a camera watched for something keeps decoding with nobody attached
+                self._touch(sid)
         released = []
         for sid in idle:
             try:
-                with self.delivery.stream_lock(sid):
+                async with self.delivery.stream_lock(sid):
                     touched = self._touched.get(sid)
                     if touched is None or time.monotonic() - touched < idle_s:
                         continue  # a frame or a client came meanwhile
-                    self.end_stream(sid)
+                    await self._stop_decoder(sid)  # a live URL stream's
+                    await self._end_locked(sid)
                 released.append(sid)
                 log.info("stream %s: no client and no frame for %.0f s; released", sid, idle_s)
             except Exception as exc:  # tried again at the next sweep
                 log.warning("stream %s: releasing it failed: %s", sid, exc)
         return released
 
-    def _reclaim_decoders(self) -> None:
+    async def _reclaim_decoders(self) -> None:
         """Stop the decoder processes whose source has ended (a file read to its end, a source that
         failed): their last progress is kept for ``progress``."""
-        with self._lock:
-            decoders = dict(self._decoders)
+        decoders = dict(self._decoders)
         if not decoders:
             return
         refs = [ref for _, ref in decoders.values()]
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)  # timeout 0: never blocks
         for sid, (actor, ref) in decoders.items():
             if ref not in done:
                 continue
             try:
-                final = ray.get(ref)
+                final = await ref
             except Exception as exc:  # the decoder died for good: its stream shows the error
                 final = {"status": "error", "error": {"code": "source_error", "message": str(exc)}}
             final.pop("closed", None)
             # a file read to its end ended its stream itself; any other (a live source, a file that
             # failed midway) is still open on its encoder: released when idle, like a push stream
             ended = self.slots.kind(sid) != "live" and final.get("status") == "done"
-            with self._lock:
-                if self._decoders.get(sid) != (actor, ref):
-                    continue  # ended or restarted meanwhile
-                del self._decoders[sid]
-                self._finished[sid] = final
-                while len(self._finished) > FINISHED_KEPT:  # the oldest first (insertion order)
-                    self._finished.pop(next(iter(self._finished)))
-                if ended:
-                    self._streams.discard(sid)
-                else:
-                    self._touched[sid] = time.monotonic()
+            if self._decoders.get(sid) != (actor, ref):
+                continue  # ended or restarted meanwhile
+            del self._decoders[sid]
+            self._finished[sid] = final
+            while len(self._finished) > FINISHED_KEPT:  # the oldest first (insertion order)
+                self._finished.pop(next(iter(self._finished)))
             if ended:
+                self._streams.discard(sid)
                 self.slots.give_back(sid)
+            else:
+                self._touched[sid] = time.monotonic()
             ray.kill(actor)
 
-    def _require_stream(self, sid: str) -> None:
+    async def _require_stream(self, sid: str) -> None:
         """Raise UnknownStream unless ``sid`` is open here or stored."""
-        if sid not in self._streams and not self.store.exists(sid):
+        if sid not in self._streams and not await asyncio.to_thread(self.store.exists, sid):
             raise UnknownStream(f"no stream {sid!r}")
 
     @property
@@ -361,32 +385,50 @@ class SceneKVService:
         return self.pool.first()
 
     # -- questions and captions -------------------------------------------------------------------
-    async def cancel_async(self, qid: str, timeout: float = 5.0) -> bool:
+    def ask(
+        self,
+        sid: str,
+        question: str,
+        *,
+        qid: str | None = None,
+        at=None,
+        range_=None,
+        last=None,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        policy: str | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
+        """Stream an answer from the stream's encoder (Questions.ask): AnswerDelta events, then one
+        AnswerDone or AnswerError."""
+        return self.questions.ask(
+            sid, question, qid=qid, at=at, range_=range_, last=last,
+            max_tokens=max_tokens, temperature=temperature, policy=policy,
+        )  # fmt: skip
+
+    async def cancel(self, qid: str, timeout: float = 5.0) -> bool:
         """Stop question ``qid`` on whichever encoder runs it; False if none does."""
-        return await self.questions.cancel_async(qid, timeout)
+        return await self.questions.cancel(qid, timeout)
 
-    def caption_missing(self, sid: str) -> int:
-        self._require_stream(sid)
-        return self.router.call(sid, "caption_missing", sid, place=False)
+    async def caption_missing(self, sid: str) -> int:
+        await self._require_stream(sid)
+        return await self.router.call(sid, "caption_missing", sid, place=False)
 
-    # -- observation ----------------------------------------------------------------------------
-    def scenes(self, sid: str) -> list[dict]:
-        self._require_stream(sid)
-        return [
-            {"scene_id": s.index, "start": s.start, "end": s.end, "caption": s.caption, "closed": s.closed}
-            for s in self.store.scenes(sid)
-        ]
+    # -- observation (Redis reads, each in a thread) -----------------------------------------------
+    async def scenes(self, sid: str) -> list[SceneRow]:
+        await self._require_stream(sid)
+        rows = await asyncio.to_thread(self.store.scenes, sid)
+        return [SceneRow(s.index, s.start, s.end, s.caption, s.closed) for s in rows]
 
-    def search(self, text: str, streams: Collection[str] | None = None, limit: int = 10) -> list[dict]:
-        """Scenes of every stored stream (or ``streams``) matching ``text``, best first (qa/search.py):
-        read from Redis alone, no model pass; blocking, so the gateway calls it in a thread."""
+    async def search(self, text: str, streams: Collection[str] | None = None, limit: int = 10) -> list:
+        """Scenes of every stored stream (or ``streams``) matching ``text``, best first: SearchHits
+        (qa/search.py), read from Redis alone, no model pass."""
         from scenekv.qa.search import search
 
-        hits = search(self.store, text, list(streams) if streams is not None else None, limit)
-        return [h.as_dict() for h in hits]
+        wanted = list(streams) if streams is not None else None
+        return await asyncio.to_thread(search, self.store, text, wanted, limit)
 
     # -- watches ----------------------------------------------------------------------------------
-    def add_watch(
+    async def add_watch(
         self,
         sid: str,
         watch_id: str,
@@ -403,39 +445,40 @@ class SceneKVService:
         from scenekv.memory.watches import new_watch
         from scenekv.qa.watch_detector import watch_terms
 
-        self._require_stream(sid)
+        await self._require_stream(sid)
         if not watch_terms(text):
             raise UserError(f"{text!r} names nothing to watch for", code="bad_request")
         watch = new_watch(watch_id, text, webhook=webhook, cooldown_s=cooldown_s, webhook_allow=webhook_allow)
-        return self.store.add_watch(sid, watch)
+        return await asyncio.to_thread(self.store.add_watch, sid, watch)
 
-    def remove_watch(self, sid: str, watch_id: str) -> bool:
-        self._require_stream(sid)
-        return self.store.remove_watch(sid, watch_id)
+    async def remove_watch(self, sid: str, watch_id: str) -> bool:
+        await self._require_stream(sid)
+        return await asyncio.to_thread(self.store.remove_watch, sid, watch_id)
 
-    def watches(self, sid: str) -> list[dict]:
-        """The stream's watches as clients see them (``watch.added``: no webhook URL)."""
-        return [w.as_message() for w in self.store.watches(sid)]
+    async def watches(self, sid: str) -> list:
+        """The stream's watches (memory.watches.Watch; ``as_message()`` is what clients see: no
+        webhook URL)."""
+        return await asyncio.to_thread(self.store.watches, sid)
 
-    def watch_hits(self, sid: str) -> list[dict]:
-        """The stream's kept hits (``watch.hit`` fields), in time order."""
-        return [h.as_message() for h in self.store.watch_hits(sid)]
+    async def watch_hits(self, sid: str) -> list:
+        """The stream's kept hits (memory.watches.WatchHit), in time order."""
+        return await asyncio.to_thread(self.store.watch_hits, sid)
 
-    def caption_track(self, sid: str, fmt: str) -> str:
+    async def caption_track(self, sid: str, fmt: str) -> str:
         """The stream's scene captions as a VTT / SRT / JSONL file's text, as `scenekv caption` writes."""
         from scenekv.qa.captions import render_captions, stream_cues
 
-        self._require_stream(sid)
-        return render_captions(stream_cues(self.store, sid), fmt)
+        await self._require_stream(sid)
+        return await asyncio.to_thread(lambda: render_captions(stream_cues(self.store, sid), fmt))
 
-    def encoder_stats(self, timeout: float = 2.0) -> list[dict]:
+    async def encoder_stats(self, timeout: float = 2.0) -> list[dict]:
         """One dict per encoder (Runtime.encoder_stats)."""
-        return self.runtime.encoder_stats(timeout)
+        return await asyncio.to_thread(self.runtime.encoder_stats, timeout)
 
-    def health(self) -> dict:
-        return self.runtime.health()
+    async def health(self) -> dict:
+        return await asyncio.to_thread(self.runtime.health)
 
-    def shutdown(self, timeout: float = 60.0) -> None:
+    async def shutdown(self, timeout: float = 60.0) -> None:
         """Stop decoders, flush and detach every stream (each resumes on attach), stop Ray and a
         private Redis, all within ``timeout``: a step that does not answer in time is skipped and
         its actor killed (what Redis acknowledged stays; a hung encoder's window is lost)."""
@@ -449,17 +492,12 @@ class SceneKVService:
         for decoder, _ in decoders:
             with contextlib.suppress(Exception):
                 decoder.stop.remote()
-        with contextlib.suppress(Exception):
-            ray.wait([run for _, run in decoders], num_returns=len(decoders), timeout=min(15.0, left()))
-        self.delivery.replay_all_lost_frames()
+        if decoders:
+            runs = [asyncio.wrap_future(run.future()) for _, run in decoders]
+            await asyncio.wait(runs, timeout=min(15.0, left()))
+        # a third of what is left: a hung encoder must not take the detach's time too
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.delivery.replay_all_lost_frames(), left() / 3)
+        # Blocking, on the loop's own thread, on purpose: nothing else on the loop runs meanwhile (a
+        # push retrying on a killed encoder would race Ray's shutdown)
         self.runtime.shutdown(left, also_kill=[d for d, _ in decoders])
-
-
-def _progress(decoder: dict, info: dict) -> dict:
-    return {
-        **decoder,
-        "last_pts": info.get("last_pts"),
-        "memory_bytes": info.get("bytes"),
-        "chunks": info.get("chunks"),
-        "scenes": info.get("scenes"),
-    }

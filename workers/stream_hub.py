@@ -3,8 +3,9 @@
 This is the whole live pipeline as plain Python (testable without Ray); workers/actors.py hosts a
 hub in a Ray actor. Frames go into each stream's RollingMemory (device window + Redis); when
 SceneTiling closes a scene, its caption becomes a scheduled job (workers/caption_jobs.py) made from
-that scene's chunks alone, one decode step at a time between vision batches, and stored with the
-scene (a ``scene.captioned`` event tells every gateway). For a checkpoint with ``scene_check`` every
+that scene's chunks alone, one step at a time between vision batches (its tokens in the encoder
+scheduler's packed decode, with the answers: ``decode_with``), and stored with the scene (a
+``scene.captioned`` event tells every gateway). For a checkpoint with ``scene_check`` every
 kept frame is also read once for the content index (workers/reading_jobs.py, frame_reader.py), in
 turn with the captions; other checkpoints index their captions' words. Questions are answered by
 the QAEngine on the stream's memory, live window included (`when` from the index).
@@ -39,7 +40,7 @@ from scenekv.qa.engine import Answer, QAEngine
 from scenekv.qa.key_index import KeyIndex
 from scenekv.qa.memory_view import MemoryView
 from scenekv.qa.scene_heads import is_when_question
-from scenekv.vlm import SamplingParams, VLMBackend
+from scenekv.vlm import Generation, SamplingParams, VLMBackend
 
 from .caption_jobs import CaptionJob, CaptionQueue
 from .frame_reader import FrameReader, ReadingsHook
@@ -245,6 +246,12 @@ class StreamHub:
         if self.reads_frames:
             self.readings_due.add(sid, lambda: self.store.read_through(sid))
 
+    def decode_with(self, start: Callable[[Generation], object]) -> None:
+        """Hand the captions' and frame readings' generations to ``start`` (an EncoderScheduler's
+        ``adopt``): decoded in its packed steps together with the answers, a few jobs at a time,
+        instead of alone, one forward a step, by whoever steps the queues."""
+        self.captions_due.decode = self.readings_due.decode = start
+
     def background_due(self) -> bool:
         """Whether a caption or a reading waits (the scheduler skips the model lock when not)."""
         return bool(self.captions_due.jobs) or self.readings_due.due() > 0
@@ -263,9 +270,10 @@ class StreamHub:
         return min((w for w in waits if w is not None), default=None)
 
     def caption_step(self, sid: str | None = None) -> float | None:
-        """One unit of caption work (plan, a token, or the store write) on the first due scene: what
-        the encoder's scheduler runs between vision batches. None: nothing waits; 0.0: maybe more
-        now; else seconds until a retry is due. The caller holds the model lock."""
+        """One unit of caption work (plan, a decode step where no scheduler decodes it, or the store
+        write) on the first due scene: what the encoder's scheduler runs between vision batches.
+        None: nothing waits; 0.0: maybe more now; else seconds until a retry is due. The caller
+        holds the model lock."""
         return self.captions_due.step(sid)
 
     def drain_captions(self, sid: str, run: Run = _now, *, readings: bool = False) -> None:
@@ -280,13 +288,18 @@ class StreamHub:
             if wait > 0:
                 time.sleep(wait)
 
-    def _caption_steps(self, job: CaptionJob) -> Iterator[None]:
-        """A caption from the chunks of the scene alone (no retrieval), one decode step a ``next``;
-        returns the stored text. Reads the live window while the stream is open here, Redis after."""
+    def _caption_steps(self, job: CaptionJob) -> Iterator[Generation | None]:
+        """A caption from the chunks of the scene alone (no retrieval): planned and loaded, its
+        generation handed to the queue (decoded before the next step), then stored; returns the
+        stored text. Reads the live window while the stream is open here, Redis after."""
         answer = self._caption_answer(job.sid, job.start, job.end)
-        yield  # planned and loaded: the prefill and each token are steps of their own
-        for _ in answer:
+        generation = getattr(answer, "generation", None)
+        if isinstance(generation, Generation):
+            yield generation
+        else:  # an answer that is not one generation: a step per delta
             yield
+            for _ in answer:
+                yield
         text = answer.text.strip()
         mem = self.streams.get(job.sid)
         if mem is not None:

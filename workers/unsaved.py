@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import deque
 
 import numpy as np
@@ -29,17 +28,16 @@ class UnsavedFrames:
         self.replay = False  # the encoder re-opened the stream: send after(replay_after) first
         self.replay_after: float | None = None
         # the stream's lock: one pusher at a time (frames reach the encoder in order), and attach,
-        # end and release of the stream wait for it
-        self.lock = threading.RLock()
-        self._async_lock: asyncio.Lock | None = None
+        # end and release of the stream wait for it. An asyncio lock: every caller is a coroutine
+        # of the service's event loop (made on first use, so on that loop)
+        self._lock: asyncio.Lock | None = None
         self.pushes = 0  # frames added so far
 
-    def async_lock(self) -> asyncio.Lock:
-        """The event loop's pushers of this stream in turn (``lock`` is per thread, and every
-        coroutine of the loop is one thread to it)."""
-        if self._async_lock is None:
-            self._async_lock = asyncio.Lock()
-        return self._async_lock
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     def add(self, pts: float, image: np.ndarray) -> None:
         """Remember a frame (a retry of the newest one replaces it rather than adding it twice)."""

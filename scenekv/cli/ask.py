@@ -27,30 +27,31 @@ def run(args: argparse.Namespace) -> int:
 
     from scenekv.cli.service_args import service_from_args, warn_if_random
     from scenekv.errors import UserError
-    from scenekv.workers.bulk_ingest import ingest_file
+    from scenekv.workers.results import AnswerDelta, AnswerDone, AnswerError
 
     service = service_from_args(args, captions=False)
     try:
         warn_if_random(service)
-        sid, reused = ingest_file(service, args.source, fps=args.fps, carriers=args.carriers)
+        sid, reused = service.ingest_file(args.source, fps=args.fps, carriers=args.carriers)
         print(f"memory: {sid} ({'reused' if reused else 'ingested'})", file=sys.stderr)
         done = None
         for item in service.ask(
             sid, args.question, at=args.at, range_=args.range, last=args.last, max_tokens=args.max_tokens
         ):
-            if item["type"] == "delta" and not args.json:
-                print(item["text"], end="", flush=True)
-            elif item["type"] == "error":
-                raise UserError(item["message"], code=item["code"])
-            elif item["type"] == "done":
+            if isinstance(item, AnswerDelta) and not args.json:
+                print(item.text, end="", flush=True)
+            elif isinstance(item, AnswerError):
+                raise UserError(item.message, code=item.code)
+            elif isinstance(item, AnswerDone):
                 done = item
         if args.json:  # the schema is in README.md ("JSON output"); like answer.done on the WebSocket
-            keys = ("answer", "evidence", "ttft_ms", "usage", "finish_reason")
             out = {"stream_id": sid, "model": service.model["model"], "question": args.question}
-            print(json.dumps({**out, **{k: done.get(k) for k in keys}}))
+            got = {"answer": done.text, "evidence": list(done.evidence), "ttft_ms": done.ttft_ms}
+            got.update(usage=done.usage, finish_reason=done.finish_reason)
+            print(json.dumps({**out, **got}))
         else:
-            spans = ", ".join(f"{e['start']:.1f}-{e['end']:.1f}s" for e in done["evidence"]) or "none"
-            print(f"\nevidence: {spans}  (ttft {done['ttft_ms']} ms)")
+            spans = ", ".join(f"{e['start']:.1f}-{e['end']:.1f}s" for e in done.evidence) or "none"
+            print(f"\nevidence: {spans}  (ttft {done.ttft_ms} ms)")
     finally:
         service.shutdown()
     return 0

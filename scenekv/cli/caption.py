@@ -57,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from scenekv.errors import UserError
     from scenekv.ingest.probe import media_duration
     from scenekv.qa.captions import output_path, parse_format, stream_cues, write_captions
-    from scenekv.workers.bulk_ingest import ingest_file
 
     fmt = parse_format(args.format)
     missing = [v for v in args.videos if not Path(v).is_file()]
@@ -69,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         warn_if_random(service)
         for video in args.videos:
             progress = Progress(Path(video).name, media_duration(video))
-            sid, reused = ingest_file(
-                service, video, fps=args.fps, carriers=args.carriers, on_progress=progress.show
+            sid, reused = service.ingest_file(
+                video, fps=args.fps, carriers=args.carriers, on_progress=progress.show
             )
             progress.show(progress.total or 0.0, final=True)
             if reused:

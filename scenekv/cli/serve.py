@@ -8,6 +8,7 @@ from scenekv.cli.inspect import add_model_arguments
 from scenekv.cli.service_args import add_load_timeout, add_storage_arguments
 from scenekv.defaults import DEFAULT_CARRIERS
 from scenekv.web.config import GatewayConfig
+from scenekv.workers.scheduler_policy import SchedulerPolicy
 from scenekv.workers.stream_caps import StreamCaps
 
 HELP = "serve the WebSocket API and the demo page (http://127.0.0.1:8765/)"
@@ -114,6 +115,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("--max-live-streams", caps.live, "live URL streams decoded at once"),
     ]:
         p.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
+    encoder = SchedulerPolicy()  # the scheduler's defaults: theirs
+    p.add_argument(
+        "--decode-share",
+        type=float,
+        default=encoder.decode_share,
+        help="the part of an encoder's time answers get while frames also wait, 0 to 0.9 (default "
+        f"{encoder.decode_share:g}; lower: ingest keeps up better, answers start later)",
+    )
+    p.add_argument(
+        "--busy-vision-s",
+        type=float,
+        default=encoder.busy_vision_s,
+        help="longest vision batch while answers run, in seconds (default "
+        f"{encoder.busy_vision_s:g}; at least one frame runs)",
+    )
+    p.add_argument(
+        "--prefill-tokens",
+        type=int,
+        default=encoder.prefill_tokens,
+        help=f"prompt tokens prefilled a step, so a long prompt never stalls running answers (default "
+        f"{encoder.prefill_tokens})",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -160,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     from scenekv.web.server import Gateway
 
     log.info("starting the service (Ray, Redis, model %s) ...", args.model)
-    service = service_from_args(args)
+    service = service_from_args(args, blocking=False)  # the gateway's loop awaits it
     hard = HardStop(args.drain_s + 5.0)  # armed by SIGTERM / Ctrl-C: the stop takes no longer
     loop = None
     try:
@@ -200,9 +223,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     finally:
         log.info("shutting the service down")
-        service.shutdown(timeout=hard.left())  # also unblocks gateway threads still waiting on Ray
+        stop = service.shutdown(timeout=hard.left())  # on the loop its locks and refs belong to
         if loop is not None:
+            loop.run_until_complete(stop)
             _close_loop(loop, hard.left())
+        else:
+            asyncio.run(stop)
         hard.disarm()
     return 0
 

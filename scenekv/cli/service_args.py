@@ -60,14 +60,17 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def service_from_args(args: argparse.Namespace, *, captions: bool = True):
-    """A SceneKVService from the common flags (local Ray, Redis found or started, model loaded)."""
+def service_from_args(args: argparse.Namespace, *, captions: bool = True, blocking: bool = True):
+    """A SceneKVService from the common flags (local Ray, Redis found or started, model loaded):
+    wrapped in a BlockingService for the commands that run no event loop (``blocking``), as it is
+    for the gateway's loop (serve)."""
+    from scenekv.workers.blocking_service import BlockingService
     from scenekv.workers.service import SceneKVService
 
     quiet = getattr(args, "verbose", None) is False  # ask / caption; serve keeps every log line
     if quiet:
         quiet_dependencies()
-    return SceneKVService(
+    return (BlockingService if blocking else SceneKVService)(
         worker_logs=not quiet,
         model=args.model,
         redis_url=args.redis_url,
@@ -80,7 +83,25 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True):
         encoders=getattr(args, "encoders", None),
         load_timeout=args.load_timeout,
         stream_caps=stream_caps(args),
+        scheduling=scheduling(args),
     )
+
+
+def scheduling(args: argparse.Namespace):
+    """serve's --decode-share / --busy-vision-s / --prefill-tokens as a SchedulerPolicy (None
+    elsewhere); a value out of range is a UserError naming the flag."""
+    from scenekv.workers.scheduler_policy import SchedulerPolicy
+
+    if not hasattr(args, "decode_share"):
+        return None
+    try:
+        return SchedulerPolicy(
+            decode_share=args.decode_share,
+            busy_vision_s=args.busy_vision_s,
+            prefill_tokens=args.prefill_tokens,
+        )
+    except UserError as exc:
+        raise UserError(f"--{str(exc).replace('_', '-')}") from None
 
 
 def stream_caps(args: argparse.Namespace):

@@ -82,7 +82,7 @@ def _watch_source(args: argparse.Namespace, watch_id: str) -> int:
     service = service_from_args(args, captions=True)
     try:
         warn_if_random(service)
-        sid = service.start_stream(args.source, fps=args.fps, carriers=args.carriers)["stream_id"]
+        sid = service.start_stream(args.source, fps=args.fps, carriers=args.carriers).stream_id
         after = _last_event(service.store, sid)
         service.add_watch(
             sid, watch_id, args.text, webhook=args.webhook, cooldown_s=args.cooldown, webhook_allow=ANYWHERE
@@ -119,9 +119,9 @@ def _failed(service, sid: str) -> str | None:
         progress = service.progress(sid)
     except Exception:  # the encoder restarting: asked again a second later
         return None
-    if progress.get("status") != "error":
+    if progress.status != "error":
         return None
-    return (progress.get("error") or {}).get("message", "the source failed")
+    return (progress.error or {}).get("message", "the source failed")
 
 
 def _print_hits(

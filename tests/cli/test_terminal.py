@@ -113,3 +113,16 @@ def test_encoders_that_do_not_load_in_time_are_one_sentence_and_status_2(video):
     assert "Traceback" not in run.stderr
     refused = scenekv("ask", video, "What happens?", *TINY, "--load-timeout", "0")
     assert refused.returncode == 2 and "must be more than 0 s" in refused.stderr, refused.stderr[-500:]
+
+
+def test_scheduler_flags_out_of_range_are_one_sentence_before_anything_starts():
+    """serve's scheduler policy is checked before Ray, Redis or the model start."""
+    for flags, said in [
+        (("--decode-share", "1.5"), "--decode-share must be in [0, 0.9], got 1.5"),
+        (("--busy-vision-s", "0"), "--busy-vision-s must be in (0, max-vision-s=2], got 0"),
+        (("--prefill-tokens", "0"), "--prefill-tokens must be at least 1, got 0"),
+    ]:
+        run = scenekv("serve", *TINY, *flags)
+        last = run.stderr.strip().splitlines()[-1]
+        assert run.returncode == 2 and last == f"scenekv serve: error: {said}", run.stderr[-2000:]
+        assert "Traceback" not in run.stderr and "INFO scenekv.serve: redis:" not in run.stderr  # not started

@@ -162,7 +162,8 @@ SMALL_WINDOW = {"window": 12, "chunk_frames": 4}  # chunks written to Redis afte
 def local_service(
     tag: str, model: str = "tiny-random-llava-onevision", rolling: dict | None = SMALL_WINDOW, **options
 ):
-    """A SceneKVService on ``model`` (the tiny random one by default; ``scenekv-world``: the world
+    """A SceneKVService, as a BlockingService (a GatewayThread serves on its loop), on ``model``
+    (the tiny random one by default; ``scenekv-world``: the world
     model), local Ray and the real Redis under a fresh key prefix; every key under it is deleted
     afterwards. ``rolling``: the memory's settings (None: the service's own); ``options``: more of
     the service's arguments (``stream_caps``)."""
@@ -170,7 +171,7 @@ def local_service(
 
     import redis
 
-    from scenekv.workers.service import SceneKVService
+    from scenekv.workers.blocking_service import BlockingService
 
     from support.redis_fixtures import REDIS_URL, drop_prefix
 
@@ -179,7 +180,7 @@ def local_service(
     except redis.RedisError as exc:
         raise AssertionError(f"no Redis at {REDIS_URL} ({exc}); run scripts/ensure-redis.sh") from None
     prefix = f"skvtest:{tag}:{uuid.uuid4().hex[:10]}:"
-    svc = SceneKVService(
+    svc = BlockingService(
         model=model,
         redis_url=REDIS_URL,
         rolling=rolling,

@@ -91,7 +91,7 @@ def test_sigkill_of_the_encoder_mid_push_loses_no_acknowledged_frame(service, ga
     for (_, last, _, last_pts), (first, _, first_pts, _) in zip(stored, stored[1:], strict=False):
         assert first == last + 1 and first_pts == last_pts + 1.0
     # and the stream's last scene was closed by session.end on the restarted encoder
-    assert all(s["closed"] for s in service.scenes(sid))
+    assert all(s.closed for s in service.scenes(sid))
 
 
 def open_streams(service) -> list[str]:
@@ -111,8 +111,8 @@ def test_an_idle_push_stream_is_released_and_continues_on_attach(service, gatewa
         assert time.monotonic() < deadline, "the idle stream was never released"
         time.sleep(0.2)
     scenes = service.scenes(sid)
-    assert [s["closed"] for s in scenes] == [True, True]  # its last scene was closed, captioned
-    assert scenes[-1]["caption"]
+    assert [s.closed for s in scenes] == [True, True]  # its last scene was closed, captioned
+    assert scenes[-1].caption
     assert service.store.info(sid).last_pts == 12.0  # the device window was written out
 
     with connect(ws_url, open_timeout=10, max_size=None) as conn:

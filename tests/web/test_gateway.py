@@ -162,13 +162,13 @@ def test_a_phone_jpeg_reaches_the_encoder_upright(ws, service, monkeypatch):
     """A phone stores its picture as the sensor saw it, with EXIF orientation 6 (a quarter turn
     clockwise to show it); the frame the encoder gets must be the picture as the phone showed it."""
     handed: list = []
-    push_frame = service.push_frame_async
+    push_frame = service.service.push_frame  # the async service the gateway awaits
 
     async def recording(sid, pts, image, **kwargs):  # the decoded frame, as the encoder gets it
         handed.append(image)
         return await push_frame(sid, pts, image, **kwargs)
 
-    monkeypatch.setattr(service, "push_frame_async", recording)
+    monkeypatch.setattr(service.service, "push_frame", recording)
     start_push(ws)
     ws.send(pack_binary_frame(0.0, phone_jpeg(halves(128, 96))))
     recv_until(ws, lambda m: m["type"] == "ingest.progress" and m.get("frames") == 1)
@@ -380,20 +380,20 @@ def test_caption_downloads_parse_and_match_the_scenes(ws, gateway, service):
     send(ws, type="session.end")
     recv_until(ws, of_type("session.ended"), timeout=60)
     scenes = service.scenes(sid)
-    assert len(scenes) == 3 and all(s["caption"] for s in scenes)
+    assert len(scenes) == 3 and all(s.caption for s in scenes)
     base = gateway.http_url + f"streams/{sid}/captions."
     status, headers, vtt = http_bytes(base + "vtt")
     assert status == 200 and headers["Content-Type"].startswith("text/vtt")
     assert f'filename="{sid}.vtt"' in headers["Content-Disposition"]
     cues = webvtt.from_buffer(io.StringIO(vtt.decode()))
-    assert [round(c.start_in_seconds) for c in cues] == [round(s["start"]) for s in scenes]
+    assert [round(c.start_in_seconds) for c in cues] == [round(s.start) for s in scenes]
     assert vtt.decode() == service.caption_track(sid, "vtt")  # what `scenekv caption` writes
     status, _, body = http_bytes(base + "srt")
     subs = list(srt.parse(body.decode()))
     assert status == 200 and [round(s.start.total_seconds()) for s in subs] == [
-        round(s["start"]) for s in scenes
+        round(s.start) for s in scenes
     ]
     status, _, body = http_bytes(base + "jsonl")
     rows = [json.loads(line) for line in body.decode().splitlines()]
-    assert status == 200 and [r["scene"] for r in rows] == [s["scene_id"] for s in scenes]
+    assert status == 200 and [r["scene"] for r in rows] == [s.scene_id for s in scenes]
     assert http_bytes(gateway.http_url + "streams/nope/captions.vtt")[0] == 404

@@ -7,6 +7,7 @@ are encoded between their tokens, and a failed, cancelled or abandoned answer le
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 
 from scenekv.memory import RollingConfig
 from scenekv.workers.encoder_scheduler import EncoderScheduler
+from scenekv.workers.scheduler_policy import SchedulerPolicy
 from scenekv.workers.stream_hub import StreamHub
 
 from support.tiny_model import frames, tiny
@@ -230,12 +232,12 @@ def test_streams_batched_together_get_the_memory_of_lone_appends(store):
 def test_four_push_clients_at_once_share_vision_batches(redis_url, prefix):
     """Four streams pushed at the same time through the real service (Ray encoder actor): the
     encoder's figures show vision batches holding frames of more than one stream."""
-    from scenekv.workers.service import SceneKVService
+    from scenekv.workers.blocking_service import BlockingService
 
     n = 4
-    svc = SceneKVService(model="tiny-random-llava-onevision", redis_url=redis_url, prefix=prefix, num_cpus=2)
+    svc = BlockingService(model="tiny-random-llava-onevision", redis_url=redis_url, prefix=prefix, num_cpus=2)
     try:
-        sids = [svc.start_stream(source="push", carriers="pool:4")["stream_id"] for _ in range(n)]
+        sids = [svc.start_stream(source="push", carriers="pool:4").stream_id for _ in range(n)]
         errors = []
 
         def push(sid):
@@ -271,27 +273,27 @@ def test_awaited_pushes_share_batches_beyond_the_loops_threads(redis_url, prefix
 
     n, threads = 12, 2
     svc = SceneKVService(model="tiny-random-llava-onevision", redis_url=redis_url, prefix=prefix, num_cpus=2)
-    try:
-        sids = [svc.start_stream(source="push", carriers="pool:4")["stream_id"] for _ in range(n)]
 
-        async def main():
-            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads))
+    async def main():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads))
+        try:
+            sids = [(await svc.start_stream(source="push", carriers="pool:4")).stream_id for _ in range(n)]
             for t in range(4):
                 image = np.full((384, 384, 3), 20 * t, np.uint8)
-                await asyncio.gather(*(svc.push_frame_async(sid, float(t), image) for sid in sids))
+                await asyncio.gather(*(svc.push_frame(sid, float(t), image) for sid in sids))
+            (stats,) = await svc.encoder_stats()
+            h = stats["batch_streams"]
+            widest = max(b for b, c in zip(h["buckets"], h["counts"], strict=False) if c)
+            assert stats["frames_encoded"] == 4 * n
+            assert widest > threads, h
+            for sid in sids:  # every frame once, in order
+                await svc.end_stream(sid)
+                info = svc.store.info(sid)
+                assert (info.last_pts, info.next_index) == (3.0, 4), (sid, info)
+        finally:
+            await svc.shutdown()
 
-        asyncio.run(main())
-        (stats,) = svc.encoder_stats()
-        h = stats["batch_streams"]
-        widest = max(b for b, c in zip(h["buckets"], h["counts"], strict=False) if c)
-        assert stats["frames_encoded"] == 4 * n
-        assert widest > threads, h
-        for sid in sids:  # every frame once, in order
-            svc.end_stream(sid)
-            info = svc.store.info(sid)
-            assert (info.last_pts, info.next_index) == (3.0, 4), (sid, info)
-    finally:
-        svc.shutdown()
+    asyncio.run(main())
 
 
 # -- answers -----------------------------------------------------------------------------------
@@ -325,7 +327,14 @@ def _model_scheduler(**kwargs):
 
 
 def _read_all(scheduler, gens):
+    """Read ``gens`` from a thread each, all queued before the scheduler's next step (it is held by
+    a call meanwhile), as answers asked at once are: no thread start order decides the batches."""
     texts, errors = {}, {}
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold():
+        entered.set()
+        gate.wait(30)
 
     def read(i, g):
         try:
@@ -333,10 +342,18 @@ def _read_all(scheduler, gens):
         except Exception as exc:
             errors[i] = exc
 
+    holder = threading.Thread(target=scheduler.call, args=(hold,))
+    holder.start()
+    assert entered.wait(30)
+    before = scheduler.running
     threads = [threading.Thread(target=read, args=(i, g)) for i, g in enumerate(gens)]
     for t in threads:
         t.start()
-    for t in threads:
+    deadline = time.monotonic() + 30
+    while scheduler.running < before + len(gens) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate.set()
+    for t in [holder, *threads]:
         t.join(60)
     return texts, errors
 
@@ -369,7 +386,7 @@ def test_answers_asked_at_once_decode_together_and_equal_each_alone():
 
 def test_long_prompts_are_chunked_so_running_answers_step_every_time():
     sess = _session()
-    scheduler, steps = _model_scheduler(prefill_tokens=4)
+    scheduler, steps = _model_scheduler(policy=SchedulerPolicy(prefill_tokens=4))
     try:
         first, *rest = _answers(sess, lengths=(30, 3, 3, 3))
         it = scheduler.generate(first)
@@ -461,7 +478,9 @@ def test_answers_and_vision_batches_share_the_models_time(share):
 
     sess = _session()
     scheduler = EncoderScheduler(
-        slow_vision, step_generations=partial(step_generations, tiny()), decode_share=share
+        slow_vision,
+        step_generations=partial(step_generations, tiny()),
+        policy=SchedulerPolicy(decode_share=share),
     )
     stop = threading.Event()
 
@@ -513,7 +532,9 @@ def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
 
     sess = _session()
     scheduler = EncoderScheduler(
-        vision, step_generations=partial(step_generations, tiny()), busy_vision_s=0.07
+        vision,
+        step_generations=partial(step_generations, tiny()),
+        policy=SchedulerPolicy(busy_vision_s=0.07),
     )
     stop = threading.Event()
 
@@ -540,3 +561,126 @@ def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
         scheduler.close()
         for t in pushers:
             t.join(5)
+
+
+# -- background work in the batch ---------------------------------------------------------------
+def _closed_scene_hub(store) -> tuple[StreamHub, str]:
+    """A hub whose stream has closed its first scene: that scene's caption is due, not made yet."""
+    from scenekv.ingest import open_source
+    from scenekv.world.cut_video import make_video
+
+    path = make_video(store_tmp() / "cut.mp4", duration=12, fps=2, size=(96, 72), cuts=(5.5,))
+    with open_source(path, fps=1.0) as src:
+        video = [(f.pts, f.image) for f in src]
+    hub = StreamHub(tiny(), store, rolling=RollingConfig(window=12, chunk_frames=4), caption_tokens=8)
+    sid = hub.open(carriers="pool:4")["stream_id"]
+    hub.append(sid, video)
+    assert hub.captions_due.pending(sid) == 1
+    return hub, sid
+
+
+def test_a_caption_decodes_in_an_answers_packed_steps_and_is_the_caption_made_alone(store):
+    """A scene's caption and an answer decode in the same forward passes (a step holds a token of
+    each), and the stored caption is the one made alone (greedy, token by token)."""
+    import time
+
+    from scenekv.vlm.batch_decode import step_generations
+
+    alone, alone_sid = _closed_scene_hub(store)
+    job = alone.captions_due.jobs[(alone_sid, 0)]
+    by_itself = alone._caption_answer(alone_sid, job.start, job.end)
+    list(by_itself)  # the caption decoded alone, as the queue's steps did it before
+    expected = by_itself.text.strip()
+    while alone.caption_step() is not None:  # the queue's own steps, with no scheduler
+        pass
+    assert expected and store.scenes(alone_sid)[0].caption == expected
+
+    hub, sid = _closed_scene_hub(store)
+    sess = _session()
+    (answer,) = _answers(sess, lengths=(40, 1, 1, 1))[:1]
+    reference = "".join(_answers(sess, lengths=(40, 1, 1, 1))[0])
+    entered, gate = threading.Event(), threading.Event()
+    steps: list[set[int]] = []
+
+    def held_frames(batch):  # the first vision batch holds the loop until the answer waits
+        entered.set()
+        gate.wait(10)
+        return [{"sid": s} for s, _ in batch]
+
+    def recorded(gens, budgets):
+        steps.append({id(g) for g in gens})
+        return step_generations(tiny(), gens, budgets)
+
+    scheduler = EncoderScheduler(held_frames, step_generations=recorded, background=hub.background_step)
+    captions: list = []
+
+    def adopt(generation):
+        captions.append(generation)
+        return scheduler.adopt(generation)
+
+    hub.decode_with(adopt)
+    texts: list[str] = []
+    try:
+        pusher = threading.Thread(target=scheduler.submit, args=("cam", [0]))
+        pusher.start()  # after its batch the background work (the due caption) is looked for
+        assert entered.wait(10)
+        reader = threading.Thread(target=lambda: texts.append("".join(scheduler.generate(answer))))
+        reader.start()
+        for _ in range(500):
+            if scheduler.running:
+                break
+            time.sleep(0.01)
+        gate.set()
+        pusher.join(10)
+        reader.join(60)
+        deadline = time.monotonic() + 30
+        while not store.scenes(sid)[0].caption and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.close()
+        hub.close()
+        alone.close()
+    assert len(captions) == 1, captions  # the caption's generation was handed to the scheduler
+    caption = captions[0]
+    assert {id(answer), id(caption)} in steps, steps  # one forward held a step of each
+    assert scheduler.decode_batch.as_dict()["counts"][1] > 0  # steps of two generations
+    assert caption.finish_reason in ("stop", "length") and scheduler.background_running == 0
+    assert store.scenes(sid)[0].caption == expected  # what the caption made alone says
+    assert texts == [reference] and len(answer.token_ids) == 40
+
+
+def test_a_when_answers_reads_decode_together_and_read_what_each_reads_alone():
+    """A `when` answer's reads on the scheduler: one packed forward holds all of them, and each
+    reads what it reads alone (the same scan, the same answer)."""
+    from scenekv.qa.context import ContextPlan
+    from scenekv.qa.scene_check import SceneScan, SceneSpan
+    from scenekv.vlm import Answerer
+
+    sess = _session()
+    answerer = Answerer(tiny())
+    ids = answerer.question_ids("Is there a red circle?")
+    frames = [[sess.export(i, i) for i in range(3)], [sess.export(i, i) for i in range(3, 6)]]
+    spans = [SceneSpan(0.0, 3.0, ()), SceneSpan(3.0, 6.0, (), open=True)]
+
+    def scan() -> SceneScan:
+        return SceneScan(
+            spans,
+            frames,
+            "When did the red circle appear?",
+            lambda f: answerer.read(ids, f),
+            plan=ContextPlan([]),
+            lock=threading.Lock(),
+            reading=lambda f: answerer.reading(ids, f),
+        )
+
+    alone = scan()
+    list(alone)
+    scheduler, steps = _model_scheduler()
+    try:
+        batched = scan()
+        deltas = list(batched.scheduled(scheduler.call, scheduler.complete))
+    finally:
+        scheduler.close()
+    assert batched.readings == alone.readings and len(alone.readings[0]) == 3
+    assert deltas == [""] * 6 + [alone.text] and batched.finish_reason == "stop"
+    assert max(len(s) for s in steps) == 6  # the six reads in one forward

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scenekv.workers.service import SceneKVService
+from scenekv.workers.blocking_service import BlockingService
+from scenekv.workers.results import AnswerDone
 
 from support.redis_fixtures import drop_prefix
 
@@ -125,7 +126,7 @@ def test_two_encoders_on_two_nodes_share_the_streams_and_a_killed_one_hands_them
 def _service(address: str, redis_url: str):
 
     pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
-    svc = SceneKVService(
+    svc = BlockingService(
         model="tiny-random-llava-onevision",
         redis_url=redis_url,
         prefix=pfx,
@@ -161,7 +162,7 @@ def scenario(service) -> None:
     health = service.health()["encoders"]
     assert sorted(e["name"] for e in health) == sorted(before) and all(e["streams"] == 0 for e in health)
 
-    sids = [service.start_stream("push", fps=1.0, carriers="pool:4")["stream_id"] for _ in range(4)]
+    sids = [service.start_stream("push", fps=1.0, carriers="pool:4").stream_id for _ in range(4)]
     placed = {sid: service.pool.placement.encoder_of(sid) for sid in sids}
     assert sorted(list(placed.values()).count(n) for n in before) == [2, 2], placed  # least-loaded
     for i in range(12):
@@ -189,12 +190,12 @@ def scenario(service) -> None:
         # every frame exactly once: those only the dead encoder had were replayed from the gateway
         assert info.last_pts == 19.0 and info.next_index == 20, (sid, info)
         scenes = service.scenes(sid)
-        assert len(scenes) >= 2 and all(s["closed"] and s["caption"] for s in scenes), scenes
-        starts[sid] = [s["start"] for s in scenes]
+        assert len(scenes) >= 2 and all(s.closed and s.caption for s in scenes), scenes
+        starts[sid] = [s.start for s in scenes]
     kept = [sid for sid in sids if sid not in moved]
     assert all(starts[sid] == starts[kept[0]] for sid in sids), starts  # the same frames, the same scenes
     done = list(service.ask(moved[0], "what happened at 0:07?", max_tokens=4))[-1]
-    assert done["type"] == "done" and any(e["start"] <= 7 <= e["end"] for e in done["evidence"]), done
+    assert isinstance(done, AnswerDone) and any(e["start"] <= 7 <= e["end"] for e in done.evidence), done
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from scenekv.workers.errors import EncoderUnavailable
+from scenekv.workers.results import Progress
 from scenekv.world.render import make_world_video
 
 from support.ws_helpers import local_service
@@ -30,16 +31,16 @@ def service():
         yield svc
 
 
-def _progress(service, sid) -> dict:
+def _progress(service, sid) -> Progress:
     try:
         return service.progress(sid)
     except EncoderUnavailable:  # Ray restarts a killed encoder
-        return {"status": "running", "frames": 0}
+        return Progress(status="running", frames=0)
 
 
 def test_readings_due_at_an_encoders_death_are_made_after_its_restart(service, video):
     store = service.store
-    sid = service.start_stream(video, fps=1.0, carriers="pool:16")["stream_id"]
+    sid = service.start_stream(video, fps=1.0, carriers="pool:16").stream_id
     deadline = time.monotonic() + 120
     while True:  # stored frames the index has not read yet: the readings due at the kill
         assert time.monotonic() < deadline, "no stored frames waiting to be read"
@@ -50,10 +51,10 @@ def test_readings_due_at_an_encoders_death_are_made_after_its_restart(service, v
     unread = [t for t in range(int(stored) + 1) if read is None or t > read]
     os.kill(ray.get(service.encoder.pid.remote()), signal.SIGKILL)
     deadline = time.monotonic() + 240
-    while (progress := _progress(service, sid))["status"] in ("idle", "running"):
+    while (progress := _progress(service, sid)).status in ("idle", "running"):
         assert time.monotonic() < deadline, progress
         time.sleep(0.2)
-    assert progress["status"] == "done" and progress.get("restarts", 0) >= 1, progress
+    assert progress.status == "done" and (progress.restarts or 0) >= 1, progress
     service.end_stream(sid)
     readings = store.readings(sid)
     assert [r.pts for r in readings] == [float(t) for t in range(60)]  # every frame read, once

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from scenekv.units import clock
+from scenekv.workers.results import AnswerDone
 from scenekv.world.grading import interior_times, times_in
 from scenekv.world.render import make_world_video
 from scenekv.world.truth import load_truth
@@ -32,23 +33,22 @@ def video(tmp_path_factory):
 def ingested(redis_url, video):
     import uuid
 
-    from scenekv.workers.bulk_ingest import ingest_file
-    from scenekv.workers.service import SceneKVService
+    from scenekv.workers.blocking_service import BlockingService
 
     pfx = f"skvtest:{uuid.uuid4().hex[:12]}:"
-    svc = SceneKVService(model="scenekv-world", redis_url=redis_url, prefix=pfx, num_cpus=2)
+    svc = BlockingService(model="scenekv-world", redis_url=redis_url, prefix=pfx, num_cpus=2)
     try:
-        sid, _ = ingest_file(svc, str(video), fps=1.0, carriers="pool:16")
+        sid, _ = svc.ingest_file(str(video), fps=1.0, carriers="pool:16")
         yield svc, sid
     finally:
         svc.shutdown()
         drop_prefix(redis_url, pfx)
 
 
-def _answer(svc, sid: str, question: str, **anchor) -> dict:
+def _answer(svc, sid: str, question: str, **anchor) -> AnswerDone:
     items = list(svc.ask(sid, question, max_tokens=24, **anchor))
     done = items[-1]
-    assert done["type"] == "done", done
+    assert isinstance(done, AnswerDone), done
     return done
 
 
@@ -64,7 +64,7 @@ def test_background_at_a_time(ingested, video):
     times = interior_times(truth, 20)
     right = []
     for t in times:
-        got = _answer(svc, sid, f"What colour is the background at {clock(t)}?")["answer"].strip()
+        got = _answer(svc, sid, f"What colour is the background at {clock(t)}?").text.strip()
         right.append(got == truth.scene_at(t).background)
     assert sum(right) >= 18, list(zip(times, right, strict=True))
 
@@ -76,7 +76,7 @@ def test_object_at_a_time(ingested, video):
     times = interior_times(truth, 20)
     right = []
     for t in times:
-        got = _answer(svc, sid, "What shape is on screen?", at=t)["answer"].strip()
+        got = _answer(svc, sid, "What shape is on screen?", at=t).text.strip()
         right.append(got == truth.scene_at(t).object_name)
     assert sum(right) >= 16, list(zip(times, right, strict=True))
 
@@ -116,13 +116,13 @@ def test_when_did_it_appear(ingested, video):
     got = {}
     for s, question in asked:
         done = _answer(svc, sid, question)
-        got[question] = (s.start, done["answer"], done["evidence"])
+        got[question] = (s.start, done.text, done.evidence)
     right = [
         len(times_in(a)) == 1 and abs(times_in(a)[0] - start) <= 2.0 and abs(ev[0]["start"] - start) <= 2.0
         for start, a, ev in got.values()
     ]
     assert sum(right) >= 0.75 * len(right), got
-    assert _answer(svc, sid, f"When did the {absent} appear?")["answer"].strip() == "never"
+    assert _answer(svc, sid, f"When did the {absent} appear?").text.strip() == "never"
 
 
 def test_scene_captions_name_background_and_object(ingested, video):
@@ -132,29 +132,27 @@ def test_scene_captions_name_background_and_object(ingested, video):
     assert abs(len(scenes) - len(truth.scenes)) <= 1
     right = []
     for s in scenes:
-        end = s["end"] if s["end"] is not None else truth.duration
-        want = truth.scene_at((s["start"] + end) / 2)
-        caption = s["caption"].strip()
+        end = s.end if s.end is not None else truth.duration
+        want = truth.scene_at((s.start + end) / 2)
+        caption = s.caption.strip()
         right.append(caption == want.describe())
-    assert sum(right) >= 0.8 * len(scenes), [(s["start"], s["caption"]) for s in scenes]
+    assert sum(right) >= 0.8 * len(scenes), [(s.start, s.caption) for s in scenes]
 
 
 def test_dedup_keeps_anchored_answers_right(ingested, video):
     """With ``+dedup`` a still stretch keeps one frame; a time inside it is answered from that frame,
     not from the next scene's chunk (SceneKV-Bench measured 29 % at dedup:0.98 before the anchor plan
     knew it; here, at 0.9, it missed this bar before)."""
-    from scenekv.workers.bulk_ingest import ingest_file
-
     svc, _ = ingested
-    sid, _ = ingest_file(svc, str(video), fps=1.0, carriers="pool:16+dedup:0.9")
+    sid, _ = svc.ingest_file(str(video), fps=1.0, carriers="pool:16+dedup:0.9")
     truth = load_truth(video)
     times = interior_times(truth, 10)
     right, cited = [], []
     for t in times:
         done = _answer(svc, sid, f"What colour is the background at {clock(t)}?")
-        right.append(done["answer"].strip() == truth.scene_at(t).background)
+        right.append(done.text.strip() == truth.scene_at(t).background)
         # the evidence reaches the asked time: the kept frame was on screen until then
-        cited.append(any(e["start"] - 1.0 <= t <= e["end"] + 1.0 for e in done["evidence"]))
+        cited.append(any(e["start"] - 1.0 <= t <= e["end"] + 1.0 for e in done.evidence))
     assert sum(right) >= 9, list(zip(times, right, strict=True))
     assert sum(cited) >= 9, list(zip(times, cited, strict=True))
 
@@ -168,10 +166,10 @@ def test_a_uniform_baseline_reads_its_few_frames_and_answers_worse(ingested, vid
     shipped, uniform = [], []
     for t in interior_times(truth, 10):
         question, want = f"What colour is the background at {clock(t)}?", truth.scene_at(t).background
-        shipped.append(_answer(svc, sid, question)["answer"].strip() == want)
+        shipped.append(_answer(svc, sid, question).text.strip() == want)
         done = _answer(svc, sid, question, policy="uniform:4")
-        uniform.append(done["answer"].strip() == want)
-        assert done["usage"]["memory_tokens"] <= 4 * 24, done["usage"]  # <= 4 frames of 16 carriers + tag
+        uniform.append(done.text.strip() == want)
+        assert done.usage["memory_tokens"] <= 4 * 24, done.usage  # <= 4 frames of 16 carriers + tag
     assert sum(shipped) >= 9 and sum(uniform) <= 7, (shipped, uniform)
 
 
@@ -179,4 +177,4 @@ def test_an_anchored_context_ends_at_the_anchor(ingested):
     """The world model reads "at T" as the stream was at T: nothing after T is in its context."""
     svc, sid = ingested
     done = _answer(svc, sid, "What colour is the background?", at=40.0)
-    assert done["evidence"] and max(e["end"] for e in done["evidence"]) <= 40.0
+    assert done.evidence and max(e["end"] for e in done.evidence) <= 40.0
