@@ -277,20 +277,18 @@ class EncoderActor:
 
             def plan():
                 if check and sid not in self.hub.streams:
-                    return {"type": "not_open"}
-                return self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
+                    return {"type": "not_open"}, None
+                answer = self.hub.ask(sid, question, params=SamplingParams(**params), cancel=cancel, **anchor)
+                gen = answer.generation  # a plain answer's joins the batch before the next step
+                return answer, gen if isinstance(gen, Generation) else None
 
-            answer = self.scheduler.call(plan)  # the check and the planning: one call
+            answer, steps = self.scheduler.plan(plan)  # the check and the planning: one call
             if isinstance(answer, dict):
                 yield answer
                 return
             answer.started = arrived  # its ttft_ms counts the wait for its planning step too
-            gen = answer.generation
-            # a plain answer decodes in the batch, and so do a `when` answer's reads
-            if isinstance(gen, Generation):
-                steps = self.scheduler.generate(gen)
-            else:
-                steps = gen.scheduled(self.scheduler.call, self.scheduler.complete)
+            if steps is None:  # a `when` answer: its reads decode in the batch, a few at a time
+                steps = answer.generation.scheduled(self.scheduler.call, self.scheduler.complete)
             with closing(steps), closing(answer.follow(steps)) as deltas:
                 for delta in deltas:
                     if not delta:  # a `when` read between two others: nothing to send

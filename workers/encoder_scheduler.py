@@ -242,6 +242,28 @@ class EncoderScheduler:
         running generation. Closing the iterator early (a client gone) drops it at the next step."""
         request = GenRequest(generation)
         self._enqueue(self._waiting, request)
+        return self._follow(request)
+
+    def plan(self, fn: Callable[[], tuple[Any, Any]]) -> tuple[Any, Iterator[str] | None]:
+        """``call`` for work that starts a generation (a question's planning): ``fn`` returns
+        (result, generation or None) and the generation joins the batch before the next step is
+        planned, so no vision batch slips in between the planning and the first token. Returns
+        the result and the generation's deltas (as ``generate``), or None without one."""
+
+        def planned():
+            result, generation = fn()
+            if generation is None:
+                return result, None
+            request = GenRequest(generation)
+            with self._cv:
+                self._waiting.append(request)
+            return result, request
+
+        result, request = self.call(planned)
+        return result, (self._follow(request) if request is not None else None)
+
+    def _follow(self, request: GenRequest) -> Iterator[str]:
+        generation = request.generation
         try:
             while True:
                 item = request.out.get()
@@ -354,9 +376,10 @@ class EncoderScheduler:
                 return None
             answering = self._answering()  # before the call is taken: a question's planning counts
             calls = self._take_calls()
+            starting = bool(calls) or any(r.generation.prompt_left for r in [*self._waiting, *self._running])
             return StepPlan(
                 calls=calls,
-                frames=self._take_frames(answering) if self._frames_turn(answering) else (),
+                frames=self._take_frames(answering) if self._frames_turn(answering, starting) else (),
                 **self._take_decodes(),
                 background=self._background is not None and self._idle is not None,
             )
@@ -376,13 +399,18 @@ class EncoderScheduler:
     def _answering(self) -> bool:
         return bool(self._running or self._waiting or self._calls)
 
-    def _frames_turn(self, answering: bool) -> bool:
+    def _frames_turn(self, answering: bool, starting: bool) -> bool:
         """Whether pending frames go in this step: always while no answer runs, else when vision
-        has had less than its share of the model's time since both had work."""
+        has had less than its share of the model's time since both had work (answers first on a
+        tie). While an answer is starting (``starting``: a call that may plan one, a prompt not
+        all prefilled) the vision waits for a later step, so a first token never waits for a batch
+        of frames, unless vision is owed more than a whole batch: questions that never stop
+        coming cannot starve it."""
         if not answering:
             self._vision_s = self._decode_s = 0.0
             return True
-        return self._vision_s * self.decode_share <= self._decode_s * (1.0 - self.decode_share)
+        owed = self._decode_s * (1.0 - self.decode_share) - self._vision_s * self.decode_share
+        return owed > (self.max_vision_s * self.decode_share if starting else 0.0)
 
     def _take_frames(self, answering: bool) -> tuple[FrameRequest, ...]:
         """Requests in arrival order, one per stream, up to ``max_frames`` (fewer while

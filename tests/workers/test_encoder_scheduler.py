@@ -563,6 +563,63 @@ def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
             t.join(5)
 
 
+def test_a_question_asked_while_frames_wait_gets_its_first_token_before_the_next_vision_batch():
+    """Two streams keep frames waiting and a vision batch takes 0.3 s; no answer runs. A question
+    is planned through ``plan`` (as the encoder actor does) and its reader is slow to come back
+    (a busy actor thread): the generation joined the batch with its planning, so its first
+    decode step comes right after the vision batch in progress when it was asked, with no
+    further batch between."""
+    import time
+
+    from scenekv.vlm.batch_decode import step_generations
+
+    batches: list[float] = []
+    first_step: dict[int, float] = {}
+
+    def slow_vision(batch):
+        time.sleep(0.3)
+        batches.append(time.perf_counter())
+        return [{"sid": sid} for sid, _ in batch]
+
+    def recorded(gens, budgets):
+        for g in gens:
+            first_step.setdefault(id(g), time.perf_counter())
+        return step_generations(tiny(), gens, budgets)
+
+    sess = _session()
+    scheduler = EncoderScheduler(slow_vision, step_generations=recorded)
+    stop = threading.Event()
+
+    def push(sid):
+        while not stop.is_set():
+            try:
+                scheduler.submit(sid, [0])
+            except RuntimeError:
+                return
+
+    # two pushers a stream: while one's frame is in a batch, the other's waits (frames always pending)
+    pushers = [threading.Thread(target=push, args=(sid,)) for sid in ("a", "a", "b", "b")]
+    try:
+        for t in pushers:
+            t.start()
+        time.sleep(1.0)
+        for _ in range(3):  # three questions, one after another, each between vision batches
+            (gen,) = _answers(sess, lengths=(4, 1, 1, 1))[:1]
+            t0 = time.perf_counter()
+            _, deltas = scheduler.plan(lambda gen=gen: (None, gen))  # its planning, as the actor's
+            time.sleep(0.1)  # the reader comes back late: the generation does not wait for it
+            "".join(deltas)
+            between = [b for b in batches if t0 < b < first_step[id(gen)]]
+            assert len(between) <= 1, (between, first_step[id(gen)] - t0)
+            time.sleep(0.5)  # frames go on meanwhile
+        assert len(batches) >= 8  # ingest was not stopped
+    finally:
+        stop.set()
+        scheduler.close()
+        for t in pushers:
+            t.join(5)
+
+
 # -- background work in the batch ---------------------------------------------------------------
 def _closed_scene_hub(store) -> tuple[StreamHub, str]:
     """A hub whose stream has closed its first scene: that scene's caption is due, not made yet."""
