@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +29,7 @@ from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
 
+_SIZED_LOOPS: weakref.WeakSet = weakref.WeakSet()  # loops given the pool below
 BLOCKING_THREADS = 64  # Redis reads hop to threads (the event feed's XREADs wait in theirs)
 
 
@@ -54,7 +56,9 @@ class Gateway:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="scenekv-web"))
+        if loop not in _SIZED_LOOPS:  # once a loop: gateways hosted one after another share it
+            loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="scenekv-web"))
+            _SIZED_LOOPS.add(loop)
         self.server = await serve(
             self._handle,
             self.config.host,

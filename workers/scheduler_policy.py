@@ -14,8 +14,11 @@ from scenekv.errors import UserError
 @dataclass(frozen=True)
 class SchedulerPolicy:
     # the part of the model's time answers get while frames also wait (0: a vision batch every
-    # step; at most 0.9, so frames never starve). Lower: ingest keeps up better, answers start later
-    decode_share: float = 0.5
+    # step; at most 0.9, so frames never starve). 0.2: with 8 answers decoding, 4 streams ingesting
+    # on the 0.5B CPU keep their pace (1.0x, against 0.63x at 0.5) and a new question's first token
+    # still comes within 2 s (docs/benchmarks.md, "Concurrent questions"): a live camera's frames
+    # cannot wait, an answer can a little
+    decode_share: float = 0.2
     # the longest vision batch while answers run, seconds (at least one frame runs); with no answer
     # running, ``max_vision_s``
     busy_vision_s: float = 0.5

@@ -385,25 +385,10 @@ class SceneKVService:
         return self.pool.first()
 
     # -- questions and captions -------------------------------------------------------------------
-    def ask(
-        self,
-        sid: str,
-        question: str,
-        *,
-        qid: str | None = None,
-        at=None,
-        range_=None,
-        last=None,
-        max_tokens: int = 128,
-        temperature: float = 0.0,
-        policy: str | None = None,
-    ) -> AsyncIterator[AnswerEvent]:
-        """Stream an answer from the stream's encoder (Questions.ask): AnswerDelta events, then one
-        AnswerDone or AnswerError."""
-        return self.questions.ask(
-            sid, question, qid=qid, at=at, range_=range_, last=last,
-            max_tokens=max_tokens, temperature=temperature, policy=policy,
-        )  # fmt: skip
+    def ask(self, sid: str, question: str, **options) -> AsyncIterator[AnswerEvent]:
+        """Stream an answer from the stream's encoder: AnswerDelta events, then one AnswerDone or
+        AnswerError (``options``: Questions.ask's, from ``qid`` and the anchors to ``policy``)."""
+        return self.questions.ask(sid, question, **options)
 
     async def cancel(self, qid: str, timeout: float = 5.0) -> bool:
         """Stop question ``qid`` on whichever encoder runs it; False if none does."""
