@@ -43,6 +43,7 @@ ENCODER_FIGURES = {
     "steps": ("counter", "Scheduler steps run (each: a call, a vision batch, a decode step, background)"),
     "call_wait_seconds": ("counter", "Time planning and other model calls waited for their step, summed"),
     "running_generations": ("gauge", "Answers decoding or waiting to start on the encoder"),
+    "background_generations": ("gauge", "Captions' and frame readings' generations decoding"),
     "decode_tokens": ("counter", "Answer tokens decoded"),
     "questions": ("counter", "Questions started"),
     "queue_depth": ("gauge", "Append calls waiting for the next vision batch"),

@@ -108,6 +108,7 @@ class EncoderActor:
             "busy_seconds": round(scheduler.busy_s, 6),
             "steps": scheduler.steps,
             "running_generations": scheduler.running,
+            "background_generations": scheduler.background_running,
             "batch_streams": scheduler.batch_streams.as_dict(),
             "batch_frames": scheduler.batch_frames.as_dict(),
             "decode_batch": scheduler.decode_batch.as_dict(),

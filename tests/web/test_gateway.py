@@ -324,6 +324,9 @@ def test_healthz_metrics_and_page(gateway, ws):
         'scenekv_answers_total{finish_reason="length"}',
         "scenekv_answer_ttft_seconds_count",
         "scenekv_errors_total",
+        'scenekv_encoder_running_generations{encoder="0"',
+        'scenekv_encoder_background_generations{encoder="0"',
+        'scenekv_encoder_decode_batch_count{encoder="0"',
     ]:
         assert name in text, name
     status, page = http_get(gateway.http_url)

@@ -491,7 +491,8 @@ def test_answers_and_vision_batches_share_the_models_time(share):
             except RuntimeError:  # closed at the end of the test
                 return
 
-    pushers = [threading.Thread(target=push, args=(sid,)) for sid in ("a", "b")]
+    # two pushers a stream: while one's frame is in a batch, the other's waits (frames always pending)
+    pushers = [threading.Thread(target=push, args=(sid,)) for sid in ("a", "a", "b", "b")]
     try:
         for t in pushers:
             t.start()
@@ -545,7 +546,7 @@ def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
             except RuntimeError:
                 return
 
-    pushers = [threading.Thread(target=push, args=(sid,)) for sid in "abcd"]
+    pushers = [threading.Thread(target=push, args=(sid,)) for sid in "aabbccdd"]  # always pending
     try:
         for t in pushers:
             t.start()
