@@ -254,10 +254,8 @@ class EncoderScheduler:
             result, generation = fn()
             if generation is None:
                 return result, None
-            request = GenRequest(generation)
-            with self._cv:
-                self._waiting.append(request)
-            return result, request
+            # on the scheduler's thread, between steps: in the batch before the next one is planned
+            return result, self._enqueue(self._waiting, GenRequest(generation), waits=False)
 
         result, request = self.call(planned)
         return result, (self._follow(request) if request is not None else None)
@@ -283,13 +281,7 @@ class EncoderScheduler:
         running generation (their prompts admitted together), and wait for all of them; raises the
         first one's error (the others still finish). A `when` answer's reads (qa/when_reads.py)."""
         requests = [GenRequest(g) for g in generations]
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("the scheduler's own thread cannot wait for the scheduler")
-        with self._cv:
-            if self._closed:
-                raise RuntimeError("the encoder is shutting down")
-            self._waiting.extend(requests)
-            self._cv.notify()
+        self._enqueue(self._waiting, *requests)
         error = None
         for r in requests:
             item = r.out.get()
@@ -305,13 +297,7 @@ class EncoderScheduler:
         steps, beside the answers; nobody waits: the returned request says when it is ``done`` and
         its ``error``, if any (setting its ``abandoned`` drops it). From any thread, the
         scheduler's own included (a background step hands its generations over)."""
-        request = GenRequest(generation, background=True)
-        with self._cv:
-            if self._closed:
-                raise RuntimeError("the encoder is shutting down")
-            self._behind.append(request)
-            self._cv.notify()
-        return request
+        return self._enqueue(self._behind, GenRequest(generation, background=True), waits=False)
 
     def close(self, timeout: float = 60.0) -> None:
         """Refuse what is still queued (its callers get an error now, not work on a model that is
@@ -333,15 +319,18 @@ class EncoderScheduler:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=timeout)
 
-    def _enqueue(self, where: deque, request):
-        if threading.current_thread() is self._thread:
+    def _enqueue(self, where: deque | list, *requests, waits: bool = True):
+        """Queue ``requests`` together (one step sees all or none); returns the last one (None for
+        none). ``waits``: the caller will wait for them, which the scheduler's own thread must never
+        do."""
+        if waits and threading.current_thread() is self._thread:
             raise RuntimeError("the scheduler's own thread cannot wait for the scheduler")
         with self._cv:
             if self._closed:
                 raise RuntimeError("the encoder is shutting down")
-            where.append(request)
+            where.extend(requests)
             self._cv.notify()
-        return request
+        return requests[-1] if requests else None
 
     # -- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> None:

@@ -47,9 +47,7 @@ class PushDelivery:
         latency ends there)."""
         # Shielded: a client that goes away mid-frame leaves the frame to finish, so its copy is
         # kept or dropped by what the encoder did, and the lock is let go.
-        push = asyncio.ensure_future(self._push(sid, float(pts), image, on_call))
-        push.add_done_callback(retrieved)
-        return await asyncio.shield(push)
+        return await shielded(self._push(sid, float(pts), image, on_call))
 
     async def _push(self, sid: str, pts: float, image: np.ndarray, on_call) -> dict:
         unsaved = self._unsaved_of(sid)
@@ -98,9 +96,7 @@ class PushDelivery:
             return []
         # Shielded, as a push is: a caller that goes (a client gone, a question cancelled) leaves
         # the replay to finish, so what the encoder took and what is kept stay in step
-        replay = asyncio.ensure_future(self._replay(sid, unsaved, locked))
-        replay.add_done_callback(retrieved)
-        return await asyncio.shield(replay)
+        return await shielded(self._replay(sid, unsaved, locked))
 
     async def _replay(self, sid: str, unsaved: UnsavedFrames, locked: bool) -> list[dict]:
         async with contextlib.nullcontext() if locked else unsaved.lock:
@@ -177,6 +173,14 @@ async def run_delivery(steps: Generator, call: Callable[[list], Awaitable[dict]]
             reply, error = await call(frames), None
         except Exception as exc:  # thrown into the delivery: it replays, or ends a replay, or not
             reply, error = None, exc
+
+
+async def shielded(coro: Awaitable):
+    """Await ``coro`` as a task its caller's cancellation does not stop (it runs to its end, and
+    its outcome is read even if nobody awaits it any more)."""
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(retrieved)
+    return await asyncio.shield(task)
 
 
 def retrieved(task: asyncio.Future) -> None:

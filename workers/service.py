@@ -153,7 +153,7 @@ class SceneKVService:
             kept = await asyncio.to_thread(self.store.set_key_hash, sid, digest)
             self._streams.add(sid)
             if source == "push" or (live_url and decode):  # released when nobody uses it
-                self._touched[sid] = time.monotonic()
+                self._touch(sid)
             if source != "push" and decode and sid not in self._decoders:
                 decoder = DecoderActor.remote()
                 ref = decoder.run.remote(self.pool, sid, source, fps, 8, info["last_pts"])
@@ -291,7 +291,7 @@ class SceneKVService:
                 raise
             self._streams.add(sid)
             if sid not in self._decoders:  # released when idle
-                self._touched[sid] = time.monotonic()
+                self._touch(sid)
         return StreamInfo.of(info, reopened=reopened)
 
     async def is_open(self, sid: str) -> bool:
@@ -371,7 +371,7 @@ class SceneKVService:
                 self._streams.discard(sid)
                 self.slots.give_back(sid)
             else:
-                self._touched[sid] = time.monotonic()
+                self._touch(sid)
             ray.kill(actor)
 
     async def _require_stream(self, sid: str) -> None:

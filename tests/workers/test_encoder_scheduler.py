@@ -6,6 +6,7 @@ are encoded between their tokens, and a failed, cancelled or abandoned answer le
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -459,6 +460,32 @@ def test_a_failing_or_abandoned_answer_leaves_the_others():
         scheduler.close()
 
 
+@contextlib.contextmanager
+def _frames_pending(scheduler, streams: str):
+    """Frames of each stream always waiting: two pushers a stream, so while one's frame is in a
+    vision batch the other's waits (no step is without frames by a thread's timing). The scheduler
+    is closed on the way out."""
+    stop = threading.Event()
+
+    def push(sid):
+        while not stop.is_set():
+            try:
+                scheduler.submit(sid, [0])
+            except RuntimeError:  # closed at the end
+                return
+
+    pushers = [threading.Thread(target=push, args=(sid,)) for sid in streams for _ in range(2)]
+    for t in pushers:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        scheduler.close()
+        for t in pushers:
+            t.join(5)
+
+
 @pytest.mark.parametrize("share", [0.0, 0.5])
 def test_answers_and_vision_batches_share_the_models_time(share):
     """Two streams keep frames waiting, and each vision batch takes 0.1 s (seconds, on a CPU):
@@ -482,20 +509,7 @@ def test_answers_and_vision_batches_share_the_models_time(share):
         step_generations=partial(step_generations, tiny()),
         policy=SchedulerPolicy(decode_share=share),
     )
-    stop = threading.Event()
-
-    def push(sid):
-        while not stop.is_set():
-            try:
-                scheduler.submit(sid, [0])
-            except RuntimeError:  # closed at the end of the test
-                return
-
-    # two pushers a stream: while one's frame is in a batch, the other's waits (frames always pending)
-    pushers = [threading.Thread(target=push, args=(sid,)) for sid in ("a", "a", "b", "b")]
-    try:
-        for t in pushers:
-            t.start()
+    with _frames_pending(scheduler, "ab"):
         time.sleep(0.25)
         (gen,) = _answers(sess, lengths=(30, 1, 1, 1))[:1]
         t0 = time.perf_counter()
@@ -507,11 +521,6 @@ def test_answers_and_vision_batches_share_the_models_time(share):
             assert len(during) >= 25  # a vision batch in (almost) every step
         else:
             assert 1 <= len(during) <= 10, len(during)  # many tokens a batch, ingest not stopped
-    finally:
-        stop.set()
-        scheduler.close()
-        for t in pushers:
-            t.join(5)
 
 
 def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
@@ -537,19 +546,7 @@ def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
         step_generations=partial(step_generations, tiny()),
         policy=SchedulerPolicy(busy_vision_s=0.07),
     )
-    stop = threading.Event()
-
-    def push(sid):
-        while not stop.is_set():
-            try:
-                scheduler.submit(sid, [0])
-            except RuntimeError:
-                return
-
-    pushers = [threading.Thread(target=push, args=(sid,)) for sid in "aabbccdd"]  # always pending
-    try:
-        for t in pushers:
-            t.start()
+    with _frames_pending(scheduler, "abcd"):
         time.sleep(2.0)
         (gen,) = _answers(sess, lengths=(300, 1, 1, 1))[:1]
         "".join(scheduler.generate(gen))
@@ -557,11 +554,6 @@ def test_while_answers_run_a_vision_batch_holds_what_fits_in_busy_vision_s():
         during = [n for n, busy in sizes if busy]
         assert max(alone) >= 2  # alone, the pending streams' frames share batches
         assert during and set(during) == {1}, (sizes, len(gen.token_ids))
-    finally:
-        stop.set()
-        scheduler.close()
-        for t in pushers:
-            t.join(5)
 
 
 def test_a_question_asked_while_frames_wait_gets_its_first_token_before_the_next_vision_batch():
@@ -589,20 +581,7 @@ def test_a_question_asked_while_frames_wait_gets_its_first_token_before_the_next
 
     sess = _session()
     scheduler = EncoderScheduler(slow_vision, step_generations=recorded)
-    stop = threading.Event()
-
-    def push(sid):
-        while not stop.is_set():
-            try:
-                scheduler.submit(sid, [0])
-            except RuntimeError:
-                return
-
-    # two pushers a stream: while one's frame is in a batch, the other's waits (frames always pending)
-    pushers = [threading.Thread(target=push, args=(sid,)) for sid in ("a", "a", "b", "b")]
-    try:
-        for t in pushers:
-            t.start()
+    with _frames_pending(scheduler, "ab"):
         time.sleep(1.0)
         for _ in range(3):  # three questions, one after another, each between vision batches
             (gen,) = _answers(sess, lengths=(4, 1, 1, 1))[:1]
@@ -614,11 +593,6 @@ def test_a_question_asked_while_frames_wait_gets_its_first_token_before_the_next
             assert len(between) <= 1, (between, first_step[id(gen)] - t0)
             time.sleep(0.5)  # frames go on meanwhile
         assert len(batches) >= 8  # ingest was not stopped
-    finally:
-        stop.set()
-        scheduler.close()
-        for t in pushers:
-            t.join(5)
 
 
 # -- background work in the batch ---------------------------------------------------------------
