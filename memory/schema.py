@@ -30,6 +30,10 @@ The registry of streams is its own key (another slot) and no per-stream step tou
     S:watchorder          zset   score = start, member = "<watch id>|<start>": hits in time order
     {prefix}streams       set    ids of known streams (for listing; stale ids are pruned)
     {prefix}placement     hash   stream id -> name of the encoder serving it (workers/placement.py)
+    {prefix}encoder_pool  string JSON record of the deployment's shared encoder pool: id, names, model
+                                 (workers/pool_record.py)
+    {prefix}{pool:ID}:push|file|live  set   streams open on pool ID, by kind (workers/stream_caps.py)
+    {prefix}{pool:ID}:touched         zset  score = unix time a stream was last used: idle release
 """
 
 from __future__ import annotations
@@ -170,6 +174,18 @@ def keys_for(prefix: str, sid: str) -> StreamKeys:
 def placement_key(prefix: str) -> str:
     """The hash of which encoder serves which stream: one per prefix, not per stream."""
     return f"{prefix}placement"
+
+
+def encoder_pool_key(prefix: str) -> str:
+    """The record of the shared encoder pool every gateway of the deployment uses."""
+    return f"{prefix}encoder_pool"
+
+
+def open_stream_keys(prefix: str, pool_id: str) -> tuple[str, ...]:
+    """The sets of streams open on pool ``pool_id`` (push, file, live) and their last-use zset:
+    one hash tag, so a Lua step may touch all four on a Redis Cluster."""
+    base = f"{prefix}{{pool:{pool_id}}}"
+    return (f"{base}:push", f"{base}:file", f"{base}:live", f"{base}:touched")
 
 
 def _escape_glob(text: str) -> str:

@@ -427,3 +427,28 @@ if (not cur and ARGV[2] == '') or cur == ARGV[2] then
 end
 return cur or ''
 """
+
+# A place for a stream of one kind on a pool (workers/stream_caps.py). KEYS: the push, file and live
+# sets, the touched zset; ARGV: sid, kind index (1-3), cap (0: none), now. 0: held already (any kind),
+# 1: taken, -1: that kind is full. One step, so gateways starting streams at once never pass the cap.
+TAKE_STREAM_PLACE = """
+for i = 1, 3 do
+  if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then return 0 end
+end
+local k = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+if cap > 0 and redis.call('SCARD', KEYS[k]) >= cap then return -1 end
+redis.call('SADD', KEYS[k], ARGV[1])
+redis.call('ZADD', KEYS[4], 'GT', ARGV[4], ARGV[1])
+return 1
+"""
+
+# Drop the shared pool's record if it is still pool ARGV[1]'s (another may have replaced it).
+DROP_POOL_RECORD = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cjson.decode(cur)['id'] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""

@@ -48,6 +48,7 @@ class EncoderActor:
         self.load_error: BaseException | None = None
         self._cancels: dict[str, threading.Event] = {}
         self.started = time.time()
+        self.pool_id = config.pool_id
         self.counts = {"frames_encoded": 0, "append_calls": 0, "decode_tokens": 0, "questions": 0}
         if config.threads:
             import torch
@@ -142,6 +143,7 @@ class EncoderActor:
             "world_only": self.backend.world_only,
             "device": str(self.backend.device),
             "dtype": str(self.backend.dtype).replace("torch.", ""),
+            "pool_id": self.pool_id,
         }
 
     def open(

@@ -29,3 +29,6 @@ class EncoderConfig:
     # every model step on a 2-core machine (measured: bench/question_wait.py); EncoderPool.start
     # gives each encoder its node's CPUs divided by the encoders placed there. None: as Ray set it
     threads: int | None = None
+    # the pool the encoder belongs to (workers/pool_record.py): a gateway checks it before using an
+    # encoder it found by name, which might be another deployment's
+    pool_id: str = ""

@@ -1,5 +1,10 @@
 """N encoders, each an EncoderActor with its own model, spread over the Ray cluster's nodes.
 
+A deployment on a Ray cluster has one pool for all its gateways (``join``): detached actors named
+``encoder-<i>`` in the namespace of the Redis prefix, recorded in Redis (workers/pool_record.py);
+the first gateway or `scenekv encoders up` starts them, later ones find them with no model load.
+A process on its own local Ray has a private pool (``start``), killed when it stops.
+
 A new stream goes to the encoder with the fewest streams; the choice is recorded in Redis
 (placement.py). When a call finds its encoder dead, the stream is re-placed on the least-loaded
 encoder that answers and re-opened there from Redis (the encoder's StreamResumed / replay
@@ -12,8 +17,10 @@ re-places its own stream.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -21,10 +28,12 @@ from dataclasses import replace
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from scenekv.errors import UserError
 from scenekv.memory.redis_conn import connect
 
 from .encoder_config import EncoderConfig
 from .placement import Placement
+from .pool_record import PoolRecord, new_record
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +62,62 @@ def node_slots(gpus: bool) -> list[str]:
     return [n["NodeID"] for n in nodes if n.get("Resources", {}).get("CPU", 0) > 0]
 
 
+def pool_namespace(prefix: str) -> str:
+    """The Ray namespace of a deployment's shared encoders: one per Redis key prefix, so two
+    deployments on one cluster never share encoders (give each its own prefix)."""
+    return f"{NAMESPACE}:{prefix}"
+
+
+def _exists(name: str, namespace: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=namespace)
+        return True
+    except ValueError:
+        return False
+
+
+def _create(
+    actor_cls,
+    names,
+    model: str,
+    redis_url: str,
+    config: EncoderConfig,
+    *,
+    gpus: bool,
+    namespace: str,
+    shared: bool = False,
+) -> dict[str, ray.actor.ActorHandle]:
+    """The named encoders, node by node (soft affinity: a full node lets Ray choose). ``shared``:
+    detached (they outlive the process that starts them) and found if they exist already."""
+    slots = node_slots(gpus) or [None]
+    sharing = Counter(slots[i % len(slots)] for i in range(len(names)))  # encoders per node
+    cpus = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")}
+    handles = {}
+    for i, name in enumerate(names):
+        node = slots[i % len(slots)]
+        strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
+        threads = config.threads or max(1, int(cpus.get(node) or os.cpu_count() or 1) // sharing[node])
+        options = {"lifetime": "detached", "get_if_exists": True} if shared else {}
+        handles[name] = actor_cls.options(
+            name=name, namespace=namespace, num_gpus=1 if gpus else 0, scheduling_strategy=strategy, **options
+        ).remote(model, redis_url, replace(config, threads=threads))
+    return handles
+
+
 class EncoderPool:
-    def __init__(self, handles: dict[str, ray.actor.ActorHandle], redis_url: str, prefix: str) -> None:
+    def __init__(
+        self,
+        handles: dict[str, ray.actor.ActorHandle],
+        redis_url: str,
+        prefix: str,
+        pool_id: str = "",
+        *,
+        shared: bool = False,
+    ) -> None:
         self.handles = handles
         self.redis_url, self.prefix = redis_url, prefix
+        self.pool_id = pool_id  # the id its encoders carry (describe_model's "pool_id")
+        self.shared = shared  # the deployment's pool: other gateways use it too, it outlives this one
         self._placement: Placement | None = None
         self._seen: dict[str, str] = {}  # sid -> encoder, as this pool last found it
 
@@ -74,27 +135,85 @@ class EncoderPool:
     def start(
         cls, actor_cls, count: int, model: str, redis_url: str, config: EncoderConfig, *, gpus: bool = False
     ) -> EncoderPool:
-        """``count`` named encoders, node by node (soft affinity: a full node lets Ray choose)."""
-        slots = node_slots(gpus) or [None]
+        """This process's own ``count`` encoders (a private pool: they die with it), node by node."""
         tag = uuid.uuid4().hex[:6]  # names unique per service: two services never share an encoder
-        sharing = Counter(slots[i % len(slots)] for i in range(count))  # encoders per node
-        cpus = {n["NodeID"]: n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")}
-        handles = {}
-        for i in range(count):
-            name = f"encoder-{i}-{tag}"
-            node = slots[i % len(slots)]
-            strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
-            threads = config.threads or max(1, int(cpus.get(node) or os.cpu_count() or 1) // sharing[node])
-            handles[name] = actor_cls.options(
-                name=name, namespace=NAMESPACE, num_gpus=1 if gpus else 0, scheduling_strategy=strategy
-            ).remote(model, redis_url, replace(config, threads=threads))
-        return cls(handles, redis_url, config.prefix)
+        names = [f"encoder-{i}-{tag}" for i in range(count)]
+        config = replace(config, pool_id=tag)
+        handles = _create(actor_cls, names, model, redis_url, config, gpus=gpus, namespace=NAMESPACE)
+        return cls(handles, redis_url, config.prefix, tag)
+
+    @classmethod
+    def join(
+        cls,
+        actor_cls,
+        count: int | None,
+        model: str,
+        redis_url: str,
+        config: EncoderConfig,
+        *,
+        gpus: bool = False,
+    ) -> EncoderPool:
+        """The deployment's shared pool (workers/pool_record.py): the encoders its record names,
+        found by name in the prefix's namespace, started (detached) where they are missing, all of
+        them if there is no record yet (``count`` of them, default 1). Several gateways may join at
+        once: Ray makes each named actor once."""
+        record = PoolRecord(connect(redis_url), config.prefix)
+        namespace = pool_namespace(config.prefix)
+        held = record.read()
+        if held is not None and not any(_exists(n, namespace) for n in held["names"]):
+            log.info("encoder pool %s has no encoder left on this cluster: starting a new one", held["id"])
+            record.drop(held["id"])
+            held = None
+        if held is None:
+            held = record.claim(new_record(count or 1, model))
+        if model != "auto" and held["model"] not in ("auto", model):
+            raise UserError(
+                f"this deployment's encoders run {held['model']}, not {model}: run "
+                "`scenekv encoders down` first to change the model (or serve with --model auto)"
+            )
+        if count is not None and count != len(held["names"]):
+            log.warning(
+                "using the deployment's %d encoders (not %d): `scenekv encoders down` first to change",
+                len(held["names"]),
+                count,
+            )
+        config = replace(config, pool_id=held["id"])
+        handles = _create(
+            actor_cls,
+            held["names"],
+            held["model"],
+            redis_url,
+            config,
+            gpus=gpus,
+            namespace=namespace,
+            shared=True,
+        )
+        return cls(handles, redis_url, config.prefix, held["id"], shared=True)
+
+    @classmethod
+    def find(cls, redis_url: str, prefix: str) -> EncoderPool | None:
+        """The deployment's shared pool as recorded, with the encoders of it that exist (none
+        started); None when no pool is recorded under ``prefix``."""
+        held = PoolRecord(connect(redis_url), prefix).read()
+        if held is None:
+            return None
+        namespace, handles = pool_namespace(prefix), {}
+        for name in held["names"]:
+            with contextlib.suppress(ValueError):
+                handles[name] = ray.get_actor(name, namespace=namespace)
+        return cls(handles, redis_url, prefix, held["id"], shared=True)
+
+    def record(self) -> dict | None:
+        """The shared pool's record in Redis (workers/pool_record.py); None for a private pool."""
+        return PoolRecord(self.placement.client, self.prefix).read() if self.shared else None
 
     def __getstate__(self) -> dict:
-        return {"handles": self.handles, "redis_url": self.redis_url, "prefix": self.prefix}  # not _seen
+        keep = ("handles", "redis_url", "prefix", "pool_id", "shared")  # not _seen
+        return {k: getattr(self, k) for k in keep}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["handles"], state["redis_url"], state["prefix"])
+        shared = state.pop("shared")
+        self.__init__(**state, shared=shared)
 
     @property
     def placement(self) -> Placement:
@@ -171,5 +290,36 @@ class EncoderPool:
         self._seen.pop(sid, None)
         self.placement.release(sid)
 
+    def stats(self, timeout: float = 2.0) -> list[dict]:
+        """One dict per encoder: its node, pid, device, open streams and work counts
+        (EncoderActor.stats); an encoder that does not answer in ``timeout`` has ``error`` instead."""
+        refs = {name: e.stats.remote() for name, e in self.handles.items()}
+        deadline = time.monotonic() + timeout
+        out = []
+        for name, ref in refs.items():
+            try:
+                out.append({"name": name, **ray.get(ref, timeout=max(0.01, deadline - time.monotonic()))})
+            except Exception as exc:
+                out.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
+        return out
+
     def close(self) -> None:
-        self.placement.forget_encoders(self.handles)
+        """This process is done with the pool: a private pool's placements go (its encoders are
+        being killed); a shared pool's stay, with the encoders, for the other gateways."""
+        if not self.shared:
+            self.placement.forget_encoders(self.handles)
+
+    def stop(self, timeout: float) -> None:
+        """Stop the encoders for good (`scenekv encoders down`): each detaches its streams (written
+        to Redis; each resumes on its next attach), then is killed; its placements and, for a shared
+        pool, the pool's record go."""
+        try:
+            ray.get([e.shutdown.remote() for e in self.handles.values()], timeout=timeout)
+        except Exception as exc:
+            log.warning("an encoder did not detach its streams (%s); killing it", type(exc).__name__)
+        for actor in self.handles.values():
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        self.placement.forget_encoders([*self.handles, *(self.record() or {}).get("names", [])])
+        if self.shared:
+            PoolRecord(self.placement.client, self.prefix).drop(self.pool_id)

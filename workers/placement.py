@@ -1,11 +1,11 @@
 """Which encoder serves which stream, recorded in Redis so that every caller agrees.
 
 One hash, ``{prefix}placement`` (memory/schema.py): stream id -> encoder actor name. A file's
-decoder, which has only the stream id, finds its encoder there (gateway replicas sharing encoders
-are future work: each service names its own encoders). Moves are compare-and-set (one Lua step,
-memory/scripts.py): when several callers see the same encoder die, the first move wins and the
-others adopt it, so callers do not split a stream over two encoders (a stale one that still writes
-loses its lease on the next write).
+decoder, which has only the stream id, finds its encoder there, and so does every gateway of a
+deployment (they share one pool of named encoders, workers/encoder_pool.py). Moves are
+compare-and-set (one Lua step, memory/scripts.py): when several callers see the same encoder die,
+the first move wins and the others adopt it, so callers do not split a stream over two encoders (a
+stale one that still writes loses its lease on the next write).
 """
 
 from __future__ import annotations

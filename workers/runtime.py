@@ -6,7 +6,8 @@ deadline. Embedded defaults: a local Ray (``ray.init`` on loopback, small object
 ``ray_address`` joins a cluster; the Redis at ``redis_url`` / REDIS_URL / 127.0.0.1:6379, else a
 private redis-server child; the model ``auto`` (default checkpoint, or the tiny random model
 offline); one encoder per GPU of the cluster, or one on a CPU-only one (``encoders``), streams
-placed on the least-loaded (workers/encoder_pool.py).
+placed on the least-loaded (workers/encoder_pool.py). On a cluster (``ray_address``) the encoders
+are the deployment's shared pool: found if another gateway or `scenekv encoders up` started them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from scenekv.memory.migrate_untagged import migrate_untagged
 
 from .actors import EncoderActor
 from .encoder_config import EncoderConfig
-from .encoder_pool import NAMESPACE, EncoderPool, gpu_encoders
+from .encoder_pool import NAMESPACE, EncoderPool, gpu_encoders, pool_namespace
 from .scheduler_policy import SchedulerPolicy
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Runtime:
         self.ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            _start_ray(self.ray_address, num_cpus, worker_logs)
+            start_ray(self.ray_address, num_cpus, worker_logs)
         self.store = MemoryStore(self.redis_url, prefix)
         moved = migrate_untagged(self.store)
         if moved:
@@ -83,28 +84,22 @@ class Runtime:
                 raise UserError(
                     f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)"
                 )
-            pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
+            if self.ray_address:  # a cluster: the deployment's pool, shared by its gateways
+                pool = EncoderPool.join(EncoderActor, encoders, model, self.redis_url, config, gpus=gpus > 0)
+            else:
+                pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
             self.model = _described(pool, model, load_timeout)
             self.pool = pool
         except Exception:
-            for actor in pool.handles.values() if pool is not None else ():
-                ray.kill(actor, no_restart=True)
+            for actor in pool.handles.values() if pool is not None and not pool.shared else ():
+                ray.kill(actor, no_restart=True)  # a shared pool's encoders may serve other gateways
             self.store.close()
             self._stop_ray_and_redis()
             raise
 
     def encoder_stats(self, timeout: float = 2.0) -> list[dict]:
-        """One dict per encoder: its node, pid, device, open streams and work counts
-        (EncoderActor.stats); an encoder that does not answer in ``timeout`` has ``error`` instead."""
-        refs = {name: e.stats.remote() for name, e in self.pool.handles.items()}
-        deadline = time.monotonic() + timeout
-        out = []
-        for name, ref in refs.items():
-            try:
-                out.append({"name": name, **ray.get(ref, timeout=max(0.01, deadline - time.monotonic()))})
-            except Exception as exc:
-                out.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
-        return out
+        """One dict per encoder (EncoderPool.stats)."""
+        return self.pool.stats(timeout)
 
     def health(self) -> dict:
         redis_ok = True
@@ -123,11 +118,16 @@ class Runtime:
     def shutdown(self, left: Callable[[], float], also_kill: Iterable[ray.actor.ActorHandle] = ()) -> None:
         """Detach every stream from the encoders (each resumes on attach), then kill the encoders
         and ``also_kill``, stop Ray and a private Redis; ``left()``: seconds left for a step. An
-        encoder that does not detach in time is killed (what Redis acknowledged stays)."""
-        encoders = list(self.pool.handles.values())
+        encoder that does not detach in time is killed (what Redis acknowledged stays).
+
+        A shared pool's encoders go on serving the other gateways with every stream open: only
+        ``also_kill`` is killed and this process leaves the cluster (`scenekv encoders down` stops
+        them)."""
+        encoders = [] if self.pool.shared else list(self.pool.handles.values())
         refs = [e.shutdown.remote() for e in encoders]
         try:
-            ray.get(refs, timeout=max(0.1, left() - STOP_RAY_S))
+            if refs:
+                ray.get(refs, timeout=max(0.1, left() - STOP_RAY_S))
         except ray.exceptions.GetTimeoutError:
             log.warning("an encoder did not detach its streams in time; killing it")
         except Exception:
@@ -138,6 +138,12 @@ class Runtime:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         self._stop_ray_and_redis(left())
+
+    def leave(self) -> None:
+        """Disconnect from the cluster and Redis, leaving a shared pool's encoders running
+        (`scenekv encoders up`)."""
+        self.store.close()
+        self._stop_ray_and_redis()
 
     def _stop_ray_and_redis(self, timeout: float = 10.0) -> None:
         """Stop Ray if this process started it, and the Redis child if there is one."""
@@ -150,7 +156,7 @@ class Runtime:
 STOP_RAY_S = 1.0  # kept for stopping Ray and a private Redis: 0.8 s measured on a 2-core VM
 
 
-def _start_ray(address: str | None, num_cpus: int | None, worker_logs: bool) -> None:
+def start_ray(address: str | None, num_cpus: int | None, worker_logs: bool) -> None:
     """Join the cluster at ``address``, or start a local Ray on loopback with a small object store."""
     if address:
         ray.init(address=address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=worker_logs)
@@ -179,4 +185,11 @@ def _described(pool: EncoderPool, model: str, timeout: float) -> dict:
                 "the CPUs or GPUs they ask for (`ray status`), or the checkpoint is slow to read"
             )
         ray.get(ready[0])  # an encoder's load error is raised here, at once
-    return ray.get(refs[0])
+    described = ray.get(refs)
+    strangers = [n for n, d in zip(pool.handles, described, strict=True) if d.get("pool_id") != pool.pool_id]
+    if strangers:
+        raise UserError(
+            f"the Ray actors {', '.join(strangers)} of namespace {pool_namespace(pool.prefix)!r} belong "
+            "to another SceneKV deployment (another Redis, same key prefix): give this one its own --prefix"
+        )
+    return described[0]

@@ -117,7 +117,8 @@ class SceneKVService:
         # push and live URL streams open here: monotonic time of their last frame or client
         self._touched: dict[str, float] = {}
         self._finished: dict[str, dict] = {}  # sid -> the last progress of a decoder reclaimed
-        self.slots = StreamSlots(stream_caps)
+        # places by kind and last use, in Redis: caps hold across the pool's gateways (stream_caps.py)
+        self.slots = StreamSlots(self.store.client, prefix, self.pool.pool_id, stream_caps)
 
     # -- streams --------------------------------------------------------------------------------
     async def start_stream(
@@ -146,7 +147,8 @@ class SceneKVService:
         sid = sid or new_sid()  # named here, so it is placed before it exists
         took = False
         if source == "push" or decode:  # what holds a window or a decoder counts (stream_caps.py)
-            took = self.slots.take(sid, "push" if source == "push" else "live" if live_url else "file")
+            kind = "push" if source == "push" else "live" if live_url else "file"
+            took = await asyncio.to_thread(self.slots.take, sid, kind)
         try:
             info = await self.router.call(sid, "open", sid, source, fps, carriers, policy)
             key, digest = new_key()  # the creator's key to write to the stream (memory/owner_keys.py)
@@ -162,7 +164,7 @@ class SceneKVService:
             # refused (bad carriers, ...): no record for a stream that is not
             await asyncio.to_thread(self.pool.release, sid)
             if took:
-                self.slots.give_back(sid)
+                await asyncio.to_thread(self.slots.give_back, sid)
             raise
         return StreamInfo.of(info, stream_key=key if kept else None)
 
@@ -270,7 +272,7 @@ class SceneKVService:
         self._streams.discard(sid)
         self._touched.pop(sid, None)
         self._finished.pop(sid, None)
-        self.slots.give_back(sid)
+        await asyncio.to_thread(self.slots.give_back, sid)
         return [ClosedScene.of(c) for c in closed]
 
     async def attach(self, sid: str) -> StreamInfo:
@@ -280,14 +282,15 @@ class SceneKVService:
         async with self.delivery.stream_lock(sid):
             # a restarted encoder first gets the frames only its predecessor had
             await self.delivery.replay_lost_frames(sid, locked=True)
-            decoding, reopened = sid in self._decoders, sid not in self._streams
-            # push, or a file read to its end: opened on an encoder again (a place unless it holds one)
-            took = not decoding and self.slots.take(sid, "push")
+            # push, or a file read to its end: opened on an encoder again (a place unless it holds
+            # one, here or through another gateway)
+            took = sid not in self._decoders and await asyncio.to_thread(self.slots.take, sid, "push")
+            reopened = took
             try:
                 info = await self.router.call(sid, "attach", sid)
             except BaseException:
                 if took:
-                    self.slots.give_back(sid)
+                    await asyncio.to_thread(self.slots.give_back, sid)
                 raise
             self._streams.add(sid)
             if sid not in self._decoders:  # released when idle
@@ -295,8 +298,8 @@ class SceneKVService:
         return StreamInfo.of(info, reopened=reopened)
 
     async def is_open(self, sid: str) -> bool:
-        """Whether ``sid`` is open here (attaching to it takes no new place)."""
-        return sid in self._streams
+        """Whether ``sid`` is open, here or through another gateway (attaching takes no new place)."""
+        return sid in self._streams or await asyncio.to_thread(self.slots.kind, sid) is not None
 
     async def owns(self, sid: str, key: str | None) -> bool:
         """Whether ``key`` is the owner key ``start_stream`` gave for ``sid`` (one HGET: any gateway
@@ -316,7 +319,11 @@ class SceneKVService:
         encoder lets go of its device window, lease and writer. ``attach`` continues it later.
 
         A live URL stream is released the same way (its decoder stops) unless it has watches, which
-        run with no client; a file read to its end gives its decoder process back at once."""
+        run with no client; a file read to its end gives its decoder process back at once.
+
+        Every gateway of a shared pool records here when it last used each of its streams
+        (stream_caps.py), and releases a stream no gateway has used for twice ``idle_s``: one its
+        gateway left behind (it died, or stopped), so its place and window are not held for ever."""
         await self._reclaim_decoders()
         now = time.monotonic()
         for sid in keep:  # a watched stream's idle time starts when its last client leaves
@@ -327,13 +334,22 @@ class SceneKVService:
             if await asyncio.to_thread(self.store.has_watches, sid):
                 idle.remove(sid)  # a camera watched for something keeps decoding with nobody attached
                 self._touch(sid)
+        wall = time.time() - now  # monotonic -> unix time, for the other gateways
+        used = {sid: wall + t for sid, t in self._touched.items()}
+        used.update(dict.fromkeys(self._decoders, wall + now))  # a file being read is in use
+        await asyncio.to_thread(self.slots.touch, used)
+        left = await asyncio.to_thread(self.slots.unused_since, time.time() - 2 * idle_s, used)
         released = []
-        for sid in idle:
+        for sid in idle + left:
             try:
                 async with self.delivery.stream_lock(sid):
-                    touched = self._touched.get(sid)
-                    if touched is None or time.monotonic() - touched < idle_s:
+                    mine = sid in self._touched
+                    if mine and time.monotonic() - self._touched[sid] < idle_s:
                         continue  # a frame or a client came meanwhile
+                    if not (mine or sid in left) or not await self._unused(
+                        sid, idle_s if mine else 2 * idle_s
+                    ):
+                        continue  # ended here meanwhile, or another gateway uses it
                     await self._stop_decoder(sid)  # a live URL stream's
                     await self._end_locked(sid)
                 released.append(sid)
@@ -341,6 +357,14 @@ class SceneKVService:
             except Exception as exc:  # tried again at the next sweep
                 log.warning("stream %s: releasing it failed: %s", sid, exc)
         return released
+
+    async def _unused(self, sid: str, idle_s: float) -> bool:
+        """Whether no gateway has used ``sid`` for ``idle_s``, as Redis says just before releasing
+        it (a stream of this gateway's with no record is judged by this gateway's clock alone)."""
+        used = await asyncio.to_thread(self.slots.last_used, sid)
+        if used is None:
+            return sid in self._touched
+        return time.time() - used >= idle_s
 
     async def _reclaim_decoders(self) -> None:
         """Stop the decoder processes whose source has ended (a file read to its end, a source that
@@ -360,7 +384,7 @@ class SceneKVService:
             final.pop("closed", None)
             # a file read to its end ended its stream itself; any other (a live source, a file that
             # failed midway) is still open on its encoder: released when idle, like a push stream
-            ended = self.slots.kind(sid) != "live" and final.get("status") == "done"
+            ended = await asyncio.to_thread(self.slots.kind, sid) != "live" and final.get("status") == "done"
             if self._decoders.get(sid) != (actor, ref):
                 continue  # ended or restarted meanwhile
             del self._decoders[sid]
@@ -369,7 +393,7 @@ class SceneKVService:
                 self._finished.pop(next(iter(self._finished)))
             if ended:
                 self._streams.discard(sid)
-                self.slots.give_back(sid)
+                await asyncio.to_thread(self.slots.give_back, sid)
             else:
                 self._touch(sid)
             ray.kill(actor)

@@ -19,6 +19,7 @@ from scenekv.errors import UserError
 # name -> module implementing it; order is the order shown in --help.
 COMMANDS: dict[str, str] = {
     "serve": "scenekv.cli.serve",
+    "encoders": "scenekv.cli.encoders",
     "frames": "scenekv.cli.frames",
     "inspect": "scenekv.cli.inspect",
     "scenes": "scenekv.cli.scenes",
@@ -35,7 +36,7 @@ COMMANDS: dict[str, str] = {
 
 # the service commands read SCENEKV_<FLAG> variables (scenekv/cli/env_flags.py); the others, whose flags
 # mean other things (make-video's --fps is its output rate), do not
-ENV_COMMANDS = ("serve", "ask", "caption", "watch")
+ENV_COMMANDS = ("serve", "encoders", "ask", "caption", "watch")
 
 
 def build_parser() -> argparse.ArgumentParser:

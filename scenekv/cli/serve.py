@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from scenekv.cli.inspect import add_model_arguments
-from scenekv.cli.service_args import add_load_timeout, add_storage_arguments
+from scenekv.cli.service_args import add_cluster_arguments, add_encoder_arguments
 from scenekv.defaults import DEFAULT_CARRIERS
 from scenekv.web.config import GatewayConfig
-from scenekv.workers.scheduler_policy import SchedulerPolicy
 from scenekv.workers.stream_caps import StreamCaps
 
 HELP = "serve the WebSocket API and the demo page (http://127.0.0.1:8765/)"
@@ -17,20 +15,8 @@ HELP = "serve the WebSocket API and the demo page (http://127.0.0.1:8765/)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port for HTTP and WebSocket (default 8765)")
-    add_model_arguments(p)
-    add_storage_arguments(p)
-    add_load_timeout(p)
-    p.add_argument(
-        "--redis-url", default=None, help="Redis URL (default: REDIS_URL, 127.0.0.1:6379, or a child)"
-    )
-    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: a local Ray)")
-    p.add_argument(
-        "--encoders",
-        type=int,
-        default=None,
-        help="model replicas (EncoderActors), spread over the cluster's nodes; new streams go to the "
-        "least-loaded (default: one per GPU, one on a CPU-only cluster)",
-    )
+    add_encoder_arguments(p)
+    add_cluster_arguments(p)
     p.add_argument(
         "--token",
         default=None,
@@ -115,28 +101,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ("--max-live-streams", caps.live, "live URL streams decoded at once"),
     ]:
         p.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
-    encoder = SchedulerPolicy()  # the scheduler's defaults: theirs
-    p.add_argument(
-        "--decode-share",
-        type=float,
-        default=encoder.decode_share,
-        help="the part of an encoder's time answers get while frames also wait, 0 to 0.9 (default "
-        f"{encoder.decode_share:g}; lower: ingest keeps up better, answers start later)",
-    )
-    p.add_argument(
-        "--busy-vision-s",
-        type=float,
-        default=encoder.busy_vision_s,
-        help="longest vision batch while answers run, in seconds (default "
-        f"{encoder.busy_vision_s:g}; at least one frame runs)",
-    )
-    p.add_argument(
-        "--prefill-tokens",
-        type=int,
-        default=encoder.prefill_tokens,
-        help=f"prompt tokens prefilled a step, so a long prompt never stalls running answers (default "
-        f"{encoder.prefill_tokens})",
-    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 

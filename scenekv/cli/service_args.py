@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from scenekv.cli.inspect import add_model_arguments
-from scenekv.defaults import DEFAULT_CARRIERS, DEFAULT_KV_DTYPE, KV_DTYPES
+from scenekv.defaults import DEFAULT_CARRIERS, DEFAULT_KV_DTYPE, DEFAULT_PREFIX, KV_DTYPES
 from scenekv.errors import UserError
+from scenekv.workers.scheduler_policy import SchedulerPolicy
 
 
 def add_storage_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,6 +44,63 @@ def add_load_timeout(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the deployment lives: its Redis, its Ray cluster and its key prefix (serve, ask, caption
+    and encoders share these; on a cluster the prefix names the encoder pool too)."""
+    p.add_argument(
+        "--redis-url", default=None, help="Redis URL (default: REDIS_URL, 127.0.0.1:6379, or a child)"
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="join this Ray cluster and use its SceneKV encoders, starting them if there are none "
+        "(default: a local Ray with encoders of this process's own)",
+    )
+    p.add_argument(
+        "--prefix",
+        default=DEFAULT_PREFIX,
+        help=f"Redis key prefix of this deployment; on a cluster also its encoders' namespace "
+        f"(default {DEFAULT_PREFIX})",
+    )
+
+
+def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
+    """What the encoders are built with: model, KV at rest, load time, how many, scheduling."""
+    add_model_arguments(p)
+    add_storage_arguments(p)
+    add_load_timeout(p)
+    p.add_argument(
+        "--encoders",
+        type=int,
+        default=None,
+        help="model replicas (EncoderActors), spread over the cluster's nodes; new streams go to the "
+        "least-loaded (default: one per GPU, one on a CPU-only cluster; on a cluster whose encoders "
+        "run already: theirs)",
+    )
+    encoder = SchedulerPolicy()  # the scheduler's defaults: theirs
+    p.add_argument(
+        "--decode-share",
+        type=float,
+        default=encoder.decode_share,
+        help="the part of an encoder's time answers get while frames also wait, 0 to 0.9 (default "
+        f"{encoder.decode_share:g}; lower: ingest keeps up better, answers start later)",
+    )
+    p.add_argument(
+        "--busy-vision-s",
+        type=float,
+        default=encoder.busy_vision_s,
+        help="longest vision batch while answers run, in seconds (default "
+        f"{encoder.busy_vision_s:g}; at least one frame runs)",
+    )
+    p.add_argument(
+        "--prefill-tokens",
+        type=int,
+        default=encoder.prefill_tokens,
+        help=f"prompt tokens prefilled a step, so a long prompt never stalls running answers (default "
+        f"{encoder.prefill_tokens})",
+    )
+
+
 def add_service_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_storage_arguments(p)
@@ -51,8 +109,7 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--carriers", default=DEFAULT_CARRIERS, help=f"carrier strategy (default {DEFAULT_CARRIERS})"
     )
-    p.add_argument("--redis-url", default=None, help="default: REDIS_URL, 127.0.0.1:6379, else a local child")
-    p.add_argument("--ray-address", default=None, help="join a Ray cluster (default: local Ray)")
+    add_cluster_arguments(p)
     p.add_argument(
         "--verbose",
         action="store_true",
@@ -75,6 +132,7 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True, blocki
         model=args.model,
         redis_url=args.redis_url,
         ray_address=args.ray_address,
+        prefix=args.prefix,
         device=args.device,
         dtype=args.dtype,
         captions=captions,

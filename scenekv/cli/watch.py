@@ -27,7 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--keep", action="store_true", help="leave the watch on the stream when this command exits"
     )
     p.add_argument("--json", action="store_true", help="one JSON object per hit (watch.hit's fields)")
-    p.add_argument("--prefix", default=None, help="with --stream: the key prefix (default skv:)")
     add_service_arguments(p)
 
 
@@ -51,13 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _watch_stored(args: argparse.Namespace, watch_id: str) -> int:
-    from scenekv.defaults import DEFAULT_PREFIX
     from scenekv.errors import UserError
     from scenekv.memory import MemoryStore
     from scenekv.memory.watches import new_watch
     from scenekv.qa.watch_detector import watch_terms
 
-    store = MemoryStore(args.redis_url, args.prefix or DEFAULT_PREFIX)
+    store = MemoryStore(args.redis_url, args.prefix)
     store.ping()
     if not store.exists(args.stream):
         raise UserError(f"no stream {args.stream!r} in Redis", code="unknown_stream")

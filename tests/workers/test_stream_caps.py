@@ -1,16 +1,18 @@
-"""Places for open streams, by kind: full is a clear refusal, and a place given back is free again."""
+"""Places for open streams, by kind, kept in Redis: full is a clear refusal, a place given back is free
+again, two gateways of one pool share the caps, and a stream nobody uses shows for any of them."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from scenekv.workers.stream_caps import StreamCaps, StreamSlots, TooManyStreams
 
 
-def test_each_kind_has_its_own_cap_and_places_come_back():
-    slots = StreamSlots(StreamCaps(push=2, file=1, live=1))
+def test_each_kind_has_its_own_cap_and_places_come_back(redis_client, prefix):
+    slots = StreamSlots(redis_client, prefix, "pool1", StreamCaps(push=2, file=1, live=1))
     assert slots.take("a", "push") and slots.take("b", "push")
     assert not slots.take("a", "push")  # held already: no second place (and none to give back)
     with pytest.raises(TooManyStreams) as full:
@@ -18,6 +20,7 @@ def test_each_kind_has_its_own_cap_and_places_come_back():
     assert full.value.code == "too_many_streams" and "2 push streams" in str(full.value)
     slots.take("f", "file")  # other kinds are not affected
     slots.take("l", "live")
+    assert not slots.take("f", "push")  # a stream holds one place, whatever kind is asked
     assert slots.counts() == {"push": 2, "file": 1, "live": 1} and slots.kind("f") == "file"
     slots.give_back("a")
     slots.give_back("a")  # twice: harmless
@@ -25,19 +28,20 @@ def test_each_kind_has_its_own_cap_and_places_come_back():
     assert slots.counts()["push"] == 2
 
 
-def test_without_caps_nothing_is_refused():  # a library user or a benchmark: serve sets caps
-    slots = StreamSlots()
+def test_without_caps_nothing_is_refused(redis_client, prefix):  # a library user or a benchmark
+    slots = StreamSlots(redis_client, prefix, "pool1")
     assert all(slots.take(f"s{i}", "push") for i in range(500)) and slots.counts()["push"] == 500
 
 
-def test_concurrent_starts_never_exceed_the_cap():
-    slots = StreamSlots(StreamCaps(push=5))
+def test_gateways_of_one_pool_share_the_caps_and_other_pools_do_not(redis_client, prefix):
+    caps = StreamCaps(push=5)
+    gateways = [StreamSlots(redis_client, prefix, "shared", caps) for _ in range(4)]
     taken, start = [], threading.Barrier(20)
 
     def start_one(i: int) -> None:
         start.wait()
         try:
-            slots.take(f"s{i}", "push")
+            gateways[i % 4].take(f"s{i}", "push")
             taken.append(i)
         except TooManyStreams:
             pass
@@ -47,4 +51,23 @@ def test_concurrent_starts_never_exceed_the_cap():
         t.start()
     for t in threads:
         t.join()
-    assert len(taken) == 5 and slots.counts()["push"] == 5
+    assert len(taken) == 5 and all(g.counts()["push"] == 5 for g in gateways)
+    other = StreamSlots(redis_client, prefix, "another", caps)  # another deployment's pool
+    assert other.take("x", "push") and other.counts()["push"] == 1
+
+
+def test_a_stream_no_gateway_uses_is_found_by_any_of_them(redis_client, prefix):
+    a, b = StreamSlots(redis_client, prefix, "p"), StreamSlots(redis_client, prefix, "p")
+    a.take("kept", "push")
+    a.take("left", "push")
+    now = time.time()
+    assert b.unused_since(now - 600) == []  # taken just now: in use
+    later = now + 900  # a quarter of an hour on
+    assert sorted(b.unused_since(later - 600)) == ["kept", "left"]
+    b.touch({"kept": later})  # a client reached it through b
+    a.touch({"kept": now})  # a's older clock never takes it back
+    assert b.unused_since(later - 600) == ["left"] and a.unused_since(later - 600, skip=["left"]) == []
+    assert a.last_used("kept") == pytest.approx(later, abs=0.01)
+    b.give_back("left")
+    assert a.unused_since(later - 600) == [] and a.last_used("left") is None
+    assert 0 < redis_client.ttl(f"{prefix}{{pool:p}}:push") <= 86400  # a dead pool's records expire
