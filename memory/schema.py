@@ -34,6 +34,8 @@ The registry of streams is its own key (another slot) and no per-stream step tou
                                  (workers/pool_record.py)
     {prefix}{pool:ID}:push|file|live  set   streams open on pool ID, by kind (workers/stream_caps.py)
     {prefix}{pool:ID}:touched         zset  score = unix time a stream was last used: idle release
+    {prefix}{pool:ID}:holders         hash  stream id -> the service holding its place
+    {prefix}{pool:ID}:holders:H       string a live holder H (expires ALIVE_S after its last beat)
 """
 
 from __future__ import annotations
@@ -182,10 +184,10 @@ def encoder_pool_key(prefix: str) -> str:
 
 
 def open_stream_keys(prefix: str, pool_id: str) -> tuple[str, ...]:
-    """The sets of streams open on pool ``pool_id`` (push, file, live) and their last-use zset:
-    one hash tag, so a Lua step may touch all four on a Redis Cluster."""
+    """The sets of streams open on pool ``pool_id`` (push, file, live), their last-use zset and
+    their holders' hash: one hash tag, so a Lua step may touch them all on a Redis Cluster."""
     base = f"{prefix}{{pool:{pool_id}}}"
-    return (f"{base}:push", f"{base}:file", f"{base}:live", f"{base}:touched")
+    return (f"{base}:push", f"{base}:file", f"{base}:live", f"{base}:touched", f"{base}:holders")
 
 
 def _escape_glob(text: str) -> str:

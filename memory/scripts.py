@@ -429,17 +429,48 @@ return cur or ''
 """
 
 # A place for a stream of one kind on a pool (workers/stream_caps.py). KEYS: the push, file and live
-# sets, the touched zset; ARGV: sid, kind index (1-3), cap (0: none), now. 0: held already (any kind),
-# 1: taken, -1: that kind is full. One step, so gateways starting streams at once never pass the cap.
+# sets, the touched zset, the holders hash; ARGV: sid, kind index (1-3), cap (0: none), now, holder,
+# seconds the records are kept. 0: held already (any kind; the caller holds it now), 1: taken,
+# -1: that kind is full. One step, so gateways starting streams at once never pass the cap.
 TAKE_STREAM_PLACE = """
+local held = false
 for i = 1, 3 do
-  if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then return 0 end
+  if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then held = true end
 end
 local k = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
-if cap > 0 and redis.call('SCARD', KEYS[k]) >= cap then return -1 end
-redis.call('SADD', KEYS[k], ARGV[1])
-redis.call('ZADD', KEYS[4], 'GT', ARGV[4], ARGV[1])
+if not held then
+  if cap > 0 and redis.call('SCARD', KEYS[k]) >= cap then return -1 end
+  redis.call('SADD', KEYS[k], ARGV[1])
+end
+local cur = redis.call('ZSCORE', KEYS[4], ARGV[1])
+if not cur or tonumber(cur) < tonumber(ARGV[4]) then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1]) end
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
+for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+if held then return 0 end
+return 1
+"""
+
+# Last use of streams holding a place, never moved back (ZADD GT without Redis 6.2). KEYS: as
+# TAKE_STREAM_PLACE's; ARGV: seconds kept, then sid, unix time pairs.
+TOUCH_STREAM_PLACES = """
+for i = 2, #ARGV, 2 do
+  local cur = redis.call('ZSCORE', KEYS[4], ARGV[i])
+  if cur and tonumber(cur) < tonumber(ARGV[i + 1]) then redis.call('ZADD', KEYS[4], ARGV[i + 1], ARGV[i]) end
+end
+for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+return 0
+"""
+
+# Adopt a place whose holder is gone (its liveness key, KEYS[5]..':'..holder, expired) and that was
+# last used before ARGV[3]. ARGV: sid, new holder, before. 1: adopted.
+ADOPT_STREAM_PLACE = """
+local holder = redis.call('HGET', KEYS[5], ARGV[1])
+if not holder then return 0 end
+if redis.call('EXISTS', KEYS[5] .. ':' .. holder) == 1 then return 0 end
+local used = redis.call('ZSCORE', KEYS[4], ARGV[1])
+if used and tonumber(used) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
 return 1
 """
 

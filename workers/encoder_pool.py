@@ -68,12 +68,15 @@ def pool_namespace(prefix: str) -> str:
     return f"{NAMESPACE}:{prefix}"
 
 
-def _exists(name: str, namespace: str) -> bool:
-    try:
-        ray.get_actor(name, namespace=namespace)
-        return True
-    except ValueError:
-        return False
+def _settings(config: EncoderConfig) -> dict:
+    """What else than the model a pool's encoders are built with, as the record keeps it."""
+    return {
+        "device": config.device,
+        "dtype": config.dtype,
+        "captions": config.captions,
+        "rolling": repr(config.rolling),
+        "scheduling": repr(config.scheduling),
+    }
 
 
 def _create(
@@ -118,6 +121,7 @@ class EncoderPool:
         self.redis_url, self.prefix = redis_url, prefix
         self.pool_id = pool_id  # the id its encoders carry (describe_model's "pool_id")
         self.shared = shared  # the deployment's pool: other gateways use it too, it outlives this one
+        self.claimed = False  # this process started the shared pool (EncoderPool.join)
         self._placement: Placement | None = None
         self._seen: dict[str, str] = {}  # sid -> encoder, as this pool last found it
 
@@ -146,36 +150,39 @@ class EncoderPool:
     def join(
         cls,
         actor_cls,
-        count: int | None,
+        count: int,
         model: str,
         redis_url: str,
         config: EncoderConfig,
         *,
         gpus: bool = False,
+        count_asked: bool = False,
     ) -> EncoderPool:
         """The deployment's shared pool (workers/pool_record.py): the encoders its record names,
-        found by name in the prefix's namespace, started (detached) where they are missing, all of
-        them if there is no record yet (``count`` of them, default 1). Several gateways may join at
-        once: Ray makes each named actor once."""
+        found by name in the prefix's namespace, started (detached) where they are missing; with no
+        record yet, ``count`` encoders built with ``config``, claimed for every later gateway.
+        Several gateways may join at once: one claim wins, and Ray makes each named actor once.
+        ``claimed`` on the pool: this call made the record (its start failing undoes it)."""
         record = PoolRecord(connect(redis_url), config.prefix)
-        namespace = pool_namespace(config.prefix)
-        held = record.read()
-        if held is not None and not any(_exists(n, namespace) for n in held["names"]):
-            log.info("encoder pool %s has no encoder left on this cluster: starting a new one", held["id"])
-            record.drop(held["id"])
-            held = None
-        if held is None:
-            held = record.claim(new_record(count or 1, model))
+        mine = new_record(count, model, _settings(config))
+        held = record.claim(mine)
         if model != "auto" and held["model"] not in ("auto", model):
             raise UserError(
-                f"this deployment's encoders run {held['model']}, not {model}: run "
-                "`scenekv encoders down` first to change the model (or serve with --model auto)"
+                f"this deployment's encoders run {held['model']}, not {model}: `scenekv encoders "
+                "down` first to change the model (or leave --model out to use theirs)"
             )
-        if count is not None and count != len(held["names"]):
+        if count_asked and count != len(held["names"]):
             log.warning(
-                "using the deployment's %d encoders (not %d): `scenekv encoders down` first to change",
+                "using the deployment's %d encoders, not %d: `scenekv encoders down` first to change",
                 len(held["names"]),
                 count,
+            )
+        differ = sorted(k for k, v in mine["settings"].items() if held.get("settings", {}).get(k) != v)
+        if differ:
+            log.warning(
+                "the deployment's encoders were started with other %s: theirs apply, not this "
+                "process's (`scenekv encoders status` shows them)",
+                ", ".join(differ),
             )
         config = replace(config, pool_id=held["id"])
         handles = _create(
@@ -185,23 +192,28 @@ class EncoderPool:
             redis_url,
             config,
             gpus=gpus,
-            namespace=namespace,
+            namespace=pool_namespace(config.prefix),
             shared=True,
         )
-        return cls(handles, redis_url, config.prefix, held["id"], shared=True)
+        pool = cls(handles, redis_url, config.prefix, held["id"], shared=True)
+        pool.claimed = held["id"] == mine["id"]
+        return pool
 
     @classmethod
     def find(cls, redis_url: str, prefix: str) -> EncoderPool | None:
         """The deployment's shared pool as recorded, with the encoders of it that exist (none
-        started); None when no pool is recorded under ``prefix``."""
+        started), or the encoders its namespace holds when there is no record; None when neither."""
         held = PoolRecord(connect(redis_url), prefix).read()
-        if held is None:
-            return None
         namespace, handles = pool_namespace(prefix), {}
-        for name in held["names"]:
+        if held is None:  # no record (Redis lost it?): whatever encoders the namespace has
+            found = ray.util.list_named_actors(all_namespaces=True)
+            names = sorted(a["name"] for a in found if a["namespace"] == namespace)
+            if not names:
+                return None
+        for name in held["names"] if held is not None else names:
             with contextlib.suppress(ValueError):
                 handles[name] = ray.get_actor(name, namespace=namespace)
-        return cls(handles, redis_url, prefix, held["id"], shared=True)
+        return cls(handles, redis_url, prefix, held["id"] if held else "", shared=True)
 
     def record(self) -> dict | None:
         """The shared pool's record in Redis (workers/pool_record.py); None for a private pool."""

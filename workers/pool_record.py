@@ -21,12 +21,14 @@ from scenekv.memory.schema import encoder_pool_key
 from scenekv.memory.scripts import DROP_POOL_RECORD
 
 
-def new_record(count: int, model: str) -> dict:
-    """The record a pool of ``count`` encoders of ``model`` would get if this caller starts it."""
+def new_record(count: int, model: str, settings: dict) -> dict:
+    """The record a pool of ``count`` encoders of ``model`` would get if this caller starts it;
+    ``settings``: what else its encoders are built with (compared when a gateway joins)."""
     return {
         "id": uuid.uuid4().hex[:12],
         "names": [f"encoder-{i}" for i in range(count)],
         "model": model,
+        "settings": settings,
         "started": round(time.time(), 3),
         "by": f"{socket.gethostname()}:{os.getpid()}",
     }
@@ -48,6 +50,12 @@ class PoolRecord:
             return record
         held = self.read()
         return held if held is not None else self.claim(record)  # dropped meanwhile: try again
+
+    def settle_model(self, pool_id: str, model: str) -> None:
+        """Record the model that ``auto`` resolved to, so a later --model is checked against it."""
+        held = self.read()
+        if held is not None and held["id"] == pool_id and held["model"] == "auto":
+            self.client.set(self.key, json.dumps({**held, "model": model}), xx=True)
 
     def drop(self, pool_id: str) -> bool:
         """Forget pool ``pool_id`` (its encoders were stopped, or none of them is left)."""

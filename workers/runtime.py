@@ -28,6 +28,7 @@ from scenekv.memory.migrate_untagged import migrate_untagged
 from .actors import EncoderActor
 from .encoder_config import EncoderConfig
 from .encoder_pool import NAMESPACE, EncoderPool, gpu_encoders, pool_namespace
+from .pool_record import PoolRecord
 from .scheduler_policy import SchedulerPolicy
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,23 @@ class Runtime:
         encoders: int | None,
         load_timeout: float,
         scheduling: SchedulerPolicy | None = None,
+        start_pool: bool = True,
     ) -> None:
-        """Start everything, or raise with nothing left running (see SceneKVService for the options)."""
+        """Start everything, or raise with nothing left running (see SceneKVService for the options).
+
+        On a cluster, ``start_pool`` off (a one-off command): the deployment's pool if it runs,
+        else encoders of this process's own, stopped with it (it never starts the shared pool)."""
         if encoders is not None and encoders < 1:  # before anything starts, so nothing is left behind
             raise UserError(f"--encoders must be at least 1, got {encoders}")
-        self.redis_url, self.redis_how, self._redis_child = ensure_redis(redis_url)
-        log.info(self.redis_how)
         self.ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
+        self.redis_url, self.redis_how, self._redis_child = ensure_redis(redis_url)
+        if self.ray_address and self._redis_child is not None:
+            self._redis_child.stop()
+            raise UserError(
+                f"no Redis answers at {redis_url or 'REDIS_URL / 127.0.0.1:6379'}: on a Ray cluster the "
+                "deployment's Redis must be one every gateway and encoder reaches (--redis-url or REDIS_URL)"
+            )
+        log.info(self.redis_how)
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             start_ray(self.ray_address, num_cpus, worker_logs)
@@ -84,13 +95,36 @@ class Runtime:
                 raise UserError(
                     f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)"
                 )
-            if self.ray_address:  # a cluster: the deployment's pool, shared by its gateways
-                pool = EncoderPool.join(EncoderActor, encoders, model, self.redis_url, config, gpus=gpus > 0)
+            shared = self.ray_address and (start_pool or PoolRecord(self.store.client, prefix).read())
+            if shared:  # a cluster: the deployment's pool, shared by its gateways
+                pool = EncoderPool.join(
+                    EncoderActor,
+                    count,
+                    model,
+                    self.redis_url,
+                    config,
+                    gpus=gpus > 0,
+                    count_asked=encoders is not None,
+                )
             else:
+                if self.ray_address:
+                    log.info(
+                        "no encoder pool runs for prefix %r on this cluster: this process starts encoders "
+                        "of its own, stopped when it ends (`scenekv encoders up` starts the deployment's)",
+                        prefix,
+                    )
                 pool = EncoderPool.start(EncoderActor, count, model, self.redis_url, config, gpus=gpus > 0)
             self.model = _described(pool, model, load_timeout)
+            if pool.claimed:
+                PoolRecord(self.store.client, prefix).settle_model(pool.pool_id, self.model["model"])
             self.pool = pool
-        except Exception:
+        except Exception as exc:
+            if pool is not None and pool.claimed:  # the shared pool this process started: undone
+                with contextlib.suppress(Exception):
+                    if isinstance(exc, ForeignEncoders):  # not its to stop
+                        PoolRecord(self.store.client, prefix).drop(pool.pool_id)
+                    else:
+                        pool.stop(timeout=5.0)
             for actor in pool.handles.values() if pool is not None and not pool.shared else ():
                 ray.kill(actor, no_restart=True)  # a shared pool's encoders may serve other gateways
             self.store.close()
@@ -153,6 +187,10 @@ class Runtime:
             self._redis_child.stop(timeout=timeout)
 
 
+class ForeignEncoders(UserError):
+    """Encoders found by name that another pool started (another deployment's, or a lost record's)."""
+
+
 STOP_RAY_S = 1.0  # kept for stopping Ray and a private Redis: 0.8 s measured on a 2-core VM
 
 
@@ -188,8 +226,9 @@ def _described(pool: EncoderPool, model: str, timeout: float) -> dict:
     described = ray.get(refs)
     strangers = [n for n, d in zip(pool.handles, described, strict=True) if d.get("pool_id") != pool.pool_id]
     if strangers:
-        raise UserError(
+        raise ForeignEncoders(
             f"the Ray actors {', '.join(strangers)} of namespace {pool_namespace(pool.prefix)!r} belong "
-            "to another SceneKV deployment (another Redis, same key prefix): give this one its own --prefix"
+            "to another pool: another deployment with the same key prefix (give this one its own "
+            "--prefix), or this deployment's Redis lost its record (`scenekv encoders down` stops them)"
         )
     return described[0]

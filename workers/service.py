@@ -69,6 +69,7 @@ class SceneKVService:
         load_timeout: float = 900.0,
         stream_caps: StreamCaps | None = None,
         scheduling: SchedulerPolicy | None = None,
+        start_pool: bool = True,
     ) -> None:
         """Starts the runtime (blocking: Ray, Redis, the model's load); every other method is async.
 
@@ -88,6 +89,10 @@ class SceneKVService:
         None: no caps, as a library or benchmark wants; `scenekv serve` sets them).
 
         ``scheduling``: the encoders' scheduler policy (None: its defaults).
+
+        On a Ray cluster (``ray_address``) the encoders are the deployment's pool, shared by every
+        gateway (workers/encoder_pool.py): found if it runs, started otherwise unless ``start_pool``
+        is off (a one-off command then runs encoders of its own).
         """
         self.runtime = Runtime(
             model=model,
@@ -103,6 +108,7 @@ class SceneKVService:
             encoders=encoders,
             load_timeout=load_timeout,
             scheduling=scheduling,
+            start_pool=start_pool,
         )
         self.live_retention = dict(live_retention or {})
         self.store, self.pool, self.model = self.runtime.store, self.runtime.pool, self.runtime.model
@@ -321,9 +327,11 @@ class SceneKVService:
         A live URL stream is released the same way (its decoder stops) unless it has watches, which
         run with no client; a file read to its end gives its decoder process back at once.
 
-        Every gateway of a shared pool records here when it last used each of its streams
-        (stream_caps.py), and releases a stream no gateway has used for twice ``idle_s``: one its
-        gateway left behind (it died, or stopped), so its place and window are not held for ever."""
+        A stream's place has one holder (stream_caps.py): the service that last opened or attached
+        it, which alone releases it when idle (by its own clock and the last use every service's
+        sweep writes to Redis); another service that attaches takes it over. A place whose holder
+        is gone (a gateway that died or stopped) and that nobody used for ``idle_s`` is adopted and
+        released here, so a dead gateway's streams do not hold their places and windows for ever."""
         await self._reclaim_decoders()
         now = time.monotonic()
         for sid in keep:  # a watched stream's idle time starts when its last client leaves
@@ -334,22 +342,22 @@ class SceneKVService:
             if await asyncio.to_thread(self.store.has_watches, sid):
                 idle.remove(sid)  # a camera watched for something keeps decoding with nobody attached
                 self._touch(sid)
-        wall = time.time() - now  # monotonic -> unix time, for the other gateways
+        wall = time.time() - time.monotonic()  # monotonic -> unix time, for the other services
         used = {sid: wall + t for sid, t in self._touched.items()}
-        used.update(dict.fromkeys(self._decoders, wall + now))  # a file being read is in use
         await asyncio.to_thread(self.slots.touch, used)
-        left = await asyncio.to_thread(self.slots.unused_since, time.time() - 2 * idle_s, used)
+        before = time.time() - idle_s
+        orphans = await asyncio.to_thread(self.slots.orphans, before, [*used, *self._decoders])
         released = []
-        for sid in idle + left:
+        for sid in idle + orphans:
             try:
                 async with self.delivery.stream_lock(sid):
-                    mine = sid in self._touched
-                    if mine and time.monotonic() - self._touched[sid] < idle_s:
-                        continue  # a frame or a client came meanwhile
-                    if not (mine or sid in left) or not await self._unused(
-                        sid, idle_s if mine else 2 * idle_s
-                    ):
-                        continue  # ended here meanwhile, or another gateway uses it
+                    if sid in self._touched:
+                        if time.monotonic() - self._touched[sid] < idle_s:
+                            continue  # a frame or a client came meanwhile
+                        if not await self._still_held(sid, idle_s):
+                            continue  # another service uses it, or attached it and holds it now
+                    elif sid not in orphans or not await asyncio.to_thread(self.slots.adopt, sid, before):
+                        continue  # ended here meanwhile, or its holder came back, or it was used
                     await self._stop_decoder(sid)  # a live URL stream's
                     await self._end_locked(sid)
                 released.append(sid)
@@ -358,13 +366,19 @@ class SceneKVService:
                 log.warning("stream %s: releasing it failed: %s", sid, exc)
         return released
 
-    async def _unused(self, sid: str, idle_s: float) -> bool:
-        """Whether no gateway has used ``sid`` for ``idle_s``, as Redis says just before releasing
-        it (a stream of this gateway's with no record is judged by this gateway's clock alone)."""
-        used = await asyncio.to_thread(self.slots.last_used, sid)
-        if used is None:
-            return sid in self._touched
-        return time.time() - used >= idle_s
+    async def _still_held(self, sid: str, idle_s: float) -> bool:
+        """Whether this service is to release ``sid`` now: it still holds its place (or it has
+        none) and no other service used it for ``idle_s`` either (their sweeps write its last use).
+        If not, its clock here starts again."""
+
+        def read() -> tuple[bool, str | None, float | None]:
+            return self.slots.holds(sid), self.slots.kind(sid), self.slots.last_used(sid)
+
+        held, kind, used = await asyncio.to_thread(read)
+        if kind is None or (held and (used is None or time.time() - used >= idle_s)):
+            return True
+        self._touch(sid)  # another service uses it, or holds it now (it releases it)
+        return False
 
     async def _reclaim_decoders(self) -> None:
         """Stop the decoder processes whose source has ended (a file read to its end, a source that
@@ -507,6 +521,10 @@ class SceneKVService:
         # a third of what is left: a hung encoder must not take the detach's time too
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.delivery.replay_all_lost_frames(), left() / 3)
+        with contextlib.suppress(Exception):  # Redis may be gone: the records expire by themselves
+            if not self.pool.shared:
+                await asyncio.to_thread(self.slots.clear)  # its own encoders detach every stream
+        self.slots.close()  # a shared pool's streams stay open: other services adopt them when idle
         # Blocking, on the loop's own thread, on purpose: nothing else on the loop runs meanwhile (a
         # push retrying on a killed encoder would race Ray's shutdown)
         self.runtime.shutdown(left, also_kill=[d for d, _ in decoders])

@@ -1,4 +1,4 @@
-"""How many streams of each kind a deployment keeps open at once, and when each was last used.
+"""How many streams of each kind a deployment keeps open at once, who holds each, and its last use.
 
 Each open stream holds something scarce: a push stream a device KV window, a lease and up to
 64 MiB of unsaved frames; a file or URL stream a decoder process as well, and a live URL decodes
@@ -7,15 +7,20 @@ until it is released. So ``start_stream`` reserves a place of its kind first (re
 file has been read to the end (its decoder is reclaimed then).
 
 The places are kept in Redis per encoder pool (memory/schema.py ``open_stream_keys``), so a cap
-holds across every gateway of a deployment, and with each stream the last time a gateway used it:
-any gateway can release a stream that the one serving it left behind (it died, or was stopped).
-A private pool (one process's own encoders) has keys of its own, expiring a day after its last
-sweep if the process died without giving them back.
+holds across every gateway of a deployment. Each place records its holder, the service (gateway,
+CLI command) that last opened or attached the stream, which releases it when idle; a holder keeps
+a liveness key alive from a thread of its own while it runs. A place whose holder's key expired
+(it died, or stopped) and that nobody used for ``idle_s`` is released by any other service's sweep
+(``adopt``), so a dead gateway's streams do not hold their places and windows for ever. A private
+pool (one process's own encoders) has keys of its own, expiring a day after their last use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,7 +31,8 @@ if TYPE_CHECKING:
     import redis
 
 KINDS = ("push", "file", "live")
-KEPT_S = 86400  # how long the records outlive the last sweep of any gateway of the pool
+KEPT_S = 86400  # how long the records outlive their last use
+ALIVE_S = 30.0  # a holder's liveness key lasts this long; renewed every ALIVE_S / 3
 
 
 class TooManyStreams(UserError):
@@ -41,29 +47,58 @@ class StreamCaps:
 
 
 class StreamSlots:
-    """The places taken on one pool, by kind, and the streams' last use (plain Redis, blocking:
-    the service calls it from a thread)."""
+    """The places taken on one pool, by kind, their holders and last use (plain Redis, blocking:
+    the service calls it from a thread). ``close()`` ends this holder's liveness."""
 
     def __init__(
         self, client: redis.Redis, prefix: str, pool_id: str, caps: StreamCaps | None = None
     ) -> None:
-        from scenekv.memory.schema import open_stream_keys  # here: `scenekv serve --help` stays light
-        from scenekv.memory.scripts import TAKE_STREAM_PLACE
+        from scenekv.memory import scripts  # here: `scenekv serve --help` stays light
+        from scenekv.memory.schema import open_stream_keys
 
         self.client = client
         self.caps = caps  # None: no caps (a library user or a benchmark; `scenekv serve` sets them)
-        *self._sets, self._touched = open_stream_keys(prefix, pool_id)
-        self._take = client.register_script(TAKE_STREAM_PLACE)
+        self.keys = open_stream_keys(prefix, pool_id)  # push, file, live, touched, holders
+        *self._sets, self._touched, self._holders = self.keys
+        self.holder = uuid.uuid4().hex[:12]
+        self._alive = self.alive_key(self.holder)
+        self._take = client.register_script(scripts.TAKE_STREAM_PLACE)
+        self._touch = client.register_script(scripts.TOUCH_STREAM_PLACES)
+        self._adopt = client.register_script(scripts.ADOPT_STREAM_PLACE)
+        self._stop = threading.Event()
+        self._beat()
+        self._thread = threading.Thread(target=self._beating, name="scenekv-place-holder", daemon=True)
+        self._thread.start()
+
+    def alive_key(self, holder: str) -> str:
+        return f"{self._holders}:{holder}"
+
+    def _beat(self) -> None:
+        self.client.set(self._alive, "1", px=int(ALIVE_S * 1000))
+
+    def _beating(self) -> None:
+        while not self._stop.wait(ALIVE_S / 3):
+            with contextlib.suppress(Exception):  # Redis away: tried again (places outlive ALIVE_S)
+                self._beat()
+
+    def close(self) -> None:
+        """This holder stops: its places become other services' to release (after ``idle_s``)."""
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.client.delete(self._alive)
 
     def take(self, sid: str, kind: str) -> bool:
         """Hold a place of ``kind`` for ``sid``: True if taken now, False if ``sid`` holds one
-        already (TooManyStreams when they are all taken)."""
+        already (its holder is this service from now on). TooManyStreams when they are all taken."""
         cap = getattr(self.caps, kind) if self.caps is not None else 0
         got = self._take(
-            keys=[*self._sets, self._touched], args=[sid, KINDS.index(kind) + 1, cap, f"{time.time():.3f}"]
+            keys=list(self.keys),
+            args=[sid, KINDS.index(kind) + 1, cap, f"{time.time():.3f}", self.holder, KEPT_S],
         )
         if got == -1:
-            raise TooManyStreams(f"this server already has {cap} {kind} streams open; end one or try later")
+            raise TooManyStreams(
+                f"this deployment already has {cap} {kind} streams open; end one or try later"
+            )
         return got == 1
 
     def kind(self, sid: str) -> str | None:
@@ -73,11 +108,17 @@ class StreamSlots:
             held = pipe.execute()
         return next((k for k, h in zip(KINDS, held, strict=True) if h), None)
 
+    def holds(self, sid: str) -> bool:
+        """Whether this service holds ``sid``'s place (no other attached it since)."""
+        held = self.client.hget(self._holders, sid)
+        return held is not None and held.decode() == self.holder
+
     def give_back(self, sid: str) -> None:
         with self.client.pipeline(transaction=False) as pipe:
             for key in self._sets:
                 pipe.srem(key, sid)
             pipe.zrem(self._touched, sid)
+            pipe.hdel(self._holders, sid)
             pipe.execute()
 
     def counts(self) -> dict[str, int]:
@@ -87,24 +128,35 @@ class StreamSlots:
             return dict(zip(KINDS, pipe.execute(), strict=True))
 
     def touch(self, used: Mapping[str, float]) -> None:
-        """Record when each stream was last used (unix times; a later time never goes back) and keep
-        the records for KEPT_S more."""
-        with self.client.pipeline(transaction=False) as pipe:
-            if used:
-                pipe.zadd(self._touched, {sid: round(t, 3) for sid, t in used.items()}, gt=True)
-            for key in (*self._sets, self._touched):
-                pipe.expire(key, KEPT_S)
-            pipe.execute()
-
-    def unused_since(self, before: float, skip: Iterable[str] = ()) -> list[str]:
-        """Streams holding a place that no gateway has used since unix time ``before``."""
-        skip = set(skip)
-        stale = self.client.zrangebyscore(self._touched, "-inf", before)
-        return [s for s in (v.decode() for v in stale) if s not in skip]
+        """Record when each stream was last used (unix times; only streams holding a place, and a
+        later time never goes back)."""
+        if used:
+            args = [KEPT_S, *(x for sid, t in used.items() for x in (sid, f"{t:.3f}"))]
+            self._touch(keys=list(self.keys), args=args)
 
     def last_used(self, sid: str) -> float | None:
         return self.client.zscore(self._touched, sid)
 
+    def orphans(self, before: float, skip: Iterable[str] = ()) -> list[str]:
+        """Streams whose holder is gone (its liveness key expired) and nobody used since unix time
+        ``before``: other services' to release."""
+        skip = set(skip)
+        stale = {v.decode() for v in self.client.zrangebyscore(self._touched, "-inf", before)} - skip
+        if not stale:
+            return []
+        sids = sorted(stale)
+        holders = [h.decode() if h is not None else "" for h in self.client.hmget(self._holders, sids)]
+        with self.client.pipeline(transaction=False) as pipe:
+            for h in holders:
+                pipe.exists(self.alive_key(h))
+            alive = pipe.execute()
+        return [sid for sid, up in zip(sids, alive, strict=True) if not up]
+
+    def adopt(self, sid: str, before: float) -> bool:
+        """Become the holder of ``sid`` if its holder is gone and nobody used it since ``before``
+        (one step: of several services sweeping at once, one adopts it)."""
+        return bool(self._adopt(keys=list(self.keys), args=[sid, self.holder, f"{before:.3f}"]))
+
     def clear(self) -> None:
         """Forget every place of the pool (its encoders were stopped: nothing is open on it)."""
-        self.client.delete(*self._sets, self._touched)
+        self.client.delete(*self.keys)

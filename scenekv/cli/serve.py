@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from scenekv.web.server import Gateway
 
     log.info("starting the service (Ray, Redis, model %s) ...", args.model)
-    service = service_from_args(args, blocking=False)  # the gateway's loop awaits it
+    service = service_from_args(args, blocking=False, start_pool=True)  # the gateway's loop awaits it
     hard = HardStop(args.drain_s + 5.0)  # armed by SIGTERM / Ctrl-C: the stop takes no longer
     loop = None
     try:

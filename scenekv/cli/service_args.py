@@ -117,10 +117,13 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def service_from_args(args: argparse.Namespace, *, captions: bool = True, blocking: bool = True):
+def service_from_args(
+    args: argparse.Namespace, *, captions: bool = True, blocking: bool = True, start_pool: bool = False
+):
     """A SceneKVService from the common flags (local Ray, Redis found or started, model loaded):
     wrapped in a BlockingService for the commands that run no event loop (``blocking``), as it is
-    for the gateway's loop (serve)."""
+    for the gateway's loop (serve). ``start_pool``: on a cluster, start the deployment's encoder
+    pool if it does not run (serve); a one-off command uses it only if it runs."""
     from scenekv.workers.blocking_service import BlockingService
     from scenekv.workers.service import SceneKVService
 
@@ -142,6 +145,7 @@ def service_from_args(args: argparse.Namespace, *, captions: bool = True, blocki
         load_timeout=args.load_timeout,
         stream_caps=stream_caps(args),
         scheduling=scheduling(args),
+        start_pool=start_pool,
     )
 
 

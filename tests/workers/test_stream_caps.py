@@ -1,5 +1,6 @@
 """Places for open streams, by kind, kept in Redis: full is a clear refusal, a place given back is free
-again, two gateways of one pool share the caps, and a stream nobody uses shows for any of them."""
+again, two gateways of one pool share the caps, and only a dead holder's idle places are others' to
+release."""
 
 from __future__ import annotations
 
@@ -56,18 +57,27 @@ def test_gateways_of_one_pool_share_the_caps_and_other_pools_do_not(redis_client
     assert other.take("x", "push") and other.counts()["push"] == 1
 
 
-def test_a_stream_no_gateway_uses_is_found_by_any_of_them(redis_client, prefix):
-    a, b = StreamSlots(redis_client, prefix, "p"), StreamSlots(redis_client, prefix, "p")
+def test_a_dead_holders_idle_places_are_adopted_once_and_a_live_holders_never(redis_client, prefix):
+    a, b, c = (StreamSlots(redis_client, prefix, "p") for _ in range(3))
     a.take("kept", "push")
     a.take("left", "push")
     now = time.time()
-    assert b.unused_since(now - 600) == []  # taken just now: in use
-    later = now + 900  # a quarter of an hour on
-    assert sorted(b.unused_since(later - 600)) == ["kept", "left"]
-    b.touch({"kept": later})  # a client reached it through b
-    a.touch({"kept": now})  # a's older clock never takes it back
-    assert b.unused_since(later - 600) == ["left"] and a.unused_since(later - 600, skip=["left"]) == []
-    assert a.last_used("kept") == pytest.approx(later, abs=0.01)
+    assert b.orphans(now + 600) == []  # a holds both and is alive: never others' to release
+    assert b.take("kept", "push") is False and b.holds("kept") and not a.holds("kept")  # attached via b
+    a.close()  # a stops (or dies: its liveness key expires ALIVE_S after its last beat)
+    assert b.orphans(now - 600) == []  # used just now: not yet
+    later = now + 900
+    assert b.orphans(later - 600) == ["left"]  # b holds "kept" and is alive
+    b.touch({"left": later})  # used since (a client on b)
+    assert b.orphans(later - 600) == [] and b.last_used("left") == pytest.approx(later, abs=0.01)
+    b.touch({"left": now})  # an older clock never takes it back
+    assert b.last_used("left") == pytest.approx(later, abs=0.01)
+    even_later = later + 900
+    assert b.adopt("left", even_later - 600) and not c.adopt("left", even_later - 600)  # one of them
+    assert b.holds("left") and c.orphans(even_later - 600) == []  # b, alive, holds it now
     b.give_back("left")
-    assert a.unused_since(later - 600) == [] and a.last_used("left") is None
+    b.touch({"left": even_later})  # a given-back stream gets no record from a late touch
+    assert b.last_used("left") is None and b.kind("left") is None
     assert 0 < redis_client.ttl(f"{prefix}{{pool:p}}:push") <= 86400  # a dead pool's records expire
+    b.close()
+    c.close()
