@@ -428,11 +428,22 @@ end
 return cur or ''
 """
 
+# Whether a place's holder is alive: its liveness key, the holders hash's name + ':' + holder (the
+# same hash tag, so the same slot on a Redis Cluster). A place with no holder (taken before holders
+# were kept) has none.
+_HOLDER_ALIVE = """
+local function holder_alive(holders, sid)
+  local holder = redis.call('HGET', holders, sid)
+  return holder and redis.call('EXISTS', holders .. ':' .. holder) == 1, holder
+end
+"""
+
 # A place for a stream of one kind on a pool (workers/stream_caps.py). KEYS: the push, file and live
 # sets, the touched zset, the holders hash; ARGV: sid, kind index (1-3), cap (0: none), now, holder,
-# seconds the records are kept. 0: held already (any kind; the caller holds it now), 1: taken,
-# -1: that kind is full. One step, so gateways starting streams at once never pass the cap.
-TAKE_STREAM_PLACE = """
+# seconds the records are kept. 0: held already (any kind; the caller holds it from now on only if
+# its holder is gone), 1: taken, -1: that kind is full. One step, so gateways starting streams at
+# once never pass the cap.
+TAKE_STREAM_PLACE = _HOLDER_ALIVE + """
 local held = false
 for i = 1, 3 do
   if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then held = true end
@@ -445,7 +456,7 @@ if not held then
 end
 local cur = redis.call('ZSCORE', KEYS[4], ARGV[1])
 if not cur or tonumber(cur) < tonumber(ARGV[4]) then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1]) end
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[5])
+if not held or not holder_alive(KEYS[5], ARGV[1]) then redis.call('HSET', KEYS[5], ARGV[1], ARGV[5]) end
 for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 if held then return 0 end
 return 1
@@ -462,15 +473,29 @@ for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 return 0
 """
 
-# Adopt a place whose holder is gone (its liveness key, KEYS[5]..':'..holder, expired) and that was
-# last used before ARGV[3]. ARGV: sid, new holder, before. 1: adopted.
-ADOPT_STREAM_PLACE = """
-local holder = redis.call('HGET', KEYS[5], ARGV[1])
-if not holder then return 0 end
-if redis.call('EXISTS', KEYS[5] .. ':' .. holder) == 1 then return 0 end
+# Adopt a place whose holder is gone (its liveness key expired, or it has none) and that was last
+# used before ARGV[3]. ARGV: sid, new holder, before. 1: adopted.
+ADOPT_STREAM_PLACE = _HOLDER_ALIVE + """
+local held = false
+for i = 1, 3 do
+  if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then held = true end
+end
+if not held or holder_alive(KEYS[5], ARGV[1]) then return 0 end
 local used = redis.call('ZSCORE', KEYS[4], ARGV[1])
 if used and tonumber(used) >= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
+return 1
+"""
+
+# Record the model ``auto`` resolved to (ARGV[2]) in the shared pool's record if it is still pool
+# ARGV[1]'s and says "auto".
+SETTLE_POOL_MODEL = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local record = cjson.decode(cur)
+if record['id'] ~= ARGV[1] or record['model'] ~= 'auto' then return 0 end
+record['model'] = ARGV[2]
+redis.call('SET', KEYS[1], cjson.encode(record))
 return 1
 """
 

@@ -200,11 +200,14 @@ class EncoderPool:
         return pool
 
     @classmethod
-    def find(cls, redis_url: str, prefix: str) -> EncoderPool | None:
+    def find(cls, redis_url: str, prefix: str, *, recorded: bool = False) -> EncoderPool | None:
         """The deployment's shared pool as recorded, with the encoders of it that exist (none
-        started), or the encoders its namespace holds when there is no record; None when neither."""
+        started), or the encoders its namespace holds when there is no record (unless ``recorded``);
+        None when there are none."""
         held = PoolRecord(connect(redis_url), prefix).read()
         namespace, handles = pool_namespace(prefix), {}
+        if held is None and recorded:
+            return None
         if held is None:  # no record (Redis lost it?): whatever encoders the namespace has
             found = ray.util.list_named_actors(all_namespaces=True)
             names = sorted(a["name"] for a in found if a["namespace"] == namespace)
@@ -213,6 +216,8 @@ class EncoderPool:
         for name in held["names"] if held is not None else names:
             with contextlib.suppress(ValueError):
                 handles[name] = ray.get_actor(name, namespace=namespace)
+        if not handles:
+            return None
         return cls(handles, redis_url, prefix, held["id"] if held else "", shared=True)
 
     def record(self) -> dict | None:

@@ -15,6 +15,7 @@ from scenekv.memory.local_redis import answers
 from scenekv.memory.redis_conn import connect, redis_url_default
 
 from .encoder_pool import EncoderPool, pool_namespace
+from .pool_record import PoolRecord
 from .runtime import Runtime, start_ray
 from .stream_caps import StreamSlots
 
@@ -67,11 +68,16 @@ def down(
     start_ray(address, None, worker_logs=False)
     try:
         pool = EncoderPool.find(url, prefix)
-        if pool is None:
+        if pool is None:  # none left on the cluster: a record naming them goes too
+            record = PoolRecord(connect(url), prefix)
+            held = record.read()
+            if held is not None:
+                record.drop(held["id"])
             return None
         stopped = _status(pool)
         pool.stop(timeout)
-        StreamSlots(connect(url), prefix, pool.pool_id).clear()
+        if pool.pool_id:  # without a record the encoders' places expire by themselves
+            StreamSlots(connect(url), prefix, pool.pool_id).clear()
         return stopped
     finally:
         _leave_ray()

@@ -18,7 +18,7 @@ import uuid
 import redis
 
 from scenekv.memory.schema import encoder_pool_key
-from scenekv.memory.scripts import DROP_POOL_RECORD
+from scenekv.memory.scripts import DROP_POOL_RECORD, SETTLE_POOL_MODEL
 
 
 def new_record(count: int, model: str, settings: dict) -> dict:
@@ -39,6 +39,7 @@ class PoolRecord:
         self.client = client
         self.key = encoder_pool_key(prefix)
         self._drop = client.register_script(DROP_POOL_RECORD)
+        self._settle = client.register_script(SETTLE_POOL_MODEL)
 
     def read(self) -> dict | None:
         raw = self.client.get(self.key)
@@ -53,9 +54,7 @@ class PoolRecord:
 
     def settle_model(self, pool_id: str, model: str) -> None:
         """Record the model that ``auto`` resolved to, so a later --model is checked against it."""
-        held = self.read()
-        if held is not None and held["id"] == pool_id and held["model"] == "auto":
-            self.client.set(self.key, json.dumps({**held, "model": model}), xx=True)
+        self._settle(keys=[self.key], args=[pool_id, model])
 
     def drop(self, pool_id: str) -> bool:
         """Forget pool ``pool_id`` (its encoders were stopped, or none of them is left)."""

@@ -95,8 +95,7 @@ class Runtime:
                 raise UserError(
                     f"{count} encoders need {count} GPUs; the cluster has {gpus} (or --device cpu)"
                 )
-            shared = self.ray_address and (start_pool or PoolRecord(self.store.client, prefix).read())
-            if shared:  # a cluster: the deployment's pool, shared by its gateways
+            if self.ray_address and start_pool:  # a cluster: the deployment's pool, shared by its gateways
                 pool = EncoderPool.join(
                     EncoderActor,
                     count,
@@ -106,6 +105,8 @@ class Runtime:
                     gpus=gpus > 0,
                     count_asked=encoders is not None,
                 )
+            elif self.ray_address and (found := EncoderPool.find(self.redis_url, prefix, recorded=True)):
+                pool = found  # a one-off command: the deployment's pool as it runs, never started here
             else:
                 if self.ray_address:
                     log.info(

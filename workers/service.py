@@ -344,6 +344,7 @@ class SceneKVService:
                 self._touch(sid)
         wall = time.time() - time.monotonic()  # monotonic -> unix time, for the other services
         used = {sid: wall + t for sid, t in self._touched.items()}
+        used.update(dict.fromkeys(keep, time.time()))  # a client is on it here
         await asyncio.to_thread(self.slots.touch, used)
         before = time.time() - idle_s
         orphans = await asyncio.to_thread(self.slots.orphans, before, [*used, *self._decoders])
@@ -354,10 +355,12 @@ class SceneKVService:
                     if sid in self._touched:
                         if time.monotonic() - self._touched[sid] < idle_s:
                             continue  # a frame or a client came meanwhile
-                        if not await self._still_held(sid, idle_s):
-                            continue  # another service uses it, or attached it and holds it now
+                        if not await self._to_release(sid, idle_s):
+                            continue
                     elif sid not in orphans or not await asyncio.to_thread(self.slots.adopt, sid, before):
                         continue  # ended here meanwhile, or its holder came back, or it was used
+                    else:  # held here now: if ending it fails, the next sweep tries again
+                        self._touched[sid] = time.monotonic() - idle_s
                     await self._stop_decoder(sid)  # a live URL stream's
                     await self._end_locked(sid)
                 released.append(sid)
@@ -366,19 +369,27 @@ class SceneKVService:
                 log.warning("stream %s: releasing it failed: %s", sid, exc)
         return released
 
-    async def _still_held(self, sid: str, idle_s: float) -> bool:
-        """Whether this service is to release ``sid`` now: it still holds its place (or it has
-        none) and no other service used it for ``idle_s`` either (their sweeps write its last use).
-        If not, its clock here starts again."""
+    async def _to_release(self, sid: str, idle_s: float) -> bool:
+        """Whether this service, idle on ``sid`` for ``idle_s``, ends it now: it holds its place (or
+        adopts it from a holder that died, or it has none) and nobody used it for ``idle_s`` (every
+        service's sweep writes its last use). A stream another live service holds is that one's to
+        release: forgotten here."""
 
-        def read() -> tuple[bool, str | None, float | None]:
-            return self.slots.holds(sid), self.slots.kind(sid), self.slots.last_used(sid)
+        def read() -> tuple[str | None, bool, str | None, float | None]:
+            holder, alive = self.slots.holder_of(sid)
+            return holder, alive, self.slots.kind(sid), self.slots.last_used(sid)
 
-        held, kind, used = await asyncio.to_thread(read)
-        if kind is None or (held and (used is None or time.time() - used >= idle_s)):
-            return True
-        self._touch(sid)  # another service uses it, or holds it now (it releases it)
-        return False
+        holder, alive, kind, used = await asyncio.to_thread(read)
+        if kind is None:
+            return True  # no place (released elsewhere meanwhile): ending it again is harmless
+        if holder != self.slots.holder:
+            if alive:
+                self._touched.pop(sid, None)
+                self._streams.discard(sid)
+                self.delivery.forget(sid)  # its copies: the holder's clients push it
+                return False
+            return await asyncio.to_thread(self.slots.adopt, sid, time.time() - idle_s)
+        return used is None or time.time() - used >= idle_s
 
     async def _reclaim_decoders(self) -> None:
         """Stop the decoder processes whose source has ended (a file read to its end, a source that
@@ -501,6 +512,18 @@ class SceneKVService:
     async def health(self) -> dict:
         return await asyncio.to_thread(self.runtime.health)
 
+    async def _give_up_places(self) -> None:
+        """A private pool's places go (its encoders detach every stream); a shared pool's streams
+        stay open, their last use written, for other services to adopt when idle."""
+        wall = time.time() - time.monotonic()
+        with contextlib.suppress(Exception):  # Redis may be gone: the records expire by themselves
+            if self.pool.shared:
+                used = {sid: wall + t for sid, t in self._touched.items()}
+                await asyncio.wait_for(asyncio.to_thread(self.slots.touch, used), 5.0)
+            else:
+                await asyncio.wait_for(asyncio.to_thread(self.slots.clear), 5.0)
+        await asyncio.to_thread(self.slots.close)
+
     async def shutdown(self, timeout: float = 60.0) -> None:
         """Stop decoders, flush and detach every stream (each resumes on attach), stop Ray and a
         private Redis, all within ``timeout``: a step that does not answer in time is skipped and
@@ -512,19 +535,18 @@ class SceneKVService:
 
         decoders = list(self._decoders.values())
         self._decoders.clear()
-        for decoder, _ in decoders:
-            with contextlib.suppress(Exception):
-                decoder.stop.remote()
-        if decoders:
-            runs = [asyncio.wrap_future(run.future()) for _, run in decoders]
-            await asyncio.wait(runs, timeout=min(15.0, left()))
-        # a third of what is left: a hung encoder must not take the detach's time too
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.delivery.replay_all_lost_frames(), left() / 3)
-        with contextlib.suppress(Exception):  # Redis may be gone: the records expire by themselves
-            if not self.pool.shared:
-                await asyncio.to_thread(self.slots.clear)  # its own encoders detach every stream
-        self.slots.close()  # a shared pool's streams stay open: other services adopt them when idle
+        try:
+            for decoder, _ in decoders:
+                with contextlib.suppress(Exception):
+                    decoder.stop.remote()
+            if decoders:
+                runs = [asyncio.wrap_future(run.future()) for _, run in decoders]
+                await asyncio.wait(runs, timeout=min(15.0, left()))
+            # a third of what is left: a hung encoder must not take the detach's time too
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.delivery.replay_all_lost_frames(), left() / 3)
+        finally:
+            await self._give_up_places()
         # Blocking, on the loop's own thread, on purpose: nothing else on the loop runs meanwhile (a
         # push retrying on a killed encoder would race Ray's shutdown)
         self.runtime.shutdown(left, also_kill=[d for d, _ in decoders])

@@ -8,11 +8,12 @@ file has been read to the end (its decoder is reclaimed then).
 
 The places are kept in Redis per encoder pool (memory/schema.py ``open_stream_keys``), so a cap
 holds across every gateway of a deployment. Each place records its holder, the service (gateway,
-CLI command) that last opened or attached the stream, which releases it when idle; a holder keeps
-a liveness key alive from a thread of its own while it runs. A place whose holder's key expired
-(it died, or stopped) and that nobody used for ``idle_s`` is released by any other service's sweep
-(``adopt``), so a dead gateway's streams do not hold their places and windows for ever. A private
-pool (one process's own encoders) has keys of its own, expiring a day after their last use.
+CLI command) that opened the stream, or attached it after its holder died, which releases it when
+idle; a holder keeps a liveness key alive from a thread of its own while it runs. A place whose
+holder's key expired (it died, or stopped) and that nobody used for ``idle_s`` is released by any
+other service's sweep (``adopt``), so a dead gateway's streams do not hold their places and windows
+for ever. Last use is compared across machines' clocks (kept in sync by NTP). A private pool (one
+process's own encoders) has keys of its own, expiring a day after their last use.
 """
 
 from __future__ import annotations
@@ -66,9 +67,8 @@ class StreamSlots:
         self._touch = client.register_script(scripts.TOUCH_STREAM_PLACES)
         self._adopt = client.register_script(scripts.ADOPT_STREAM_PLACE)
         self._stop = threading.Event()
-        self._beat()
-        self._thread = threading.Thread(target=self._beating, name="scenekv-place-holder", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first place taken
+        self._thread_lock = threading.Lock()
 
     def alive_key(self, holder: str) -> str:
         return f"{self._holders}:{holder}"
@@ -81,16 +81,32 @@ class StreamSlots:
             with contextlib.suppress(Exception):  # Redis away: tried again (places outlive ALIVE_S)
                 self._beat()
 
+    def _hold(self) -> None:
+        """Keep this holder alive from now on (a thread renews its key every ALIVE_S / 3)."""
+        with self._thread_lock:
+            if self._thread is None and not self._stop.is_set():
+                self._beat()
+                self._thread = threading.Thread(
+                    target=self._beating, name="scenekv-place-holder", daemon=True
+                )
+                self._thread.start()
+
     def close(self) -> None:
         """This holder stops: its places become other services' to release (after ``idle_s``)."""
-        self._stop.set()
+        with self._thread_lock:
+            self._stop.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=2.0)  # a beat in flight must not write the key back after the delete
         with contextlib.suppress(Exception):
             self.client.delete(self._alive)
 
     def take(self, sid: str, kind: str) -> bool:
         """Hold a place of ``kind`` for ``sid``: True if taken now, False if ``sid`` holds one
-        already (its holder is this service from now on). TooManyStreams when they are all taken."""
+        already (this service holds it from now on if its holder is gone). TooManyStreams when they
+        are all taken."""
         cap = getattr(self.caps, kind) if self.caps is not None else 0
+        self._hold()
         got = self._take(
             keys=list(self.keys),
             args=[sid, KINDS.index(kind) + 1, cap, f"{time.time():.3f}", self.holder, KEPT_S],
@@ -108,10 +124,16 @@ class StreamSlots:
             held = pipe.execute()
         return next((k for k, h in zip(KINDS, held, strict=True) if h), None)
 
-    def holds(self, sid: str) -> bool:
-        """Whether this service holds ``sid``'s place (no other attached it since)."""
+    def holder_of(self, sid: str) -> tuple[str | None, bool]:
+        """``sid``'s holder (None: no place, or one without a holder) and whether it is alive."""
         held = self.client.hget(self._holders, sid)
-        return held is not None and held.decode() == self.holder
+        if held is None:
+            return None, False
+        return held.decode(), bool(self.client.exists(self.alive_key(held.decode())))
+
+    def holds(self, sid: str) -> bool:
+        """Whether this service holds ``sid``'s place."""
+        return self.holder_of(sid)[0] == self.holder
 
     def give_back(self, sid: str) -> None:
         with self.client.pipeline(transaction=False) as pipe:
