@@ -443,7 +443,9 @@ end
 # seconds the records are kept. 0: held already (any kind; the caller holds it from now on only if
 # its holder is gone), 1: taken, -1: that kind is full. One step, so gateways starting streams at
 # once never pass the cap.
-TAKE_STREAM_PLACE = _HOLDER_ALIVE + """
+TAKE_STREAM_PLACE = (
+    _HOLDER_ALIVE
+    + """
 local held = false
 for i = 1, 3 do
   if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then held = true end
@@ -461,6 +463,7 @@ for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 if held then return 0 end
 return 1
 """
+)
 
 # Last use of streams holding a place, never moved back (ZADD GT without Redis 6.2). KEYS: as
 # TAKE_STREAM_PLACE's; ARGV: seconds kept, then sid, unix time pairs.
@@ -475,7 +478,9 @@ return 0
 
 # Adopt a place whose holder is gone (its liveness key expired, or it has none) and that was last
 # used before ARGV[3]. ARGV: sid, new holder, before. 1: adopted.
-ADOPT_STREAM_PLACE = _HOLDER_ALIVE + """
+ADOPT_STREAM_PLACE = (
+    _HOLDER_ALIVE
+    + """
 local held = false
 for i = 1, 3 do
   if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then held = true end
@@ -486,6 +491,7 @@ if used and tonumber(used) >= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
 return 1
 """
+)
 
 # Record the model ``auto`` resolved to (ARGV[2]) in the shared pool's record if it is still pool
 # ARGV[1]'s and says "auto".
