@@ -5,7 +5,8 @@ A private Ray head on this machine (2 CPUs) and real Redis, under a fresh key pr
 encoder pool: one encoder, started (detached) by the run's first gateway and used by every later
 one, so no gateway after the first loads the model. N WebSocket clients in this process, assigned
 to the gateways round-robin, each open a push stream, add one watch (``red background``, waiting
-for its ``watch.added``), push ``--frames`` JPEG frames at 1 fps and ask one question. Two
+for its ``watch.added``), push ``--frames`` JPEG frames at 1 fps, ask one question and end the
+stream. Two
 histograms of every gateway are read before and after, their bucket counts summed over the
 gateways:
 
@@ -194,6 +195,8 @@ async def _client(port: int, frames: int, results: list) -> None:
         t0 = time.perf_counter()
         msg = await _until(ws, "answer.done", "error", id="q")
         results.append((msg["type"], time.perf_counter() - t0))
+        await ws.send(json.dumps({"type": "session.end"}))  # as a camera that stops: its place goes
+        await _until(ws, "session.ended")
 
 
 def _threads(pid: int) -> int:
@@ -259,8 +262,7 @@ def main() -> None:
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; Ray head {address}, prefix {prefix}")
         for g in counts:
             # one loopback address opens every client: the per-client caps are lifted, no token;
-            # the push streams' cap holds across the pool and its streams stay open (no session.end)
-            # until released idle, so it is the whole run's
+            # the push streams' cap holds across the pool (each client ends its stream)
             per = str(math.ceil(max(clients) / g) + 16)
             limits = ["--no-token", "--max-connections", per, "--max-connections-per-client", per]
             limits += ["--max-push-streams", str(sum(clients) * len(counts) + 16)]

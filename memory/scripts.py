@@ -430,11 +430,17 @@ return cur or ''
 
 # Whether a place's holder is alive: its liveness key, the holders hash's name + ':' + holder (the
 # same hash tag, so the same slot on a Redis Cluster). A place with no holder (taken before holders
-# were kept) has none.
+# were kept) has none. Whether a stream has a place of any kind (KEYS 1-3: the push, file, live sets).
 _HOLDER_ALIVE = """
 local function holder_alive(holders, sid)
   local holder = redis.call('HGET', holders, sid)
   return holder and redis.call('EXISTS', holders .. ':' .. holder) == 1, holder
+end
+local function has_place(sid)
+  for i = 1, 3 do
+    if redis.call('SISMEMBER', KEYS[i], sid) == 1 then return true end
+  end
+  return false
 end
 """
 
@@ -446,10 +452,7 @@ end
 TAKE_STREAM_PLACE = (
     _HOLDER_ALIVE
     + """
-local held = false
-for i = 1, 3 do
-  if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then held = true end
-end
+local held = has_place(ARGV[1])
 local k = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 if not held then
@@ -481,10 +484,7 @@ return 0
 ADOPT_STREAM_PLACE = (
     _HOLDER_ALIVE
     + """
-local held = false
-for i = 1, 3 do
-  if redis.call('SISMEMBER', KEYS[i], ARGV[1]) == 1 then held = true end
-end
+local held = has_place(ARGV[1])
 if not held or holder_alive(KEYS[5], ARGV[1]) then return 0 end
 local used = redis.call('ZSCORE', KEYS[4], ARGV[1])
 if used and tonumber(used) >= tonumber(ARGV[3]) then return 0 end

@@ -30,6 +30,22 @@ def frame_jpeg(t: int, size: tuple[int, int] = (128, 96)) -> bytes:
     return buf.getvalue()
 
 
+def world_jpegs(path, seed: int, duration: float) -> tuple[object, list[bytes]]:
+    """A world video rendered to ``path`` at 1 fps, 320x180: its truth and its frames as a camera
+    would send them (JPEG, quality 92)."""
+    from scenekv.ingest import open_source
+    from scenekv.world.render import make_world_video
+
+    truth = make_world_video(path, seed=seed, duration=duration, size=(320, 180), fps=1)
+    out = []
+    with open_source(str(path), fps=1.0) as src:
+        for frame in src:
+            buf = io.BytesIO()
+            Image.fromarray(frame.image).save(buf, format="JPEG", quality=92)
+            out.append(buf.getvalue())
+    return truth, out
+
+
 def halves(w: int = 128, h: int = 96) -> np.ndarray:
     """A landscape picture, red on the left and blue on the right: any turn of it shows."""
     img = np.zeros((h, w, 3), np.uint8)

@@ -8,22 +8,18 @@ process is SIGKILLed before the third, and the gateway is replaced by a new one 
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import time
 
 import pytest
 import ray
-from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
-from scenekv.ingest import open_source
 from scenekv.web.config import GatewayConfig
 from scenekv.web.server import GatewayThread
-from scenekv.world.render import make_world_video
 
-from support.ws_helpers import KEYS, Pusher, local_service, of_type, recv_until, send
+from support.ws_helpers import KEYS, Pusher, local_service, of_type, recv_until, send, world_jpegs
 
 pytestmark = pytest.mark.slow
 
@@ -33,16 +29,9 @@ BLUE = [(60, 79), (102, 110), (145, 163), (188, 209)]  # the truth's blue-backgr
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> list[bytes]:
-    path = tmp_path_factory.mktemp("watches") / "world.mp4"
-    truth = make_world_video(path, seed=SEED, duration=SECONDS, size=(320, 180), fps=1)
+    truth, out = world_jpegs(tmp_path_factory.mktemp("watches") / "world.mp4", SEED, SECONDS)
     blue = [(round(s.start), round(s.end)) for s in truth.scenes if s.background == "blue"]
     assert blue == BLUE  # the renderer still draws the world this test was written for
-    out = []
-    with open_source(str(path), fps=1.0) as src:
-        for frame in src:
-            buf = io.BytesIO()
-            Image.fromarray(frame.image).save(buf, format="JPEG", quality=92)
-            out.append(buf.getvalue())
     return out
 
 

@@ -12,7 +12,6 @@ leaves the shared encoder running; `scenekv encoders status` shows it and `down`
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -24,17 +23,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from websockets.sync.client import connect
 
-from scenekv.ingest import open_source
 from scenekv.memory import MemoryStore
 from scenekv.workers.stream_caps import ALIVE_S
-from scenekv.world.render import make_world_video
 
 from support.ray_cluster import clean_env, free_port, private_cluster, stop_group
 from support.redis_fixtures import drop_prefix
-from support.ws_helpers import Pusher, ask, of_type, recv_until, send
+from support.ws_helpers import Pusher, ask, of_type, recv_until, send, world_jpegs
 
 pytestmark = pytest.mark.slow
 
@@ -51,15 +47,8 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> list[bytes]:
-    path = tmp_path_factory.mktemp("replicas") / "world.mp4"
-    truth = make_world_video(path, seed=SEED, duration=60, size=(320, 180), fps=1)
+    truth, out = world_jpegs(tmp_path_factory.mktemp("replicas") / "world.mp4", SEED, 60)
     assert [(round(s.start), s.background) for s in truth.scenes][:2] == [(0, "purple"), (RED_AT, "red")]
-    out = []
-    with open_source(str(path), fps=1.0) as src:
-        for frame in src:
-            buf = io.BytesIO()
-            Image.fromarray(frame.image).save(buf, format="JPEG", quality=92)
-            out.append(buf.getvalue())
     return out[:SECONDS]
 
 
