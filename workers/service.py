@@ -327,11 +327,11 @@ class SceneKVService:
         A live URL stream is released the same way (its decoder stops) unless it has watches, which
         run with no client; a file read to its end gives its decoder process back at once.
 
-        A stream's place has one holder (stream_caps.py): the service that last opened or attached
-        it, which alone releases it when idle (by its own clock and the last use every service's
-        sweep writes to Redis); another service that attaches takes it over. A place whose holder
-        is gone (a gateway that died or stopped) and that nobody used for ``idle_s`` is adopted and
-        released here, so a dead gateway's streams do not hold their places and windows for ever."""
+        A stream's place has one holder (stream_caps.py): the service that opened it, or attached
+        it after its holder died, which alone releases it when idle (by its own clock and the last
+        use every service's sweep writes to Redis). A place whose holder is gone (a gateway that
+        died or stopped) and that nobody used for ``idle_s`` is adopted and released here, so a
+        dead gateway's streams do not hold their places and windows for ever."""
         await self._reclaim_decoders()
         now = time.monotonic()
         for sid in keep:  # a watched stream's idle time starts when its last client leaves
