@@ -44,6 +44,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -178,25 +179,40 @@ async def _until(ws, *types: str, id: str | None = None) -> dict:
             return msg
 
 
+class ClientFailed(Exception):
+    """A client's step that failed: ``stage`` says which (the row counts them by stage)."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
+        self.stage = stage
+
+
 async def _client(port: int, frames: int, results: list) -> None:
-    async with connect(f"ws://127.0.0.1:{port}/ws", max_size=2**23, open_timeout=120) as ws:
-        await ws.send(
-            json.dumps({"type": "session.start", "source": "push", "fps": 1.0, "carriers": "pool:4"})
-        )
-        await _until(ws, "session.started")
-        await ws.send(json.dumps({"type": "watch.add", "id": "w", "text": "red background"}))
-        await _until(ws, "watch.added", id="w")
-        for t in range(frames):
-            await ws.send(pack_binary_frame(float(t), _jpeg(t)))
-            await asyncio.sleep(1.0)
-        await ws.send(
-            json.dumps({"type": "question.ask", "id": "q", "text": "What happens?", "max_tokens": 8})
-        )
-        t0 = time.perf_counter()
-        msg = await _until(ws, "answer.done", "error", id="q")
-        results.append((msg["type"], time.perf_counter() - t0))
-        await ws.send(json.dumps({"type": "session.end"}))  # as a camera that stops: its place goes
-        await _until(ws, "session.ended")
+    stage = "connect"
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/ws", max_size=2**23, open_timeout=120) as ws:
+            stage = "start"
+            start = {"type": "session.start", "source": "push", "fps": 1.0, "carriers": "pool:4"}
+            await ws.send(json.dumps(start))
+            await _until(ws, "session.started")
+            stage = "watch"
+            await ws.send(json.dumps({"type": "watch.add", "id": "w", "text": "red background"}))
+            await _until(ws, "watch.added", id="w")
+            stage = "frames"
+            for t in range(frames):
+                await ws.send(pack_binary_frame(float(t), _jpeg(t)))
+                await asyncio.sleep(1.0)
+            stage = "answer"
+            ask = {"type": "question.ask", "id": "q", "text": "What happens?", "max_tokens": 8}
+            await ws.send(json.dumps(ask))
+            t0 = time.perf_counter()
+            msg = await _until(ws, "answer.done", "error", id="q")
+            results.append((msg["type"], time.perf_counter() - t0))
+            stage = "end"  # as a camera that stops: its place goes
+            await ws.send(json.dumps({"type": "session.end"}))
+            await _until(ws, "session.ended")
+    except Exception as exc:
+        raise ClientFailed(stage, exc) from exc
 
 
 def _threads(pid: int) -> int:
@@ -226,6 +242,10 @@ async def _load(ports: list[int], pids: list[int], n: int, frames: int) -> dict:
             row[f"{short}_p{int(q * 100)}_ms"] = round(1000 * v, 2) if v is not None else None
     row["server_threads_peak"] = peak
     row["client_errors"] = len(errors)
+    by_stage = Counter(getattr(e, "stage", type(e).__name__) for e in errors)
+    row["errors_by_stage"] = ",".join(f"{k}:{v}" for k, v in sorted(by_stage.items())) or "-"
+    if errors:
+        print(f"first client error: {errors[0]}", file=sys.stderr, flush=True)
     return row
 
 
