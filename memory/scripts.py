@@ -428,10 +428,12 @@ end
 return cur or ''
 """
 
-# Whether a place's holder is alive: its liveness key, the holders hash's name + ':' + holder (the
-# same hash tag, so the same slot on a Redis Cluster). A place with no holder (taken before holders
-# were kept) has none. Whether a stream has a place of any kind (KEYS 1-3: the push, file, live sets).
-_HOLDER_ALIVE = """
+# The places' steps share these (KEYS: the push, file and live sets, the touched zset, the holders
+# hash). Whether a place's holder is alive: its liveness key, the holders hash's name + ':' + holder
+# (the same hash tag, so the same slot on a Redis Cluster); a place with no holder (taken before
+# holders were kept) has none. Whether a stream has a place of any kind. A stream's last use, never
+# moved back (ZADD GT without Redis 6.2). Every key kept for so many seconds more.
+_PLACE_HELPERS = """
 local function holder_alive(holders, sid)
   local holder = redis.call('HGET', holders, sid)
   return holder and redis.call('EXISTS', holders .. ':' .. holder) == 1, holder
@@ -442,6 +444,15 @@ local function has_place(sid)
   end
   return false
 end
+local function used_at(sid, t, add_new)
+  local cur = redis.call('ZSCORE', KEYS[4], sid)
+  if (cur and tonumber(cur) < tonumber(t)) or (not cur and add_new) then
+    redis.call('ZADD', KEYS[4], t, sid)
+  end
+end
+local function keep_for(seconds)
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], seconds) end
+end
 """
 
 # A place for a stream of one kind on a pool (workers/stream_caps.py). KEYS: the push, file and live
@@ -450,7 +461,7 @@ end
 # its holder is gone), 1: taken, -1: that kind is full. One step, so gateways starting streams at
 # once never pass the cap.
 TAKE_STREAM_PLACE = (
-    _HOLDER_ALIVE
+    _PLACE_HELPERS
     + """
 local held = has_place(ARGV[1])
 local k = tonumber(ARGV[2])
@@ -459,30 +470,29 @@ if not held then
   if cap > 0 and redis.call('SCARD', KEYS[k]) >= cap then return -1 end
   redis.call('SADD', KEYS[k], ARGV[1])
 end
-local cur = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if not cur or tonumber(cur) < tonumber(ARGV[4]) then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1]) end
+used_at(ARGV[1], ARGV[4], true)
 if not held or not holder_alive(KEYS[5], ARGV[1]) then redis.call('HSET', KEYS[5], ARGV[1], ARGV[5]) end
-for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+keep_for(ARGV[6])
 if held then return 0 end
 return 1
 """
 )
 
-# Last use of streams holding a place, never moved back (ZADD GT without Redis 6.2). KEYS: as
+# Last use of streams holding a place (a stream given back gets no entry). KEYS: as
 # TAKE_STREAM_PLACE's; ARGV: seconds kept, then sid, unix time pairs.
-TOUCH_STREAM_PLACES = """
-for i = 2, #ARGV, 2 do
-  local cur = redis.call('ZSCORE', KEYS[4], ARGV[i])
-  if cur and tonumber(cur) < tonumber(ARGV[i + 1]) then redis.call('ZADD', KEYS[4], ARGV[i + 1], ARGV[i]) end
-end
-for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+TOUCH_STREAM_PLACES = (
+    _PLACE_HELPERS
+    + """
+for i = 2, #ARGV, 2 do used_at(ARGV[i], ARGV[i + 1], false) end
+keep_for(ARGV[1])
 return 0
 """
+)
 
 # Adopt a place whose holder is gone (its liveness key expired, or it has none) and that was last
 # used before ARGV[3]. ARGV: sid, new holder, before. 1: adopted.
 ADOPT_STREAM_PLACE = (
-    _HOLDER_ALIVE
+    _PLACE_HELPERS
     + """
 local held = has_place(ARGV[1])
 if not held or holder_alive(KEYS[5], ARGV[1]) then return 0 end

@@ -84,15 +84,13 @@ def down(
 
 
 def _status(pool: EncoderPool) -> dict:
-    record = pool.record()
+    record = pool.record() or {}
     return {
         "pool_id": pool.pool_id,
         "namespace": pool_namespace(pool.prefix),
-        "model": record.get("model") if record else None,
-        "started": record.get("started") if record else None,
-        "by": record.get("by") if record else None,
+        **{field: record.get(field) for field in ("model", "started", "by")},
         "encoders": pool.stats(timeout=10.0),
-        "missing": [n for n in (record or {}).get("names", []) if n not in pool.handles],
+        "missing": [n for n in record.get("names", []) if n not in pool.handles],
     }
 
 

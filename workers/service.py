@@ -342,8 +342,7 @@ class SceneKVService:
             if await asyncio.to_thread(self.store.has_watches, sid):
                 idle.remove(sid)  # a camera watched for something keeps decoding with nobody attached
                 self._touch(sid)
-        wall = time.time() - time.monotonic()  # monotonic -> unix time, for the other services
-        used = {sid: wall + t for sid, t in self._touched.items()}
+        used = self._last_used_here()
         used.update(dict.fromkeys(keep, time.time()))  # a client is on it here
         await asyncio.to_thread(self.slots.touch, used)
         before = time.time() - idle_s
@@ -368,6 +367,11 @@ class SceneKVService:
             except Exception as exc:  # tried again at the next sweep
                 log.warning("stream %s: releasing it failed: %s", sid, exc)
         return released
+
+    def _last_used_here(self) -> dict[str, float]:
+        """Each stream's last frame or client here, as unix times (what other services compare)."""
+        wall = time.time() - time.monotonic()
+        return {sid: wall + t for sid, t in self._touched.items()}
 
     async def _to_release(self, sid: str, idle_s: float) -> bool:
         """Whether this service, idle on ``sid`` for ``idle_s``, ends it now: it holds its place (or
@@ -515,11 +519,9 @@ class SceneKVService:
     async def _give_up_places(self) -> None:
         """A private pool's places go (its encoders detach every stream); a shared pool's streams
         stay open, their last use written, for other services to adopt when idle."""
-        wall = time.time() - time.monotonic()
         with contextlib.suppress(Exception):  # Redis may be gone: the records expire by themselves
             if self.pool.shared:
-                used = {sid: wall + t for sid, t in self._touched.items()}
-                await asyncio.wait_for(asyncio.to_thread(self.slots.touch, used), 5.0)
+                await asyncio.wait_for(asyncio.to_thread(self.slots.touch, self._last_used_here()), 5.0)
             else:
                 await asyncio.wait_for(asyncio.to_thread(self.slots.clear), 5.0)
         await asyncio.to_thread(self.slots.close)
